@@ -1,0 +1,14 @@
+"""adjointgen: explicit adjoint Warp kernels for XLB lattice Boltzmann steppers."""
+
+__version__ = "0.1.0"
+
+
+def differentiable(stepper, **options):
+    """Wrap an XLB Warp stepper into a step with the same signature whose gradient flows
+    through ``wp.Tape`` via generated adjoint kernels. See :mod:`adjointgen.runtime`."""
+    from .runtime import differentiable as _differentiable
+
+    return _differentiable(stepper, **options)
+
+
+__all__ = ["__version__", "differentiable"]

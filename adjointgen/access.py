@@ -1,0 +1,117 @@
+"""Access analysis: what each array read and write touches, and why the adjoint needs no atomics.
+
+Every load of a floating-point array must read population ``l`` (a constant) at, along each axis,
+``(x - c) mod n`` for a constant shift ``c``: the periodic pull of XLB's stream. The analysis
+recovers ``c`` from the (Piecewise) index expression and checks the expression equals
+``(x - c) mod n`` for every ``n`` from 1 to ``_CHECK_UP_TO`` and every ``x`` in ``[0, n)``. The
+expressions are piecewise linear in ``x`` and ``n`` with unit coefficients, their breakpoints lie
+within ``|c| + 1`` of ``0`` or ``n``, and so grids larger than the checked ones behave as the
+largest checked one does. An axis that has length 1 by construction (the third axis of a 2D
+lattice) may be indexed by the constant 0.
+
+The adjoint scatters the adjoint of each load back to the element it read. That is race-free
+(each destination written by exactly one thread, no atomics) because, per (array, population),
+all loads share one shift and a periodic shift is a bijection of the grid: the proof is the
+``proof`` text of the result, and a configuration for which it fails is refused. Writes must
+touch the thread's own cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from .errors import UnsupportedConstruct
+from .ir import Load, Program
+
+_CHECK_UP_TO = 16
+
+
+@dataclass(frozen=True)
+class Access:
+    array: str
+    population: int
+    shifts: tuple  # one integer per spatial axis: the load reads (x - shift) mod n
+
+
+@dataclass
+class Accesses:
+    loads: dict = field(default_factory=dict)  # load symbol name -> Access
+    proof: list = field(default_factory=list)
+
+
+def _shift(expr, x, unit_axis: bool) -> int:
+    expr = sympy.sympify(expr)
+    if unit_axis:
+        if expr == 0 or expr == x:
+            return 0
+        raise ValueError(f"{expr} on an axis of length 1")
+    free = expr.free_symbols - {x}
+    if len(free) > 1:
+        raise ValueError(f"{expr} depends on more than the thread index and the axis length")
+    n = next(iter(free)) if free else sympy.Symbol("_n_unused", integer=True, positive=True)
+    function = sympy.lambdify((x, n), expr, "math")
+    for size in range(1, _CHECK_UP_TO + 1):
+        for position in range(size):
+            if not 0 <= int(function(position, size)) < size:
+                raise ValueError(f"{expr} leaves the grid at x={position}, n={size}")
+    # recover c from the largest grid, where no wrap happens in the middle, then check everywhere
+    middle = _CHECK_UP_TO // 2
+    shift = middle - int(function(middle, _CHECK_UP_TO))
+    for size in range(1, _CHECK_UP_TO + 1):
+        for position in range(size):
+            if int(function(position, size)) != (position - shift) % size:
+                raise ValueError(f"{expr} is not a periodic shift (x={position}, n={size})")
+    return shift
+
+
+def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
+    """Classify loads; prove the scatter adjoint race-free. ``unit_axes`` lists the spatial axes
+    (0-based) that have length 1 by construction."""
+    result = Accesses()
+    differentiable = {p.name for p in program.params if p.differentiable}
+    for statement in program.statements:
+        if not isinstance(statement, Load):
+            continue
+        population, *spatial = statement.index
+        if not sympy.sympify(population).is_Integer:
+            raise UnsupportedConstruct(statement.origin, "a population index that is not a build-time constant",
+                                       "read populations with constant indices (unroll the loop over q)")
+        try:
+            shifts = tuple(_shift(e, program.thread[a], a in unit_axes) for a, e in enumerate(spatial))
+        except ValueError as exc:
+            if statement.array in differentiable:
+                raise UnsupportedConstruct(statement.origin, f"a read of {statement.array} that is not a periodic shift ({exc})",
+                                           "read neighbours through XLB's periodic pull pattern") from None
+            continue  # a non-differentiable read: printed as written
+        result.loads[str(statement.target)] = Access(statement.array, int(population), shifts)
+    # stores: own cell only
+    for store in program.stores:
+        population, *spatial = store.index
+        own_cell = all(
+            sympy.sympify(e) in ((0, program.thread[a]) if a in unit_axes else (program.thread[a],))
+            for a, e in enumerate(spatial)
+        )
+        if not (sympy.sympify(population).is_Integer and own_cell):
+            raise UnsupportedConstruct(store.origin, "a write to another cell than the thread's own",
+                                       "write only to [l, i, j, k] of the thread; neighbour writes race")
+    # injectivity of the scatter
+    by_population: dict = {}
+    for access in result.loads.values():
+        if access.array in differentiable:
+            by_population.setdefault((access.array, access.population), set()).add(access.shifts)
+    stored = {s.array for s in program.stores}
+    for (array, population), shifts in sorted(by_population.items()):
+        if len(shifts) > 1:
+            raise UnsupportedConstruct(
+                f"{program.name}: {array}[{population}]", "two reads of one population at different offsets",
+                "the scatter adjoint would race; this configuration needs the gather form, which is not generated yet")
+        if array in stored and shifts != {(0,) * len(program.thread)}:
+            raise UnsupportedConstruct(
+                f"{program.name}: {array}", "an array both written and read at a neighbour",
+                "the adjoint would read gradients other threads are writing")
+    for (array, population), shifts in sorted(by_population.items()):
+        (shift,) = shifts
+        result.proof.append(f"{array}[{population}] read once per thread at x - {shift} (mod n): a bijection")
+    return result

@@ -1,0 +1,171 @@
+"""Emission: turn the program and its adjoint into lists of code lines, and render the template.
+
+All decisions are made here; ``templates/module.py.j2`` only loops over the prepared lists.
+The forward kernel and the adjoint kernel share one prologue: thread index, grid sizes, the
+loads the early-exit condition needs, and the exit itself. The branchless program keeps the old
+value of every output element where the exit condition holds; the emitter renders that uniform
+select as an early ``return`` (the same semantics, without evaluating the cell), which is safe
+here because this is our explicit adjoint, not Warp's automatic one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+import jinja2
+import sympy
+
+from . import __version__, naming
+from .access import Accesses
+from .config import Configuration
+from .ir import Assign, Load, Program
+from .printer import WarpPrinter
+from .reverse import Adjoint
+
+
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FunctionLoader(lambda name: resources.files("adjointgen.templates").joinpath(name).read_text())
+    return jinja2.Environment(loader=loader, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+class _Lines:
+    def __init__(self, program: Program, accesses: Accesses):
+        self.program = program
+        self.accesses = accesses
+        self.print = WarpPrinter(program.dtypes, program.compute_dtype)
+        self.sizes = naming.AXIS_SIZES[: len(program.thread)]
+
+    def axis_index(self, axis: int, shift: int) -> str:
+        """The name of the neighbour coordinate ``(x - shift) mod n`` (defined in the prologue)."""
+        x = self.program.thread[axis].name
+        if shift == 0:
+            return x
+        return f"{x}_m{shift}" if shift > 0 else f"{x}_p{-shift}"
+
+    def neighbour_definitions(self) -> list[str]:
+        shifts = sorted({(a, s) for access in self.accesses.loads.values() for a, s in enumerate(access.shifts) if s != 0})
+        out = []
+        for axis, shift in shifts:
+            x, n = self.program.thread[axis].name, self.sizes[axis]
+            if shift > 0:
+                wrapped = f"wp.where({x} < {shift}, {x} + {n} - {shift}, {x} - {shift})"
+            else:
+                wrapped = f"wp.where({x} + {-shift} >= {n}, {x} + {-shift} - {n}, {x} + {-shift})"
+            out.append(f"{self.axis_index(axis, shift)} = {wrapped}")
+        return out
+
+    def index(self, symbol, array: str, index: tuple) -> str:
+        access = self.accesses.loads.get(str(symbol)) if symbol is not None else None
+        if access is not None:
+            parts = [str(access.population)] + [self.axis_index(a, s) for a, s in enumerate(access.shifts)]
+        else:
+            parts = [self.print(e, "int32") for e in index]
+        return f"{array}[{', '.join(parts)}]"
+
+    def statement(self, statement) -> str:
+        if isinstance(statement, Load):
+            return f"{statement.target} = {self.index(statement.target, statement.array, statement.index)}"
+        return f"{statement.target} = {self.print(statement.expr, self.program.dtypes[str(statement.target)])}"
+
+    def store_index(self, index) -> str:
+        return ", ".join(self.print(e, "int32") for e in index)
+
+
+def _split_prologue(program: Program, keep) -> tuple[list, list]:
+    """Statements the exit condition needs (in order), and the rest."""
+    if keep is None:
+        return [], list(program.statements)
+    needed = {s.name for s in keep.free_symbols}
+    prologue = []
+    for statement in reversed(program.statements):
+        if str(statement.target) in needed:
+            prologue.append(statement)
+            if isinstance(statement, Assign):
+                needed |= {s.name for s in statement.expr.free_symbols}
+    prologue.reverse()
+    ids = {id(s) for s in prologue}
+    return prologue, [s for s in program.statements if id(s) not in ids]
+
+
+def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses, sources: list) -> str:
+    lines = _Lines(program, accesses)
+    print_ = lines.print
+    prologue_statements, body_statements = _split_prologue(program, adjoint.keep)
+    reference = next(p.name for p in program.params if p.differentiable)
+    prologue = [f"{', '.join(t.name for t in program.thread)} = wp.tid()"]
+    prologue += [f"{n} = {reference}.shape[{a + 1}]" for a, n in enumerate(lines.sizes)]
+    prologue += lines.neighbour_definitions()
+    prologue += [lines.statement(s) for s in prologue_statements]
+    exit_condition = print_(adjoint.keep, "bool") if adjoint.keep is not None else None
+
+    forward_body = [lines.statement(s) for s in body_statements]
+    forward_body += [f"{s.array}[{lines.store_index(s.index)}] = {print_(s.value, program.param(s.array).dtype)}" for s in program.stores]
+
+    grads = {p.name: naming.grad_param(p.name) for p in program.params if p.differentiable}
+    seeds = []
+    for name, array, index, accumulate in adjoint.seeds:
+        read = f"{grads[array]}[{lines.store_index(index)}]"
+        seeds.append(f"{name} = {name} + {read}" if accumulate else f"{name} = {read}")
+    zero = print_.number(0, program.param(program.stores[0].array).dtype) if program.stores else "0"
+    clears = [f"{grads[array]}[{lines.store_index(index)}] = {zero}" for array, index in adjoint.clears]
+    groups = []
+    for group in adjoint.groups:
+        body = []
+        for update in group.updates:
+            contribution = print_(update.expr, program.compute_dtype)
+            body.append(f"{update.target} = {contribution}" if update.first else f"{update.target} = {update.target} + {contribution}")
+        if group.scatter is not None:
+            array, index, name = group.scatter
+            symbol = group.forward.split(" = ")[0]
+            target = lines.index(symbol, grads[array], index)
+            body.append(f"{target} = {target} + {name}")
+        groups.append({"origin": group.origin, "lines": body})
+
+    forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
+    adjoint_params = forward_params + [f"{grads[p.name]}: {p.annotation()}" for p in program.params if p.differentiable]
+    sources_info = [
+        {"symbol": f.symbol, "path": f"{naming.relative_source_path(f.filename)}:{f.first_line}", "sha": f.sha256}
+        for f in sorted(sources, key=lambda f: f.symbol)
+    ]
+    from .xlb_support import xlb_version
+
+    context = {
+        "version": __version__,
+        "xlb_version": xlb_version(),
+        "config": config,
+        "sources": sources_info,
+        "proof": accesses.proof,
+        "forward_params": forward_params,
+        "adjoint_params": adjoint_params,
+        "prologue": prologue,
+        "exit_condition": exit_condition,
+        "forward_body": forward_body,
+        "replay": [lines.statement(s) for s in body_statements],
+        "seeds": seeds,
+        "clears": clears,
+        "groups": groups,
+        "grad_arrays": [[p.name, grads[p.name]] for p in program.params if p.differentiable],
+        "statement_count": len(program.statements),
+        "adjoint_update_count": sum(len(g["lines"]) for g in groups),
+    }
+    environment = _environment()
+    body = environment.get_template("module_body.py.j2").render(context)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    header = environment.get_template("module_header.py.j2").render(context, body_sha256=digest)
+    return header + body
+
+
+BODY_HASH_PREFIX = "# body-sha256: "
+
+
+def split_generated(text: str) -> tuple[str | None, str]:
+    """(recorded body hash, body) of a generated module's text."""
+    header, marker, body = text.partition("# ---- end of header ----\n")
+    if not marker:
+        return None, text
+    for line in header.splitlines():
+        if line.startswith(BODY_HASH_PREFIX):
+            return line[len(BODY_HASH_PREFIX):].strip(), body
+    return None, body

@@ -1,0 +1,74 @@
+"""The per-cell program: what the lowering produces and every later stage consumes.
+
+A :class:`Program` is straight-line code for one lattice cell in static single assignment form.
+Floating-point values live in :class:`Assign` statements (one per source assignment, so a
+statement's right-hand side stays small); integer and boolean values (indices, masks) stay
+inline as sympy expressions. Memory is touched only by :class:`Load` and :class:`Store`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+FLOAT_TYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # "array" or "scalar"
+    dtype: str  # Warp scalar type name, e.g. "float32", "uint8", "bool", "int32"
+    ndim: int = 0
+
+    @property
+    def differentiable(self) -> bool:
+        return self.kind == "array" and self.dtype in FLOAT_TYPES
+
+    def annotation(self) -> str:
+        if self.kind == "array":
+            return f"wp.array{self.ndim}d(dtype=wp.{self.dtype})"
+        return f"wp.{self.dtype}"
+
+
+@dataclass
+class Load:
+    target: sympy.Symbol
+    array: str
+    index: tuple
+    origin: str
+
+
+@dataclass
+class Assign:
+    target: sympy.Symbol
+    expr: sympy.Expr
+    origin: str
+
+
+@dataclass
+class Store:
+    array: str
+    index: tuple
+    value: sympy.Expr
+    origin: str
+    keep: object = None  # a sympy boolean: where it holds, the cell keeps the array's old value
+
+
+@dataclass
+class Program:
+    name: str
+    params: list
+    statements: list
+    stores: list
+    dtypes: dict  # symbol name -> Warp scalar type name
+    thread: tuple  # the thread index symbols, one per launch dimension
+    shapes: dict = field(default_factory=dict)  # shape symbol name -> (array, axis)
+    compute_dtype: str = "float32"
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def is_float(self, symbol) -> bool:
+        return self.dtypes.get(str(symbol)) in FLOAT_TYPES

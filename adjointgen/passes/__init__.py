@@ -1,0 +1,17 @@
+"""The source-to-source passes, in the order the pipeline runs them.
+
+Each pass is a callable object ``pass_(module, ctx) -> module`` over a libcst module holding one
+functional. Each lives in its own module and opens with what it guarantees.
+"""
+
+from .base import PassContext
+from .locate import Locate
+from .modernise import Modernise
+from .resolve import Resolve
+from .unroll import Unroll
+from .fold import Fold
+from .branchless import Branchless
+
+SOURCE_PASSES = (Locate(), Modernise(), Resolve(), Unroll(), Resolve(), Fold(), Branchless())
+
+__all__ = ["PassContext", "SOURCE_PASSES", "Locate", "Modernise", "Resolve", "Unroll", "Fold", "Branchless"]

@@ -1,0 +1,153 @@
+"""Fold: constant-fold velocity-set tables, arithmetic, comparisons and constant branches.
+
+Guarantees:
+
+- a subscript of a build-time table with literal indices (``_c[1, 4]``, ``_w[4]``,
+  ``_opp_indices[2]``) becomes the literal entry;
+- arithmetic, comparisons and ``and``/``or``/``not`` on literals become literals (``int / int`` is
+  left alone: Warp divides integers, Python does not);
+- ``if`` with a literal test becomes the branch taken (an ``elif`` chain collapses in order).
+
+Runs until nothing changes, so it is idempotent.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import libcst as cst
+
+from .base import NotStatic, PassContext, evaluate, literal_node, literal_value, local_names
+
+_BINARY = {
+    cst.Add: operator.add, cst.Subtract: operator.sub, cst.Multiply: operator.mul,
+    cst.FloorDivide: operator.floordiv, cst.Modulo: operator.mod, cst.Divide: operator.truediv,
+}
+_COMPARE = {
+    cst.Equal: operator.eq, cst.NotEqual: operator.ne, cst.LessThan: operator.lt,
+    cst.LessThanEqual: operator.le, cst.GreaterThan: operator.gt, cst.GreaterThanEqual: operator.ge,
+}
+
+
+def _literal(node):
+    try:
+        return True, literal_value(node)
+    except NotStatic:
+        return False, None
+
+
+class _Folder(cst.CSTTransformer):
+    def __init__(self, ctx: PassContext, locals_):
+        super().__init__()
+        self.ctx = ctx
+        self.locals = locals_
+        self.namespace = ctx.namespace
+        self.changed = False
+        self.elifs: set[int] = set()
+
+    def _done(self, node):
+        self.changed = True
+        return node
+
+    def leave_Subscript(self, original, updated):
+        indices = [el.slice.value for el in updated.slice if isinstance(el.slice, cst.Index)]
+        if len(indices) != len(updated.slice) or not all(_literal(i)[0] for i in indices):
+            return updated
+        try:
+            value = evaluate(updated, self.namespace, self.locals)
+        except NotStatic:
+            return updated
+        literal = literal_node(value)
+        return self._done(literal) if literal is not None else updated
+
+    def leave_BinaryOperation(self, original, updated):
+        (ok_l, left), (ok_r, right) = _literal(updated.left), _literal(updated.right)
+        op = _BINARY.get(type(updated.operator))
+        if not (ok_l and ok_r and op) or isinstance(left, bool) or isinstance(right, bool):
+            return updated
+        if isinstance(updated.operator, cst.Divide) and isinstance(left, int) and isinstance(right, int):
+            return updated
+        try:
+            value = op(left, right)
+        except ArithmeticError:
+            return updated
+        literal = literal_node(value)
+        return self._done(literal) if literal is not None else updated
+
+    def leave_Comparison(self, original, updated):
+        if len(updated.comparisons) != 1:
+            return updated
+        target = updated.comparisons[0]
+        op = _COMPARE.get(type(target.operator))
+        (ok_l, left), (ok_r, right) = _literal(updated.left), _literal(target.comparator)
+        if not (ok_l and ok_r and op):
+            return updated
+        return self._done(literal_node(bool(op(left, right))))
+
+    def leave_UnaryOperation(self, original, updated):
+        ok, value = _literal(updated.expression)
+        if ok and isinstance(updated.operator, cst.Not) and isinstance(value, bool):
+            return self._done(literal_node(not value))
+        return updated
+
+    def leave_BooleanOperation(self, original, updated):
+        (ok_l, left), (ok_r, right) = _literal(updated.left), _literal(updated.right)
+        if ok_l and isinstance(left, bool):
+            is_and = isinstance(updated.operator, cst.And)
+            if left != is_and:  # False and x -> False; True or x -> True
+                return self._done(literal_node(left))
+            return self._done(updated.right)
+        if ok_l and ok_r:
+            return updated
+        return updated
+
+    def visit_If(self, node):
+        if isinstance(node.orelse, cst.If):
+            self.elifs.add(id(node.orelse))
+
+    def _fold_orelse(self, orelse):
+        """Fold the literal tests of an ``elif`` chain; returns the new ``orelse``."""
+        if not isinstance(orelse, cst.If):
+            return orelse
+        ok, value = _literal(orelse.test)
+        if ok and isinstance(value, bool):
+            self.changed = True
+            if value:
+                return cst.Else(body=orelse.body)
+            return self._fold_orelse(orelse.orelse)
+        return orelse.with_changes(orelse=self._fold_orelse(orelse.orelse))
+
+    def leave_If(self, original, updated):
+        if id(original) in self.elifs:
+            return updated  # folded by the `if` that owns it
+        updated = updated.with_changes(orelse=self._fold_orelse(updated.orelse))
+        ok, value = _literal(updated.test)
+        if not ok or not isinstance(value, bool):
+            return updated
+        self.changed = True
+        if value:
+            return cst.FlattenSentinel(updated.body.body)
+        if updated.orelse is None:
+            return cst.RemovalSentinel.REMOVE
+        if isinstance(updated.orelse, cst.If):
+            return updated.orelse
+        return cst.FlattenSentinel(updated.orelse.body.body)
+
+    def leave_IndentedBlock(self, original, updated):
+        if not updated.body:
+            return updated.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])])
+        return updated
+
+
+class Fold:
+    """Constant-fold tables, arithmetic, comparisons and constant branches."""
+
+    name = "fold"
+
+    def __call__(self, module: cst.Module, ctx: PassContext) -> cst.Module:
+        locals_ = local_names(module)
+        while True:
+            folder = _Folder(ctx, locals_)
+            module = module.visit(folder)
+            if not folder.changed:
+                return module

@@ -1,0 +1,152 @@
+"""Resolve: replace expressions whose value is fixed at kernel build time by that value.
+
+Warp evaluates names that are not locals in the functional's closure, then its module globals,
+then builtins, when it compiles the kernel. This pass does the same on the source:
+
+- numbers and booleans (``self.velocity_set.q``, ``wp.static(len(self.boundary_conditions))``)
+  become literals;
+- Warp scalar types (``self.compute_dtype``) become ``wp.<type>``;
+- calls of Warp vector/matrix types (``_f_vec()``) become ``wp.vector(..., length=n, dtype=T)`` /
+  ``wp.matrix(..., shape=(r, c), dtype=T)``;
+- user ``@wp.func`` functions (``self.stream.warp_functional``) become a symbol registered in the
+  pass context, under which the pipeline processes them in turn;
+- ``wp.static(expr)`` becomes the value of ``expr``.
+
+Tables (``_c``, ``_w``) are left for :mod:`~adjointgen.passes.fold`, since their indices are
+only constant after unrolling. A name that is neither local nor found raises
+:class:`~adjointgen.errors.UnresolvedName` with its ``file:line``. Idempotent.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from ..errors import UnresolvedName
+from .base import (
+    NotStatic, PassContext, evaluate, is_scalar_type, is_user_function, literal_node, local_names,
+    scalar_type_node, tag_of,
+)
+
+_STATIC = m.Call(func=m.Attribute(value=m.Name("wp"), attr=m.Name("static")))
+
+
+def _vector_info(value):
+    length = getattr(value, "_length_", None)
+    scalar = getattr(value, "_wp_scalar_type_", None)
+    shape = getattr(value, "_shape_", None)
+    if not isinstance(value, type) or scalar is None:
+        return None
+    if shape is not None and len(shape) == 2:
+        return "matrix", tuple(int(s) for s in shape), scalar
+    if length is not None:
+        return "vector", int(length), scalar
+    return None
+
+
+class _Resolver(cst.CSTTransformer):
+    def __init__(self, ctx: PassContext, locals_: frozenset[str]):
+        super().__init__()
+        self.ctx = ctx
+        self.locals = locals_
+        self.statement_tag: str | None = None
+        self.in_annotation = 0
+        self.not_expressions: set[int] = set()  # Name nodes that are not expressions
+
+    def visit_Attribute(self, node):
+        self.not_expressions.add(id(node.attr))
+
+    def visit_Arg(self, node):
+        if node.keyword is not None:
+            self.not_expressions.add(id(node.keyword))
+
+    def visit_FunctionDef(self, node):
+        self.not_expressions.add(id(node.name))
+
+    def visit_Param(self, node):
+        self.not_expressions.add(id(node.name))
+
+    # keep track of where we are, for error messages
+    def visit_SimpleStatementLine(self, node):
+        self.statement_tag = tag_of(node)
+
+    def visit_Annotation(self, node):
+        self.in_annotation += 1
+
+    def leave_Annotation(self, original, updated):
+        self.in_annotation -= 1
+        return updated
+
+    def _where(self) -> str:
+        line = self.statement_tag.split()[0] if self.statement_tag else self.ctx.functional.first_line
+        return f"{self.ctx.functional.filename}:{line}"
+
+    def _value(self, node):
+        try:
+            return evaluate(node, self.namespace, self.locals)
+        except UnresolvedName as exc:
+            raise UnresolvedName(self._where(), exc.construct, exc.advice) from None
+
+    def _replacement(self, node: cst.BaseExpression):
+        if self.in_annotation:
+            return None
+        try:
+            value = self._value(node)
+        except NotStatic:
+            return None
+        literal = literal_node(value)
+        if literal is not None:
+            return literal
+        if is_scalar_type(value):
+            return scalar_type_node(value)
+        if is_user_function(value):
+            symbol = self.ctx.register_function(value)
+            self.namespace[symbol] = value
+            return cst.Name(symbol)
+        return None
+
+    def leave_Name(self, original, updated):
+        if id(original) in self.not_expressions or updated.value in self.locals or updated.value in ("True", "False", "None"):
+            return updated
+        return self._replacement(updated) or updated
+
+    def leave_Attribute(self, original, updated):
+        return self._replacement(updated) or updated
+
+    def leave_Call(self, original, updated):
+        if self.in_annotation:
+            return updated
+        if m.matches(updated, _STATIC):
+            if len(updated.args) != 1:
+                return updated
+            inner = updated.args[0].value
+            return self._replacement(inner) or self._replacement(updated) or updated
+        try:
+            callee = self._value(updated.func)
+        except NotStatic:
+            callee = None
+        info = _vector_info(callee) if callee is not None else None
+        if info is not None:
+            kind, size, scalar = info
+            keyword = "length" if kind == "vector" else "shape"
+            size_code = repr(size)
+            args = [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in updated.args]
+            args.append(cst.Arg(cst.parse_expression(size_code), keyword=cst.Name(keyword),
+                                equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+            args.append(cst.Arg(scalar_type_node(scalar), keyword=cst.Name("dtype"),
+                                equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+            return cst.Call(func=cst.Attribute(cst.Name("wp"), cst.Name(kind)), args=args)
+        if m.matches(updated.func, m.Name("len")):
+            return self._replacement(updated) or updated
+        return updated
+
+
+class Resolve:
+    """Replace build-time constants, types and functions by literals and symbols."""
+
+    name = "resolve"
+
+    def __call__(self, module: cst.Module, ctx: PassContext) -> cst.Module:
+        resolver = _Resolver(ctx, local_names(module))
+        resolver.namespace = ctx.namespace
+        return module.visit(resolver)

@@ -1,0 +1,72 @@
+"""The whole generator as one function: read, rewrite, lower, check accesses, differentiate, emit.
+
+    source = generate(stepper, config)
+
+reads as the stages it runs:
+
+1. ``frontend``   the stepper kernel and, transitively, every @wp.func it calls, with namespaces;
+2. ``passes``     locate, modernise, resolve, unroll, resolve, fold, branchless (per functional);
+3. ``lower``      one straight-line per-cell program in SSA form;
+4. ``access``     streaming reads classified; proof that the adjoint's scatter has no races;
+5. ``reverse``    reverse mode, statement by statement, with sympy partials;
+6. ``emit``       the Jinja template renders forward and adjoint kernels with provenance.
+
+``keep`` (a dict) receives the intermediate result of every stage for inspection
+(``adjointgen build --explain`` prints them).
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from . import access, emit, frontend, lower as lowering, reverse
+from .config import Configuration
+from .ir import Param
+from .passes import SOURCE_PASSES, PassContext
+
+
+def process_functionals(kernel: frontend.Functional, keep: dict | None = None) -> dict:
+    """Run the source passes over the kernel and every functional it reaches."""
+    functions: dict = {kernel.symbol: kernel}
+    processed: dict = {}
+    counter = 0
+    while len(processed) < len(functions):
+        symbol = next(s for s in functions if s not in processed)
+        functional = functions[symbol]
+        ctx = PassContext(functional, functions, fresh_counter=counter)
+        module = cst.parse_module(functional.source)
+        for pass_ in SOURCE_PASSES:
+            module = pass_(module, ctx)
+        counter = ctx.fresh_counter
+        processed[symbol] = (functional, module)
+        if keep is not None:
+            keep.setdefault("passes", {})[symbol] = module.code
+    return processed
+
+
+def kernel_params(config: Configuration) -> list[Param]:
+    """The XLB stepper kernel's parameters, typed for ``config`` (all parameters concrete, so
+    the generated kernels are double throughout under FP64, whatever type the caller passes)."""
+    store = "float64" if config.precision.endswith("FP64") else "float32"
+    compute = "float64" if config.precision.startswith("FP64") else "float32"
+    return [
+        Param("f_0", "array", store, 4),
+        Param("f_1", "array", store, 4),
+        Param("bc_mask", "array", "uint8", 4),
+        Param("missing_mask", "array", "bool", 4),
+        Param("omega", "scalar", compute),
+        Param("timestep", "scalar", "int32"),
+    ]
+
+
+def generate(stepper, config: Configuration, keep: dict | None = None) -> str:
+    kernel = frontend.stepper_kernel(stepper)
+    processed = process_functionals(kernel, keep)
+    params = kernel_params(config)
+    program = lowering.lower(kernel, processed, params[4].dtype, params, config.name)
+    accesses = access.analyse(program, unit_axes=tuple(range(config.dim, 3)))
+    adjoint = reverse.differentiate(program, accesses)
+    if keep is not None:
+        keep.update(program=program, accesses=accesses, adjoint=adjoint)
+    sources = [functional for functional, _ in processed.values()]
+    return emit.render_module(config, program, adjoint, accesses, sources)

@@ -1,0 +1,88 @@
+"""Reverse mode over the per-cell program, one statement at a time.
+
+For a statement ``t = e(s1, ..., sn)`` visited in reverse order, each floating-point operand
+``s`` receives ``adj_t * de/ds``, where ``de/ds`` is sympy's derivative of that one small
+right-hand side (no expression swell: nothing is substituted across statements). Adjoints of
+stored values are seeded from the output array's gradient; the output gradient at a written
+element is then cleared (the old content was overwritten). Adjoints of loads go back to the
+element each load read (the transposed pull), race-free by :mod:`~adjointgen.access`.
+Partials that are identically zero are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from .access import Accesses
+from .errors import UnsupportedConstruct
+from .ir import Assign, Load, Program
+
+
+@dataclass
+class Update:
+    target: str  # adjoint variable name
+    expr: sympy.Expr  # the contribution
+    first: bool  # the first contribution defines the variable
+
+
+@dataclass
+class Group:
+    origin: str
+    forward: str  # the forward statement, as "t = e"
+    updates: list = field(default_factory=list)
+    scatter: tuple | None = None  # (array, index, adjoint variable) for a load
+
+
+@dataclass
+class Adjoint:
+    seeds: list  # (adjoint variable, array, index)
+    clears: list  # (array, index)
+    groups: list  # Group, in execution order
+    keep: object  # the common keep condition of all stores (or None)
+
+
+def adjoint_name(symbol) -> str:
+    return f"adj_{symbol}"
+
+
+def differentiate(program: Program, accesses: Accesses) -> Adjoint:
+    keeps = {str(s.keep) for s in program.stores}
+    if len(keeps) > 1:
+        raise UnsupportedConstruct(program.name, "stores guarded by different early-exit conditions",
+                                   "one early return per kernel is supported")
+    floats = {str(s.target) for s in program.statements if program.is_float(s.target)}
+    defined: set[str] = set()
+    seeds, clears = [], []
+    for store in program.stores:
+        value = sympy.sympify(store.value)
+        if isinstance(value, sympy.Symbol) and value.name in floats:
+            name = adjoint_name(value)
+            seeds.append((name, store.array, store.index, name in defined))
+            defined.add(name)
+        clears.append((store.array, store.index))
+
+    groups = []
+    for statement in reversed(program.statements):
+        name = adjoint_name(statement.target)
+        if name not in defined:
+            continue  # nothing depends on this statement
+        adj = sympy.Symbol(name, real=True)
+        if isinstance(statement, Load):
+            if program.param(statement.array).differentiable:
+                groups.append(Group(statement.origin, f"{statement.target} = {statement.array}[...]",
+                                    scatter=(statement.array, statement.index, name)))
+            continue
+        group = Group(statement.origin, f"{statement.target} = {statement.expr}")
+        operands = sorted((s for s in statement.expr.free_symbols if s.name in floats), key=lambda s: s.name)
+        for operand in operands:
+            partial = sympy.diff(statement.expr, operand)
+            if partial == 0:
+                continue
+            target = adjoint_name(operand)
+            group.updates.append(Update(target, adj * partial, target not in defined))
+            defined.add(target)
+        groups.append(group)
+    keep = program.stores[0].keep if program.stores else None
+    return Adjoint(seeds=seeds, clears=clears, groups=groups, keep=keep)

@@ -1,0 +1,172 @@
+"""Runtime: an XLB stepper's call signature, backed by the generated forward and adjoint kernels.
+
+``differentiable(stepper)`` finds the generated module of the stepper's configuration (in
+``adjointgen.generated``, checked against the hashes of the stepper's own source functionals),
+or generates one into a cache directory on first use (with a log line). It never falls back to
+Warp's automatic adjoint. The returned step launches the forward kernel off the tape and, inside
+a ``wp.Tape``, records the adjoint kernel with ``Tape.record_func``; ``tape.backward()`` then adds
+``d loss / d f_0`` to ``f_0.grad`` and turns ``f_1.grad`` (the adjoint of the new state) into the
+adjoint of ``f_1``'s old content (zero wherever the step overwrote it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import warp as wp
+
+from . import __version__
+from .config import Configuration
+from .errors import RuntimeArgumentError
+
+log = logging.getLogger("adjointgen")
+
+GENERATED_PACKAGE = "adjointgen.generated"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ADJOINTGEN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "adjointgen")
+    return Path(root) / __version__
+
+
+def source_hashes(stepper) -> dict:
+    """{functional symbol: sha256} of everything the stepper kernel reaches."""
+    from .frontend import stepper_kernel
+    from .pipeline import process_functionals
+
+    return {symbol: functional.sha256 for symbol, (functional, _) in process_functionals(stepper_kernel(stepper)).items()}
+
+
+def _load_file(path: Path, module_name: str):
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_module(stepper, config: Configuration):
+    """The generated module for ``stepper``: from ``adjointgen.generated`` when it was generated
+    from the same XLB sources, else from (or into) the cache."""
+    hashes = source_hashes(stepper)
+    try:
+        module = importlib.import_module(f"{GENERATED_PACKAGE}.{config.name}")
+        if dict(module.SOURCE_SHA256) == hashes:
+            return module
+        log.warning("adjointgen: generated/%s.py was built from other XLB sources; regenerating into the cache", config.name)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{GENERATED_PACKAGE}.{config.name}":
+            raise
+    key = hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()[:16]
+    path = cache_dir() / f"{config.name}_{key}.py"
+    if not path.exists():
+        from .pipeline import generate
+
+        log.warning("adjointgen: no generated module for %s; generating %s", config.label, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = generate(stepper, config)
+        temporary = path.with_suffix(f".tmp{os.getpid()}")
+        temporary.write_text(text)
+        temporary.replace(path)
+    return _load_file(path, f"adjointgen_cache_{config.name}_{key}")
+
+
+def _active_tape():
+    for holder in ("warp._src.context", "warp.context"):
+        module = sys.modules.get(holder)
+        runtime = getattr(module, "runtime", None) if module is not None else None
+        if runtime is not None and hasattr(runtime, "tape"):
+            return runtime.tape
+    return None
+
+
+class DifferentiableStep:
+    """``step(f_0, f_1, bc_mask, missing_mask, omega, timestep) -> (f_0, f_1)``, like the XLB
+    stepper it wraps (the second array returned holds the new state)."""
+
+    def __init__(self, stepper, module, config: Configuration):
+        self.stepper = stepper
+        self.module = module
+        self.config = config
+        self.q = stepper.velocity_set.q
+        self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
+        self.compute_dtype = wp.float64 if config.precision.startswith("FP64") else wp.float32
+
+    def __repr__(self):
+        return f"DifferentiableStep({self.config.label}, module={self.module.__name__})"
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, f_0, f_1, bc_mask, missing_mask):
+        named = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask}
+        for name, array in named.items():
+            if not isinstance(array, wp.array):
+                raise RuntimeArgumentError(f"{name} must be a warp array, got {type(array).__name__}")
+            if array.ndim != 4:
+                raise RuntimeArgumentError(f"{name} must be 4-dimensional (population, x, y, z), got shape {array.shape}")
+        expected = {"f_0": self.store_dtype, "f_1": self.store_dtype, "bc_mask": wp.uint8, "missing_mask": wp.bool}
+        for name, dtype in expected.items():
+            if named[name].dtype != dtype:
+                raise RuntimeArgumentError(
+                    f"{name} has dtype {wp.types.type_repr(named[name].dtype)}, but {self.config.label} needs {dtype.__name__}")
+        if f_0.shape != f_1.shape or f_0.shape[0] != self.q:
+            raise RuntimeArgumentError(f"f_0 and f_1 must both have shape ({self.q}, nx, ny, nz); got {f_0.shape} and {f_1.shape}")
+        grid = f_0.shape[1:]
+        if bc_mask.shape != (1, *grid) or missing_mask.shape != (self.q, *grid):
+            raise RuntimeArgumentError(
+                f"bc_mask must have shape {(1, *grid)} and missing_mask {(self.q, *grid)}; got {bc_mask.shape} and {missing_mask.shape}")
+        if self.config.dim == 2 and grid[2] != 1:
+            raise RuntimeArgumentError(f"a 2D lattice needs arrays of shape (q, nx, ny, 1); got {f_0.shape}")
+        devices = {str(a.device) for a in named.values()}
+        if len(devices) != 1:
+            raise RuntimeArgumentError(f"all arrays must be on one device; got {sorted(devices)}")
+        if f_0.ptr == f_1.ptr:
+            raise RuntimeArgumentError("f_0 and f_1 must be different buffers: the step reads f_0 and writes f_1")
+
+    # ------------------------------------------------------------------ launches
+    def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
+        """Launch the generated forward kernel (never recorded on a tape)."""
+        self._check(f_0, f_1, bc_mask, missing_mask)
+        wp.launch(self.module.forward, dim=f_0.shape[1:],
+                  inputs=[f_0, f_1, bc_mask, missing_mask, self.compute_dtype(omega), int(timestep)],
+                  device=f_0.device, record_tape=False)
+
+    def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1):
+        """Launch the generated adjoint: ``adj_f_0 += J^T adj_f_1``, then ``adj_f_1`` becomes the
+        adjoint of ``f_1``'s old content."""
+        for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
+            if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
+                raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
+        wp.launch(self.module.adjoint, dim=f_0.shape[1:],
+                  inputs=[f_0, f_1, bc_mask, missing_mask, self.compute_dtype(omega), int(timestep), adj_f_0, adj_f_1],
+                  device=f_0.device, record_tape=False)
+
+    def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
+        self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
+        tape = _active_tape()
+        if tape is not None:
+            for name, array in (("f_0", f_0), ("f_1", f_1)):
+                if array.grad is None:
+                    raise RuntimeArgumentError(
+                        f"{name} has no gradient array; create it with requires_grad=True "
+                        f"(or set {name}.requires_grad = True) before recording the step on a wp.Tape")
+            omega_value, step_value = omega, timestep
+
+            def backward():
+                self.adjoint(f_0, f_1, bc_mask, missing_mask, omega_value, step_value, f_0.grad, f_1.grad)
+
+            tape.record_func(backward=backward, arrays=[f_0, f_1])
+        return f_0, f_1
+
+
+def differentiable(stepper) -> DifferentiableStep:
+    from .xlb_support import configuration_of
+
+    config = configuration_of(stepper)
+    return DifferentiableStep(stepper, load_module(stepper, config), config)

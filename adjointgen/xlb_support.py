@@ -1,0 +1,88 @@
+"""Everything adjointgen needs from XLB: importing it, building its steppers, reading them back.
+
+XLB keeps a process-wide default configuration (``xlb.init``); :func:`make_stepper` sets it for
+the backend asked for, so Warp and JAX steppers of one configuration can live in one process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+
+from . import compat
+from .config import Configuration
+from .errors import ConfigurationError
+
+XLB_VERSION_REQUIRED = "0.3.1"
+
+
+def import_xlb():
+    """Apply the Warp compatibility shims, then import and return ``xlb``."""
+    compat.apply()
+    try:
+        xlb = importlib.import_module("xlb")
+    except ModuleNotFoundError as exc:
+        if exc.name != "xlb":
+            raise
+        raise ConfigurationError(
+            f"XLB is not installed; adjointgen reads its operators from it: "
+            f"pip install xlb=={XLB_VERSION_REQUIRED}"
+        ) from None
+    return xlb
+
+
+def xlb_version() -> str:
+    return importlib.metadata.version("xlb")
+
+
+def make_stepper(config: Configuration, backend: str, grid_shape: tuple[int, ...]):
+    """An XLB ``IncompressibleNavierStokesStepper`` for ``config`` on ``backend``
+    (``"warp"`` or ``"jax"``), periodic, on a grid of ``grid_shape``."""
+    xlb = import_xlb()
+    from xlb.compute_backend import ComputeBackend
+    from xlb.grid import grid_factory
+    from xlb.operator.stepper import IncompressibleNavierStokesStepper
+    from xlb.precision_policy import PrecisionPolicy
+
+    if len(grid_shape) != config.dim:
+        raise ConfigurationError(
+            f"{config.label} is {config.dim}D but the grid shape {grid_shape} has {len(grid_shape)} axes"
+        )
+    compute_backend = {"warp": ComputeBackend.WARP, "jax": ComputeBackend.JAX}[backend]
+    policy = getattr(PrecisionPolicy, config.precision)
+    velocity_set = getattr(xlb.velocity_set, config.velocity_set)(
+        precision_policy=policy, compute_backend=compute_backend
+    )
+    xlb.init(velocity_set=velocity_set, default_backend=compute_backend, default_precision_policy=policy)
+    grid = grid_factory(grid_shape, compute_backend=compute_backend)
+    return IncompressibleNavierStokesStepper(grid=grid, boundary_conditions=[], collision_type=config.collision)
+
+
+def configuration_of(stepper) -> Configuration:
+    """Read the :class:`Configuration` of an XLB stepper built for the Warp backend."""
+    xlb = import_xlb()
+    from xlb.compute_backend import ComputeBackend
+    from xlb.operator.stepper import IncompressibleNavierStokesStepper
+
+    if not isinstance(stepper, IncompressibleNavierStokesStepper):
+        raise ConfigurationError(
+            f"adjointgen.differentiable expects an xlb IncompressibleNavierStokesStepper, got {type(stepper).__name__}"
+        )
+    if stepper.compute_backend != ComputeBackend.WARP:
+        raise ConfigurationError(
+            "adjointgen.differentiable needs a stepper built for the Warp backend "
+            f"(compute_backend=ComputeBackend.WARP); this one uses {stepper.compute_backend}"
+        )
+    if stepper.boundary_conditions:
+        names = ", ".join(type(bc).__name__ for bc in stepper.boundary_conditions)
+        raise ConfigurationError(
+            f"boundary conditions ({names}) are not generated yet: this release differentiates "
+            "periodic steppers only (no boundary_conditions); see the README's scope section"
+        )
+    if getattr(stepper, "streaming_scheme", "pull") != "pull":
+        raise ConfigurationError("only the pull streaming scheme exists in XLB's Warp backend")
+    velocity_set = type(stepper.velocity_set).__name__
+    collision = type(stepper.collision).__name__
+    precision = stepper.precision_policy.name
+    del xlb
+    return Configuration(velocity_set, collision, precision)
