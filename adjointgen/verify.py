@@ -182,20 +182,22 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
 
 
 def format_table(rows: list[Row]) -> str:
+    """A Markdown table, one row per configuration."""
     columns = ["forward", "grad_1", "grad_3", "fd"]
-    titles = {"forward": "forward vs XLB-Warp", "grad_1": "grad vs XLB-JAX 1 step", "grad_3": "grad vs XLB-JAX 3 steps",
-              "fd": "FD projection (FP64)"}
-    header = f"| {'configuration':<20} | {'grid':<10} | " + " | ".join(f"{titles[c]:<24}" for c in columns) + " | result |"
-    lines = [header, "|" + "|".join("-" * (len(part) + 2) for part in header.strip("|").split("|")[:-1]) + "|--------|"]
+    titles = ["configuration", "grid", "forward vs XLB-Warp", "grad vs XLB-JAX, 1 step", "grad vs XLB-JAX, 3 steps",
+              "FD projection (FP64)", "result"]
+    table = []
     for row in rows:
-        cells = []
+        cells = [row.config.label, "x".join(map(str, row.shape))]
         for column in columns:
             if column in row.results:
                 err, tol = row.results[column]
                 cells.append(f"{err:.2e} (<= {tol:.0e})")
             else:
                 cells.append("-")
-        grid = "x".join(map(str, row.shape))
-        lines.append(f"| {row.config.label:<20} | {grid:<10} | " + " | ".join(f"{c:<24}" for c in cells)
-                     + f" | {'PASS' if row.passed else 'FAIL':<6} |")
-    return "\n".join(lines)
+        cells.append("PASS" if row.passed else "FAIL")
+        table.append(cells)
+    widths = [max(len(titles[n]), *(len(r[n]) for r in table)) for n in range(len(titles))]
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    return "\n".join([line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in table])

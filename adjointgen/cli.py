@@ -1,0 +1,175 @@
+"""The ``adjointgen`` command: build, check, verify.
+
+    adjointgen build  [--config D3Q19/BGK/FP32FP32 ...] [--out DIR] [--explain]
+    adjointgen check  [--config ...] [--dir DIR]
+    adjointgen verify [--config ...] [--shape 8x8]
+
+Without ``--config`` the configurations come from ``[tool.adjointgen]`` in ./pyproject.toml if it
+has one, else from the packaged ``adjointgen/configurations.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .config import Configuration, default_configurations, load_configuration_file
+from .errors import AdjointgenError
+
+GENERATED_SHAPE = {2: (4, 4), 3: (4, 4, 4)}  # the grid size does not change the generated code
+
+
+def generated_dir() -> Path:
+    return Path(str(resources.files("adjointgen.generated")))
+
+
+def _configurations(args) -> list[Configuration]:
+    if getattr(args, "config_file", None):
+        return load_configuration_file(Path(args.config_file))
+    if args.config:
+        return [Configuration.parse(text) for text in args.config]
+    return default_configurations(Path.cwd())
+
+
+def render(config: Configuration, keep: dict | None = None) -> str:
+    from .pipeline import generate
+    from .xlb_support import make_stepper
+
+    stepper = make_stepper(config, "warp", GENERATED_SHAPE[config.dim])
+    return generate(stepper, config, keep)
+
+
+def cmd_build(args) -> int:
+    out = Path(args.out) if args.out else generated_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    for config in _configurations(args):
+        keep = {} if args.explain else None
+        text = render(config, keep)
+        if keep is not None:
+            _explain(config, keep)
+        path = out / f"{config.name}.py"
+        status = "unchanged" if path.exists() and path.read_text() == text else "written"
+        if status == "written":
+            path.write_text(text)
+        print(f"{status:>9}  {path}  ({config.label})")
+    return 0
+
+
+def _explain(config: Configuration, keep: dict):
+    print(f"==== {config.label}: source after the passes")
+    for symbol, text in keep["passes"].items():
+        print(f"---- {symbol}\n{text}")
+    program = keep["program"]
+    print(f"==== per-cell program: {len(program.statements)} statements, {len(program.stores)} stores")
+    for statement in program.statements:
+        print(f"  {statement.target} <- {getattr(statement, 'expr', None) or (statement.array, statement.index)}")
+    print("==== access proof")
+    for line in keep["accesses"].proof:
+        print(f"  {line}")
+
+
+def cmd_check(args) -> int:
+    from .emit import split_generated
+
+    directory = Path(args.dir) if args.dir else generated_dir()
+    configs = _configurations(args)
+    problems = 0
+    expected_names = {f"{c.name}.py" for c in configs}
+    for config in configs:
+        path = directory / f"{config.name}.py"
+        text = render(config)
+        if not path.exists():
+            print(f"MISSING  {path} ({config.label})")
+            problems += 1
+            continue
+        current = path.read_text()
+        if current == text:
+            print(f"ok       {path}")
+            continue
+        recorded, body = split_generated(current)
+        import hashlib
+
+        edited = recorded is None or hashlib.sha256(body.encode()).hexdigest() != recorded
+        print(f"{'EDITED' if edited else 'STALE':<8} {path} ({'changed by hand' if edited else 'generated from other sources or templates'})")
+        diff = difflib.unified_diff(current.splitlines(), text.splitlines(), f"{path} (on disk)", f"{path} (regenerated)", lineterm="", n=1)
+        for number, line in enumerate(diff):
+            if number >= args.max_diff_lines:
+                print("  ... (diff cut; run the fix below)")
+                break
+            print(f"  {line}")
+        problems += 1
+    listed = sorted(p.name for p in directory.glob("*.py")) if not (args.config or args.config_file) else []
+    for extra in (name for name in listed if name != "__init__.py" and name not in expected_names):
+        print(f"UNKNOWN  {directory / extra} (not in the configuration list; delete it or add its configuration)")
+        problems += 1
+    if problems:
+        out = f" --out {directory}" if args.dir else ""
+        print(f"\n{problems} generated module(s) out of date. Fix: adjointgen build{out}")
+        return 1
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .verify import format_table, verify_configuration
+
+    rows = []
+    for config in _configurations(args):
+        shape = tuple(int(n) for n in args.shape.split("x")) if args.shape else None
+        if shape is not None and len(shape) != config.dim:
+            shape = None
+        rows.append(verify_configuration(config, shape))
+    print(format_table(rows))
+    failed = [row.config.label for row in rows if not row.passed]
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}")
+        return 1
+    print(f"\nall {len(rows)} configurations passed")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="adjointgen", description="Explicit adjoint Warp kernels for XLB steppers.")
+    main.add_argument("-v", "--verbose", action="store_true", help="log what is generated and loaded")
+    commands = main.add_subparsers(dest="command", required=True)
+
+    def with_configs(sub):
+        sub.add_argument("--config", action="append", metavar="VS/COLLISION/PRECISION",
+                         help="a configuration, e.g. D3Q19/BGK/FP32FP32 (repeatable; default: the configured list)")
+        sub.add_argument("--config-file", metavar="TOML", help="a TOML file with a `configurations` list")
+        return sub
+
+    build = with_configs(commands.add_parser("build", help="generate modules into generated/"))
+    build.add_argument("--out", help="output directory (default: the installed adjointgen.generated package)")
+    build.add_argument("--explain", action="store_true", help="print the intermediate result of every stage")
+    build.set_defaults(run=cmd_build)
+
+    check = with_configs(commands.add_parser("check", help="fail if generated/ is stale or edited"))
+    check.add_argument("--dir", help="directory to check (default: the installed adjointgen.generated package)")
+    check.add_argument("--max-diff-lines", type=int, default=60)
+    check.set_defaults(run=cmd_check)
+
+    verify = with_configs(commands.add_parser("verify", help="check generated kernels against XLB-JAX and finite differences"))
+    verify.add_argument("--shape", help="grid size, e.g. 8x8 or 6x6x6 (default: small grids)")
+    verify.set_defaults(run=cmd_verify)
+    return main
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    import warp as wp
+
+    wp.config.quiet = not args.verbose
+    try:
+        return args.run(args)
+    except AdjointgenError as exc:
+        print(f"adjointgen: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
