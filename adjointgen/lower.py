@@ -98,6 +98,7 @@ class Lowering:
         self.functional = kernel
         self.tag: str | None = None
         self.depth = 0
+        self.call_stack: list[str] = []
 
     # ------------------------------------------------------------------ helpers
     def where(self) -> str:
@@ -521,6 +522,8 @@ class Lowering:
 
     def inline(self, symbol, args, env):
         functional, module = self.processed[symbol]
+        if symbol in self.call_stack:
+            self.refuse(f"a recursive call of {symbol}", "unroll the recursion by hand; kernels cannot recurse")
         fdef = _function_def(module)
         params = [p.name.value for p in fdef.params.params]
         if len(args) != len(params):
@@ -529,6 +532,7 @@ class Lowering:
         if self.depth == 0:
             self.kernel_env_names = tuple(env)
         self.functional, self.depth = functional, self.depth + 1
+        self.call_stack.append(symbol)
         local = dict(zip(params, args))
         try:
             self.execute(fdef.body.body, local)
@@ -538,6 +542,7 @@ class Lowering:
         finally:
             self.functional, self.tag = saved
             self.depth -= 1
+            self.call_stack.pop()
         return result
 
 

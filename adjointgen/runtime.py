@@ -62,8 +62,9 @@ def load_module(stepper, config: Configuration):
             return module
         log.warning("adjointgen: generated/%s.py was built from other XLB sources; regenerating into the cache", config.name)
     except ModuleNotFoundError as exc:
-        if exc.name != f"{GENERATED_PACKAGE}.{config.name}":
-            raise
+        wanted = f"{GENERATED_PACKAGE}.{config.name}"
+        if not exc.name or not wanted.startswith(exc.name):
+            raise  # a real import error inside an existing module
     key = hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()[:16]
     path = cache_dir() / f"{config.name}_{key}.py"
     if not path.exists():

@@ -1,0 +1,65 @@
+import pytest
+
+from adjointgen.errors import UnsupportedConstruct
+from adjointgen.passes.branchless import Branchless
+from tests.helpers import assert_idempotent, run, strip_tags
+
+
+def test_if_else_becomes_selects_of_both_branches():
+    source = "def f(a, b):\n    if a > b:\n        x = a\n        y = x * 2.0\n    else:\n        x = b\n    return x + y\n"
+    code, _ = run(Branchless(), source)
+    assert strip_tags(code) == (
+        "def f(a, b):\n"
+        "    _cond_0 = a > b\n"
+        "    _x_then_1 = a\n"
+        "    _y_then_2 = _x_then_1 * 2.0\n"
+        "    _x_else_3 = b\n"
+        "    x = wp.where(_cond_0, _x_then_1, _x_else_3)\n"
+        "    y = wp.where(_cond_0, _y_then_2, y)\n"
+        "    return x + y\n"
+    )
+
+
+def test_integer_mask_becomes_a_select_not_a_blend():
+    source = "def f(m, mask):\n    if mask[0, 1]:\n        m[0] = wp.uint8(1)\n    else:\n        m[0] = wp.uint8(0)\n    return m\n"
+    code, _ = run(Branchless(), source)
+    assert "m[0] = wp.where(_cond_0, _m_0_then_1, _m_0_else_2)" in code
+    assert "*" not in code  # no 0/1 multiplication
+
+
+def test_elif_chain_nests():
+    source = "def f(p, n):\n    if p < 0:\n        p = n - 1\n    elif p >= n:\n        p = 0\n    return p\n"
+    code, _ = run(Branchless(), source)
+    lines = strip_tags(code).splitlines()
+    assert lines[-2] == "    p = wp.where(_cond_2, _p_then_3, _p_else_4)"
+    assert "if" not in code.replace("# @src", "")
+
+
+def test_early_return_guards_later_array_stores():
+    source = (
+        "def k(out: wp.array4d(dtype=float), mask: wp.array4d(dtype=wp.uint8)):\n"
+        "    b = mask[0, 0, 0, 0]\n"
+        "    if b == wp.uint8(255):\n"
+        "        return\n"
+        "    out[0, 0, 0, 0] = 1.0\n"
+    )
+    code, ctx = run(Branchless(), source)
+    assert "_exit_0 = b == wp.uint8(255)" in code
+    assert "out[0, 0, 0, 0] = wp.where(_exit_0, out[0, 0, 0, 0], 1.0)" in code
+    assert ctx.exit_guards == ["_exit_0"]
+
+
+@pytest.mark.parametrize("body", ["        g(a)\n", "        return a\n", "        for i in range(n):\n            a = 1\n"])
+def test_non_assignments_under_a_runtime_condition_are_refused(body):
+    with pytest.raises(UnsupportedConstruct) as info:
+        run(Branchless(), "def f(a, n):\n    if a > 0:\n" + body + "    return a\n", located=True)
+    assert "snippet.py:" in str(info.value)
+
+
+def test_nothing_to_change():
+    source = "def f(a, b):\n    x = wp.where(a > b, a, b)\n    return x\n"
+    assert run(Branchless(), source)[0] == source
+
+
+def test_idempotent():
+    assert_idempotent(Branchless(), "def f(a, b):\n    if a > b:\n        a = b\n    return a\n")

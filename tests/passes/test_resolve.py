@@ -1,0 +1,58 @@
+import types
+
+import pytest
+import warp as wp
+
+from adjointgen.errors import UnresolvedName
+from adjointgen.passes.resolve import Resolve
+from tests.helpers import assert_idempotent, run
+
+
+@wp.func
+def helper(x: float):
+    return x
+
+
+VS = types.SimpleNamespace(q=9, d=2)
+SELF = types.SimpleNamespace(velocity_set=VS, compute_dtype=wp.float64, fn=helper, items=[1, 2])
+NAMESPACE = {"self": SELF, "_f_vec": wp.types.vector(length=9, dtype=wp.float32)}
+
+
+def test_constants_types_vectors_and_functions():
+    source = """\
+def f(a):
+    for l in range(self.velocity_set.q):
+        a = self.compute_dtype(a)
+    v = _f_vec()
+    n = wp.static(len(self.items))
+    return self.fn(a)
+"""
+    code, ctx = run(Resolve(), source, NAMESPACE)
+    assert "range(9)" in code
+    assert "a = wp.float64(a)" in code
+    assert "v = wp.vector(length=9, dtype=wp.float32)" in code
+    assert "n = 2" in code
+    assert "return helper(a)" in code
+    assert "helper" in ctx.functions
+
+
+def test_locals_shadow_closure_names():
+    source = "def f(self):\n    return self.velocity_set.q\n"
+    assert run(Resolve(), source, NAMESPACE)[0] == source
+
+
+def test_unknown_name_is_refused_with_its_line():
+    source = "def f(a):\n    b = a\n    return a + undefined_thing\n"
+    with pytest.raises(UnresolvedName) as info:
+        run(Resolve(), source, NAMESPACE, located=True)
+    assert "snippet.py:3" in str(info.value) and "undefined_thing" in str(info.value)
+
+
+def test_nothing_to_change():
+    source = "def f(a, b):\n    return a * b + 1.0\n"
+    assert run(Resolve(), source, NAMESPACE)[0] == source
+
+
+def test_idempotent():
+    source = "def f(a):\n    v = _f_vec()\n    return self.fn(a) * self.velocity_set.q\n"
+    assert_idempotent(Resolve(), source, NAMESPACE)

@@ -1,0 +1,48 @@
+import pytest
+import sympy
+
+from adjointgen.access import _shift, analyse
+from adjointgen.errors import UnsupportedConstruct
+from adjointgen.ir import Param
+from tests.helpers import lower_source
+
+x = sympy.Symbol("i", integer=True, nonnegative=True)
+n = sympy.Symbol("n", integer=True, positive=True)
+
+PARAMS = [Param("a", "array", "float32", 4), Param("b", "array", "float32", 4)]
+HEAD = "def k(a: wp.array4d(dtype=float), b: wp.array4d(dtype=float)):\n    i, j, k = wp.tid()\n"
+PULL = (
+    "    p = i - {c}\n"
+    "    if p < 0:\n        p = a.shape[1] - 1\n"
+    "    elif p >= a.shape[1]:\n        p = 0\n"
+)
+
+
+@pytest.mark.parametrize("c", [-1, 0, 1])
+def test_xlb_style_periodic_pull_is_recognised(c):
+    wrapped = sympy.Piecewise((n - 1, x - c < 0), (sympy.Piecewise((0, x - c >= n), (x - c, True)), True))
+    assert _shift(wrapped, x, False) == c
+
+
+def test_clamped_index_is_not_a_bijection():
+    clamped = sympy.Piecewise((0, x - 1 < 0), (x - 1, True))
+    with pytest.raises(ValueError):
+        _shift(clamped, x, False)
+
+
+def test_one_read_per_population_gives_a_proof():
+    program = lower_source(HEAD + PULL.format(c=1) + "    b[0, i, j, k] = a[0, p, j, k]\n", PARAMS)
+    accesses = analyse(program)
+    assert accesses.proof == ["a[0] read once per thread at x - (1, 0, 0) (mod n): a bijection"]
+
+
+def test_two_offsets_of_one_population_are_refused():
+    program = lower_source(HEAD + PULL.format(c=1) + "    b[0, i, j, k] = a[0, p, j, k] + a[0, i, j, k]\n", PARAMS)
+    with pytest.raises(UnsupportedConstruct, match="different offsets"):
+        analyse(program)
+
+
+def test_writes_to_a_neighbour_are_refused():
+    program = lower_source(HEAD + PULL.format(c=1) + "    b[0, p, j, k] = a[0, i, j, k]\n", PARAMS)
+    with pytest.raises(UnsupportedConstruct, match="another cell"):
+        analyse(program)

@@ -1,0 +1,60 @@
+"""Every default configuration, 1 and 3 steps, against XLB-JAX and FP64 finite differences."""
+
+import re
+
+import numpy as np
+import pytest
+
+from adjointgen.config import Configuration, default_configurations
+from adjointgen.runtime import _load_file
+from adjointgen.verify import TOLERANCES, relative_error, verify_configuration
+
+CONFIGS = default_configurations()
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_configuration_matches_oracles(config):
+    row = verify_configuration(config)
+    expected = {"forward", "grad_1", "grad_3"} | ({"fd"} if config.is_fp64 else set())
+    assert set(row.results) == expected
+    for name, (error, tolerance) in row.results.items():
+        assert error <= tolerance, f"{config.label} {name}: {error:.2e} > {tolerance:.0e}"
+    assert row.passed
+
+
+def test_default_configurations_cover_the_foundation_scope():
+    assert {(c.velocity_set, c.precision) for c in CONFIGS} == {
+        (vs, p) for vs in ("D2Q9", "D3Q19", "D3Q27") for p in ("FP32FP32", "FP64FP64")}
+
+
+def _planted(tmp_path, name, mutate):
+    from adjointgen.cli import generated_dir
+
+    text = (generated_dir() / "d2q9_bgk_fp64fp64.py").read_text()
+    head, sweep = text.split("    # reverse sweep\n")
+    mutated = mutate(sweep)
+    assert mutated != sweep
+    path = tmp_path / f"{name}.py"
+    path.write_text(head + "    # reverse sweep\n" + mutated)
+    return _load_file(path, f"planted_{name}")
+
+
+def test_checker_rejects_a_slightly_wrong_adjoint(tmp_path):
+    # one partial derivative off by 0.1%
+    module = _planted(tmp_path, "scaled", lambda s: re.sub(r"(    adj_fneq_3 = )(.*)\n", r"\1(\2) * wp.float64(1.001)\n", s, count=1))
+    row = verify_configuration(Configuration.parse("D2Q9/BGK/FP64FP64"), module=module, checks=("grad_1", "fd"))
+    assert not row.passed
+    assert row.results["grad_1"][0] > 1e-6 and row.results["fd"][0] > 1e-7
+
+
+def test_checker_rejects_a_nan_adjoint(tmp_path):
+    module = _planted(tmp_path, "nan", lambda s: re.sub(r"(    adj_fneq_3 = )(.*)\n", r"\1(\2) * wp.log(wp.float64(-1.0))\n", s, count=1))
+    row = verify_configuration(Configuration.parse("D2Q9/BGK/FP64FP64"), module=module, checks=("grad_1",))
+    assert not row.passed
+
+
+def test_relative_error_is_max_norm_relative():
+    assert relative_error([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert relative_error([1.0, 2.5], [1.0, 2.0]) == 0.25
+    assert TOLERANCES["FP64FP64"]["grad"] == 1e-10 and TOLERANCES["FP32FP32"]["grad"] == 1e-5
+    assert np.isnan(relative_error([np.nan], [1.0]))

@@ -1,0 +1,73 @@
+import pytest
+import sympy
+import warp as wp
+
+from adjointgen.errors import UnsupportedConstruct
+from adjointgen.ir import Assign, Load, Param
+from tests.helpers import lower_source
+
+PARAMS = [Param("a", "array", "float32", 4), Param("b", "array", "float32", 4),
+          Param("mask", "array", "uint8", 4), Param("s", "scalar", "float32")]
+HEAD = "def k(a: wp.array4d(dtype=float), b: wp.array4d(dtype=float), mask: wp.array4d(dtype=wp.uint8), s: float):\n    i, j, k = wp.tid()\n"
+
+
+def test_straight_line_program_with_cse_and_dead_code_removed():
+    program = lower_source(HEAD + (
+        "    x = a[0, i, j, k]\n"
+        "    y = x * x + s\n"
+        "    z = x * x + s\n"          # same right-hand side: shared
+        "    unused = wp.sqrt(x)\n"    # nothing stores it: removed
+        "    b[0, i, j, k] = y * z\n"
+    ), PARAMS)
+    kinds = [type(s).__name__ for s in program.statements]
+    assert kinds == ["Load", "Assign", "Assign"]
+    assert str(program.statements[1].expr) == "a_0**2 + s"
+    assert program.stores[0].value == sympy.Symbol("b_out", real=True)
+
+
+def test_early_return_becomes_a_keep_condition_on_stores():
+    program = lower_source(HEAD + (
+        "    if mask[0, i, j, k] == wp.uint8(255):\n"
+        "        return\n"
+        "    b[0, i, j, k] = a[0, i, j, k] * s\n"
+    ), PARAMS)
+    (store,) = program.stores
+    assert isinstance(store.keep, sympy.Eq)
+    assert not any(isinstance(st, Load) and st.array == "b" for st in program.statements)
+
+
+def test_branch_on_float_condition_becomes_piecewise_select():
+    program = lower_source(HEAD + (
+        "    x = a[0, i, j, k]\n"
+        "    y = x\n"
+        "    if x > s:\n"
+        "        y = s\n"
+        "    b[0, i, j, k] = y\n"
+    ), PARAMS)
+    assigns = [st for st in program.statements if isinstance(st, Assign)]
+    assert any(isinstance(st.expr, sympy.Piecewise) for st in assigns)
+
+
+@pytest.mark.parametrize("body, construct", [
+    ("    n = 0\n    while n < 3:\n        n = n + 1\n", "While"),
+    ("    wp.atomic_add(b, 0, 0, 0, 0, s)\n", "atomic"),
+    ("    x = a[0, i, j, k]\n    v = my_unknown_helper(x)\n", "my_unknown_helper"),
+    ("    b[0, i, j, k] = wp.float32(wp.int32(a[0, i, j, k]))\n", "converting a floating-point value"),
+    ("    for n in range(int(s)):\n        b[0, i, j, k] = s\n", "For"),
+])
+def test_refused_constructs_name_file_and_line(body, construct):
+    with pytest.raises(UnsupportedConstruct) as info:
+        lower_source(HEAD + body, PARAMS, {"my_unknown_helper": len})
+    message = str(info.value)
+    assert construct in message and "snippet.py:" in message
+
+
+@wp.func
+def recursive(x: float):
+    return recursive(x)
+
+
+def test_recursion_is_refused():
+    with pytest.raises(UnsupportedConstruct) as info:
+        lower_source(HEAD + "    b[0, i, j, k] = recursive(a[0, i, j, k])\n", PARAMS, {"recursive": recursive})
+    assert "recursive call" in str(info.value)

@@ -1,0 +1,34 @@
+import sympy
+
+from adjointgen.printer import WarpPrinter
+
+a, b = sympy.symbols("a b", real=True)
+m = sympy.Symbol("m", integer=True)
+PRINT32 = WarpPrinter({"a": "float32", "b": "float32", "m": "uint8"}, "float32")
+PRINT64 = WarpPrinter({"a": "float64", "b": "float64"}, "float64")
+
+
+def test_typed_constants_keep_full_precision():
+    assert PRINT64(sympy.Float(1 / 3) * a) == "wp.float64(0.3333333333333333) * a"
+    assert PRINT32(2 * a) == "wp.float32(2.0) * a"
+
+
+def test_powers_divisions_and_signs():
+    assert PRINT32(a**2) == "a * a"
+    assert PRINT32(a / b) == "a / b"
+    assert PRINT32(-a * b) == "-(a * b)"
+    assert PRINT32(a - b) == "a - b"
+    assert PRINT32(1 / a**2) == "wp.float32(1.0) / (a * a)"
+    assert PRINT32(sympy.sqrt(a)) == "wp.sqrt(a)"
+
+
+def test_selects_and_typed_comparisons():
+    assert PRINT32(sympy.Piecewise((a, a > b), (b, True))) == "wp.where(a > b, a, b)"
+    assert PRINT32(sympy.Eq(m, 255), "bool") == "m == wp.uint8(255)"
+
+
+def test_printed_code_evaluates_to_the_expression():
+    expr = sympy.Float(0.25) * a * (1 + 3 * b + sympy.Float(4.5) * b**2) - a / (b + 2)
+    text = PRINT64(expr).replace("wp.float64", "float")
+    value = eval(text, {"a": 0.7, "b": -0.3})  # noqa: S307 - our own printed arithmetic
+    assert abs(value - float(expr.subs({a: 0.7, b: -0.3}))) < 1e-15

@@ -1,0 +1,167 @@
+"""The user-facing step: the README's usage, tape accumulation, solid nodes, errors, first use."""
+
+import logging
+
+import numpy as np
+import pytest
+import warp as wp
+
+import adjointgen
+from adjointgen import runtime
+from adjointgen.config import Configuration
+from adjointgen.errors import ConfigurationError, RuntimeArgumentError
+from adjointgen.verify import OMEGA, jax_vjp, random_state
+from adjointgen.xlb_support import make_stepper
+
+D2Q9_32 = Configuration.parse("D2Q9/BGK/FP32FP32")
+D2Q9_64 = Configuration.parse("D2Q9/BGK/FP64FP64")
+
+
+@wp.kernel
+def _density_squared(f: wp.array4d(dtype=wp.float32), loss: wp.array(dtype=wp.float32)):
+    i, j, k = wp.tid()
+    rho = wp.float32(0.0)
+    for l in range(9):
+        rho += f[l, i, j, k]
+    wp.atomic_add(loss, 0, rho * rho)
+
+
+def test_readme_usage_matches_jax_grad_of_the_same_loss():
+    import jax
+    import jax.numpy as jnp
+
+    shape = (8, 6)
+    stepper = make_stepper(D2Q9_32, "warp", shape)
+    step = adjointgen.differentiable(stepper)
+    f_0, f_1, bc_mask, missing_mask = stepper.prepare_fields()
+    x = random_state(D2Q9_32, shape, seed=3).astype(np.float32)
+    f_0 = wp.array(x, requires_grad=True)
+    f_1 = wp.zeros_like(f_0, requires_grad=True)
+    loss = wp.zeros(1, dtype=wp.float32, requires_grad=True)
+    tape = wp.Tape()
+    with tape:
+        f_0, f_1 = step(f_0, f_1, bc_mask, missing_mask, OMEGA, 0)
+        wp.launch(_density_squared, dim=f_1.shape[1:], inputs=[f_1, loss])
+    tape.backward(loss=loss)
+
+    jax_stepper = make_stepper(D2Q9_32, "jax", shape)
+    _, j1, jbc, jmm = jax_stepper.prepare_fields()
+
+    def jax_loss(f):
+        _, new = jax_stepper(f, j1, jbc, jmm, OMEGA, 0)
+        return jnp.sum(jnp.sum(new, axis=0) ** 2)
+
+    expected = np.asarray(jax.grad(jax_loss)(jnp.asarray(x.reshape(9, *shape)))).reshape(x.shape)
+    got = f_0.grad.numpy()
+    assert np.max(np.abs(got - expected)) / np.max(np.abs(expected)) < 1e-5
+
+
+def test_solid_nodes_keep_their_output_and_garbage_there_never_reaches_gradients():
+    """A 3x3 solid block with NaN in the centre cell: no fluid cell pulls from the centre, so the
+    forward is finite and so must every gradient be (select semantics), and the gradient still
+    matches central differences of the same step."""
+    shape = (9, 9)
+    stepper = make_stepper(D2Q9_64, "warp", shape)
+    step = adjointgen.differentiable(stepper)
+    _, _, bc_mask, missing_mask = stepper.prepare_fields()
+    mask = bc_mask.numpy()
+    mask[0, 3:6, 3:6, 0] = 255
+    bc_mask = wp.array(mask, dtype=wp.uint8)
+    x = random_state(D2Q9_64, shape, seed=5)
+    old = random_state(D2Q9_64, shape, seed=6)
+    x[:, 4, 4, 0] = np.nan
+
+    def run(f0, f1_old, cotangent=None):
+        a = wp.array(f0, dtype=wp.float64, requires_grad=True)
+        b = wp.array(f1_old, dtype=wp.float64, requires_grad=True)
+        tape = wp.Tape()
+        with tape:
+            step(a, b, bc_mask, missing_mask, OMEGA, 0)
+        if cotangent is None:
+            return b.numpy()
+        tape.backward(grads={b: wp.array(cotangent, dtype=wp.float64)})
+        return b.numpy(), a.grad.numpy(), b.grad.numpy()
+
+    c = np.random.default_rng(7).standard_normal(x.shape)
+    out, g0, g1 = run(x, old, c)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(g0)) and np.all(np.isfinite(g1))
+    solid = mask[0, :, :, 0] == 255
+    assert np.array_equal(out[:, solid], old[:, solid])          # kept
+    assert np.array_equal(g1[:, solid], c[:, solid])            # adjoint passes to the old content
+    assert np.all(g1[:, ~solid] == 0)                            # overwritten elsewhere
+    assert np.all(g0[:, 4, 4, 0] == 0)
+    t = np.random.default_rng(8).standard_normal(x.shape) * np.abs(np.nan_to_num(x))
+    t[:, 4, 4, 0] = 0
+    eps = 1e-6
+    jt = (run(x + eps * t, old) - run(x - eps * t, old)) / (2 * eps)
+    lhs, rhs = np.sum(jt * c), np.sum(np.nan_to_num(t) * g0)
+    assert abs(lhs - rhs) / abs(rhs) < 1e-7
+
+
+def test_each_recorded_step_accumulates_into_its_input_gradient():
+    shape = (5, 4)
+    stepper = make_stepper(D2Q9_64, "warp", shape)
+    step = adjointgen.differentiable(stepper)
+    _, _, bc_mask, missing_mask = stepper.prepare_fields()
+    x = random_state(D2Q9_64, shape, seed=9)
+    c = np.random.default_rng(10).standard_normal(x.shape)
+    states = [wp.array(x, dtype=wp.float64, requires_grad=True)]
+    tape = wp.Tape()
+    with tape:
+        for t in range(4):
+            states.append(wp.zeros_like(states[0], requires_grad=True))
+            step(states[-2], states[-1], bc_mask, missing_mask, OMEGA, t)
+    tape.backward(grads={states[-1]: wp.array(c, dtype=wp.float64)})
+    _, expected = jax_vjp(D2Q9_64, shape, x, c, 4)
+    assert np.max(np.abs(states[0].grad.numpy() - expected)) / np.max(np.abs(expected)) < 1e-10
+    tape.zero()
+    assert np.all(states[0].grad.numpy() == 0)
+
+
+@pytest.fixture(scope="module")
+def d2q9():
+    stepper = make_stepper(D2Q9_32, "warp", (4, 4))
+    return stepper, adjointgen.differentiable(stepper), stepper.prepare_fields()
+
+
+def test_wrong_dtype_shape_and_buffers_are_clear_errors(d2q9):
+    _, step, (f_0, f_1, bc_mask, missing_mask) = d2q9
+    with pytest.raises(RuntimeArgumentError, match="dtype float64, but D2Q9/BGK/FP32FP32 needs float32"):
+        step(wp.zeros(f_0.shape, dtype=wp.float64), f_1, bc_mask, missing_mask, 1.0)
+    with pytest.raises(RuntimeArgumentError, match="shape"):
+        step(wp.zeros((9, 4, 5, 1), dtype=wp.float32), f_1, bc_mask, missing_mask, 1.0)
+    with pytest.raises(RuntimeArgumentError, match="different buffers"):
+        step(f_0, f_0, bc_mask, missing_mask, 1.0)
+    with pytest.raises(RuntimeArgumentError, match="warp array"):
+        step(f_0.numpy(), f_1, bc_mask, missing_mask, 1.0)
+
+
+def test_recording_without_gradient_arrays_says_what_to_do(d2q9):
+    _, step, (f_0, f_1, bc_mask, missing_mask) = d2q9
+    with wp.Tape():
+        with pytest.raises(RuntimeArgumentError, match="requires_grad=True"):
+            step(f_0, f_1, bc_mask, missing_mask, 1.0)
+
+
+def test_steppers_outside_the_scope_are_refused():
+    from xlb.operator.boundary_condition import FullwayBounceBackBC
+
+    jax_stepper = make_stepper(D2Q9_32, "jax", (4, 4))
+    with pytest.raises(ConfigurationError, match="Warp backend"):
+        adjointgen.differentiable(jax_stepper)
+    stepper = make_stepper(D2Q9_32, "warp", (4, 4))
+    stepper.boundary_conditions = [FullwayBounceBackBC(indices=[[0], [0]])]
+    with pytest.raises(ConfigurationError, match="FullwayBounceBackBC"):
+        adjointgen.differentiable(stepper)
+
+
+def test_missing_module_is_generated_into_the_cache_with_a_log_line(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("ADJOINTGEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(runtime, "GENERATED_PACKAGE", "adjointgen.generated_elsewhere")
+    stepper = make_stepper(D2Q9_32, "warp", (4, 4))
+    with caplog.at_level(logging.WARNING, logger="adjointgen"):
+        step = adjointgen.differentiable(stepper)
+    assert any("no generated module for D2Q9/BGK/FP32FP32" in r.message for r in caplog.records)
+    (path,) = list(tmp_path.rglob("d2q9_bgk_fp32fp32_*.py"))
+    assert step.module.__file__ == str(path)
+    assert 'wp.set_module_options({"enable_backward": False})' in path.read_text()
