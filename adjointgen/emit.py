@@ -14,7 +14,6 @@ import hashlib
 from importlib import resources
 
 import jinja2
-import sympy
 
 from . import __version__, naming
 from .access import Accesses

@@ -25,7 +25,7 @@ import libcst as cst
 import sympy
 
 from .errors import UnsupportedConstruct
-from .ir import FLOAT_TYPES, Assign, Load, Param, Program, Store
+from .ir import FLOAT_TYPES, Assign, Load, Program, Store
 from .passes.base import code, literal_value, NotStatic, tag_of
 
 _INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
@@ -80,9 +80,10 @@ def _sanitize(name: str) -> str:
 
 
 class Lowering:
-    def __init__(self, kernel, processed: dict, compute_dtype: str, arg_types: dict):
+    def __init__(self, kernel, processed: dict, compute_dtype: str, arg_types: dict, exit_guards=()):
         """``processed`` maps functional symbol -> (Functional, processed libcst module);
-        ``arg_types`` maps kernel parameter name -> Param."""
+        ``arg_types`` maps kernel parameter name -> Param; ``exit_guards`` are the kernel's
+        early-exit variables (from the branchless pass)."""
         self.kernel = kernel
         self.processed = processed
         self.compute_dtype = compute_dtype
@@ -99,6 +100,8 @@ class Lowering:
         self.tag: str | None = None
         self.depth = 0
         self.call_stack: list[str] = []
+        self.exit_guards = tuple(exit_guards)
+        self.kernel_env_names: tuple = ()
 
     # ------------------------------------------------------------------ helpers
     def where(self) -> str:
@@ -270,9 +273,8 @@ class Lowering:
 
     @property
     def exit_active(self) -> bool:
-        return any(name.startswith("_exit_") for name in self.kernel_env_names)
-
-    kernel_env_names: tuple = ()
+        """True once the kernel has passed an early return (the branchless pass's exit value)."""
+        return any(name in self.kernel_env_names for name in self.exit_guards)
 
     def index_expr(self, value):
         if not isinstance(value, Scalar) or value.is_float:
@@ -281,7 +283,8 @@ class Lowering:
 
     # ------------------------------------------------------------------ expressions
     def expression(self, node, env):
-        if isinstance(node, (cst.Integer, cst.Float)) or (isinstance(node, cst.UnaryOperation) and isinstance(node.expression, (cst.Integer, cst.Float))):
+        numeric = (cst.Integer, cst.Float)
+        if isinstance(node, numeric) or (isinstance(node, cst.UnaryOperation) and isinstance(node.expression, numeric)):
             try:
                 value = literal_value(node)
             except NotStatic:
@@ -315,7 +318,9 @@ class Lowering:
         if isinstance(node, cst.UnaryOperation):
             operand = self.expression(node.expression, env)
             if isinstance(node.operator, cst.Minus):
-                return self.binary("Multiply", Scalar(sympy.Integer(-1), "int32"), operand) if not isinstance(operand, Scalar) or operand.is_float else Scalar(-operand.expr, operand.dtype)
+                if isinstance(operand, Scalar) and not operand.is_float:
+                    return Scalar(-operand.expr, operand.dtype)
+                return self.binary("Multiply", Scalar(sympy.Integer(-1), "int32"), operand)
             if isinstance(node.operator, cst.Plus):
                 return operand
             if isinstance(node.operator, cst.Not):
@@ -575,6 +580,6 @@ def eliminate_dead_code(program: Program) -> Program:
     return program
 
 
-def lower(kernel, processed: dict, compute_dtype: str, params: list, name: str) -> Program:
-    lowering = Lowering(kernel, processed, compute_dtype, {p.name: p for p in params})
+def lower(kernel, processed: dict, compute_dtype: str, params: list, name: str, exit_guards=()) -> Program:
+    lowering = Lowering(kernel, processed, compute_dtype, {p.name: p for p in params}, exit_guards)
     return lowering.run(name)

@@ -26,7 +26,9 @@ from .passes import SOURCE_PASSES, PassContext
 
 
 def process_functionals(kernel: frontend.Functional, keep: dict | None = None) -> dict:
-    """Run the source passes over the kernel and every functional it reaches."""
+    """Run the source passes over the kernel and every functional it reaches.
+    Returns {symbol: (functional, processed module)}; the kernel's early-exit variables are in
+    ``keep["exit_guards"]`` when ``keep`` is given."""
     functions: dict = {kernel.symbol: kernel}
     processed: dict = {}
     counter = 0
@@ -39,8 +41,12 @@ def process_functionals(kernel: frontend.Functional, keep: dict | None = None) -
             module = pass_(module, ctx)
         counter = ctx.fresh_counter
         processed[symbol] = (functional, module)
+        if symbol == kernel.symbol:
+            exit_guards = list(ctx.exit_guards)
         if keep is not None:
             keep.setdefault("passes", {})[symbol] = module.code
+    if keep is not None:
+        keep["exit_guards"] = exit_guards
     return processed
 
 
@@ -61,12 +67,12 @@ def kernel_params(config: Configuration) -> list[Param]:
 
 def generate(stepper, config: Configuration, keep: dict | None = None) -> str:
     kernel = frontend.stepper_kernel(stepper)
+    keep = {} if keep is None else keep
     processed = process_functionals(kernel, keep)
     params = kernel_params(config)
-    program = lowering.lower(kernel, processed, params[4].dtype, params, config.name)
+    program = lowering.lower(kernel, processed, params[4].dtype, params, config.name, keep["exit_guards"])
     accesses = access.analyse(program, unit_axes=tuple(range(config.dim, 3)))
     adjoint = reverse.differentiate(program, accesses)
-    if keep is not None:
-        keep.update(program=program, accesses=accesses, adjoint=adjoint)
+    keep.update(program=program, accesses=accesses, adjoint=adjoint)
     sources = [functional for functional, _ in processed.values()]
     return emit.render_module(config, program, adjoint, accesses, sources)

@@ -17,7 +17,7 @@ import sympy
 
 from .access import Accesses
 from .errors import UnsupportedConstruct
-from .ir import Assign, Load, Program
+from .ir import Load, Program
 
 
 @dataclass

@@ -63,4 +63,4 @@ def lower_source(source: str, params, namespace: dict | None = None, name: str =
                 other_module = pass_(other_module, other_ctx)
             processed[symbol] = (other, other_module)
     compute = next((p.dtype for p in params if p.kind == "scalar" and p.dtype.startswith("float")), "float32")
-    return lower(f, processed, compute, params, name)
+    return lower(f, processed, compute, params, name, ctx.exit_guards)

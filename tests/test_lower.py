@@ -71,3 +71,17 @@ def test_recursion_is_refused():
     with pytest.raises(UnsupportedConstruct) as info:
         lower_source(HEAD + "    b[0, i, j, k] = recursive(a[0, i, j, k])\n", PARAMS, {"recursive": recursive})
     assert "recursive call" in str(info.value)
+
+
+@wp.func
+def writes_array(b: wp.array4d(dtype=float), i: int, j: int, k: int, v: float):
+    b[1, i, j, k] = v
+
+
+def test_array_write_in_a_functional_after_an_early_return_is_refused():
+    body = (
+        "    if mask[0, i, j, k] == wp.uint8(255):\n        return\n"
+        "    writes_array(b, i, j, k, s)\n"
+    )
+    with pytest.raises(UnsupportedConstruct, match="after an early return"):
+        lower_source(HEAD + body, PARAMS, {"writes_array": writes_array})

@@ -144,10 +144,10 @@ class _Branchless(cst.CSTTransformer):
                 line = line.visit(_GuardStores(arrays, guard))
             body.append(line)
         for line in body:
-            for ret in m.findall(line, m.Return()):
-                if line is not body[-1] or not isinstance(line, cst.SimpleStatementLine):
-                    refuse(self.ctx, line, "a return that is not the last statement",
-                           "return once, at the end of the function")
+            has_return = bool(m.findall(line, m.Return()))
+            if has_return and (line is not body[-1] or not isinstance(line, cst.SimpleStatementLine)):
+                refuse(self.ctx, line, "a return that is not the last statement",
+                       "return once, at the end of the function")
         return updated.with_changes(body=updated.body.with_changes(body=body))
 
 

@@ -91,14 +91,12 @@ class _Folder(cst.CSTTransformer):
         return updated
 
     def leave_BooleanOperation(self, original, updated):
-        (ok_l, left), (ok_r, right) = _literal(updated.left), _literal(updated.right)
-        if ok_l and isinstance(left, bool):
+        ok, left = _literal(updated.left)
+        if ok and isinstance(left, bool):
             is_and = isinstance(updated.operator, cst.And)
             if left != is_and:  # False and x -> False; True or x -> True
                 return self._done(literal_node(left))
-            return self._done(updated.right)
-        if ok_l and ok_r:
-            return updated
+            return self._done(updated.right)  # True and x -> x; False or x -> x
         return updated
 
     def visit_If(self, node):
