@@ -2,18 +2,24 @@
 
 Every load of a floating-point array must read population ``l`` (a constant) at, along each axis,
 ``(x - c) mod n`` for a constant shift ``c``: the periodic pull of XLB's stream. The analysis
-recovers ``c`` from the (Piecewise) index expression and checks the expression equals
+recovers ``c`` from the index expression (nested selects) and checks the expression equals
 ``(x - c) mod n`` for every ``n`` from 1 to ``_CHECK_UP_TO`` and every ``x`` in ``[0, n)``. The
 expressions are piecewise linear in ``x`` and ``n`` with unit coefficients, their breakpoints lie
 within ``|c| + 1`` of ``0`` or ``n``, and so grids larger than the checked ones behave as the
 largest checked one does. An axis that has length 1 by construction (the third axis of a 2D
 lattice) may be indexed by the constant 0.
 
-The adjoint scatters the adjoint of each load back to the element it read. That is race-free
-(each destination written by exactly one thread, no atomics) because, per (array, population),
-all loads share one shift and a periodic shift is a bijection of the grid: the proof is the
-``proof`` text of the result, and a configuration for which it fails is refused. Writes must
-touch the thread's own cell.
+The adjoint sends the adjoint of each load back to the element it read, without atomics:
+
+- per (array, population) one shift (the *primary*, e.g. the streaming pull) is scattered
+  straight back; a periodic shift is a bijection of the grid, so each element has one writer;
+- every other shift of that population (e.g. bounce-back reading the cell's own pre-streaming
+  value) is written to a temporary *slot* of the reading thread, and a second kernel lets each
+  thread gather, for its own elements, what the readers left in their slots.
+
+The ``proof`` text of the result says which is which; it is printed in each generated module.
+Writes must touch the thread's own cell, and an array that is written must not be read at a
+neighbour.
 """
 
 from __future__ import annotations
@@ -39,6 +45,12 @@ class Access:
 class Accesses:
     loads: dict = field(default_factory=dict)  # load symbol name -> Access
     proof: list = field(default_factory=list)
+    primary: dict = field(default_factory=dict)  # (array, population) -> the shift scattered directly
+    slots: list = field(default_factory=list)  # Access per temporary slot (the other shifts)
+
+    def slot_of(self, access: Access) -> int | None:
+        """The temporary slot of a read that is not scattered directly; None if it is."""
+        return self.slots.index(access) if access in self.slots else None
 
 
 def _shift(expr, x, unit_axis: bool) -> int:
@@ -51,7 +63,7 @@ def _shift(expr, x, unit_axis: bool) -> int:
     if len(free) > 1:
         raise ValueError(f"{expr} depends on more than the thread index and the axis length")
     n = next(iter(free)) if free else sympy.Symbol("_n_unused", integer=True, positive=True)
-    function = sympy.lambdify((x, n), expr, "math")
+    function = sympy.lambdify((x, n), expr, [{"Select": lambda c, a, b: a if c else b}, "math"])
     for size in range(1, _CHECK_UP_TO + 1):
         for position in range(size):
             if not 0 <= int(function(position, size)) < size:
@@ -96,22 +108,27 @@ def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
         if not (sympy.sympify(population).is_Integer and own_cell):
             raise UnsupportedConstruct(store.origin, "a write to another cell than the thread's own",
                                        "write only to [l, i, j, k] of the thread; neighbour writes race")
-    # injectivity of the scatter
+    # race freedom of the adjoint's writes
     by_population: dict = {}
     for access in result.loads.values():
         if access.array in differentiable:
             by_population.setdefault((access.array, access.population), set()).add(access.shifts)
     stored = {s.array for s in program.stores}
+    zero = (0,) * len(program.thread)
     for (array, population), shifts in sorted(by_population.items()):
-        if len(shifts) > 1:
-            raise UnsupportedConstruct(
-                f"{program.name}: {array}[{population}]", "two reads of one population at different offsets",
-                "the scatter adjoint would race; this configuration needs the gather form, which is not generated yet")
-        if array in stored and shifts != {(0,) * len(program.thread)}:
+        if array in stored and shifts != {zero}:
             raise UnsupportedConstruct(
                 f"{program.name}: {array}", "an array both written and read at a neighbour",
                 "the adjoint would read gradients other threads are writing")
-    for (array, population), shifts in sorted(by_population.items()):
-        (shift,) = shifts
-        result.proof.append(f"{array}[{population}] read once per thread at x - {shift} (mod n): a bijection")
+        # one shift per population is scattered straight back (a bijection: one writer per
+        # element); every other shift goes to a slot of the reading thread and is gathered by
+        # the owning thread in a second kernel
+        primary, *others = sorted(shifts, key=lambda shift: (shift == zero, shift))
+        result.primary[(array, population)] = primary
+        result.proof.append(f"{array}[{population}] read at x - {primary} (mod n): a bijection, scattered directly")
+        for shift in others:
+            slot = len(result.slots)
+            result.slots.append(Access(array, population, shift))
+            result.proof.append(f"{array}[{population}] read at x - {shift} (mod n): slot {slot} of the reader, "
+                                "gathered by the owner in adjoint_gather")
     return result

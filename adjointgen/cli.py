@@ -117,7 +117,10 @@ def cmd_verify(args) -> int:
     from .verify import format_table, verify_configuration
 
     rows = []
-    for config in _configurations(args):
+    configs = _configurations(args)
+    if not (args.config or args.config_file):
+        configs += default_configurations(Path.cwd(), "verify_also")
+    for config in configs:
         shape = tuple(int(n) for n in args.shape.split("x")) if args.shape else None
         if shape is not None and len(shape) != config.dim:
             shape = None

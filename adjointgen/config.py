@@ -18,6 +18,7 @@ from .errors import ConfigurationError
 VELOCITY_SETS = ("D2Q9", "D3Q19", "D3Q27")
 COLLISIONS = ("BGK",)
 PRECISIONS = ("FP32FP32", "FP64FP64")
+BOUNDARIES = ("periodic", "cavity", "box")  # built by adjointgen.xlb_support.boundary_conditions
 
 
 @dataclass(frozen=True, order=True)
@@ -25,12 +26,14 @@ class Configuration:
     velocity_set: str
     collision: str
     precision: str
+    boundaries: str = "periodic"
 
     def __post_init__(self):
         for value, allowed, what in (
             (self.velocity_set, VELOCITY_SETS, "velocity_set"),
             (self.collision, COLLISIONS, "collision"),
             (self.precision, PRECISIONS, "precision"),
+            (self.boundaries, BOUNDARIES, "boundaries"),
         ):
             if value not in allowed:
                 raise ConfigurationError(
@@ -39,11 +42,13 @@ class Configuration:
 
     @property
     def name(self) -> str:
-        return f"{self.velocity_set}_{self.collision}_{self.precision}".lower()
+        suffix = "" if self.boundaries == "periodic" else f"_{self.boundaries}"
+        return f"{self.velocity_set}_{self.collision}_{self.precision}{suffix}".lower()
 
     @property
     def label(self) -> str:
-        return f"{self.velocity_set}/{self.collision}/{self.precision}"
+        suffix = "" if self.boundaries == "periodic" else f"/{self.boundaries}"
+        return f"{self.velocity_set}/{self.collision}/{self.precision}{suffix}"
 
     @property
     def dim(self) -> int:
@@ -53,43 +58,41 @@ class Configuration:
     def is_fp64(self) -> bool:
         return self.precision.startswith("FP64")
 
-    def with_precision(self, precision: str) -> "Configuration":
-        return Configuration(self.velocity_set, self.collision, precision)
-
     @classmethod
     def parse(cls, text: str) -> "Configuration":
-        """Parse ``D3Q19/BGK/FP32FP32`` or a module name such as ``d3q19_bgk_fp32fp32``."""
-        parts = text.replace("_", "/").upper().split("/")
-        if len(parts) != 3:
+        """Parse ``D3Q19/BGK/FP32FP32[/cavity]`` or a module name such as ``d3q19_bgk_fp32fp32``."""
+        parts = text.replace("_", "/").split("/")
+        if len(parts) not in (3, 4):
             raise ConfigurationError(
-                f"cannot read configuration {text!r}: write VELOCITYSET/COLLISION/PRECISION, "
-                "e.g. D3Q19/BGK/FP32FP32"
+                f"cannot read configuration {text!r}: write VELOCITYSET/COLLISION/PRECISION[/BOUNDARIES], "
+                "e.g. D3Q19/BGK/FP32FP32 or D2Q9/BGK/FP64FP64/cavity"
             )
-        return cls(*parts)
+        return cls(*(part.upper() for part in parts[:3]), *(part.lower() for part in parts[3:]))
 
     @classmethod
     def from_mapping(cls, entry: dict, where: str) -> "Configuration":
         keys = {"velocity_set", "collision", "precision"}
-        if not isinstance(entry, dict) or set(entry) != keys:
+        if not isinstance(entry, dict) or not keys <= set(entry) or not set(entry) <= keys | {"boundaries"}:
             raise ConfigurationError(
-                f"{where}: each configuration needs exactly the keys {sorted(keys)}, got {entry!r}"
+                f"{where}: each configuration needs the keys {sorted(keys)} (and optionally 'boundaries'), got {entry!r}"
             )
         try:
-            return cls(entry["velocity_set"], entry["collision"], entry["precision"])
+            return cls(entry["velocity_set"], entry["collision"], entry["precision"], entry.get("boundaries", "periodic"))
         except ConfigurationError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
 
 
-def _read_list(data: dict, where: str) -> list[Configuration]:
-    entries = data.get("configurations")
+def _read_list(data: dict, where: str, key: str = "configurations") -> list[Configuration]:
+    entries = data.get(key)
     if not isinstance(entries, list) or not entries:
-        raise ConfigurationError(f"{where}: `configurations` must be a non-empty list of tables")
+        raise ConfigurationError(f"{where}: `{key}` must be a non-empty list of tables")
     return [Configuration.from_mapping(entry, where) for entry in entries]
 
 
-def default_configurations(project_dir: Path | None = None) -> list[Configuration]:
-    """The configurations to build: ``[tool.adjointgen]`` of ``project_dir/pyproject.toml`` if it
-    has one, else the packaged ``configurations.toml``."""
+def default_configurations(project_dir: Path | None = None, key: str = "configurations") -> list[Configuration]:
+    """The configurations to build (``key="configurations"``) or to verify besides them
+    (``key="verify_also"``): from ``[tool.adjointgen]`` of ``project_dir/pyproject.toml`` if it
+    has that key, else from the packaged ``configurations.toml``."""
     if project_dir is not None:
         pyproject = Path(project_dir) / "pyproject.toml"
         if pyproject.is_file():
@@ -98,10 +101,12 @@ def default_configurations(project_dir: Path | None = None) -> list[Configuratio
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigurationError(f"{pyproject}: not valid TOML: {exc}") from None
             table = data.get("tool", {}).get("adjointgen")
+            if table is not None and key in table:
+                return _read_list(table, f"{pyproject} [tool.adjointgen]", key)
             if table is not None and "configurations" in table:
-                return _read_list(table, f"{pyproject} [tool.adjointgen]")
+                return []  # a project that lists its own configurations verifies only those
     packaged = resources.files("adjointgen").joinpath("configurations.toml")
-    return _read_list(tomllib.loads(packaged.read_text()), "adjointgen/configurations.toml")
+    return _read_list(tomllib.loads(packaged.read_text()), "adjointgen/configurations.toml", key)
 
 
 def load_configuration_file(path: Path) -> list[Configuration]:

@@ -11,6 +11,7 @@ here because this is our explicit adjoint, not Warp's automatic one.
 from __future__ import annotations
 
 import hashlib
+import json
 from importlib import resources
 
 import jinja2
@@ -43,8 +44,12 @@ class _Lines:
             return x
         return f"{x}_m{shift}" if shift > 0 else f"{x}_p{-shift}"
 
-    def neighbour_definitions(self) -> list[str]:
-        shifts = sorted({(a, s) for access in self.accesses.loads.values() for a, s in enumerate(access.shifts) if s != 0})
+    def neighbour_definitions(self, accesses=None, negate: bool = False) -> list[str]:
+        """Definitions of the neighbour coordinates the given reads use (``negate``: the
+        coordinates of the readers, for the gather kernel)."""
+        accesses = self.accesses.loads.values() if accesses is None else accesses
+        sign = -1 if negate else 1
+        shifts = sorted({(a, sign * s) for access in accesses for a, s in enumerate(access.shifts) if s != 0})
         out = []
         for axis, shift in shifts:
             x, n = self.program.thread[axis].name, self.sizes[axis]
@@ -88,7 +93,8 @@ def _split_prologue(program: Program, keep) -> tuple[list, list]:
     return prologue, [s for s in program.statements if id(s) not in ids]
 
 
-def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses, sources: list) -> str:
+def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses, sources: list,
+                  identity: str) -> str:
     lines = _Lines(program, accesses)
     print_ = lines.print
     prologue_statements, body_statements = _split_prologue(program, adjoint.keep)
@@ -118,12 +124,30 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         if group.scatter is not None:
             array, index, name = group.scatter
             symbol = group.forward.split(" = ")[0]
-            target = lines.index(symbol, grads[array], index)
-            body.append(f"{target} = {target} + {name}")
+            slot = accesses.slot_of(accesses.loads[symbol])
+            if slot is None:  # the primary read of this population: scattered straight back
+                target = lines.index(symbol, grads[array], index)
+                body.append(f"{target} = {target} + {name}")
+            else:  # another read of it: the reader's own slot, gathered in adjoint_gather
+                body.append(f"{naming.SLOTS}[{slot}, {', '.join(t.name for t in program.thread)}] = {name}")
         groups.append({"origin": group.origin, "lines": body})
 
     forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
     adjoint_params = forward_params + [f"{grads[p.name]}: {p.annotation()}" for p in program.params if p.differentiable]
+    gather_params, gather_body = [], []
+    if accesses.slots:
+        slot_param = f"{naming.SLOTS}: wp.array4d(dtype=wp.{program.compute_dtype})"
+        adjoint_params.append(slot_param)
+        reference_param = program.param(reference)
+        gather_params = [f"{reference}: {reference_param.annotation()}", slot_param] + \
+            [f"{grads[a]}: {program.param(a).annotation()}" for a in sorted({s.array for s in accesses.slots})]
+        gather_body = [f"{', '.join(t.name for t in program.thread)} = wp.tid()"]
+        gather_body += [f"{n} = {reference}.shape[{a + 1}]" for a, n in enumerate(lines.sizes)]
+        gather_body += lines.neighbour_definitions(accesses.slots, negate=True)
+        for slot, access in enumerate(accesses.slots):
+            target = f"{grads[access.array]}[{access.population}, {', '.join(t.name for t in program.thread)}]"
+            reader = ", ".join(lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
+            gather_body.append(f"{target} = {target} + {naming.SLOTS}[{slot}, {reader}]")
     sources_info = [
         {"symbol": f.symbol, "path": f"{naming.relative_source_path(f.filename)}:{f.first_line}", "sha": f.sha256}
         for f in sorted(sources, key=lambda f: f.symbol)
@@ -135,6 +159,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "xlb_version": xlb_version(),
         "config": config,
         "sources": sources_info,
+        "identity": identity,
         "proof": accesses.proof,
         "forward_params": forward_params,
         "adjoint_params": adjoint_params,
@@ -146,6 +171,10 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "clears": clears,
         "groups": groups,
         "grad_arrays": [[p.name, grads[p.name]] for p in program.params if p.differentiable],
+        "slot_count": len(accesses.slots),
+        "gather_into": json.dumps(sorted({s.array for s in accesses.slots})),
+        "gather_params": gather_params,
+        "gather_body": gather_body,
         "statement_count": len(program.statements),
         "adjoint_update_count": sum(len(g["lines"]) for g in groups),
     }

@@ -15,6 +15,38 @@ import sympy
 FLOAT_TYPES = ("float32", "float64")
 
 
+class Select(sympy.Function):
+    """``Select(c, a, b)``: ``a`` where ``c`` holds, else ``b`` (Warp's ``wp.where``).
+
+    Not sympy's Piecewise, which simplifies conditions it cannot see through (it folded
+    ``Eq(Piecewise((1, m), (0, True)), 1)`` to True). Derivatives keep select semantics,
+    ``d Select(c, a, b) = Select(c, da, db)``: the branch not taken is discarded, never multiplied
+    by zero, so a NaN computed there cannot reach a gradient.
+    """
+
+    nargs = 3
+
+    @classmethod
+    def eval(cls, condition, a, b):
+        if condition is sympy.true:
+            return a
+        if condition is sympy.false:
+            return b
+        if a == b:
+            return a
+        return None
+
+    def _eval_derivative(self, symbol):
+        condition, a, b = self.args
+        return Select(condition, a.diff(symbol), b.diff(symbol))
+
+    def _eval_is_real(self):
+        return self.args[1].is_real and self.args[2].is_real
+
+    def _eval_is_integer(self):
+        return self.args[1].is_integer and self.args[2].is_integer
+
+
 @dataclass(frozen=True)
 class Param:
     name: str

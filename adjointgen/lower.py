@@ -25,7 +25,7 @@ import libcst as cst
 import sympy
 
 from .errors import UnsupportedConstruct
-from .ir import FLOAT_TYPES, Assign, Load, Program, Store
+from .ir import FLOAT_TYPES, Assign, Load, Program, Select, Store
 from .passes.base import code, literal_value, NotStatic, tag_of
 
 _INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
@@ -260,8 +260,8 @@ class Lowering:
             self.refuse("storing a non-scalar into an array element", "store one element at a time")
         keep = None
         expr = value.expr
-        if isinstance(expr, sympy.Piecewise) and len(expr.args) == 2 and expr.args[1].cond == sympy.true:
-            (old, condition), (new, _) = expr.args
+        if isinstance(expr, Select):
+            condition, old, new = expr.args
             load = self.load_cse.get((array.name, index))
             if load is not None and old == load:
                 keep, expr = condition, new
@@ -521,7 +521,7 @@ class Lowering:
         if truth == sympy.false:
             return b
         dtype = a.dtype if a.is_float else b.dtype
-        return Scalar(sympy.Piecewise((a.expr, truth), (b.expr, True)), dtype)
+        return Scalar(Select(truth, a.expr, b.expr), dtype)
 
     kernel_dims = 3
 

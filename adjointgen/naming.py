@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 AXIS_SIZES = ("nx", "ny", "nz")
+SLOTS = "adj_slots"  # per-thread slots for reads that are not scattered directly
 
 
 def grad_param(array: str) -> str:

@@ -17,6 +17,8 @@ reads as the stages it runs:
 
 from __future__ import annotations
 
+import hashlib
+
 import libcst as cst
 
 from . import access, emit, frontend, lower as lowering, reverse
@@ -50,6 +52,15 @@ def process_functionals(kernel: frontend.Functional, keep: dict | None = None) -
     return processed
 
 
+def program_identity(processed: dict) -> str:
+    """SHA-256 of every functional after the source passes: it changes with the XLB sources and
+    with every build-time constant they resolve (boundary ids, prescribed values, lattice)."""
+    digest = hashlib.sha256()
+    for symbol in sorted(processed):
+        digest.update(f"{symbol}\n{processed[symbol][1].code}\n".encode())
+    return digest.hexdigest()
+
+
 def kernel_params(config: Configuration) -> list[Param]:
     """The XLB stepper kernel's parameters, typed for ``config`` (all parameters concrete, so
     the generated kernels are double throughout under FP64, whatever type the caller passes)."""
@@ -75,4 +86,4 @@ def generate(stepper, config: Configuration, keep: dict | None = None) -> str:
     adjoint = reverse.differentiate(program, accesses)
     keep.update(program=program, accesses=accesses, adjoint=adjoint)
     sources = [functional for functional, _ in processed.values()]
-    return emit.render_module(config, program, adjoint, accesses, sources)
+    return emit.render_module(config, program, adjoint, accesses, sources, program_identity(processed))

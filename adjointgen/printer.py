@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from .ir import FLOAT_TYPES
+from .ir import FLOAT_TYPES, Select
 
 _RELATIONS = {sympy.Eq: "==", sympy.Ne: "!=", sympy.Lt: "<", sympy.Le: "<=", sympy.Gt: ">", sympy.Ge: ">="}
 
@@ -27,8 +27,8 @@ class WarpPrinter:
             return self.dtypes.get(expr.name, "int32")
         if expr.is_Float or isinstance(expr, sympy.Rational) and not expr.is_Integer:
             return self.float_type
-        if isinstance(expr, sympy.Piecewise):
-            types = [self.dtype_of(e) for e, _ in expr.args]
+        if isinstance(expr, Select):
+            types = [self.dtype_of(e) for e in expr.args[1:]]
             return next((t for t in types if t in FLOAT_TYPES), types[0])
         for symbol in sorted(expr.free_symbols, key=str):
             if self.dtypes.get(symbol.name) in FLOAT_TYPES:
@@ -62,9 +62,8 @@ class WarpPrinter:
             return self.mul(expr, dtype)
         if isinstance(expr, sympy.Pow):
             return self.pow(expr, dtype)
-        if isinstance(expr, sympy.Piecewise):
-            (value, condition), *rest = expr.args
-            other = rest[0][0] if len(rest) == 1 and rest[0][1] is sympy.true else sympy.Piecewise(*rest)
+        if isinstance(expr, Select):
+            condition, value, other = expr.args
             return f"wp.where({self.print(condition, 'bool')}, {self.print(value, dtype)}, {self.print(other, dtype)})"
         if type(expr) in _RELATIONS:
             left, right = expr.args
@@ -87,7 +86,7 @@ class WarpPrinter:
 
     def atom(self, expr, dtype: str) -> str:
         text = self.print(expr, dtype)
-        if isinstance(expr, (sympy.Add, sympy.Piecewise)) or (isinstance(expr, sympy.Mul) and sympy.Mul(*expr.args).could_extract_minus_sign()) \
+        if isinstance(expr, sympy.Add) or (isinstance(expr, sympy.Mul) and sympy.Mul(*expr.args).could_extract_minus_sign()) \
                 or (expr.is_Number and expr < 0):
             return f"({text})"
         if isinstance(expr, sympy.Mul) or isinstance(expr, sympy.Pow):

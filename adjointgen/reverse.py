@@ -17,7 +17,7 @@ import sympy
 
 from .access import Accesses
 from .errors import UnsupportedConstruct
-from .ir import Load, Program
+from .ir import Load, Program, Select
 
 
 @dataclass
@@ -41,6 +41,15 @@ class Adjoint:
     clears: list  # (array, index)
     groups: list  # Group, in execution order
     keep: object  # the common keep condition of all stores (or None)
+
+
+def _times(adj, partial):
+    """``adj * partial`` with the product moved inside selects, so the branch not taken is
+    discarded rather than multiplied (select semantics for the adjoint too)."""
+    if isinstance(partial, Select):
+        condition, a, b = partial.args
+        return Select(condition, _times(adj, a), _times(adj, b))
+    return adj * partial
 
 
 def adjoint_name(symbol) -> str:
@@ -81,7 +90,7 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
             if partial == 0:
                 continue
             target = adjoint_name(operand)
-            group.updates.append(Update(target, adj * partial, target not in defined))
+            group.updates.append(Update(target, _times(adj, partial), target not in defined))
             defined.add(target)
         groups.append(group)
     keep = program.stores[0].keep if program.stores else None

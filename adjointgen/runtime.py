@@ -11,7 +11,6 @@ adjoint of ``f_1``'s old content (zero wherever the step overwrote it).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -36,12 +35,17 @@ def cache_dir() -> Path:
     return Path(root) / __version__
 
 
-def source_hashes(stepper) -> dict:
-    """{functional symbol: sha256} of everything the stepper kernel reaches."""
+def stepper_identity(stepper) -> str:
+    """The identity a generated module must carry to serve ``stepper`` (see pipeline.program_identity)."""
     from .frontend import stepper_kernel
-    from .pipeline import process_functionals
+    from .pipeline import process_functionals, program_identity
 
-    return {symbol: functional.sha256 for symbol, (functional, _) in process_functionals(stepper_kernel(stepper)).items()}
+    return program_identity(process_functionals(stepper_kernel(stepper)))
+
+
+def describe(stepper, config: Configuration) -> str:
+    names = [type(bc).__name__ for bc in stepper.boundary_conditions]
+    return f"{config.label} with {', '.join(names)}" if names else config.label
 
 
 def _load_file(path: Path, module_name: str):
@@ -55,22 +59,22 @@ def _load_file(path: Path, module_name: str):
 def load_module(stepper, config: Configuration):
     """The generated module for ``stepper``: from ``adjointgen.generated`` when it was generated
     from the same XLB sources, else from (or into) the cache."""
-    hashes = source_hashes(stepper)
+    identity = stepper_identity(stepper)
     try:
         module = importlib.import_module(f"{GENERATED_PACKAGE}.{config.name}")
-        if dict(module.SOURCE_SHA256) == hashes:
+        if getattr(module, "PROGRAM_SHA256", None) == identity:
             return module
-        log.warning("adjointgen: generated/%s.py was built from other XLB sources; regenerating into the cache", config.name)
+        log.info("adjointgen: generated/%s.py does not match this stepper (other XLB sources or constants)", config.name)
     except ModuleNotFoundError as exc:
         wanted = f"{GENERATED_PACKAGE}.{config.name}"
         if not exc.name or not wanted.startswith(exc.name):
             raise  # a real import error inside an existing module
-    key = hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()[:16]
+    key = identity[:16]
     path = cache_dir() / f"{config.name}_{key}.py"
     if not path.exists():
         from .pipeline import generate
 
-        log.warning("adjointgen: no generated module for %s; generating %s", config.label, path)
+        log.warning("adjointgen: no generated module for %s; generating %s", describe(stepper, config), path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = generate(stepper, config)
         temporary = path.with_suffix(f".tmp{os.getpid()}")
@@ -144,9 +148,19 @@ class DifferentiableStep:
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
-        wp.launch(self.module.adjoint, dim=f_0.shape[1:],
-                  inputs=[f_0, f_1, bc_mask, missing_mask, self.compute_dtype(omega), int(timestep), adj_f_0, adj_f_1],
-                  device=f_0.device, record_tape=False)
+        inputs = [f_0, f_1, bc_mask, missing_mask, self.compute_dtype(omega), int(timestep), adj_f_0, adj_f_1]
+        slots = None
+        if self.module.SLOT_COUNT:
+            # reads that are not scattered directly leave their adjoint in a slot of the reader;
+            # adjoint_gather adds them to the owners' gradients (no atomics, no races)
+            slots = wp.zeros((self.module.SLOT_COUNT, *f_0.shape[1:]), dtype=self.compute_dtype, device=f_0.device)
+            inputs.append(slots)
+        wp.launch(self.module.adjoint, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
+        if slots is not None:
+            grads = {"f_0": adj_f_0, "f_1": adj_f_1}
+            wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
+                      inputs=[f_0, slots, *(grads[name] for name in self.module.GATHER_INTO)],
+                      device=f_0.device, record_tape=False)
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)

@@ -3,7 +3,7 @@ import sympy
 
 from adjointgen.access import _shift, analyse
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.ir import Param
+from adjointgen.ir import Param, Select
 from tests.helpers import lower_source
 
 x = sympy.Symbol("i", integer=True, nonnegative=True)
@@ -20,12 +20,12 @@ PULL = (
 
 @pytest.mark.parametrize("c", [-1, 0, 1])
 def test_xlb_style_periodic_pull_is_recognised(c):
-    wrapped = sympy.Piecewise((n - 1, x - c < 0), (sympy.Piecewise((0, x - c >= n), (x - c, True)), True))
+    wrapped = Select(x - c < 0, n - 1, Select(x - c >= n, 0, x - c))
     assert _shift(wrapped, x, False) == c
 
 
 def test_clamped_index_is_not_a_bijection():
-    clamped = sympy.Piecewise((0, x - 1 < 0), (x - 1, True))
+    clamped = Select(x - 1 < 0, 0, x - 1)
     with pytest.raises(ValueError):
         _shift(clamped, x, False)
 
@@ -33,12 +33,20 @@ def test_clamped_index_is_not_a_bijection():
 def test_one_read_per_population_gives_a_proof():
     program = lower_source(HEAD + PULL.format(c=1) + "    b[0, i, j, k] = a[0, p, j, k]\n", PARAMS)
     accesses = analyse(program)
-    assert accesses.proof == ["a[0] read once per thread at x - (1, 0, 0) (mod n): a bijection"]
+    assert accesses.proof == ["a[0] read at x - (1, 0, 0) (mod n): a bijection, scattered directly"]
 
 
-def test_two_offsets_of_one_population_are_refused():
+def test_a_second_offset_of_one_population_goes_to_a_slot():
     program = lower_source(HEAD + PULL.format(c=1) + "    b[0, i, j, k] = a[0, p, j, k] + a[0, i, j, k]\n", PARAMS)
-    with pytest.raises(UnsupportedConstruct, match="different offsets"):
+    accesses = analyse(program)
+    assert accesses.primary == {("a", 0): (1, 0, 0)}
+    assert [(s.array, s.population, s.shifts) for s in accesses.slots] == [("a", 0, (0, 0, 0))]
+    assert "slot 0" in accesses.proof[1]
+
+
+def test_an_array_written_and_read_at_a_neighbour_is_refused():
+    program = lower_source(HEAD + PULL.format(c=1) + "    b[0, i, j, k] = b[1, p, j, k] * a[0, i, j, k]\n", PARAMS)
+    with pytest.raises(UnsupportedConstruct, match="written and read at a neighbour"):
         analyse(program)
 
 

@@ -10,9 +10,10 @@ from adjointgen.runtime import _load_file
 from adjointgen.verify import TOLERANCES, relative_error, verify_configuration
 
 CONFIGS = default_configurations()
+WITH_BOUNDARIES = default_configurations(key="verify_also")
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("config", CONFIGS + WITH_BOUNDARIES, ids=lambda c: c.name)
 def test_configuration_matches_oracles(config):
     row = verify_configuration(config)
     expected = {"forward", "grad_1", "grad_3"} | ({"fd"} if config.is_fp64 else set())
@@ -23,8 +24,9 @@ def test_configuration_matches_oracles(config):
 
 
 def test_default_configurations_cover_the_foundation_scope():
-    assert {(c.velocity_set, c.precision) for c in CONFIGS} == {
-        (vs, p) for vs in ("D2Q9", "D3Q19", "D3Q27") for p in ("FP32FP32", "FP64FP64")}
+    everything = {(vs, p) for vs in ("D2Q9", "D3Q19", "D3Q27") for p in ("FP32FP32", "FP64FP64")}
+    assert {(c.velocity_set, c.precision) for c in CONFIGS} == everything
+    assert {(c.velocity_set, c.precision) for c in WITH_BOUNDARIES if c.boundaries == "cavity"} == everything
 
 
 def _planted(tmp_path, name, mutate):

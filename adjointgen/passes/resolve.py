@@ -44,6 +44,23 @@ def _vector_info(value):
     return None
 
 
+def _constant_vector(value):
+    """``wp.vector(c0, c1, ..., length=n, dtype=wp.T)`` for a Warp vector *instance* held in a
+    closure (e.g. a boundary condition's prescribed velocity); None for anything else."""
+    info = _vector_info(type(value))
+    if info is None or info[0] != "vector" or isinstance(value, type):
+        return None
+    literals = [literal_node(float(c) if info[2].__name__.startswith("float") else int(c)) for c in value]
+    if any(lit is None for lit in literals):
+        return None
+    args = [cst.Arg(lit) for lit in literals]
+    args.append(cst.Arg(cst.Integer(str(info[1])), keyword=cst.Name("length"),
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+    args.append(cst.Arg(scalar_type_node(info[2]), keyword=cst.Name("dtype"),
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+    return cst.Call(func=cst.Attribute(cst.Name("wp"), cst.Name("vector")), args=args)
+
+
 class _Resolver(cst.CSTTransformer):
     def __init__(self, ctx: PassContext, locals_: frozenset[str]):
         super().__init__()
@@ -99,6 +116,9 @@ class _Resolver(cst.CSTTransformer):
             return literal
         if is_scalar_type(value):
             return scalar_type_node(value)
+        constant_vector = _constant_vector(value)
+        if constant_vector is not None:
+            return constant_vector
         if is_user_function(value):
             symbol = self.ctx.register_function(value)
             self.namespace[symbol] = value
