@@ -58,6 +58,9 @@ class Configuration:
     def is_fp64(self) -> bool:
         return self.precision.startswith("FP64")
 
+    def with_precision(self, precision: str) -> "Configuration":
+        return Configuration(self.velocity_set, self.collision, precision, self.boundaries)
+
     @classmethod
     def parse(cls, text: str) -> "Configuration":
         """Parse ``D3Q19/BGK/FP32FP32[/cavity]`` or a module name such as ``d3q19_bgk_fp32fp32``."""

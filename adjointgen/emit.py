@@ -119,8 +119,12 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     for group in adjoint.groups:
         body = []
         for update in group.updates:
-            contribution = print_(update.expr, program.compute_dtype)
-            body.append(f"{update.target} = {contribution}" if update.first else f"{update.target} = {update.target} + {contribution}")
+            if update.first:
+                body.append(f"{update.target} = {print_(update.expr, program.compute_dtype)}")
+            elif update.expr.could_extract_minus_sign():
+                body.append(f"{update.target} = {update.target} - {print_.atom(-update.expr, program.compute_dtype)}")
+            else:
+                body.append(f"{update.target} = {update.target} + {print_(update.expr, program.compute_dtype)}")
         if group.scatter is not None:
             array, index, name = group.scatter
             symbol = group.forward.split(" = ")[0]
@@ -134,6 +138,12 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
 
     forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
     adjoint_params = forward_params + [f"{grads[p.name]}: {p.annotation()}" for p in program.params if p.differentiable]
+    parameter_lines = []
+    for name, adjoint_variable in adjoint.parameters:
+        cells = naming.parameter_cells(name)
+        adjoint_params.append(f"{cells}: wp.array{len(program.thread)}d(dtype=wp.{program.param(name).dtype})")
+        value = adjoint_variable or print_.number(0, program.param(name).dtype)
+        parameter_lines.append(f"{cells}[{', '.join(t.name for t in program.thread)}] = {value}")
     gather_params, gather_body = [], []
     if accesses.slots:
         slot_param = f"{naming.SLOTS}: wp.array4d(dtype=wp.{program.compute_dtype})"
@@ -174,6 +184,8 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "slot_count": len(accesses.slots),
         "gather_into": json.dumps(sorted({s.array for s in accesses.slots})),
         "gather_params": gather_params,
+        "parameter_lines": parameter_lines,
+        "parameters": json.dumps([name for name, _ in adjoint.parameters]),
         "gather_body": gather_body,
         "statement_count": len(program.statements),
         "adjoint_update_count": sum(len(g["lines"]) for g in groups),

@@ -23,3 +23,8 @@ def relative_source_path(filename: str) -> str:
         if anchor in parts:
             return "/".join(parts[parts.index(anchor) + 1:])
     return "/".join(parts[-3:])
+
+
+def parameter_cells(parameter: str) -> str:
+    """The adjoint kernel's output array of per-cell adjoints of a scalar parameter."""
+    return f"adj_{parameter}_cells"

@@ -6,7 +6,8 @@ right-hand side (no expression swell: nothing is substituted across statements).
 stored values are seeded from the output array's gradient; the output gradient at a written
 element is then cleared (the old content was overwritten). Adjoints of loads go back to the
 element each load read (the transposed pull), race-free by :mod:`~adjointgen.access`.
-Partials that are identically zero are dropped.
+Partials that are identically zero are dropped. Floating-point scalar parameters (``omega``)
+get per-cell adjoints, which the runtime sums over the grid.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sympy
 
 from .access import Accesses
 from .errors import UnsupportedConstruct
-from .ir import Load, Program, Select
+from .ir import FLOAT_TYPES, Load, Program, Select
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Adjoint:
     clears: list  # (array, index)
     groups: list  # Group, in execution order
     keep: object  # the common keep condition of all stores (or None)
+    parameters: list = field(default_factory=list)  # (scalar parameter, its adjoint variable or None)
 
 
 def _times(adj, partial):
@@ -62,6 +64,8 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
         raise UnsupportedConstruct(program.name, "stores guarded by different early-exit conditions",
                                    "one early return per kernel is supported")
     floats = {str(s.target) for s in program.statements if program.is_float(s.target)}
+    scalar_params = [p.name for p in program.params if p.kind == "scalar" and p.dtype in FLOAT_TYPES]
+    floats |= set(scalar_params)
     defined: set[str] = set()
     seeds, clears = [], []
     for store in program.stores:
@@ -94,4 +98,7 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
             defined.add(target)
         groups.append(group)
     keep = program.stores[0].keep if program.stores else None
-    return Adjoint(seeds=seeds, clears=clears, groups=groups, keep=keep)
+    # per-cell contributions to the adjoints of floating-point scalar parameters (omega): the
+    # runtime reduces them over the grid
+    parameters = [(name, adjoint_name(name) if adjoint_name(name) in defined else None) for name in scalar_params]
+    return Adjoint(seeds=seeds, clears=clears, groups=groups, keep=keep, parameters=parameters)

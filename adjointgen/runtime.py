@@ -11,12 +11,17 @@ adjoint of ``f_1``'s old content (zero wherever the step overwrote it).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import importlib.util
 import logging
 import os
 import sys
+from importlib import resources
 from pathlib import Path
+
+from typing import Any
 
 import warp as wp
 
@@ -41,6 +46,20 @@ def stepper_identity(stepper) -> str:
     from .pipeline import process_functionals, program_identity
 
     return program_identity(process_functionals(stepper_kernel(stepper)))
+
+
+@functools.cache
+def generator_fingerprint() -> str:
+    """SHA-256 of adjointgen's own code and templates: cached modules from another generator are
+    never reused, even within one version number."""
+    digest = hashlib.sha256()
+    package = resources.files("adjointgen")
+    templates = resources.files("adjointgen.templates")
+    for root, pattern in ((package, ".py"), (package.joinpath("passes"), ".py"), (templates, ".j2")):
+        for entry in sorted(root.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(pattern):
+                digest.update(entry.name.encode() + b"\0" + entry.read_bytes())
+    return digest.hexdigest()
 
 
 def describe(stepper, config: Configuration) -> str:
@@ -69,7 +88,7 @@ def load_module(stepper, config: Configuration):
         wanted = f"{GENERATED_PACKAGE}.{config.name}"
         if not exc.name or not wanted.startswith(exc.name):
             raise  # a real import error inside an existing module
-    key = identity[:16]
+    key = hashlib.sha256(f"{identity}:{generator_fingerprint()}".encode()).hexdigest()[:16]
     path = cache_dir() / f"{config.name}_{key}.py"
     if not path.exists():
         from .pipeline import generate
@@ -81,6 +100,11 @@ def load_module(stepper, config: Configuration):
         temporary.write_text(text)
         temporary.replace(path)
     return _load_file(path, f"adjointgen_cache_{config.name}_{key}")
+
+
+@wp.kernel(enable_backward=False)
+def _add_first(source: wp.array(dtype=Any), target: wp.array(dtype=Any)):
+    target[0] = target[0] + source[0]
 
 
 def _active_tape():
@@ -135,20 +159,34 @@ class DifferentiableStep:
             raise RuntimeArgumentError("f_0 and f_1 must be different buffers: the step reads f_0 and writes f_1")
 
     # ------------------------------------------------------------------ launches
+    def _omega(self, omega):
+        """omega as the kernels take it: a float, or a one-element Warp array (whose gradient
+        ``tape.backward()`` then fills); the array's value is read back once per call."""
+        if isinstance(omega, wp.array):
+            if omega.shape != (1,) or omega.dtype != self.compute_dtype:
+                raise RuntimeArgumentError(
+                    f"omega as an array must have shape (1,) and dtype {self.compute_dtype.__name__}; "
+                    f"got {omega.shape} {wp.types.type_repr(omega.dtype)}")
+            return self.compute_dtype(float(omega.numpy()[0]))
+        return self.compute_dtype(omega)
+
     def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         """Launch the generated forward kernel (never recorded on a tape)."""
         self._check(f_0, f_1, bc_mask, missing_mask)
         wp.launch(self.module.forward, dim=f_0.shape[1:],
-                  inputs=[f_0, f_1, bc_mask, missing_mask, self.compute_dtype(omega), int(timestep)],
+                  inputs=[f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep)],
                   device=f_0.device, record_tape=False)
 
-    def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1):
+    def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None):
         """Launch the generated adjoint: ``adj_f_0 += J^T adj_f_1``, then ``adj_f_1`` becomes the
-        adjoint of ``f_1``'s old content."""
+        adjoint of ``f_1``'s old content; with ``adj_omega`` (a one-element array) also
+        ``adj_omega += d<adj_f_1, f_new>/d omega``, summed over the grid."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
-        inputs = [f_0, f_1, bc_mask, missing_mask, self.compute_dtype(omega), int(timestep), adj_f_0, adj_f_1]
+        inputs = [f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), adj_f_0, adj_f_1]
+        cells = {name: wp.zeros(f_0.shape[1:], dtype=self.compute_dtype, device=f_0.device) for name in self.module.PARAMETERS}
+        inputs += list(cells.values())
         slots = None
         if self.module.SLOT_COUNT:
             # reads that are not scattered directly leave their adjoint in a slot of the reader;
@@ -161,6 +199,10 @@ class DifferentiableStep:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, *(grads[name] for name in self.module.GATHER_INTO)],
                       device=f_0.device, record_tape=False)
+        if adj_omega is not None:
+            total = wp.zeros(1, dtype=self.compute_dtype, device=f_0.device)
+            wp.utils.array_sum(cells["omega"], out=total)
+            wp.launch(_add_first, dim=1, inputs=[total, adj_omega], device=f_0.device, record_tape=False)
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
@@ -171,12 +213,13 @@ class DifferentiableStep:
                     raise RuntimeArgumentError(
                         f"{name} has no gradient array; create it with requires_grad=True "
                         f"(or set {name}.requires_grad = True) before recording the step on a wp.Tape")
-            omega_value, step_value = omega, timestep
+            omega_value, step_value = self._omega(omega), timestep
+            adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
 
             def backward():
-                self.adjoint(f_0, f_1, bc_mask, missing_mask, omega_value, step_value, f_0.grad, f_1.grad)
+                self.adjoint(f_0, f_1, bc_mask, missing_mask, omega_value, step_value, f_0.grad, f_1.grad, adj_omega)
 
-            tape.record_func(backward=backward, arrays=[f_0, f_1])
+            tape.record_func(backward=backward, arrays=[f_0, f_1] + ([omega] if adj_omega is not None else []))
         return f_0, f_1
 
 

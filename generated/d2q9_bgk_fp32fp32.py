@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 72 statements per cell. Adjoint: 131 updates per cell.
+# Forward: 72 statements per cell. Adjoint: 140 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 1, 0) (mod n): a bijection, scattered directly
@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 30ca944540cc0251004bf2e94fc714c1b55190cc6b351d37ffbf0865351bcc41
+# body-sha256: c22131e030adf76a97836db7bb786ad1ae2bef2beb58d5b1ed9c2cb36369dc8f
 # ---- end of header ----
 import warp as wp
 
@@ -48,6 +48,7 @@ SOURCE_SHA256 = {
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
 PROGRAM_SHA256 = "0e10ee404a6a16a60108faa74b96b8e2fbc2606334b69e9632e97b4b21fdfc22"
+PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 GRADIENT_ARRAYS = {
@@ -168,6 +169,7 @@ def adjoint(
     timestep: wp.int32,
     adj_f_0: wp.array4d(dtype=wp.float32),
     adj_f_1: wp.array4d(dtype=wp.float32),
+    adj_omega_cells: wp.array3d(dtype=wp.float32),
 ):
     i, j, k = wp.tid()
     nx = f_0.shape[1]
@@ -275,30 +277,39 @@ def adjoint(
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_8 = adj_fout_8
     adj_fneq_8 = -(adj_fout_8 * omega)
+    adj_omega = -(adj_fout_8 * fneq_8)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_7 = adj_fout_7
     adj_fneq_7 = -(adj_fout_7 * omega)
+    adj_omega = adj_omega - (adj_fout_7 * fneq_7)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_6 = adj_fout_6
     adj_fneq_6 = -(adj_fout_6 * omega)
+    adj_omega = adj_omega - (adj_fout_6 * fneq_6)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_5 = adj_fout_5
     adj_fneq_5 = -(adj_fout_5 * omega)
+    adj_omega = adj_omega - (adj_fout_5 * fneq_5)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_4 = adj_fout_4
     adj_fneq_4 = -(adj_fout_4 * omega)
+    adj_omega = adj_omega - (adj_fout_4 * fneq_4)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_3 = adj_fout_3
     adj_fneq_3 = -(adj_fout_3 * omega)
+    adj_omega = adj_omega - (adj_fout_3 * fneq_3)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_2 = adj_fout_2
     adj_fneq_2 = -(adj_fout_2 * omega)
+    adj_omega = adj_omega - (adj_fout_2 * fneq_2)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_1 = adj_fout_1
     adj_fneq_1 = -(adj_fout_1 * omega)
+    adj_omega = adj_omega - (adj_fout_1 * fneq_1)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_0 = adj_fout_0
     adj_fneq_0 = -(adj_fout_0 * omega)
+    adj_omega = adj_omega - (adj_fout_0 * fneq_0)
     # adj of: bgk.py:32  fneq = f - feq
     adj_f_0_8 = adj_f_0_8 + adj_fneq_8
     adj_feq_8 = -adj_fneq_8
@@ -338,7 +349,7 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
     adj_cu_11 = wp.float32(0.02777777798473835) * adj_feq_7 * rho_7 * (wp.float32(1.0) * cu_11 + wp.float32(1.0))
     adj_rho_7 = adj_rho_7 + adj_feq_7 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_7 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_7 * rho_7)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
     adj_cu_10 = wp.float32(3.0) * adj_cu_11
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=7]
@@ -347,66 +358,66 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
     adj_cu_9 = wp.float32(0.1111111119389534) * adj_feq_6 * rho_7 * (wp.float32(1.0) * cu_9 + wp.float32(1.0))
     adj_rho_7 = adj_rho_7 + adj_feq_6 * (-wp.float32(0.1111111119389534) * usqr + wp.float32(0.1111111119389534) * cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(0.1111111119389534))
-    adj_usqr = adj_usqr + -(wp.float32(0.1111111119389534) * adj_feq_6 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.1111111119389534) * adj_feq_6 * rho_7)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
     adj_cu_4 = adj_cu_4 + wp.float32(3.0) * adj_cu_9
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
     adj_cu_8 = wp.float32(0.02777777798473835) * adj_feq_5 * rho_7 * (wp.float32(1.0) * cu_8 + wp.float32(1.0))
     adj_rho_7 = adj_rho_7 + adj_feq_5 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_5 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_5 * rho_7)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
     adj_cu_7 = wp.float32(3.0) * adj_cu_8
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=5]
     adj_u_0_5 = adj_u_0_5 + adj_cu_7
-    adj_u_1_5 = adj_u_1_5 + -adj_cu_7
+    adj_u_1_5 = adj_u_1_5 - adj_cu_7
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
     adj_cu_6 = wp.float32(0.02777777798473835) * adj_feq_4 * rho_7 * (wp.float32(1.0) * cu_6 + wp.float32(1.0))
     adj_rho_7 = adj_rho_7 + adj_feq_4 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_4 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_4 * rho_7)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
     adj_cu_5 = wp.float32(3.0) * adj_cu_6
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=4]
     adj_cu_4 = adj_cu_4 + adj_cu_5
     adj_u_1_5 = adj_u_1_5 + adj_cu_5
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=4]
-    adj_u_0_5 = adj_u_0_5 + -adj_cu_4
+    adj_u_0_5 = adj_u_0_5 - adj_cu_4
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
     adj_cu_3 = wp.float32(0.1111111119389534) * adj_feq_3 * rho_7 * (wp.float32(1.0) * cu_3 + wp.float32(1.0))
     adj_rho_7 = adj_rho_7 + adj_feq_3 * (-wp.float32(0.1111111119389534) * usqr + wp.float32(0.1111111119389534) * cu_3 * (wp.float32(0.5) * cu_3 + wp.float32(1.0)) + wp.float32(0.1111111119389534))
-    adj_usqr = adj_usqr + -(wp.float32(0.1111111119389534) * adj_feq_3 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.1111111119389534) * adj_feq_3 * rho_7)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
     adj_u_0_5 = adj_u_0_5 + wp.float32(3.0) * adj_cu_3
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
     adj_cu_2 = wp.float32(0.1111111119389534) * adj_feq_2 * rho_7 * (wp.float32(1.0) * cu_2 + wp.float32(1.0))
     adj_rho_7 = adj_rho_7 + adj_feq_2 * (-wp.float32(0.1111111119389534) * usqr + wp.float32(0.1111111119389534) * cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(0.1111111119389534))
-    adj_usqr = adj_usqr + -(wp.float32(0.1111111119389534) * adj_feq_2 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.1111111119389534) * adj_feq_2 * rho_7)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
     adj_cu_1 = wp.float32(3.0) * adj_cu_2
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=2]
-    adj_u_1_5 = adj_u_1_5 + -adj_cu_1
+    adj_u_1_5 = adj_u_1_5 - adj_cu_1
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
     adj_cu = wp.float32(0.1111111119389534) * adj_feq_1 * rho_7 * (wp.float32(1.0) * cu + wp.float32(1.0))
     adj_rho_7 = adj_rho_7 + adj_feq_1 * (-wp.float32(0.1111111119389534) * usqr + wp.float32(0.1111111119389534) * cu * (wp.float32(0.5) * cu + wp.float32(1.0)) + wp.float32(0.1111111119389534))
-    adj_usqr = adj_usqr + -(wp.float32(0.1111111119389534) * adj_feq_1 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.1111111119389534) * adj_feq_1 * rho_7)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
     adj_u_1_5 = adj_u_1_5 + wp.float32(3.0) * adj_cu
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
     adj_rho_7 = adj_rho_7 + adj_feq_0 * (-wp.float32(0.4444444477558136) * usqr + wp.float32(0.4444444477558136))
-    adj_usqr = adj_usqr + -(wp.float32(0.4444444477558136) * adj_feq_0 * rho_7)
+    adj_usqr = adj_usqr - (wp.float32(0.4444444477558136) * adj_feq_0 * rho_7)
     # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
     adj_u_0_5 = adj_u_0_5 + wp.float32(3.0) * adj_usqr * u_0_5
     adj_u_1_5 = adj_u_1_5 + wp.float32(3.0) * adj_usqr * u_1_5
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 + -(adj_u_1_5 * u_1_4 / (rho_7 * rho_7))
+    adj_rho_7 = adj_rho_7 - (adj_u_1_5 * u_1_4 / (rho_7 * rho_7))
     adj_u_1_4 = adj_u_1_5 / rho_7
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 + -(adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
+    adj_rho_7 = adj_rho_7 - (adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
     adj_u_0_4 = adj_u_0_5 / rho_7
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 + -adj_u_1_4
+    adj_f_0_8 = adj_f_0_8 - adj_u_1_4
     adj_u_1_3 = adj_u_1_4
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=8]
-    adj_f_0_8 = adj_f_0_8 + -adj_u_0_4
+    adj_f_0_8 = adj_f_0_8 - adj_u_0_4
     adj_u_0_3 = adj_u_0_4
     # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
     adj_f_0_7 = adj_f_0_7 + adj_u_1_3
@@ -415,10 +426,10 @@ def adjoint(
     adj_f_0_7 = adj_f_0_7 + adj_u_0_3
     adj_u_0_2 = adj_u_0_3
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6]
-    adj_f_0_6 = adj_f_0_6 + -adj_u_0_2
+    adj_f_0_6 = adj_f_0_6 - adj_u_0_2
     adj_u_0_1 = adj_u_0_2
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 + -adj_u_1_2
+    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
     adj_u_1_1 = adj_u_1_2
     # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5]
     adj_f_0_5 = adj_f_0_5 + adj_u_0_1
@@ -428,10 +439,10 @@ def adjoint(
     adj_u_1 = adj_u_1_1
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4]
     adj_f_0_3 = adj_f_0_3 + adj_u_0
-    adj_f_0_4 = adj_f_0_4 + -adj_u_0
+    adj_f_0_4 = adj_f_0_4 - adj_u_0
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=2]
     adj_f_0_1 = adj_f_0_1 + adj_u_1
-    adj_f_0_2 = adj_f_0_2 + -adj_u_1
+    adj_f_0_2 = adj_f_0_2 - adj_u_1
     # adj of: zero_moment.py:26  rho += f[l]  [l=8]
     adj_f_0_8 = adj_f_0_8 + adj_rho_7
     adj_rho_6 = adj_rho_7
@@ -474,3 +485,5 @@ def adjoint(
     adj_f_0[1, i, j_m1, k] = adj_f_0[1, i, j_m1, k] + adj_f_0_1
     # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
     adj_f_0[0, i, j, k] = adj_f_0[0, i, j, k] + adj_f_0_0
+    # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
+    adj_omega_cells[i, j, k] = adj_omega

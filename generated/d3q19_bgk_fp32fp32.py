@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 162 statements per cell. Adjoint: 298 updates per cell.
+# Forward: 162 statements per cell. Adjoint: 317 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 0, -1) (mod n): a bijection, scattered directly
@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: b6f10c55410af1c0a9e3e5560168470d93618d639bf13638b2148b53a9376c8d
+# body-sha256: 9c18248b14705545d7f1c4022df03ac9101a1f7f13111f410faa22446dc09f06
 # ---- end of header ----
 import warp as wp
 
@@ -58,6 +58,7 @@ SOURCE_SHA256 = {
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
 PROGRAM_SHA256 = "053393435f0f3b6410d6b6184fac9091acc3100e53ac3a331fc4d0f92d37609f"
+PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 GRADIENT_ARRAYS = {
@@ -280,6 +281,7 @@ def adjoint(
     timestep: wp.int32,
     adj_f_0: wp.array4d(dtype=wp.float32),
     adj_f_1: wp.array4d(dtype=wp.float32),
+    adj_omega_cells: wp.array3d(dtype=wp.float32),
 ):
     i, j, k = wp.tid()
     nx = f_0.shape[1]
@@ -499,60 +501,79 @@ def adjoint(
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_18 = adj_fout_18
     adj_fneq_18 = -(adj_fout_18 * omega)
+    adj_omega = -(adj_fout_18 * fneq_18)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_17 = adj_fout_17
     adj_fneq_17 = -(adj_fout_17 * omega)
+    adj_omega = adj_omega - (adj_fout_17 * fneq_17)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_16 = adj_fout_16
     adj_fneq_16 = -(adj_fout_16 * omega)
+    adj_omega = adj_omega - (adj_fout_16 * fneq_16)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_15 = adj_fout_15
     adj_fneq_15 = -(adj_fout_15 * omega)
+    adj_omega = adj_omega - (adj_fout_15 * fneq_15)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_14 = adj_fout_14
     adj_fneq_14 = -(adj_fout_14 * omega)
+    adj_omega = adj_omega - (adj_fout_14 * fneq_14)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_13 = adj_fout_13
     adj_fneq_13 = -(adj_fout_13 * omega)
+    adj_omega = adj_omega - (adj_fout_13 * fneq_13)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_12 = adj_fout_12
     adj_fneq_12 = -(adj_fout_12 * omega)
+    adj_omega = adj_omega - (adj_fout_12 * fneq_12)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_11 = adj_fout_11
     adj_fneq_11 = -(adj_fout_11 * omega)
+    adj_omega = adj_omega - (adj_fout_11 * fneq_11)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_10 = adj_fout_10
     adj_fneq_10 = -(adj_fout_10 * omega)
+    adj_omega = adj_omega - (adj_fout_10 * fneq_10)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_9 = adj_fout_9
     adj_fneq_9 = -(adj_fout_9 * omega)
+    adj_omega = adj_omega - (adj_fout_9 * fneq_9)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_8 = adj_fout_8
     adj_fneq_8 = -(adj_fout_8 * omega)
+    adj_omega = adj_omega - (adj_fout_8 * fneq_8)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_7 = adj_fout_7
     adj_fneq_7 = -(adj_fout_7 * omega)
+    adj_omega = adj_omega - (adj_fout_7 * fneq_7)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_6 = adj_fout_6
     adj_fneq_6 = -(adj_fout_6 * omega)
+    adj_omega = adj_omega - (adj_fout_6 * fneq_6)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_5 = adj_fout_5
     adj_fneq_5 = -(adj_fout_5 * omega)
+    adj_omega = adj_omega - (adj_fout_5 * fneq_5)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_4 = adj_fout_4
     adj_fneq_4 = -(adj_fout_4 * omega)
+    adj_omega = adj_omega - (adj_fout_4 * fneq_4)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_3 = adj_fout_3
     adj_fneq_3 = -(adj_fout_3 * omega)
+    adj_omega = adj_omega - (adj_fout_3 * fneq_3)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_2 = adj_fout_2
     adj_fneq_2 = -(adj_fout_2 * omega)
+    adj_omega = adj_omega - (adj_fout_2 * fneq_2)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_1 = adj_fout_1
     adj_fneq_1 = -(adj_fout_1 * omega)
+    adj_omega = adj_omega - (adj_fout_1 * fneq_1)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_0 = adj_fout_0
     adj_fneq_0 = -(adj_fout_0 * omega)
+    adj_omega = adj_omega - (adj_fout_0 * fneq_0)
     # adj of: bgk.py:32  fneq = f - feq
     adj_f_0_18 = adj_f_0_18 + adj_fneq_18
     adj_feq_18 = -adj_fneq_18
@@ -622,16 +643,16 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=17]
     adj_cu_30 = wp.float32(0.02777777798473835) * adj_feq_17 * rho_17 * (wp.float32(1.0) * cu_30 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_17 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_30 * (wp.float32(0.5) * cu_30 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_17 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_17 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=17]
     adj_cu_29 = wp.float32(3.0) * adj_cu_30
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=17]
     adj_u_0_10 = adj_u_0_10 + adj_cu_29
-    adj_u_1_10 = adj_u_1_10 + -adj_cu_29
+    adj_u_1_10 = adj_u_1_10 - adj_cu_29
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=16]
     adj_cu_28 = wp.float32(0.02777777798473835) * adj_feq_16 * rho_17 * (wp.float32(1.0) * cu_28 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_16 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_28 * (wp.float32(0.5) * cu_28 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_16 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_16 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=16]
     adj_cu_27 = wp.float32(3.0) * adj_cu_28
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=16]
@@ -640,22 +661,22 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=15]
     adj_cu_26 = wp.float32(0.02777777798473835) * adj_feq_15 * rho_17 * (wp.float32(1.0) * cu_26 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_15 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_26 * (wp.float32(0.5) * cu_26 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_15 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_15 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=15]
     adj_cu_25 = wp.float32(3.0) * adj_cu_26
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=15]
     adj_u_0_10 = adj_u_0_10 + adj_cu_25
-    adj_u_2_10 = adj_u_2_10 + -adj_cu_25
+    adj_u_2_10 = adj_u_2_10 - adj_cu_25
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=14]
     adj_cu_24 = wp.float32(0.0555555559694767) * adj_feq_14 * rho_17 * (wp.float32(1.0) * cu_24 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_14 * (-wp.float32(0.0555555559694767) * usqr + wp.float32(0.0555555559694767) * cu_24 * (wp.float32(0.5) * cu_24 + wp.float32(1.0)) + wp.float32(0.0555555559694767))
-    adj_usqr = adj_usqr + -(wp.float32(0.0555555559694767) * adj_feq_14 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.0555555559694767) * adj_feq_14 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=14]
     adj_u_0_10 = adj_u_0_10 + wp.float32(3.0) * adj_cu_24
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=13]
     adj_cu_23 = wp.float32(0.02777777798473835) * adj_feq_13 * rho_17 * (wp.float32(1.0) * cu_23 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_13 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_23 * (wp.float32(0.5) * cu_23 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_13 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_13 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=13]
     adj_cu_22 = wp.float32(3.0) * adj_cu_23
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=13]
@@ -664,16 +685,16 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=12]
     adj_cu_21 = wp.float32(0.02777777798473835) * adj_feq_12 * rho_17 * (wp.float32(1.0) * cu_21 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_12 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_21 * (wp.float32(0.5) * cu_21 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_12 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_12 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=12]
     adj_cu_20 = wp.float32(3.0) * adj_cu_21
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=12]
     adj_cu_14 = adj_cu_14 + adj_cu_20
-    adj_u_1_10 = adj_u_1_10 + -adj_cu_20
+    adj_u_1_10 = adj_u_1_10 - adj_cu_20
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=11]
     adj_cu_19 = wp.float32(0.02777777798473835) * adj_feq_11 * rho_17 * (wp.float32(1.0) * cu_19 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_11 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_19 * (wp.float32(0.5) * cu_19 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_11 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_11 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=11]
     adj_cu_18 = wp.float32(3.0) * adj_cu_19
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=11]
@@ -682,24 +703,24 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=10]
     adj_cu_17 = wp.float32(0.02777777798473835) * adj_feq_10 * rho_17 * (wp.float32(1.0) * cu_17 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_10 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_17 * (wp.float32(0.5) * cu_17 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_10 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_10 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=10]
     adj_cu_16 = wp.float32(3.0) * adj_cu_17
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=10]
     adj_cu_14 = adj_cu_14 + adj_cu_16
-    adj_u_2_10 = adj_u_2_10 + -adj_cu_16
+    adj_u_2_10 = adj_u_2_10 - adj_cu_16
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=9]
     adj_cu_15 = wp.float32(0.0555555559694767) * adj_feq_9 * rho_17 * (wp.float32(1.0) * cu_15 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_9 * (-wp.float32(0.0555555559694767) * usqr + wp.float32(0.0555555559694767) * cu_15 * (wp.float32(0.5) * cu_15 + wp.float32(1.0)) + wp.float32(0.0555555559694767))
-    adj_usqr = adj_usqr + -(wp.float32(0.0555555559694767) * adj_feq_9 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.0555555559694767) * adj_feq_9 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=9]
     adj_cu_14 = adj_cu_14 + wp.float32(3.0) * adj_cu_15
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=9]
-    adj_u_0_10 = adj_u_0_10 + -adj_cu_14
+    adj_u_0_10 = adj_u_0_10 - adj_cu_14
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
     adj_cu_13 = wp.float32(0.02777777798473835) * adj_feq_8 * rho_17 * (wp.float32(1.0) * cu_13 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_8 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_13 * (wp.float32(0.5) * cu_13 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_8 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_8 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
     adj_cu_12 = wp.float32(3.0) * adj_cu_13
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=8]
@@ -708,22 +729,22 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
     adj_cu_11 = wp.float32(0.02777777798473835) * adj_feq_7 * rho_17 * (wp.float32(1.0) * cu_11 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_7 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_7 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_7 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
     adj_cu_10 = wp.float32(3.0) * adj_cu_11
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=7]
     adj_u_1_10 = adj_u_1_10 + adj_cu_10
-    adj_u_2_10 = adj_u_2_10 + -adj_cu_10
+    adj_u_2_10 = adj_u_2_10 - adj_cu_10
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
     adj_cu_9 = wp.float32(0.0555555559694767) * adj_feq_6 * rho_17 * (wp.float32(1.0) * cu_9 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_6 * (-wp.float32(0.0555555559694767) * usqr + wp.float32(0.0555555559694767) * cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(0.0555555559694767))
-    adj_usqr = adj_usqr + -(wp.float32(0.0555555559694767) * adj_feq_6 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.0555555559694767) * adj_feq_6 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
     adj_u_1_10 = adj_u_1_10 + wp.float32(3.0) * adj_cu_9
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
     adj_cu_8 = wp.float32(0.02777777798473835) * adj_feq_5 * rho_17 * (wp.float32(1.0) * cu_8 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_5 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_5 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_5 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
     adj_cu_7 = wp.float32(3.0) * adj_cu_8
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=5]
@@ -732,49 +753,49 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
     adj_cu_6 = wp.float32(0.02777777798473835) * adj_feq_4 * rho_17 * (wp.float32(1.0) * cu_6 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_4 * (-wp.float32(0.02777777798473835) * usqr + wp.float32(0.02777777798473835) * cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(0.02777777798473835))
-    adj_usqr = adj_usqr + -(wp.float32(0.02777777798473835) * adj_feq_4 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.02777777798473835) * adj_feq_4 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
     adj_cu_5 = wp.float32(3.0) * adj_cu_6
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=4]
     adj_cu_3 = adj_cu_3 + adj_cu_5
-    adj_u_2_10 = adj_u_2_10 + -adj_cu_5
+    adj_u_2_10 = adj_u_2_10 - adj_cu_5
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
     adj_cu_4 = wp.float32(0.0555555559694767) * adj_feq_3 * rho_17 * (wp.float32(1.0) * cu_4 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_3 * (-wp.float32(0.0555555559694767) * usqr + wp.float32(0.0555555559694767) * cu_4 * (wp.float32(0.5) * cu_4 + wp.float32(1.0)) + wp.float32(0.0555555559694767))
-    adj_usqr = adj_usqr + -(wp.float32(0.0555555559694767) * adj_feq_3 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.0555555559694767) * adj_feq_3 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
     adj_cu_3 = adj_cu_3 + wp.float32(3.0) * adj_cu_4
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=3]
-    adj_u_1_10 = adj_u_1_10 + -adj_cu_3
+    adj_u_1_10 = adj_u_1_10 - adj_cu_3
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
     adj_cu_2 = wp.float32(0.0555555559694767) * adj_feq_2 * rho_17 * (wp.float32(1.0) * cu_2 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_2 * (-wp.float32(0.0555555559694767) * usqr + wp.float32(0.0555555559694767) * cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(0.0555555559694767))
-    adj_usqr = adj_usqr + -(wp.float32(0.0555555559694767) * adj_feq_2 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.0555555559694767) * adj_feq_2 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
     adj_u_2_10 = adj_u_2_10 + wp.float32(3.0) * adj_cu_2
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
     adj_cu_1 = wp.float32(0.0555555559694767) * adj_feq_1 * rho_17 * (wp.float32(1.0) * cu_1 + wp.float32(1.0))
     adj_rho_17 = adj_rho_17 + adj_feq_1 * (-wp.float32(0.0555555559694767) * usqr + wp.float32(0.0555555559694767) * cu_1 * (wp.float32(0.5) * cu_1 + wp.float32(1.0)) + wp.float32(0.0555555559694767))
-    adj_usqr = adj_usqr + -(wp.float32(0.0555555559694767) * adj_feq_1 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.0555555559694767) * adj_feq_1 * rho_17)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
     adj_cu = wp.float32(3.0) * adj_cu_1
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=1]
-    adj_u_2_10 = adj_u_2_10 + -adj_cu
+    adj_u_2_10 = adj_u_2_10 - adj_cu
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
     adj_rho_17 = adj_rho_17 + adj_feq_0 * (-wp.float32(0.3333333432674408) * usqr + wp.float32(0.3333333432674408))
-    adj_usqr = adj_usqr + -(wp.float32(0.3333333432674408) * adj_feq_0 * rho_17)
+    adj_usqr = adj_usqr - (wp.float32(0.3333333432674408) * adj_feq_0 * rho_17)
     # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
     adj_u_0_10 = adj_u_0_10 + wp.float32(3.0) * adj_usqr * u_0_10
     adj_u_1_10 = adj_u_1_10 + wp.float32(3.0) * adj_usqr * u_1_10
     adj_u_2_10 = adj_u_2_10 + wp.float32(3.0) * adj_usqr * u_2_10
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 + -(adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
+    adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
     adj_u_2_9 = adj_u_2_10 / rho_17
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 + -(adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
+    adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
     adj_u_1_9 = adj_u_1_10 / rho_17
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 + -(adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
+    adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
     adj_u_0_9 = adj_u_0_10 / rho_17
     # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18]
     adj_f_0_18 = adj_f_0_18 + adj_u_1_9
@@ -783,7 +804,7 @@ def adjoint(
     adj_f_0_18 = adj_f_0_18 + adj_u_0_9
     adj_u_0_8 = adj_u_0_9
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=17]
-    adj_f_0_17 = adj_f_0_17 + -adj_u_1_8
+    adj_f_0_17 = adj_f_0_17 - adj_u_1_8
     adj_u_1_7 = adj_u_1_8
     # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17]
     adj_f_0_17 = adj_f_0_17 + adj_u_0_8
@@ -795,7 +816,7 @@ def adjoint(
     adj_f_0_16 = adj_f_0_16 + adj_u_0_7
     adj_u_0_6 = adj_u_0_7
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=15]
-    adj_f_0_15 = adj_f_0_15 + -adj_u_2_8
+    adj_f_0_15 = adj_f_0_15 - adj_u_2_8
     adj_u_2_7 = adj_u_2_8
     # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15]
     adj_f_0_15 = adj_f_0_15 + adj_u_0_6
@@ -807,28 +828,28 @@ def adjoint(
     adj_f_0_13 = adj_f_0_13 + adj_u_1_7
     adj_u_1_6 = adj_u_1_7
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
-    adj_f_0_13 = adj_f_0_13 + -adj_u_0_4
+    adj_f_0_13 = adj_f_0_13 - adj_u_0_4
     adj_u_0_3 = adj_u_0_4
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
-    adj_f_0_12 = adj_f_0_12 + -adj_u_1_6
+    adj_f_0_12 = adj_f_0_12 - adj_u_1_6
     adj_u_1_5 = adj_u_1_6
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
-    adj_f_0_12 = adj_f_0_12 + -adj_u_0_3
+    adj_f_0_12 = adj_f_0_12 - adj_u_0_3
     adj_u_0_2 = adj_u_0_3
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
     adj_f_0_11 = adj_f_0_11 + adj_u_2_7
     adj_u_2_6 = adj_u_2_7
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
-    adj_f_0_11 = adj_f_0_11 + -adj_u_0_2
+    adj_f_0_11 = adj_f_0_11 - adj_u_0_2
     adj_u_0_1 = adj_u_0_2
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
-    adj_f_0_10 = adj_f_0_10 + -adj_u_2_6
+    adj_f_0_10 = adj_f_0_10 - adj_u_2_6
     adj_u_2_5 = adj_u_2_6
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
-    adj_f_0_10 = adj_f_0_10 + -adj_u_0_1
+    adj_f_0_10 = adj_f_0_10 - adj_u_0_1
     adj_u_0 = adj_u_0_1
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
-    adj_f_0_9 = adj_f_0_9 + -adj_u_0
+    adj_f_0_9 = adj_f_0_9 - adj_u_0
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
     adj_f_0_8 = adj_f_0_8 + adj_u_2_5
     adj_u_2_4 = adj_u_2_5
@@ -836,7 +857,7 @@ def adjoint(
     adj_f_0_8 = adj_f_0_8 + adj_u_1_5
     adj_u_1_4 = adj_u_1_5
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
-    adj_f_0_7 = adj_f_0_7 + -adj_u_2_4
+    adj_f_0_7 = adj_f_0_7 - adj_u_2_4
     adj_u_2_3 = adj_u_2_4
     # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
     adj_f_0_7 = adj_f_0_7 + adj_u_1_4
@@ -848,21 +869,21 @@ def adjoint(
     adj_f_0_5 = adj_f_0_5 + adj_u_2_3
     adj_u_2_2 = adj_u_2_3
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 + -adj_u_1_2
+    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
     adj_u_1_1 = adj_u_1_2
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
-    adj_f_0_4 = adj_f_0_4 + -adj_u_2_2
+    adj_f_0_4 = adj_f_0_4 - adj_u_2_2
     adj_u_2_1 = adj_u_2_2
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 + -adj_u_1_1
+    adj_f_0_4 = adj_f_0_4 - adj_u_1_1
     adj_u_1 = adj_u_1_1
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
-    adj_f_0_3 = adj_f_0_3 + -adj_u_1
+    adj_f_0_3 = adj_f_0_3 - adj_u_1
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
     adj_f_0_2 = adj_f_0_2 + adj_u_2_1
     adj_u_2 = adj_u_2_1
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
-    adj_f_0_1 = adj_f_0_1 + -adj_u_2
+    adj_f_0_1 = adj_f_0_1 - adj_u_2
     # adj of: zero_moment.py:26  rho += f[l]  [l=18]
     adj_f_0_18 = adj_f_0_18 + adj_rho_17
     adj_rho_16 = adj_rho_17
@@ -955,3 +976,5 @@ def adjoint(
     adj_f_0[1, i, j, k_p1] = adj_f_0[1, i, j, k_p1] + adj_f_0_1
     # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
     adj_f_0[0, i, j, k] = adj_f_0[0, i, j, k] + adj_f_0_0
+    # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
+    adj_omega_cells[i, j, k] = adj_omega

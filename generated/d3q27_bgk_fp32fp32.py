@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 242 statements per cell. Adjoint: 450 updates per cell.
+# Forward: 242 statements per cell. Adjoint: 477 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 0, -1) (mod n): a bijection, scattered directly
@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: a4bea4e0b60e34fa722d592124a0bf112ba4daa108efa326fab954113aadcd01
+# body-sha256: d4f55f6e7062345e4e2126eb6a5e18faefed4c0e19ed386a29ff302414b092fb
 # ---- end of header ----
 import warp as wp
 
@@ -66,6 +66,7 @@ SOURCE_SHA256 = {
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
 PROGRAM_SHA256 = "6703c5c665074e59110e898b7652d02f1c58e8ab0cb2543308022d160a4fe028"
+PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 GRADIENT_ARRAYS = {
@@ -376,6 +377,7 @@ def adjoint(
     timestep: wp.int32,
     adj_f_0: wp.array4d(dtype=wp.float32),
     adj_f_1: wp.array4d(dtype=wp.float32),
+    adj_omega_cells: wp.array3d(dtype=wp.float32),
 ):
     i, j, k = wp.tid()
     nx = f_0.shape[1]
@@ -691,84 +693,111 @@ def adjoint(
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_26 = adj_fout_26
     adj_fneq_26 = -(adj_fout_26 * omega)
+    adj_omega = -(adj_fout_26 * fneq_26)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_25 = adj_fout_25
     adj_fneq_25 = -(adj_fout_25 * omega)
+    adj_omega = adj_omega - (adj_fout_25 * fneq_25)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_24 = adj_fout_24
     adj_fneq_24 = -(adj_fout_24 * omega)
+    adj_omega = adj_omega - (adj_fout_24 * fneq_24)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_23 = adj_fout_23
     adj_fneq_23 = -(adj_fout_23 * omega)
+    adj_omega = adj_omega - (adj_fout_23 * fneq_23)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_22 = adj_fout_22
     adj_fneq_22 = -(adj_fout_22 * omega)
+    adj_omega = adj_omega - (adj_fout_22 * fneq_22)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_21 = adj_fout_21
     adj_fneq_21 = -(adj_fout_21 * omega)
+    adj_omega = adj_omega - (adj_fout_21 * fneq_21)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_20 = adj_fout_20
     adj_fneq_20 = -(adj_fout_20 * omega)
+    adj_omega = adj_omega - (adj_fout_20 * fneq_20)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_19 = adj_fout_19
     adj_fneq_19 = -(adj_fout_19 * omega)
+    adj_omega = adj_omega - (adj_fout_19 * fneq_19)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_18 = adj_fout_18
     adj_fneq_18 = -(adj_fout_18 * omega)
+    adj_omega = adj_omega - (adj_fout_18 * fneq_18)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_17 = adj_fout_17
     adj_fneq_17 = -(adj_fout_17 * omega)
+    adj_omega = adj_omega - (adj_fout_17 * fneq_17)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_16 = adj_fout_16
     adj_fneq_16 = -(adj_fout_16 * omega)
+    adj_omega = adj_omega - (adj_fout_16 * fneq_16)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_15 = adj_fout_15
     adj_fneq_15 = -(adj_fout_15 * omega)
+    adj_omega = adj_omega - (adj_fout_15 * fneq_15)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_14 = adj_fout_14
     adj_fneq_14 = -(adj_fout_14 * omega)
+    adj_omega = adj_omega - (adj_fout_14 * fneq_14)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_13 = adj_fout_13
     adj_fneq_13 = -(adj_fout_13 * omega)
+    adj_omega = adj_omega - (adj_fout_13 * fneq_13)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_12 = adj_fout_12
     adj_fneq_12 = -(adj_fout_12 * omega)
+    adj_omega = adj_omega - (adj_fout_12 * fneq_12)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_11 = adj_fout_11
     adj_fneq_11 = -(adj_fout_11 * omega)
+    adj_omega = adj_omega - (adj_fout_11 * fneq_11)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_10 = adj_fout_10
     adj_fneq_10 = -(adj_fout_10 * omega)
+    adj_omega = adj_omega - (adj_fout_10 * fneq_10)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_9 = adj_fout_9
     adj_fneq_9 = -(adj_fout_9 * omega)
+    adj_omega = adj_omega - (adj_fout_9 * fneq_9)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_8 = adj_fout_8
     adj_fneq_8 = -(adj_fout_8 * omega)
+    adj_omega = adj_omega - (adj_fout_8 * fneq_8)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_7 = adj_fout_7
     adj_fneq_7 = -(adj_fout_7 * omega)
+    adj_omega = adj_omega - (adj_fout_7 * fneq_7)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_6 = adj_fout_6
     adj_fneq_6 = -(adj_fout_6 * omega)
+    adj_omega = adj_omega - (adj_fout_6 * fneq_6)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_5 = adj_fout_5
     adj_fneq_5 = -(adj_fout_5 * omega)
+    adj_omega = adj_omega - (adj_fout_5 * fneq_5)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_4 = adj_fout_4
     adj_fneq_4 = -(adj_fout_4 * omega)
+    adj_omega = adj_omega - (adj_fout_4 * fneq_4)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_3 = adj_fout_3
     adj_fneq_3 = -(adj_fout_3 * omega)
+    adj_omega = adj_omega - (adj_fout_3 * fneq_3)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_2 = adj_fout_2
     adj_fneq_2 = -(adj_fout_2 * omega)
+    adj_omega = adj_omega - (adj_fout_2 * fneq_2)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_1 = adj_fout_1
     adj_fneq_1 = -(adj_fout_1 * omega)
+    adj_omega = adj_omega - (adj_fout_1 * fneq_1)
     # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
     adj_f_0_0 = adj_fout_0
     adj_fneq_0 = -(adj_fout_0 * omega)
+    adj_omega = adj_omega - (adj_fout_0 * fneq_0)
     # adj of: bgk.py:32  fneq = f - feq
     adj_f_0_26 = adj_f_0_26 + adj_fneq_26
     adj_feq_26 = -adj_fneq_26
@@ -862,16 +891,16 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=25]
     adj_cu_46 = wp.float32(0.004629629664123058) * adj_feq_25 * rho_25 * (wp.float32(1.0) * cu_46 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_25 * (-wp.float32(0.004629629664123058) * usqr + wp.float32(0.004629629664123058) * cu_46 * (wp.float32(0.5) * cu_46 + wp.float32(1.0)) + wp.float32(0.004629629664123058))
-    adj_usqr = adj_usqr + -(wp.float32(0.004629629664123058) * adj_feq_25 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.004629629664123058) * adj_feq_25 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=25]
     adj_cu_45 = wp.float32(3.0) * adj_cu_46
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=25]
     adj_cu_43 = adj_cu_43 + adj_cu_45
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_45
+    adj_u_2_18 = adj_u_2_18 - adj_cu_45
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=24]
     adj_cu_44 = wp.float32(0.018518518656492233) * adj_feq_24 * rho_25 * (wp.float32(1.0) * cu_44 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_24 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_44 * (wp.float32(0.5) * cu_44 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_24 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_24 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=24]
     adj_cu_43 = adj_cu_43 + wp.float32(3.0) * adj_cu_44
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=24]
@@ -880,7 +909,7 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=23]
     adj_cu_42 = wp.float32(0.004629629664123058) * adj_feq_23 * rho_25 * (wp.float32(1.0) * cu_42 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_23 * (-wp.float32(0.004629629664123058) * usqr + wp.float32(0.004629629664123058) * cu_42 * (wp.float32(0.5) * cu_42 + wp.float32(1.0)) + wp.float32(0.004629629664123058))
-    adj_usqr = adj_usqr + -(wp.float32(0.004629629664123058) * adj_feq_23 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.004629629664123058) * adj_feq_23 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=23]
     adj_cu_41 = wp.float32(3.0) * adj_cu_42
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=23]
@@ -889,25 +918,25 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=22]
     adj_cu_40 = wp.float32(0.004629629664123058) * adj_feq_22 * rho_25 * (wp.float32(1.0) * cu_40 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_22 * (-wp.float32(0.004629629664123058) * usqr + wp.float32(0.004629629664123058) * cu_40 * (wp.float32(0.5) * cu_40 + wp.float32(1.0)) + wp.float32(0.004629629664123058))
-    adj_usqr = adj_usqr + -(wp.float32(0.004629629664123058) * adj_feq_22 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.004629629664123058) * adj_feq_22 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=22]
     adj_cu_39 = wp.float32(3.0) * adj_cu_40
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=22]
     adj_cu_37 = adj_cu_37 + adj_cu_39
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_39
+    adj_u_2_18 = adj_u_2_18 - adj_cu_39
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=21]
     adj_cu_38 = wp.float32(0.018518518656492233) * adj_feq_21 * rho_25 * (wp.float32(1.0) * cu_38 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_21 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_38 * (wp.float32(0.5) * cu_38 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_21 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_21 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=21]
     adj_cu_37 = adj_cu_37 + wp.float32(3.0) * adj_cu_38
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=21]
     adj_u_0_18 = adj_u_0_18 + adj_cu_37
-    adj_u_1_18 = adj_u_1_18 + -adj_cu_37
+    adj_u_1_18 = adj_u_1_18 - adj_cu_37
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=20]
     adj_cu_36 = wp.float32(0.018518518656492233) * adj_feq_20 * rho_25 * (wp.float32(1.0) * cu_36 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_20 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_36 * (wp.float32(0.5) * cu_36 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_20 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_20 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=20]
     adj_cu_35 = wp.float32(3.0) * adj_cu_36
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=20]
@@ -916,22 +945,22 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=19]
     adj_cu_34 = wp.float32(0.018518518656492233) * adj_feq_19 * rho_25 * (wp.float32(1.0) * cu_34 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_19 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_34 * (wp.float32(0.5) * cu_34 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_19 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_19 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=19]
     adj_cu_33 = wp.float32(3.0) * adj_cu_34
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=19]
     adj_u_0_18 = adj_u_0_18 + adj_cu_33
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_33
+    adj_u_2_18 = adj_u_2_18 - adj_cu_33
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=18]
     adj_cu_32 = wp.float32(0.07407407462596893) * adj_feq_18 * rho_25 * (wp.float32(1.0) * cu_32 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_18 * (-wp.float32(0.07407407462596893) * usqr + wp.float32(0.07407407462596893) * cu_32 * (wp.float32(0.5) * cu_32 + wp.float32(1.0)) + wp.float32(0.07407407462596893))
-    adj_usqr = adj_usqr + -(wp.float32(0.07407407462596893) * adj_feq_18 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.07407407462596893) * adj_feq_18 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=18]
     adj_u_0_18 = adj_u_0_18 + wp.float32(3.0) * adj_cu_32
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=17]
     adj_cu_31 = wp.float32(0.004629629664123058) * adj_feq_17 * rho_25 * (wp.float32(1.0) * cu_31 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_17 * (-wp.float32(0.004629629664123058) * usqr + wp.float32(0.004629629664123058) * cu_31 * (wp.float32(0.5) * cu_31 + wp.float32(1.0)) + wp.float32(0.004629629664123058))
-    adj_usqr = adj_usqr + -(wp.float32(0.004629629664123058) * adj_feq_17 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.004629629664123058) * adj_feq_17 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=17]
     adj_cu_30 = wp.float32(3.0) * adj_cu_31
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=17]
@@ -940,16 +969,16 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=16]
     adj_cu_29 = wp.float32(0.004629629664123058) * adj_feq_16 * rho_25 * (wp.float32(1.0) * cu_29 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_16 * (-wp.float32(0.004629629664123058) * usqr + wp.float32(0.004629629664123058) * cu_29 * (wp.float32(0.5) * cu_29 + wp.float32(1.0)) + wp.float32(0.004629629664123058))
-    adj_usqr = adj_usqr + -(wp.float32(0.004629629664123058) * adj_feq_16 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.004629629664123058) * adj_feq_16 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=16]
     adj_cu_28 = wp.float32(3.0) * adj_cu_29
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=16]
     adj_cu_26 = adj_cu_26 + adj_cu_28
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_28
+    adj_u_2_18 = adj_u_2_18 - adj_cu_28
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=15]
     adj_cu_27 = wp.float32(0.018518518656492233) * adj_feq_15 * rho_25 * (wp.float32(1.0) * cu_27 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_15 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_27 * (wp.float32(0.5) * cu_27 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_15 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_15 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=15]
     adj_cu_26 = adj_cu_26 + wp.float32(3.0) * adj_cu_27
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=15]
@@ -958,7 +987,7 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=14]
     adj_cu_25 = wp.float32(0.004629629664123058) * adj_feq_14 * rho_25 * (wp.float32(1.0) * cu_25 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_14 * (-wp.float32(0.004629629664123058) * usqr + wp.float32(0.004629629664123058) * cu_25 * (wp.float32(0.5) * cu_25 + wp.float32(1.0)) + wp.float32(0.004629629664123058))
-    adj_usqr = adj_usqr + -(wp.float32(0.004629629664123058) * adj_feq_14 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.004629629664123058) * adj_feq_14 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=14]
     adj_cu_24 = wp.float32(3.0) * adj_cu_25
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=14]
@@ -967,25 +996,25 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=13]
     adj_cu_23 = wp.float32(0.004629629664123058) * adj_feq_13 * rho_25 * (wp.float32(1.0) * cu_23 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_13 * (-wp.float32(0.004629629664123058) * usqr + wp.float32(0.004629629664123058) * cu_23 * (wp.float32(0.5) * cu_23 + wp.float32(1.0)) + wp.float32(0.004629629664123058))
-    adj_usqr = adj_usqr + -(wp.float32(0.004629629664123058) * adj_feq_13 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.004629629664123058) * adj_feq_13 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=13]
     adj_cu_22 = wp.float32(3.0) * adj_cu_23
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=13]
     adj_cu_20 = adj_cu_20 + adj_cu_22
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_22
+    adj_u_2_18 = adj_u_2_18 - adj_cu_22
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=12]
     adj_cu_21 = wp.float32(0.018518518656492233) * adj_feq_12 * rho_25 * (wp.float32(1.0) * cu_21 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_12 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_21 * (wp.float32(0.5) * cu_21 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_12 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_12 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=12]
     adj_cu_20 = adj_cu_20 + wp.float32(3.0) * adj_cu_21
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=12]
     adj_cu_14 = adj_cu_14 + adj_cu_20
-    adj_u_1_18 = adj_u_1_18 + -adj_cu_20
+    adj_u_1_18 = adj_u_1_18 - adj_cu_20
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=11]
     adj_cu_19 = wp.float32(0.018518518656492233) * adj_feq_11 * rho_25 * (wp.float32(1.0) * cu_19 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_11 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_19 * (wp.float32(0.5) * cu_19 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_11 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_11 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=11]
     adj_cu_18 = wp.float32(3.0) * adj_cu_19
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=11]
@@ -994,24 +1023,24 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=10]
     adj_cu_17 = wp.float32(0.018518518656492233) * adj_feq_10 * rho_25 * (wp.float32(1.0) * cu_17 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_10 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_17 * (wp.float32(0.5) * cu_17 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_10 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_10 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=10]
     adj_cu_16 = wp.float32(3.0) * adj_cu_17
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=10]
     adj_cu_14 = adj_cu_14 + adj_cu_16
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_16
+    adj_u_2_18 = adj_u_2_18 - adj_cu_16
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=9]
     adj_cu_15 = wp.float32(0.07407407462596893) * adj_feq_9 * rho_25 * (wp.float32(1.0) * cu_15 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_9 * (-wp.float32(0.07407407462596893) * usqr + wp.float32(0.07407407462596893) * cu_15 * (wp.float32(0.5) * cu_15 + wp.float32(1.0)) + wp.float32(0.07407407462596893))
-    adj_usqr = adj_usqr + -(wp.float32(0.07407407462596893) * adj_feq_9 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.07407407462596893) * adj_feq_9 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=9]
     adj_cu_14 = adj_cu_14 + wp.float32(3.0) * adj_cu_15
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=9]
-    adj_u_0_18 = adj_u_0_18 + -adj_cu_14
+    adj_u_0_18 = adj_u_0_18 - adj_cu_14
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
     adj_cu_13 = wp.float32(0.018518518656492233) * adj_feq_8 * rho_25 * (wp.float32(1.0) * cu_13 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_8 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_13 * (wp.float32(0.5) * cu_13 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_8 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_8 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
     adj_cu_12 = wp.float32(3.0) * adj_cu_13
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=8]
@@ -1020,22 +1049,22 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
     adj_cu_11 = wp.float32(0.018518518656492233) * adj_feq_7 * rho_25 * (wp.float32(1.0) * cu_11 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_7 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_7 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_7 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
     adj_cu_10 = wp.float32(3.0) * adj_cu_11
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=7]
     adj_u_1_18 = adj_u_1_18 + adj_cu_10
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_10
+    adj_u_2_18 = adj_u_2_18 - adj_cu_10
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
     adj_cu_9 = wp.float32(0.07407407462596893) * adj_feq_6 * rho_25 * (wp.float32(1.0) * cu_9 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_6 * (-wp.float32(0.07407407462596893) * usqr + wp.float32(0.07407407462596893) * cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(0.07407407462596893))
-    adj_usqr = adj_usqr + -(wp.float32(0.07407407462596893) * adj_feq_6 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.07407407462596893) * adj_feq_6 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
     adj_u_1_18 = adj_u_1_18 + wp.float32(3.0) * adj_cu_9
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
     adj_cu_8 = wp.float32(0.018518518656492233) * adj_feq_5 * rho_25 * (wp.float32(1.0) * cu_8 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_5 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_5 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_5 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
     adj_cu_7 = wp.float32(3.0) * adj_cu_8
     # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=5]
@@ -1044,49 +1073,49 @@ def adjoint(
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
     adj_cu_6 = wp.float32(0.018518518656492233) * adj_feq_4 * rho_25 * (wp.float32(1.0) * cu_6 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_4 * (-wp.float32(0.018518518656492233) * usqr + wp.float32(0.018518518656492233) * cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(0.018518518656492233))
-    adj_usqr = adj_usqr + -(wp.float32(0.018518518656492233) * adj_feq_4 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.018518518656492233) * adj_feq_4 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
     adj_cu_5 = wp.float32(3.0) * adj_cu_6
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=4]
     adj_cu_3 = adj_cu_3 + adj_cu_5
-    adj_u_2_18 = adj_u_2_18 + -adj_cu_5
+    adj_u_2_18 = adj_u_2_18 - adj_cu_5
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
     adj_cu_4 = wp.float32(0.07407407462596893) * adj_feq_3 * rho_25 * (wp.float32(1.0) * cu_4 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_3 * (-wp.float32(0.07407407462596893) * usqr + wp.float32(0.07407407462596893) * cu_4 * (wp.float32(0.5) * cu_4 + wp.float32(1.0)) + wp.float32(0.07407407462596893))
-    adj_usqr = adj_usqr + -(wp.float32(0.07407407462596893) * adj_feq_3 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.07407407462596893) * adj_feq_3 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
     adj_cu_3 = adj_cu_3 + wp.float32(3.0) * adj_cu_4
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=3]
-    adj_u_1_18 = adj_u_1_18 + -adj_cu_3
+    adj_u_1_18 = adj_u_1_18 - adj_cu_3
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
     adj_cu_2 = wp.float32(0.07407407462596893) * adj_feq_2 * rho_25 * (wp.float32(1.0) * cu_2 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_2 * (-wp.float32(0.07407407462596893) * usqr + wp.float32(0.07407407462596893) * cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(0.07407407462596893))
-    adj_usqr = adj_usqr + -(wp.float32(0.07407407462596893) * adj_feq_2 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.07407407462596893) * adj_feq_2 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
     adj_u_2_18 = adj_u_2_18 + wp.float32(3.0) * adj_cu_2
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
     adj_cu_1 = wp.float32(0.07407407462596893) * adj_feq_1 * rho_25 * (wp.float32(1.0) * cu_1 + wp.float32(1.0))
     adj_rho_25 = adj_rho_25 + adj_feq_1 * (-wp.float32(0.07407407462596893) * usqr + wp.float32(0.07407407462596893) * cu_1 * (wp.float32(0.5) * cu_1 + wp.float32(1.0)) + wp.float32(0.07407407462596893))
-    adj_usqr = adj_usqr + -(wp.float32(0.07407407462596893) * adj_feq_1 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.07407407462596893) * adj_feq_1 * rho_25)
     # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
     adj_cu = wp.float32(3.0) * adj_cu_1
     # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=1]
-    adj_u_2_18 = adj_u_2_18 + -adj_cu
+    adj_u_2_18 = adj_u_2_18 - adj_cu
     # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
     adj_rho_25 = adj_rho_25 + adj_feq_0 * (-wp.float32(0.29629629850387573) * usqr + wp.float32(0.29629629850387573))
-    adj_usqr = adj_usqr + -(wp.float32(0.29629629850387573) * adj_feq_0 * rho_25)
+    adj_usqr = adj_usqr - (wp.float32(0.29629629850387573) * adj_feq_0 * rho_25)
     # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
     adj_u_0_18 = adj_u_0_18 + wp.float32(3.0) * adj_usqr * u_0_18
     adj_u_1_18 = adj_u_1_18 + wp.float32(3.0) * adj_usqr * u_1_18
     adj_u_2_18 = adj_u_2_18 + wp.float32(3.0) * adj_usqr * u_2_18
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_25 = adj_rho_25 + -(adj_u_2_18 * u_2_17 / (rho_25 * rho_25))
+    adj_rho_25 = adj_rho_25 - (adj_u_2_18 * u_2_17 / (rho_25 * rho_25))
     adj_u_2_17 = adj_u_2_18 / rho_25
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_25 = adj_rho_25 + -(adj_u_1_18 * u_1_17 / (rho_25 * rho_25))
+    adj_rho_25 = adj_rho_25 - (adj_u_1_18 * u_1_17 / (rho_25 * rho_25))
     adj_u_1_17 = adj_u_1_18 / rho_25
     # adj of: first_moment.py:37  u /= rho
-    adj_rho_25 = adj_rho_25 + -(adj_u_0_18 * u_0_17 / (rho_25 * rho_25))
+    adj_rho_25 = adj_rho_25 - (adj_u_0_18 * u_0_17 / (rho_25 * rho_25))
     adj_u_0_17 = adj_u_0_18 / rho_25
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=26]
     adj_f_0_26 = adj_f_0_26 + adj_u_2_17
@@ -1098,7 +1127,7 @@ def adjoint(
     adj_f_0_26 = adj_f_0_26 + adj_u_0_17
     adj_u_0_16 = adj_u_0_17
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=25]
-    adj_f_0_25 = adj_f_0_25 + -adj_u_2_16
+    adj_f_0_25 = adj_f_0_25 - adj_u_2_16
     adj_u_2_15 = adj_u_2_16
     # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=25]
     adj_f_0_25 = adj_f_0_25 + adj_u_1_16
@@ -1116,22 +1145,22 @@ def adjoint(
     adj_f_0_23 = adj_f_0_23 + adj_u_2_15
     adj_u_2_14 = adj_u_2_15
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=23]
-    adj_f_0_23 = adj_f_0_23 + -adj_u_1_14
+    adj_f_0_23 = adj_f_0_23 - adj_u_1_14
     adj_u_1_13 = adj_u_1_14
     # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=23]
     adj_f_0_23 = adj_f_0_23 + adj_u_0_14
     adj_u_0_13 = adj_u_0_14
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=22]
-    adj_f_0_22 = adj_f_0_22 + -adj_u_2_14
+    adj_f_0_22 = adj_f_0_22 - adj_u_2_14
     adj_u_2_13 = adj_u_2_14
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=22]
-    adj_f_0_22 = adj_f_0_22 + -adj_u_1_13
+    adj_f_0_22 = adj_f_0_22 - adj_u_1_13
     adj_u_1_12 = adj_u_1_13
     # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=22]
     adj_f_0_22 = adj_f_0_22 + adj_u_0_13
     adj_u_0_12 = adj_u_0_13
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=21]
-    adj_f_0_21 = adj_f_0_21 + -adj_u_1_12
+    adj_f_0_21 = adj_f_0_21 - adj_u_1_12
     adj_u_1_11 = adj_u_1_12
     # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=21]
     adj_f_0_21 = adj_f_0_21 + adj_u_0_12
@@ -1143,7 +1172,7 @@ def adjoint(
     adj_f_0_20 = adj_f_0_20 + adj_u_0_11
     adj_u_0_10 = adj_u_0_11
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=19]
-    adj_f_0_19 = adj_f_0_19 + -adj_u_2_12
+    adj_f_0_19 = adj_f_0_19 - adj_u_2_12
     adj_u_2_11 = adj_u_2_12
     # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=19]
     adj_f_0_19 = adj_f_0_19 + adj_u_0_10
@@ -1158,61 +1187,61 @@ def adjoint(
     adj_f_0_17 = adj_f_0_17 + adj_u_1_11
     adj_u_1_10 = adj_u_1_11
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=17]
-    adj_f_0_17 = adj_f_0_17 + -adj_u_0_8
+    adj_f_0_17 = adj_f_0_17 - adj_u_0_8
     adj_u_0_7 = adj_u_0_8
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=16]
-    adj_f_0_16 = adj_f_0_16 + -adj_u_2_10
+    adj_f_0_16 = adj_f_0_16 - adj_u_2_10
     adj_u_2_9 = adj_u_2_10
     # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=16]
     adj_f_0_16 = adj_f_0_16 + adj_u_1_10
     adj_u_1_9 = adj_u_1_10
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=16]
-    adj_f_0_16 = adj_f_0_16 + -adj_u_0_7
+    adj_f_0_16 = adj_f_0_16 - adj_u_0_7
     adj_u_0_6 = adj_u_0_7
     # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=15]
     adj_f_0_15 = adj_f_0_15 + adj_u_1_9
     adj_u_1_8 = adj_u_1_9
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=15]
-    adj_f_0_15 = adj_f_0_15 + -adj_u_0_6
+    adj_f_0_15 = adj_f_0_15 - adj_u_0_6
     adj_u_0_5 = adj_u_0_6
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=14]
     adj_f_0_14 = adj_f_0_14 + adj_u_2_9
     adj_u_2_8 = adj_u_2_9
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=14]
-    adj_f_0_14 = adj_f_0_14 + -adj_u_1_8
+    adj_f_0_14 = adj_f_0_14 - adj_u_1_8
     adj_u_1_7 = adj_u_1_8
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=14]
-    adj_f_0_14 = adj_f_0_14 + -adj_u_0_5
+    adj_f_0_14 = adj_f_0_14 - adj_u_0_5
     adj_u_0_4 = adj_u_0_5
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=13]
-    adj_f_0_13 = adj_f_0_13 + -adj_u_2_8
+    adj_f_0_13 = adj_f_0_13 - adj_u_2_8
     adj_u_2_7 = adj_u_2_8
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=13]
-    adj_f_0_13 = adj_f_0_13 + -adj_u_1_7
+    adj_f_0_13 = adj_f_0_13 - adj_u_1_7
     adj_u_1_6 = adj_u_1_7
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
-    adj_f_0_13 = adj_f_0_13 + -adj_u_0_4
+    adj_f_0_13 = adj_f_0_13 - adj_u_0_4
     adj_u_0_3 = adj_u_0_4
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
-    adj_f_0_12 = adj_f_0_12 + -adj_u_1_6
+    adj_f_0_12 = adj_f_0_12 - adj_u_1_6
     adj_u_1_5 = adj_u_1_6
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
-    adj_f_0_12 = adj_f_0_12 + -adj_u_0_3
+    adj_f_0_12 = adj_f_0_12 - adj_u_0_3
     adj_u_0_2 = adj_u_0_3
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
     adj_f_0_11 = adj_f_0_11 + adj_u_2_7
     adj_u_2_6 = adj_u_2_7
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
-    adj_f_0_11 = adj_f_0_11 + -adj_u_0_2
+    adj_f_0_11 = adj_f_0_11 - adj_u_0_2
     adj_u_0_1 = adj_u_0_2
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
-    adj_f_0_10 = adj_f_0_10 + -adj_u_2_6
+    adj_f_0_10 = adj_f_0_10 - adj_u_2_6
     adj_u_2_5 = adj_u_2_6
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
-    adj_f_0_10 = adj_f_0_10 + -adj_u_0_1
+    adj_f_0_10 = adj_f_0_10 - adj_u_0_1
     adj_u_0 = adj_u_0_1
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
-    adj_f_0_9 = adj_f_0_9 + -adj_u_0
+    adj_f_0_9 = adj_f_0_9 - adj_u_0
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
     adj_f_0_8 = adj_f_0_8 + adj_u_2_5
     adj_u_2_4 = adj_u_2_5
@@ -1220,7 +1249,7 @@ def adjoint(
     adj_f_0_8 = adj_f_0_8 + adj_u_1_5
     adj_u_1_4 = adj_u_1_5
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
-    adj_f_0_7 = adj_f_0_7 + -adj_u_2_4
+    adj_f_0_7 = adj_f_0_7 - adj_u_2_4
     adj_u_2_3 = adj_u_2_4
     # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
     adj_f_0_7 = adj_f_0_7 + adj_u_1_4
@@ -1232,21 +1261,21 @@ def adjoint(
     adj_f_0_5 = adj_f_0_5 + adj_u_2_3
     adj_u_2_2 = adj_u_2_3
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 + -adj_u_1_2
+    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
     adj_u_1_1 = adj_u_1_2
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
-    adj_f_0_4 = adj_f_0_4 + -adj_u_2_2
+    adj_f_0_4 = adj_f_0_4 - adj_u_2_2
     adj_u_2_1 = adj_u_2_2
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 + -adj_u_1_1
+    adj_f_0_4 = adj_f_0_4 - adj_u_1_1
     adj_u_1 = adj_u_1_1
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
-    adj_f_0_3 = adj_f_0_3 + -adj_u_1
+    adj_f_0_3 = adj_f_0_3 - adj_u_1
     # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
     adj_f_0_2 = adj_f_0_2 + adj_u_2_1
     adj_u_2 = adj_u_2_1
     # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
-    adj_f_0_1 = adj_f_0_1 + -adj_u_2
+    adj_f_0_1 = adj_f_0_1 - adj_u_2
     # adj of: zero_moment.py:26  rho += f[l]  [l=26]
     adj_f_0_26 = adj_f_0_26 + adj_rho_25
     adj_rho_24 = adj_rho_25
@@ -1379,3 +1408,5 @@ def adjoint(
     adj_f_0[1, i, j, k_p1] = adj_f_0[1, i, j, k_p1] + adj_f_0_1
     # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
     adj_f_0[0, i, j, k] = adj_f_0[0, i, j, k] + adj_f_0_0
+    # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
+    adj_omega_cells[i, j, k] = adj_omega

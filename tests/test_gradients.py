@@ -16,7 +16,7 @@ WITH_BOUNDARIES = default_configurations(key="verify_also")
 @pytest.mark.parametrize("config", CONFIGS + WITH_BOUNDARIES, ids=lambda c: c.name)
 def test_configuration_matches_oracles(config):
     row = verify_configuration(config)
-    expected = {"forward", "grad_1", "grad_3"} | ({"fd"} if config.is_fp64 else set())
+    expected = {"forward", "grad_1", "grad_3", "omega"} | ({"fd"} if config.is_fp64 else set())
     assert set(row.results) == expected
     for name, (error, tolerance) in row.results.items():
         assert error <= tolerance, f"{config.label} {name}: {error:.2e} > {tolerance:.0e}"

@@ -112,7 +112,7 @@ def test_each_recorded_step_accumulates_into_its_input_gradient():
             states.append(wp.zeros_like(states[0], requires_grad=True))
             step(states[-2], states[-1], bc_mask, missing_mask, OMEGA, t)
     tape.backward(grads={states[-1]: wp.array(c, dtype=wp.float64)})
-    _, expected = jax_vjp(D2Q9_64, shape, x, c, 4)
+    _, expected, _ = jax_vjp(D2Q9_64, shape, x, c, 4)
     assert np.max(np.abs(states[0].grad.numpy() - expected)) / np.max(np.abs(expected)) < 1e-10
     tape.zero()
     assert np.all(states[0].grad.numpy() == 0)
@@ -165,3 +165,11 @@ def test_missing_module_is_generated_into_the_cache_with_a_log_line(tmp_path, mo
     (path,) = list(tmp_path.rglob("d2q9_bgk_fp32fp32_*.py"))
     assert step.module.__file__ == str(path)
     assert 'wp.set_module_options({"enable_backward": False})' in path.read_text()
+
+
+def test_omega_array_must_be_one_element_of_the_compute_type(d2q9):
+    _, step, (f_0, f_1, bc_mask, missing_mask) = d2q9
+    with pytest.raises(RuntimeArgumentError, match=r"shape \(1,\) and dtype float32"):
+        step(f_0, f_1, bc_mask, missing_mask, wp.array([1.0, 1.2], dtype=wp.float32))
+    with pytest.raises(RuntimeArgumentError, match=r"shape \(1,\) and dtype float32"):
+        step(f_0, f_1, bc_mask, missing_mask, wp.array([1.0], dtype=wp.float64))
