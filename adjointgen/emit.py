@@ -77,6 +77,13 @@ class _Lines:
         return ", ".join(self.print(e, "int32") for e in index)
 
 
+def _population_order(target: str):
+    """Sort key of a written element ``adj_x[p, ...]``: array name, then population number."""
+    array, _, rest = target.partition("[")
+    population = rest.split(",")[0]
+    return (array, int(population) if population.isdigit() else -1, target)
+
+
 def _split_prologue(program: Program, keep) -> tuple[list, list]:
     """Statements the exit condition needs (in order), and the rest."""
     if keep is None:
@@ -114,7 +121,14 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         read = f"{grads[array]}[{lines.store_index(index)}]"
         seeds.append(f"{name} = {name} + {read}" if accumulate else f"{name} = {read}")
     zero = print_.number(0, program.param(program.stores[0].array).dtype) if program.stores else "0"
-    clears = [f"{grads[array]}[{lines.store_index(index)}] = {zero}" for array, index in adjoint.clears]
+    # Write-back: every element the adjoint writes has exactly one writer (the access proof), so
+    # all reads of gradient arrays can come before any write. Emitting them that way lets the
+    # compiler issue them together; interleaved read-modify-writes would each wait a full
+    # memory round trip, since it cannot prove the addresses distinct.
+    destinations: dict = {}  # written element -> {"cleared", "terms", "origin"}
+    for array, index in adjoint.clears:
+        destinations[f"{grads[array]}[{lines.store_index(index)}]"] = {"cleared": True, "terms": [], "origin": None}
+    slot_writes = []
     groups = []
     for group in adjoint.groups:
         body = []
@@ -131,11 +145,22 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
             slot = accesses.slot_of(accesses.loads[symbol])
             if slot is None:  # the primary read of this population: scattered straight back
                 target = lines.index(symbol, grads[array], index)
-                body.append(f"{target} = {target} + {name}")
+                entry = destinations.setdefault(target, {"cleared": False, "terms": [], "origin": group.origin})
+                entry["terms"].append(name)
+                entry["origin"] = entry["origin"] or group.origin
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
-                body.append(f"{naming.SLOTS}[{slot}, {', '.join(t.name for t in program.thread)}] = {name}")
+                slot_writes.append(f"{naming.SLOTS}[{slot}, {', '.join(t.name for t in program.thread)}] = {name}")
+            continue
         groups.append({"origin": group.origin, "lines": body})
-
+    write_back_reads, write_back_writes = [], []
+    for target, entry in sorted(destinations.items(), key=lambda item: _population_order(item[0])):
+        terms = list(entry["terms"])
+        if not entry["cleared"]:
+            old = f"old_{len(write_back_reads)}"
+            write_back_reads.append({"origin": entry["origin"], "line": f"{old} = {target}"})
+            terms.insert(0, old)
+        write_back_writes.append(f"{target} = {' + '.join(terms) if terms else zero}")
+    write_back_writes += slot_writes
     forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
     adjoint_params = forward_params + [f"{grads[p.name]}: {p.annotation()}" for p in program.params if p.differentiable]
     parameter_lines = []
@@ -178,7 +203,8 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "forward_body": forward_body,
         "replay": [lines.statement(s) for s in body_statements],
         "seeds": seeds,
-        "clears": clears,
+        "write_back_reads": write_back_reads,
+        "write_back_writes": write_back_writes,
         "groups": groups,
         "grad_arrays": [[p.name, grads[p.name]] for p in program.params if p.differentiable],
         "slot_count": len(accesses.slots),
@@ -188,7 +214,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "parameters": json.dumps([name for name, _ in adjoint.parameters]),
         "gather_body": gather_body,
         "statement_count": len(program.statements),
-        "adjoint_update_count": sum(len(g["lines"]) for g in groups),
+        "adjoint_update_count": sum(len(g["lines"]) for g in groups) + len(write_back_writes),
     }
     environment = _environment()
     body = environment.get_template("module_body.py.j2").render(context)

@@ -71,7 +71,7 @@ def timed(fn, wp, repeats: int, inner: int) -> float:
     return statistics.median(samples)
 
 
-def run_case(label: str, size: int, repeats: int, inner: int) -> dict:
+def run_case(label: str, size: int, repeats: int, inner: int, block_dims=()) -> dict:
     import numpy as np
     import warp as wp
 
@@ -112,6 +112,14 @@ def run_case(label: str, size: int, repeats: int, inner: int) -> dict:
         "ag_adjoint_omega": timed(
             lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega), wp, repeats, inner),
     }
+    if block_dims:
+        # launch-shape experiment: the adjoint kernel alone at several block sizes
+        adjoint_inputs = [f_0, f_1, bc_mask, missing_mask, step.compute_dtype(omega), 0, adj_f_0, adj_f_1,
+                          wp.zeros(shape, dtype=step.compute_dtype)]
+        for block in block_dims:
+            times[f"ag_adjoint_block{block}"] = timed(
+                lambda b=block: wp.launch(step.module.adjoint, dim=f_0.shape[1:], inputs=adjoint_inputs, block_dim=b),
+                wp, repeats, inner)
     cells = int(np.prod(shape))
     q = f_0.shape[0]
     word = 8 if config.is_fp64 else 4
@@ -121,6 +129,7 @@ def run_case(label: str, size: int, repeats: int, inner: int) -> dict:
     # adj_f_1, writes adj_f_1 (cleared), read-modify-writes adj_f_0 (+ mask)
     minimal = {"xlb_forward": 2 * state_bytes + cells, "ag_forward": 2 * state_bytes + cells,
                "ag_adjoint": 5 * state_bytes + cells, "ag_adjoint_omega": 5 * state_bytes + cells + cells * word}
+    minimal.update({name: minimal["ag_adjoint"] for name in times if name.startswith("ag_adjoint_block")})
     rows = {}
     for name, ms in times.items():
         rows[name] = {
@@ -141,6 +150,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--inner", type=int, default=10)
     parser.add_argument("--out", default=".")
+    parser.add_argument("--block-dims", type=int, nargs="*", default=[], help="also time the adjoint kernel at these block sizes")
     args = parser.parse_args(argv)
     _source_tree_packages()
     import warp as wp
@@ -150,7 +160,7 @@ def main(argv=None):
     device = wp.get_device()
     results = {"device": device.name, "warp": wp.__version__, "date": time.strftime("%Y-%m-%d"), "cases": []}
     for label in args.cases:
-        results["cases"].append(run_case(label, args.size, args.repeats, args.inner))
+        results["cases"].append(run_case(label, args.size, args.repeats, args.inner, args.block_dims))
         print(f"done {label}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

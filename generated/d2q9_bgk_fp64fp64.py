@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 72 statements per cell. Adjoint: 140 updates per cell.
+# Forward: 72 statements per cell. Adjoint: 149 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 1, 0) (mod n): a bijection, scattered directly
@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 3279738653c4d2119ceb3d7e26d6fbb87859e6d94e7e9fa7f6ce5de76f961ba1
+# body-sha256: bf3261b22586e22f8039b902fc7ade8562aabe97f16adc150e227abd023f7970
 # ---- end of header ----
 import warp as wp
 
@@ -182,7 +182,7 @@ def adjoint(
     bc_mask_0 = bc_mask[0, i, j, k]
     if bc_mask_0 == wp.uint8(255):
         return  # kept cell: the output's adjoint is the adjoint of its old content
-    # seeds: adjoints of the values written, then the overwritten elements' adjoints are cleared
+    # seeds: adjoints of the values this cell wrote
     adj_fout_0 = adj_f_1[0, i, j, k]
     adj_fout_1 = adj_f_1[1, i, j, k]
     adj_fout_2 = adj_f_1[2, i, j, k]
@@ -192,15 +192,26 @@ def adjoint(
     adj_fout_6 = adj_f_1[6, i, j, k]
     adj_fout_7 = adj_f_1[7, i, j, k]
     adj_fout_8 = adj_f_1[8, i, j, k]
-    adj_f_1[0, i, j, k] = wp.float64(0.0)
-    adj_f_1[1, i, j, k] = wp.float64(0.0)
-    adj_f_1[2, i, j, k] = wp.float64(0.0)
-    adj_f_1[3, i, j, k] = wp.float64(0.0)
-    adj_f_1[4, i, j, k] = wp.float64(0.0)
-    adj_f_1[5, i, j, k] = wp.float64(0.0)
-    adj_f_1[6, i, j, k] = wp.float64(0.0)
-    adj_f_1[7, i, j, k] = wp.float64(0.0)
-    adj_f_1[8, i, j, k] = wp.float64(0.0)
+    # current gradients of the elements this cell's reads came from: each has one writer (see
+    # the header), so they are all read here, up front, and written back at the end
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
+    old_0 = adj_f_0[0, i, j, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
+    old_1 = adj_f_0[1, i, j_m1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
+    old_2 = adj_f_0[2, i, j_p1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
+    old_3 = adj_f_0[3, i_m1, j, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
+    old_4 = adj_f_0[4, i_p1, j_m1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
+    old_5 = adj_f_0[5, i_m1, j_p1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
+    old_6 = adj_f_0[6, i_p1, j, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
+    old_7 = adj_f_0[7, i_m1, j_m1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
+    old_8 = adj_f_0[8, i_p1, j_p1, k]
     # replay of the forward cell program
     f_0_0 = f_0[0, i, j, k]
     f_0_1 = f_0[1, i, j_m1, k]
@@ -467,23 +478,25 @@ def adjoint(
     # adj of: zero_moment.py:26  rho += f[l]  [l=1]
     adj_f_0_0 = adj_f_0_0 + adj_rho
     adj_f_0_1 = adj_f_0_1 + adj_rho
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
-    adj_f_0[8, i_p1, j_p1, k] = adj_f_0[8, i_p1, j_p1, k] + adj_f_0_8
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
-    adj_f_0[7, i_m1, j_m1, k] = adj_f_0[7, i_m1, j_m1, k] + adj_f_0_7
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
-    adj_f_0[6, i_p1, j, k] = adj_f_0[6, i_p1, j, k] + adj_f_0_6
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
-    adj_f_0[5, i_m1, j_p1, k] = adj_f_0[5, i_m1, j_p1, k] + adj_f_0_5
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
-    adj_f_0[4, i_p1, j_m1, k] = adj_f_0[4, i_p1, j_m1, k] + adj_f_0_4
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
-    adj_f_0[3, i_m1, j, k] = adj_f_0[3, i_m1, j, k] + adj_f_0_3
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
-    adj_f_0[2, i, j_p1, k] = adj_f_0[2, i, j_p1, k] + adj_f_0_2
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
-    adj_f_0[1, i, j_m1, k] = adj_f_0[1, i, j_m1, k] + adj_f_0_1
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
-    adj_f_0[0, i, j, k] = adj_f_0[0, i, j, k] + adj_f_0_0
+    # write-back: overwritten outputs get 0 (plus what reads of their old content contributed),
+    # the elements read get their adjoints added
+    adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
+    adj_f_0[1, i, j_m1, k] = old_1 + adj_f_0_1
+    adj_f_0[2, i, j_p1, k] = old_2 + adj_f_0_2
+    adj_f_0[3, i_m1, j, k] = old_3 + adj_f_0_3
+    adj_f_0[4, i_p1, j_m1, k] = old_4 + adj_f_0_4
+    adj_f_0[5, i_m1, j_p1, k] = old_5 + adj_f_0_5
+    adj_f_0[6, i_p1, j, k] = old_6 + adj_f_0_6
+    adj_f_0[7, i_m1, j_m1, k] = old_7 + adj_f_0_7
+    adj_f_0[8, i_p1, j_p1, k] = old_8 + adj_f_0_8
+    adj_f_1[0, i, j, k] = wp.float64(0.0)
+    adj_f_1[1, i, j, k] = wp.float64(0.0)
+    adj_f_1[2, i, j, k] = wp.float64(0.0)
+    adj_f_1[3, i, j, k] = wp.float64(0.0)
+    adj_f_1[4, i, j, k] = wp.float64(0.0)
+    adj_f_1[5, i, j, k] = wp.float64(0.0)
+    adj_f_1[6, i, j, k] = wp.float64(0.0)
+    adj_f_1[7, i, j, k] = wp.float64(0.0)
+    adj_f_1[8, i, j, k] = wp.float64(0.0)
     # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
     adj_omega_cells[i, j, k] = adj_omega

@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 162 statements per cell. Adjoint: 317 updates per cell.
+# Forward: 162 statements per cell. Adjoint: 336 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 0, -1) (mod n): a bijection, scattered directly
@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 9c18248b14705545d7f1c4022df03ac9101a1f7f13111f410faa22446dc09f06
+# body-sha256: b2daa8749cbfbe7699c86c9d729310c7c7fcde3e45cbf25a634dfb832c7c967e
 # ---- end of header ----
 import warp as wp
 
@@ -296,7 +296,7 @@ def adjoint(
     bc_mask_0 = bc_mask[0, i, j, k]
     if bc_mask_0 == wp.uint8(255):
         return  # kept cell: the output's adjoint is the adjoint of its old content
-    # seeds: adjoints of the values written, then the overwritten elements' adjoints are cleared
+    # seeds: adjoints of the values this cell wrote
     adj_fout_0 = adj_f_1[0, i, j, k]
     adj_fout_1 = adj_f_1[1, i, j, k]
     adj_fout_2 = adj_f_1[2, i, j, k]
@@ -316,25 +316,46 @@ def adjoint(
     adj_fout_16 = adj_f_1[16, i, j, k]
     adj_fout_17 = adj_f_1[17, i, j, k]
     adj_fout_18 = adj_f_1[18, i, j, k]
-    adj_f_1[0, i, j, k] = wp.float32(0.0)
-    adj_f_1[1, i, j, k] = wp.float32(0.0)
-    adj_f_1[2, i, j, k] = wp.float32(0.0)
-    adj_f_1[3, i, j, k] = wp.float32(0.0)
-    adj_f_1[4, i, j, k] = wp.float32(0.0)
-    adj_f_1[5, i, j, k] = wp.float32(0.0)
-    adj_f_1[6, i, j, k] = wp.float32(0.0)
-    adj_f_1[7, i, j, k] = wp.float32(0.0)
-    adj_f_1[8, i, j, k] = wp.float32(0.0)
-    adj_f_1[9, i, j, k] = wp.float32(0.0)
-    adj_f_1[10, i, j, k] = wp.float32(0.0)
-    adj_f_1[11, i, j, k] = wp.float32(0.0)
-    adj_f_1[12, i, j, k] = wp.float32(0.0)
-    adj_f_1[13, i, j, k] = wp.float32(0.0)
-    adj_f_1[14, i, j, k] = wp.float32(0.0)
-    adj_f_1[15, i, j, k] = wp.float32(0.0)
-    adj_f_1[16, i, j, k] = wp.float32(0.0)
-    adj_f_1[17, i, j, k] = wp.float32(0.0)
-    adj_f_1[18, i, j, k] = wp.float32(0.0)
+    # current gradients of the elements this cell's reads came from: each has one writer (see
+    # the header), so they are all read here, up front, and written back at the end
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
+    old_0 = adj_f_0[0, i, j, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
+    old_1 = adj_f_0[1, i, j, k_p1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
+    old_2 = adj_f_0[2, i, j, k_m1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
+    old_3 = adj_f_0[3, i, j_p1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
+    old_4 = adj_f_0[4, i, j_p1, k_p1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
+    old_5 = adj_f_0[5, i, j_p1, k_m1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
+    old_6 = adj_f_0[6, i, j_m1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
+    old_7 = adj_f_0[7, i, j_m1, k_p1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
+    old_8 = adj_f_0[8, i, j_m1, k_m1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=9]
+    old_9 = adj_f_0[9, i_p1, j, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=10]
+    old_10 = adj_f_0[10, i_p1, j, k_p1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=11]
+    old_11 = adj_f_0[11, i_p1, j, k_m1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=12]
+    old_12 = adj_f_0[12, i_p1, j_p1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=13]
+    old_13 = adj_f_0[13, i_p1, j_m1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=14]
+    old_14 = adj_f_0[14, i_m1, j, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=15]
+    old_15 = adj_f_0[15, i_m1, j, k_p1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=16]
+    old_16 = adj_f_0[16, i_m1, j, k_m1]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=17]
+    old_17 = adj_f_0[17, i_m1, j_p1, k]
+    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=18]
+    old_18 = adj_f_0[18, i_m1, j_m1, k]
     # replay of the forward cell program
     f_0_0 = f_0[0, i, j, k]
     f_0_1 = f_0[1, i, j, k_p1]
@@ -938,43 +959,45 @@ def adjoint(
     # adj of: zero_moment.py:26  rho += f[l]  [l=1]
     adj_f_0_0 = adj_f_0_0 + adj_rho
     adj_f_0_1 = adj_f_0_1 + adj_rho
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=18]
-    adj_f_0[18, i_m1, j_m1, k] = adj_f_0[18, i_m1, j_m1, k] + adj_f_0_18
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=17]
-    adj_f_0[17, i_m1, j_p1, k] = adj_f_0[17, i_m1, j_p1, k] + adj_f_0_17
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=16]
-    adj_f_0[16, i_m1, j, k_m1] = adj_f_0[16, i_m1, j, k_m1] + adj_f_0_16
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=15]
-    adj_f_0[15, i_m1, j, k_p1] = adj_f_0[15, i_m1, j, k_p1] + adj_f_0_15
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=14]
-    adj_f_0[14, i_m1, j, k] = adj_f_0[14, i_m1, j, k] + adj_f_0_14
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=13]
-    adj_f_0[13, i_p1, j_m1, k] = adj_f_0[13, i_p1, j_m1, k] + adj_f_0_13
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=12]
-    adj_f_0[12, i_p1, j_p1, k] = adj_f_0[12, i_p1, j_p1, k] + adj_f_0_12
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=11]
-    adj_f_0[11, i_p1, j, k_m1] = adj_f_0[11, i_p1, j, k_m1] + adj_f_0_11
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=10]
-    adj_f_0[10, i_p1, j, k_p1] = adj_f_0[10, i_p1, j, k_p1] + adj_f_0_10
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=9]
-    adj_f_0[9, i_p1, j, k] = adj_f_0[9, i_p1, j, k] + adj_f_0_9
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
-    adj_f_0[8, i, j_m1, k_m1] = adj_f_0[8, i, j_m1, k_m1] + adj_f_0_8
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
-    adj_f_0[7, i, j_m1, k_p1] = adj_f_0[7, i, j_m1, k_p1] + adj_f_0_7
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
-    adj_f_0[6, i, j_m1, k] = adj_f_0[6, i, j_m1, k] + adj_f_0_6
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
-    adj_f_0[5, i, j_p1, k_m1] = adj_f_0[5, i, j_p1, k_m1] + adj_f_0_5
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
-    adj_f_0[4, i, j_p1, k_p1] = adj_f_0[4, i, j_p1, k_p1] + adj_f_0_4
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
-    adj_f_0[3, i, j_p1, k] = adj_f_0[3, i, j_p1, k] + adj_f_0_3
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
-    adj_f_0[2, i, j, k_m1] = adj_f_0[2, i, j, k_m1] + adj_f_0_2
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
-    adj_f_0[1, i, j, k_p1] = adj_f_0[1, i, j, k_p1] + adj_f_0_1
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
-    adj_f_0[0, i, j, k] = adj_f_0[0, i, j, k] + adj_f_0_0
+    # write-back: overwritten outputs get 0 (plus what reads of their old content contributed),
+    # the elements read get their adjoints added
+    adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
+    adj_f_0[1, i, j, k_p1] = old_1 + adj_f_0_1
+    adj_f_0[2, i, j, k_m1] = old_2 + adj_f_0_2
+    adj_f_0[3, i, j_p1, k] = old_3 + adj_f_0_3
+    adj_f_0[4, i, j_p1, k_p1] = old_4 + adj_f_0_4
+    adj_f_0[5, i, j_p1, k_m1] = old_5 + adj_f_0_5
+    adj_f_0[6, i, j_m1, k] = old_6 + adj_f_0_6
+    adj_f_0[7, i, j_m1, k_p1] = old_7 + adj_f_0_7
+    adj_f_0[8, i, j_m1, k_m1] = old_8 + adj_f_0_8
+    adj_f_0[9, i_p1, j, k] = old_9 + adj_f_0_9
+    adj_f_0[10, i_p1, j, k_p1] = old_10 + adj_f_0_10
+    adj_f_0[11, i_p1, j, k_m1] = old_11 + adj_f_0_11
+    adj_f_0[12, i_p1, j_p1, k] = old_12 + adj_f_0_12
+    adj_f_0[13, i_p1, j_m1, k] = old_13 + adj_f_0_13
+    adj_f_0[14, i_m1, j, k] = old_14 + adj_f_0_14
+    adj_f_0[15, i_m1, j, k_p1] = old_15 + adj_f_0_15
+    adj_f_0[16, i_m1, j, k_m1] = old_16 + adj_f_0_16
+    adj_f_0[17, i_m1, j_p1, k] = old_17 + adj_f_0_17
+    adj_f_0[18, i_m1, j_m1, k] = old_18 + adj_f_0_18
+    adj_f_1[0, i, j, k] = wp.float32(0.0)
+    adj_f_1[1, i, j, k] = wp.float32(0.0)
+    adj_f_1[2, i, j, k] = wp.float32(0.0)
+    adj_f_1[3, i, j, k] = wp.float32(0.0)
+    adj_f_1[4, i, j, k] = wp.float32(0.0)
+    adj_f_1[5, i, j, k] = wp.float32(0.0)
+    adj_f_1[6, i, j, k] = wp.float32(0.0)
+    adj_f_1[7, i, j, k] = wp.float32(0.0)
+    adj_f_1[8, i, j, k] = wp.float32(0.0)
+    adj_f_1[9, i, j, k] = wp.float32(0.0)
+    adj_f_1[10, i, j, k] = wp.float32(0.0)
+    adj_f_1[11, i, j, k] = wp.float32(0.0)
+    adj_f_1[12, i, j, k] = wp.float32(0.0)
+    adj_f_1[13, i, j, k] = wp.float32(0.0)
+    adj_f_1[14, i, j, k] = wp.float32(0.0)
+    adj_f_1[15, i, j, k] = wp.float32(0.0)
+    adj_f_1[16, i, j, k] = wp.float32(0.0)
+    adj_f_1[17, i, j, k] = wp.float32(0.0)
+    adj_f_1[18, i, j, k] = wp.float32(0.0)
     # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
     adj_omega_cells[i, j, k] = adj_omega
