@@ -161,6 +161,16 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
             terms.insert(0, old)
         write_back_writes.append(f"{target} = {' + '.join(terms) if terms else zero}")
     write_back_writes += slot_writes
+    written_slots = {line.split("[")[1].split(",")[0] for line in slot_writes}
+    thread = ", ".join(t.name for t in program.thread)
+    compute_zero = print_.number(0, program.compute_dtype)
+    write_back_writes += [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}"
+                          for slot in range(len(accesses.slots)) if str(slot) not in written_slots]
+    # a kept cell returns early, but still owns its slots and parameter cells: it writes zeros
+    # there, so the runtime never has to clear these scratch arrays
+    kept_lines = [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}" for slot in range(len(accesses.slots))]
+    kept_lines += [f"{naming.parameter_cells(name)}[{thread}] = {print_.number(0, program.param(name).dtype)}"
+                   for name, _ in adjoint.parameters]
     forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
     adjoint_params = forward_params + [f"{grads[p.name]}: {p.annotation()}" for p in program.params if p.differentiable]
     parameter_lines = []
@@ -203,6 +213,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "forward_body": forward_body,
         "replay": [lines.statement(s) for s in body_statements],
         "seeds": seeds,
+        "kept_lines": kept_lines,
         "write_back_reads": write_back_reads,
         "write_back_writes": write_back_writes,
         "groups": groups,

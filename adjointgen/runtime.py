@@ -127,6 +127,7 @@ class DifferentiableStep:
         self.q = stepper.velocity_set.q
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
         self.compute_dtype = wp.float64 if config.precision.startswith("FP64") else wp.float32
+        self._scratch_arrays: dict = {}
 
     def __repr__(self):
         return f"DifferentiableStep({self.config.label}, module={self.module.__name__})"
@@ -170,6 +171,14 @@ class DifferentiableStep:
             return self.compute_dtype(float(omega.numpy()[0]))
         return self.compute_dtype(omega)
 
+    def _scratch(self, name, shape, device):
+        """A reusable uninitialised array (the kernels overwrite every element)."""
+        key = (name, tuple(shape), str(device))
+        array = self._scratch_arrays.get(key)
+        if array is None:
+            array = self._scratch_arrays[key] = wp.empty(shape, dtype=self.compute_dtype, device=device)
+        return array
+
     def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         """Launch the generated forward kernel (never recorded on a tape)."""
         self._check(f_0, f_1, bc_mask, missing_mask)
@@ -185,13 +194,14 @@ class DifferentiableStep:
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
         inputs = [f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), adj_f_0, adj_f_1]
-        cells = {name: wp.zeros(f_0.shape[1:], dtype=self.compute_dtype, device=f_0.device) for name in self.module.PARAMETERS}
+        # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
+        cells = {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.module.PARAMETERS}
         inputs += list(cells.values())
         slots = None
         if self.module.SLOT_COUNT:
             # reads that are not scattered directly leave their adjoint in a slot of the reader;
             # adjoint_gather adds them to the owners' gradients (no atomics, no races)
-            slots = wp.zeros((self.module.SLOT_COUNT, *f_0.shape[1:]), dtype=self.compute_dtype, device=f_0.device)
+            slots = self._scratch("slots", (self.module.SLOT_COUNT, *f_0.shape[1:]), f_0.device)
             inputs.append(slots)
         wp.launch(self.module.adjoint, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
         if slots is not None:

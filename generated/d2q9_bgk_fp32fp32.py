@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: abd9da3b76e9b94986e524ed072bb11601871d745f0833622ad2d65dfdb2c39b
+# body-sha256: 6e0a3df5c8f3ef3a544a93c652275dc5ea9808287c084a18ebb44cf99c50519c
 # ---- end of header ----
 import warp as wp
 
@@ -181,7 +181,9 @@ def adjoint(
     j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
     bc_mask_0 = bc_mask[0, i, j, k]
     if bc_mask_0 == wp.uint8(255):
-        return  # kept cell: the output's adjoint is the adjoint of its old content
+        # kept cell: the output's adjoint is the adjoint of its old content
+        adj_omega_cells[i, j, k] = wp.float32(0.0)
+        return
     # seeds: adjoints of the values this cell wrote
     adj_fout_0 = adj_f_1[0, i, j, k]
     adj_fout_1 = adj_f_1[1, i, j, k]

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: b2daa8749cbfbe7699c86c9d729310c7c7fcde3e45cbf25a634dfb832c7c967e
+# body-sha256: 7cd1757af4f3839b88668df186c5e3bbb0637c87da86f26b78dcf241db56400c
 # ---- end of header ----
 import warp as wp
 
@@ -295,7 +295,9 @@ def adjoint(
     k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
     bc_mask_0 = bc_mask[0, i, j, k]
     if bc_mask_0 == wp.uint8(255):
-        return  # kept cell: the output's adjoint is the adjoint of its old content
+        # kept cell: the output's adjoint is the adjoint of its old content
+        adj_omega_cells[i, j, k] = wp.float32(0.0)
+        return
     # seeds: adjoints of the values this cell wrote
     adj_fout_0 = adj_f_1[0, i, j, k]
     adj_fout_1 = adj_f_1[1, i, j, k]

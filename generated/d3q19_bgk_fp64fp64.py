@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: f2ff4c44c42739dbd5acb26e5df535ad57713d286b34bee334dba2638bc96336
+# body-sha256: 3c535be0ba2c7cd38c93e4da3c01c210ac4adc4d08d5b981f974c904857f8733
 # ---- end of header ----
 import warp as wp
 
@@ -295,7 +295,9 @@ def adjoint(
     k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
     bc_mask_0 = bc_mask[0, i, j, k]
     if bc_mask_0 == wp.uint8(255):
-        return  # kept cell: the output's adjoint is the adjoint of its old content
+        # kept cell: the output's adjoint is the adjoint of its old content
+        adj_omega_cells[i, j, k] = wp.float64(0.0)
+        return
     # seeds: adjoints of the values this cell wrote
     adj_fout_0 = adj_f_1[0, i, j, k]
     adj_fout_1 = adj_f_1[1, i, j, k]

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: f9f5ed8cf228ab4cec566c0dd312e603ce1a79984050808b3b2b57c35a3cfbce
+# body-sha256: 4d5d3f5110dfb235af608905663cf814899cb520c94ee0cfafec8613ee28194a
 # ---- end of header ----
 import warp as wp
 
@@ -391,7 +391,9 @@ def adjoint(
     k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
     bc_mask_0 = bc_mask[0, i, j, k]
     if bc_mask_0 == wp.uint8(255):
-        return  # kept cell: the output's adjoint is the adjoint of its old content
+        # kept cell: the output's adjoint is the adjoint of its old content
+        adj_omega_cells[i, j, k] = wp.float32(0.0)
+        return
     # seeds: adjoints of the values this cell wrote
     adj_fout_0 = adj_f_1[0, i, j, k]
     adj_fout_1 = adj_f_1[1, i, j, k]

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: d42e265563216e1f58627b04dd557fc6f18770d4ee7735c84c944dcfae1e40a6
+# body-sha256: 98a8d2d3b2d942404110b5c246bd6e28dce6ea4d5f048ec61481732331028541
 # ---- end of header ----
 import warp as wp
 
@@ -391,7 +391,9 @@ def adjoint(
     k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
     bc_mask_0 = bc_mask[0, i, j, k]
     if bc_mask_0 == wp.uint8(255):
-        return  # kept cell: the output's adjoint is the adjoint of its old content
+        # kept cell: the output's adjoint is the adjoint of its old content
+        adj_omega_cells[i, j, k] = wp.float64(0.0)
+        return
     # seeds: adjoints of the values this cell wrote
     adj_fout_0 = adj_f_1[0, i, j, k]
     adj_fout_1 = adj_f_1[1, i, j, k]

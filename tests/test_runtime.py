@@ -71,15 +71,17 @@ def test_solid_nodes_keep_their_output_and_garbage_there_never_reaches_gradients
     old = random_state(D2Q9_64, shape, seed=6)
     x[:, 4, 4, 0] = np.nan
 
-    def run(f0, f1_old, cotangent=None):
+    def run(f0, f1_old, cotangent=None, omega=OMEGA):
         a = wp.array(f0, dtype=wp.float64, requires_grad=True)
         b = wp.array(f1_old, dtype=wp.float64, requires_grad=True)
+        w = wp.array([omega], dtype=wp.float64, requires_grad=True)
         tape = wp.Tape()
         with tape:
-            step(a, b, bc_mask, missing_mask, OMEGA, 0)
+            step(a, b, bc_mask, missing_mask, w, 0)
         if cotangent is None:
             return b.numpy()
         tape.backward(grads={b: wp.array(cotangent, dtype=wp.float64)})
+        run.omega_grad = float(w.grad.numpy()[0])
         return b.numpy(), a.grad.numpy(), b.grad.numpy()
 
     c = np.random.default_rng(7).standard_normal(x.shape)
@@ -96,6 +98,9 @@ def test_solid_nodes_keep_their_output_and_garbage_there_never_reaches_gradients
     jt = (run(x + eps * t, old) - run(x - eps * t, old)) / (2 * eps)
     lhs, rhs = np.sum(jt * c), np.sum(np.nan_to_num(t) * g0)
     assert abs(lhs - rhs) / abs(rhs) < 1e-7
+    # omega: the kept cells write zero into their per-cell slot (the scratch array is never cleared)
+    d_omega = np.sum((run(x, old, omega=OMEGA + eps) - run(x, old, omega=OMEGA - eps)) / (2 * eps) * c)
+    assert np.isfinite(run.omega_grad) and abs(run.omega_grad - d_omega) / abs(d_omega) < 1e-7
 
 
 def test_each_recorded_step_accumulates_into_its_input_gradient():
