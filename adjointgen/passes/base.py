@@ -100,6 +100,39 @@ def statement(code: str, tag: str | None) -> cst.SimpleStatementLine:
     return with_tag(node, tag) if tag is not None else node
 
 
+# ----------------------------------------------------------------------------- transformers
+class NameAwareTransformer(cst.CSTTransformer):
+    """A transformer that knows which ``Name`` nodes are expressions: not attribute names
+    (``a.<b>``), keyword names (``f(<k>=1)``), nor function and parameter names."""
+
+    def __init__(self):
+        super().__init__()
+        self._not_expressions: set[int] = set()
+
+    def is_expression(self, original: cst.Name) -> bool:
+        return id(original) not in self._not_expressions
+
+    def visit_Attribute(self, node):
+        self._not_expressions.add(id(node.attr))
+
+    def visit_Arg(self, node):
+        if node.keyword is not None:
+            self._not_expressions.add(id(node.keyword))
+
+    def visit_FunctionDef(self, node):
+        self._not_expressions.add(id(node.name))
+
+    def visit_Param(self, node):
+        self._not_expressions.add(id(node.name))
+
+
+def nonempty(block: cst.IndentedBlock) -> cst.IndentedBlock:
+    """``block``, with a ``pass`` if a pass removed all its statements."""
+    if not block.body:
+        return block.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])])
+    return block
+
+
 # ----------------------------------------------------------------------------- local names
 class _LocalNames(cst.CSTVisitor):
     def __init__(self):
@@ -242,7 +275,7 @@ def refuse(ctx: PassContext, node: cst.CSTNode | None, construct: str, advice: s
 
 
 __all__ = [
-    "PassContext", "TAG", "tag_of", "tag_line", "with_tag", "statement", "local_names", "free_names",
+    "PassContext", "TAG", "NameAwareTransformer", "nonempty", "tag_of", "tag_line", "with_tag", "statement", "local_names", "free_names",
     "NotStatic", "evaluate", "is_scalar_type", "scalar_type_node", "literal_node", "literal_value",
     "is_literal", "code", "refuse", "is_user_function",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from .base import PassContext, code, refuse, statement, tag_of
+from .base import NameAwareTransformer, PassContext, code, refuse, statement, tag_of
 
 _EARLY_RETURN = m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Return(value=None)])]), orelse=None)
 _ARRAY_ANNOTATION = m.Annotation(annotation=m.Call(func=m.Attribute(value=m.Name("wp"), attr=m.MatchIfTrue(lambda n: n.value.startswith("array")))))
@@ -37,20 +37,12 @@ def _key(target: cst.BaseExpression) -> str | None:
     return None
 
 
-class _Rename(cst.CSTTransformer):
+class _Rename(NameAwareTransformer):
     """Replace reads of branch-assigned keys by the branch's temporaries."""
 
     def __init__(self, names: dict[str, str]):
         super().__init__()
         self.names = names
-        self.skip: set[int] = set()
-
-    def visit_Attribute(self, node):
-        self.skip.add(id(node.attr))
-
-    def visit_Arg(self, node):
-        if node.keyword is not None:
-            self.skip.add(id(node.keyword))
 
     def leave_Subscript(self, original, updated):
         new = self.names.get(code(updated))
@@ -58,7 +50,7 @@ class _Rename(cst.CSTTransformer):
 
     def leave_Name(self, original, updated):
         new = self.names.get(updated.value)
-        return cst.Name(new) if new and id(original) not in self.skip else updated
+        return cst.Name(new) if new and self.is_expression(original) else updated
 
 
 class _Branchless(cst.CSTTransformer):

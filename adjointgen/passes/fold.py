@@ -17,7 +17,7 @@ import operator
 
 import libcst as cst
 
-from .base import NotStatic, PassContext, evaluate, literal_node, literal_value, local_names
+from .base import NotStatic, PassContext, evaluate, literal_node, literal_value, local_names, nonempty
 
 _BINARY = {
     cst.Add: operator.add, cst.Subtract: operator.sub, cst.Multiply: operator.mul,
@@ -132,9 +132,7 @@ class _Folder(cst.CSTTransformer):
         return cst.FlattenSentinel(updated.orelse.body.body)
 
     def leave_IndentedBlock(self, original, updated):
-        if not updated.body:
-            return updated.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])])
-        return updated
+        return nonempty(updated)
 
 
 class Fold:

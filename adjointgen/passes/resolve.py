@@ -24,7 +24,7 @@ import libcst.matchers as m
 
 from ..errors import UnresolvedName
 from .base import (
-    NotStatic, PassContext, evaluate, is_scalar_type, is_user_function, literal_node, local_names,
+    NameAwareTransformer, NotStatic, PassContext, evaluate, is_scalar_type, is_user_function, literal_node, local_names,
     scalar_type_node, tag_of,
 )
 
@@ -61,27 +61,13 @@ def _constant_vector(value):
     return cst.Call(func=cst.Attribute(cst.Name("wp"), cst.Name("vector")), args=args)
 
 
-class _Resolver(cst.CSTTransformer):
+class _Resolver(NameAwareTransformer):
     def __init__(self, ctx: PassContext, locals_: frozenset[str]):
         super().__init__()
         self.ctx = ctx
         self.locals = locals_
         self.statement_tag: str | None = None
         self.in_annotation = 0
-        self.not_expressions: set[int] = set()  # Name nodes that are not expressions
-
-    def visit_Attribute(self, node):
-        self.not_expressions.add(id(node.attr))
-
-    def visit_Arg(self, node):
-        if node.keyword is not None:
-            self.not_expressions.add(id(node.keyword))
-
-    def visit_FunctionDef(self, node):
-        self.not_expressions.add(id(node.name))
-
-    def visit_Param(self, node):
-        self.not_expressions.add(id(node.name))
 
     # keep track of where we are, for error messages
     def visit_SimpleStatementLine(self, node):
@@ -126,7 +112,7 @@ class _Resolver(cst.CSTTransformer):
         return None
 
     def leave_Name(self, original, updated):
-        if id(original) in self.not_expressions or updated.value in self.locals or updated.value in ("True", "False", "None"):
+        if not self.is_expression(original) or updated.value in self.locals or updated.value in ("True", "False", "None"):
             return updated
         return self._replacement(updated) or updated
 

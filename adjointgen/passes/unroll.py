@@ -14,27 +14,19 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from .base import PassContext, is_literal, literal_node, literal_value, refuse, tag_of, with_tag
+from .base import NameAwareTransformer, PassContext, is_literal, literal_node, literal_value, nonempty, refuse, tag_of, with_tag
 
 _RANGE = m.Call(func=m.Name("range"))
 
 
-class _Substitute(cst.CSTTransformer):
+class _Substitute(NameAwareTransformer):
     def __init__(self, name: str, value: int):
         super().__init__()
         self.name = name
         self.value = value
-        self.skip: set[int] = set()
-
-    def visit_Attribute(self, node):
-        self.skip.add(id(node.attr))
-
-    def visit_Arg(self, node):
-        if node.keyword is not None:
-            self.skip.add(id(node.keyword))
 
     def leave_Name(self, original, updated):
-        if updated.value == self.name and id(original) not in self.skip:
+        if updated.value == self.name and self.is_expression(original):
             return literal_node(self.value)
         return updated
 
@@ -93,9 +85,7 @@ class _Unroller(cst.CSTTransformer):
         return cst.FlattenSentinel(statements)
 
     def leave_IndentedBlock(self, original, updated):
-        if not updated.body:
-            return updated.with_changes(body=[cst.SimpleStatementLine([cst.Pass()])])
-        return updated
+        return nonempty(updated)
 
 
 class Unroll:
