@@ -100,6 +100,7 @@ class Lowering:
         self.tag: str | None = None
         self.depth = 0
         self.call_stack: list[str] = []
+        self.kernel_scalars: dict = {}
         self.exit_guards = tuple(exit_guards)
         self.kernel_env_names: tuple = ()
 
@@ -152,10 +153,13 @@ class Lowering:
         functional, module = self.processed[self.kernel.symbol]
         fdef = _function_def(module)
         env = {}
-        for param in fdef.params.params:
-            p = self.arg_types.get(param.name.value)
-            if p is None:
-                self.refuse(f"kernel parameter {param.name.value!r}", "adjointgen knows the XLB stepper's parameters only")
+        source_params = [param.name.value for param in fdef.params.params]
+        for name in source_params:
+            if name not in self.arg_types:
+                self.refuse(f"kernel parameter {name!r}", "adjointgen knows the XLB stepper's parameters only")
+        # the stepper's own parameters, then lifted boundary values (kernel parameters that the
+        # source does not declare: they replace closure constants inside functionals)
+        for p in self.arg_types.values():
             if p.kind == "array":
                 env[p.name] = ArrayRef(p.name, p.dtype, p.ndim)
             else:
@@ -163,6 +167,9 @@ class Lowering:
                 symbol = sympy.Symbol(p.name, real=True) if is_float else sympy.Symbol(p.name, integer=True)
                 env[p.name] = Scalar(symbol, p.dtype)
                 self.dtypes[p.name] = p.dtype
+                self.kernel_scalars[p.name] = env[p.name]
+            if p.name not in source_params:
+                del env[p.name]
         self.execute(fdef.body.body, env)
         program = Program(
             name=name,
@@ -298,6 +305,8 @@ class Lowering:
                 return Scalar(sympy.true if node.value == "True" else sympy.false, "bool")
             if node.value in env:
                 return env[node.value]
+            if node.value in self.kernel_scalars:  # a lifted parameter, used inside a functional
+                return self.kernel_scalars[node.value]
             if node.value in self.processed:
                 return FunctionRef(node.value)
             if node.value == "type":

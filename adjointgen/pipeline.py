@@ -21,23 +21,25 @@ import hashlib
 
 import libcst as cst
 
-from . import access, emit, frontend, lower as lowering, reverse
+from . import access, emit, frontend, lower as lowering, parameters, reverse
 from .config import Configuration
 from .ir import Param
 from .passes import SOURCE_PASSES, PassContext
 
 
-def process_functionals(kernel: frontend.Functional, keep: dict | None = None) -> dict:
+def process_functionals(kernel: frontend.Functional, keep: dict | None = None, lifts: dict | None = None) -> dict:
     """Run the source passes over the kernel and every functional it reaches.
     Returns {symbol: (functional, processed module)}; the kernel's early-exit variables are in
-    ``keep["exit_guards"]`` when ``keep`` is given."""
+    ``keep["exit_guards"]`` when ``keep`` is given. ``lifts`` (from
+    :func:`adjointgen.parameters.lifted_parameters`) names closure values that become kernel
+    parameters."""
     functions: dict = {kernel.symbol: kernel}
     processed: dict = {}
     counter = 0
     while len(processed) < len(functions):
         symbol = next(s for s in functions if s not in processed)
         functional = functions[symbol]
-        ctx = PassContext(functional, functions, fresh_counter=counter)
+        ctx = PassContext(functional, functions, fresh_counter=counter, lifts=lifts or {})
         module = cst.parse_module(functional.source)
         for pass_ in SOURCE_PASSES:
             module = pass_(module, ctx)
@@ -61,9 +63,10 @@ def program_identity(processed: dict) -> str:
     return digest.hexdigest()
 
 
-def kernel_params(config: Configuration) -> list[Param]:
+def kernel_params(config: Configuration, lifted_names=()) -> list[Param]:
     """The XLB stepper kernel's parameters, typed for ``config`` (all parameters concrete, so
-    the generated kernels are double throughout under FP64, whatever type the caller passes)."""
+    the generated kernels are double throughout under FP64, whatever type the caller passes),
+    followed by the lifted boundary values."""
     store = "float64" if config.precision.endswith("FP64") else "float32"
     compute = "float64" if config.precision.startswith("FP64") else "float32"
     return [
@@ -73,14 +76,15 @@ def kernel_params(config: Configuration) -> list[Param]:
         Param("missing_mask", "array", "bool", 4),
         Param("omega", "scalar", compute),
         Param("timestep", "scalar", "int32"),
-    ]
+    ] + [Param(name, "scalar", compute) for name in lifted_names]
 
 
 def generate(stepper, config: Configuration, keep: dict | None = None) -> str:
     kernel = frontend.stepper_kernel(stepper)
     keep = {} if keep is None else keep
-    processed = process_functionals(kernel, keep)
-    params = kernel_params(config)
+    lifts = parameters.lifted_parameters(stepper)
+    processed = process_functionals(kernel, keep, lifts)
+    params = kernel_params(config, parameters.scalar_names(lifts))
     program = lowering.lower(kernel, processed, params[4].dtype, params, config.name, keep["exit_guards"])
     accesses = access.analyse(program, unit_axes=tuple(range(config.dim, 3)))
     adjoint = reverse.differentiate(program, accesses)

@@ -25,7 +25,7 @@ from typing import Any
 
 import warp as wp
 
-from . import __version__
+from . import __version__, parameters
 from .config import Configuration
 from .errors import RuntimeArgumentError
 
@@ -103,8 +103,8 @@ def load_module(stepper, config: Configuration):
 
 
 @wp.kernel(enable_backward=False)
-def _add_first(source: wp.array(dtype=Any), target: wp.array(dtype=Any)):
-    target[0] = target[0] + source[0]
+def _add_into(source: wp.array(dtype=Any), target: wp.array(dtype=Any), index: int):
+    target[index] = target[index] + source[0]
 
 
 def _active_tape():
@@ -128,6 +128,24 @@ class DifferentiableStep:
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
         self.compute_dtype = wp.float64 if config.precision.startswith("FP64") else wp.float32
         self._scratch_arrays: dict = {}
+        # prescribed boundary values that the generated kernels take as parameters:
+        # name -> a Warp array (requires_grad) holding the value(s); tape.backward() fills .grad
+        self._lifts = parameters.lifted_parameters(stepper)
+        self._lifted_names = parameters.scalar_names(self._lifts)
+        initial = parameters.values(stepper, self._lifts)
+        self._scalars = {}  # parameter name -> the kernel's scalar parameter per component
+        self.parameters = {}
+        for entry in sorted((e for es in self._lifts.values() for e in es), key=lambda e: e.name):
+            self._scalars[entry.name] = entry.scalar_names()
+            self.parameters[entry.name] = wp.array([initial[n] for n in entry.scalar_names()],
+                                                   dtype=self.compute_dtype, requires_grad=True)
+
+    def _lifted_values(self) -> list:
+        """The lifted parameters' current values, in kernel order (read back from the arrays)."""
+        values = {}
+        for name, array in self.parameters.items():
+            values.update(zip(self._scalars[name], array.numpy()))
+        return [self.compute_dtype(float(values[name])) for name in self._lifted_names]
 
     def __repr__(self):
         return f"DifferentiableStep({self.config.label}, module={self.module.__name__})"
@@ -183,17 +201,20 @@ class DifferentiableStep:
         """Launch the generated forward kernel (never recorded on a tape)."""
         self._check(f_0, f_1, bc_mask, missing_mask)
         wp.launch(self.module.forward, dim=f_0.shape[1:],
-                  inputs=[f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep)],
+                  inputs=[f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), *self._lifted_values()],
                   device=f_0.device, record_tape=False)
 
-    def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None):
+    def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
+                lifted_values=None, adj_parameters=None):
         """Launch the generated adjoint: ``adj_f_0 += J^T adj_f_1``, then ``adj_f_1`` becomes the
         adjoint of ``f_1``'s old content; with ``adj_omega`` (a one-element array) also
-        ``adj_omega += d<adj_f_1, f_new>/d omega``, summed over the grid."""
+        ``adj_omega += d<adj_f_1, f_new>/d omega``, summed over the grid, and likewise into
+        ``adj_parameters`` ({name: gradient array}) for lifted boundary values."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
-        inputs = [f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), adj_f_0, adj_f_1]
+        lifted_values = self._lifted_values() if lifted_values is None else lifted_values
+        inputs = [f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), *lifted_values, adj_f_0, adj_f_1]
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
         cells = {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.module.PARAMETERS}
         inputs += list(cells.values())
@@ -209,10 +230,13 @@ class DifferentiableStep:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, *(grads[name] for name in self.module.GATHER_INTO)],
                       device=f_0.device, record_tape=False)
-        if adj_omega is not None:
+        targets = [("omega", adj_omega, 0)] if adj_omega is not None else []
+        for name, grad in (adj_parameters or {}).items():
+            targets += [(scalar, grad, c) for c, scalar in enumerate(self._scalars[name])]
+        for scalar, grad, component in targets:
             total = wp.zeros(1, dtype=self.compute_dtype, device=f_0.device)
-            wp.utils.array_sum(cells["omega"], out=total)
-            wp.launch(_add_first, dim=1, inputs=[total, adj_omega], device=f_0.device, record_tape=False)
+            wp.utils.array_sum(cells[scalar], out=total)
+            wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=f_0.device, record_tape=False)
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
@@ -223,13 +247,17 @@ class DifferentiableStep:
                     raise RuntimeArgumentError(
                         f"{name} has no gradient array; create it with requires_grad=True "
                         f"(or set {name}.requires_grad = True) before recording the step on a wp.Tape")
-            omega_value, step_value = self._omega(omega), timestep
+            omega_value, step_value, lifted_values = self._omega(omega), timestep, self._lifted_values()
             adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
+            adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
 
             def backward():
-                self.adjoint(f_0, f_1, bc_mask, missing_mask, omega_value, step_value, f_0.grad, f_1.grad, adj_omega)
+                self.adjoint(f_0, f_1, bc_mask, missing_mask, omega_value, step_value, f_0.grad, f_1.grad, adj_omega,
+                             lifted_values, adj_parameters)
 
-            tape.record_func(backward=backward, arrays=[f_0, f_1] + ([omega] if adj_omega is not None else []))
+            recorded = [f_0, f_1] + ([omega] if adj_omega is not None else [])
+            recorded += [array for array in self.parameters.values() if array.requires_grad]
+            tape.record_func(backward=backward, arrays=recorded)
         return f_0, f_1
 
 

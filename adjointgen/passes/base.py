@@ -35,6 +35,16 @@ class PassContext:
     fresh_counter: int = 0
     exit_guards: list = field(default_factory=list)
     temporaries: set = field(default_factory=set)
+    lifts: dict = field(default_factory=dict)  # id(python function) -> [parameters.Lifted]
+
+    @property
+    def lifted(self) -> dict:
+        """{closure name: Lifted} for this functional's values that become kernel parameters."""
+        return {entry.closure: entry for entry in self.lifts.get(id(self.functional.pyfunc), [])}
+
+    @property
+    def parameter_names(self) -> set:
+        return {name for entries in self.lifts.values() for entry in entries for name in entry.scalar_names()}
 
     @property
     def namespace(self) -> dict:

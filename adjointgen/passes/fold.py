@@ -141,7 +141,7 @@ class Fold:
     name = "fold"
 
     def __call__(self, module: cst.Module, ctx: PassContext) -> cst.Module:
-        locals_ = local_names(module)
+        locals_ = local_names(module) | ctx.parameter_names
         while True:
             folder = _Folder(ctx, locals_)
             module = module.visit(folder)

@@ -10,7 +10,9 @@ then builtins, when it compiles the kernel. This pass does the same on the sourc
   ``wp.matrix(..., shape=(r, c), dtype=T)``;
 - user ``@wp.func`` functions (``self.stream.warp_functional``) become a symbol registered in the
   pass context, under which the pipeline processes them in turn;
-- ``wp.static(expr)`` becomes the value of ``expr``.
+- ``wp.static(expr)`` becomes the value of ``expr``;
+- closure values listed in the context's ``lifts`` (a boundary condition's prescribed values)
+  become the names of kernel parameters instead of literals.
 
 Tables (``_c``, ``_w``) are left for :mod:`~adjointgen.passes.fold`, since their indices are
 only constant after unrolling. A name that is neither local nor found raises
@@ -114,6 +116,19 @@ class _Resolver(NameAwareTransformer):
     def leave_Name(self, original, updated):
         if not self.is_expression(original) or updated.value in self.locals or updated.value in ("True", "False", "None"):
             return updated
+        if updated.value in self.parameter_names:
+            return updated  # already a kernel parameter
+        lifted = self.ctx.lifted.get(updated.value)
+        if lifted is not None:  # a prescribed value that becomes a kernel parameter
+            if lifted.size == 0:
+                return cst.Name(lifted.name)
+            dtype = scalar_type_node(_vector_info(type(self.namespace[updated.value]))[2])
+            return cst.Call(func=cst.Attribute(cst.Name("wp"), cst.Name("vector")), args=[
+                *(cst.Arg(cst.Name(n)) for n in lifted.scalar_names()),
+                cst.Arg(cst.Integer(str(lifted.size)), keyword=cst.Name("length"),
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))),
+                cst.Arg(dtype, keyword=cst.Name("dtype"), equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))),
+            ])
         return self._replacement(updated) or updated
 
     def leave_Attribute(self, original, updated):
@@ -153,6 +168,7 @@ class Resolve:
     name = "resolve"
 
     def __call__(self, module: cst.Module, ctx: PassContext) -> cst.Module:
-        resolver = _Resolver(ctx, local_names(module))
+        resolver = _Resolver(ctx, local_names(module) | ctx.parameter_names)
         resolver.namespace = ctx.namespace
+        resolver.parameter_names = ctx.parameter_names
         return module.visit(resolver)

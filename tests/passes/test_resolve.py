@@ -56,3 +56,20 @@ def test_nothing_to_change():
 def test_idempotent():
     source = "def f(a):\n    v = _f_vec()\n    return self.fn(a) * self.velocity_set.q\n"
     assert_idempotent(Resolve(), source, NAMESPACE)
+
+
+def test_lifted_boundary_values_become_parameter_names():
+    from adjointgen.parameters import Lifted
+    from adjointgen.passes import PassContext
+    from tests.helpers import functional
+
+    namespace = {"_u": wp.types.vector(length=2, dtype=wp.float32)(0.05, 0.0), "_rho": wp.float32(1.0)}
+    source = "def f(a):\n    return eq(_rho, _u) + a\n"
+    f = functional(source, dict(namespace, eq=helper))
+    lifts = {id(f.pyfunc): [Lifted("_rho", "bc1_rho", 0, 1, "rho"), Lifted("_u", "bc1_u", 2, 1, "u")]}
+    ctx = PassContext(f, {}, lifts=lifts)
+    import libcst as cst
+
+    once = Resolve()(cst.parse_module(source), ctx).code
+    assert "helper(bc1_rho, wp.vector(bc1_u_0, bc1_u_1, length=2, dtype=wp.float32)) + a" in once
+    assert Resolve()(cst.parse_module(once), ctx).code == once  # idempotent, parameters left alone
