@@ -3,12 +3,13 @@
 __version__ = "0.1.0"
 
 
-def differentiable(stepper, **options):
+def differentiable(stepper, boundary_parameters: bool = False):
     """Wrap an XLB Warp stepper into a step with the same signature whose gradient flows
-    through ``wp.Tape`` via generated adjoint kernels. See :mod:`adjointgen.runtime`."""
+    through ``wp.Tape`` via generated adjoint kernels; ``boundary_parameters=True`` also gives
+    gradients with respect to prescribed boundary values. See :mod:`adjointgen.runtime`."""
     from .runtime import differentiable as _differentiable
 
-    return _differentiable(stepper, **options)
+    return _differentiable(stepper, boundary_parameters)
 
 
 __all__ = ["__version__", "differentiable"]

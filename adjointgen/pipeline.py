@@ -79,10 +79,10 @@ def kernel_params(config: Configuration, lifted_names=()) -> list[Param]:
     ] + [Param(name, "scalar", compute) for name in lifted_names]
 
 
-def generate(stepper, config: Configuration, keep: dict | None = None) -> str:
+def generate(stepper, config: Configuration, keep: dict | None = None, boundary_parameters: bool = False) -> str:
     kernel = frontend.stepper_kernel(stepper)
     keep = {} if keep is None else keep
-    lifts = parameters.lifted_parameters(stepper)
+    lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
     processed = process_functionals(kernel, keep, lifts)
     params = kernel_params(config, parameters.scalar_names(lifts))
     program = lowering.lower(kernel, processed, params[4].dtype, params, config.name, keep["exit_guards"])

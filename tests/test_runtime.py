@@ -178,3 +178,13 @@ def test_omega_array_must_be_one_element_of_the_compute_type(d2q9):
         step(f_0, f_1, bc_mask, missing_mask, wp.array([1.0, 1.2], dtype=wp.float32))
     with pytest.raises(RuntimeArgumentError, match=r"shape \(1,\) and dtype float32"):
         step(f_0, f_1, bc_mask, missing_mask, wp.array([1.0], dtype=wp.float64))
+
+
+def test_boundary_values_are_parameters_only_when_asked():
+    config = Configuration.parse("D2Q9/BGK/FP32FP32/cavity")
+    stepper = make_stepper(config, "warp", (5, 4))
+    assert adjointgen.differentiable(stepper).parameters == {}
+    lifted = adjointgen.differentiable(stepper, boundary_parameters=True)
+    assert sorted(lifted.parameters) == ["bc1_rho", "bc1_u"]
+    assert np.allclose(lifted.parameters["bc1_u"].numpy(), [0.05, 0.0])
+    assert lifted.module.PROGRAM_SHA256 != adjointgen.differentiable(stepper).module.PROGRAM_SHA256
