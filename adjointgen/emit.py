@@ -140,8 +140,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
             else:
                 body.append(f"{update.target} = {update.target} + {print_(update.expr, program.compute_dtype)}")
         if group.scatter is not None:
-            array, index, name = group.scatter
-            symbol = group.forward.split(" = ")[0]
+            array, index, name, symbol = group.scatter
             slot = accesses.slot_of(accesses.loads[symbol])
             if slot is None:  # the primary read of this population: scattered straight back
                 target = lines.index(symbol, grads[array], index)

@@ -152,24 +152,22 @@ class Lowering:
     def run(self, name: str) -> Program:
         functional, module = self.processed[self.kernel.symbol]
         fdef = _function_def(module)
-        env = {}
         source_params = [param.name.value for param in fdef.params.params]
         for name in source_params:
             if name not in self.arg_types:
                 self.refuse(f"kernel parameter {name!r}", "adjointgen knows the XLB stepper's parameters only")
-        # the stepper's own parameters, then lifted boundary values (kernel parameters that the
-        # source does not declare: they replace closure constants inside functionals)
+        values = {}
         for p in self.arg_types.values():
             if p.kind == "array":
-                env[p.name] = ArrayRef(p.name, p.dtype, p.ndim)
+                values[p.name] = ArrayRef(p.name, p.dtype, p.ndim)
             else:
                 is_float = p.dtype in FLOAT_TYPES
                 symbol = sympy.Symbol(p.name, real=True) if is_float else sympy.Symbol(p.name, integer=True)
-                env[p.name] = Scalar(symbol, p.dtype)
+                values[p.name] = self.kernel_scalars[p.name] = Scalar(symbol, p.dtype)
                 self.dtypes[p.name] = p.dtype
-                self.kernel_scalars[p.name] = env[p.name]
-            if p.name not in source_params:
-                del env[p.name]
+        # the kernel body sees the parameters it declares; lifted boundary values (scalar kernel
+        # parameters the source does not declare) are found through kernel_scalars, from any depth
+        env = {name: values[name] for name in source_params}
         self.execute(fdef.body.body, env)
         program = Program(
             name=name,

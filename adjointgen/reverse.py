@@ -33,7 +33,7 @@ class Group:
     origin: str
     forward: str  # the forward statement, as "t = e"
     updates: list = field(default_factory=list)
-    scatter: tuple | None = None  # (array, index, adjoint variable) for a load
+    scatter: tuple | None = None  # (array, index, adjoint variable, load symbol name) for a load
 
 
 @dataclass
@@ -85,7 +85,7 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
         if isinstance(statement, Load):
             if program.param(statement.array).differentiable:
                 groups.append(Group(statement.origin, f"{statement.target} = {statement.array}[...]",
-                                    scatter=(statement.array, statement.index, name)))
+                                    scatter=(statement.array, statement.index, name, str(statement.target))))
             continue
         group = Group(statement.origin, f"{statement.target} = {statement.expr}")
         operands = sorted((s for s in statement.expr.free_symbols if s.name in floats), key=lambda s: s.name)
