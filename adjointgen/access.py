@@ -18,8 +18,13 @@ The adjoint sends the adjoint of each load back to the element it read, without 
   thread gather, for its own elements, what the readers left in their slots.
 
 The ``proof`` text of the result says which is which; it is printed in each generated module.
-Writes must touch the thread's own cell, and an array that is written must not be read at a
-neighbour.
+Writes must touch the thread's own cell. An array written unconditionally and read only at the
+thread's own cell (``f_1``) is an *output*: the adjoint takes the seeds of its stores straight from
+its gradient. An array written conditionally or read at a neighbour (``f_0`` when a boundary
+condition recovers its auxiliary data into it) is updated *in place*: a first kernel,
+``adjoint_prepare``, moves the gradient of each element the cell overwrote into a seed array and
+clears it there, touching only the cell's own elements; the adjoint then takes those seeds and
+scatters its reads as above, so no element has two writers in any kernel.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Accesses:
     proof: list = field(default_factory=list)
     primary: dict = field(default_factory=dict)  # (array, population) -> the shift scattered directly
     slots: list = field(default_factory=list)  # Access per temporary slot (the other shifts)
+    in_place: list = field(default_factory=list)  # arrays whose stored elements go through adjoint_prepare
 
     def slot_of(self, access: Access) -> int | None:
         """The temporary slot of a read that is not scattered directly; None if it is."""
@@ -115,11 +121,13 @@ def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
             by_population.setdefault((access.array, access.population), set()).add(access.shifts)
     stored = {s.array for s in program.stores}
     zero = (0,) * len(program.thread)
+    in_place = {s.array for s in program.stores if s.when is not None}
+    in_place |= {array for (array, _), shifts in by_population.items() if array in stored and shifts != {zero}}
+    result.in_place = sorted(in_place)
+    for array in result.in_place:
+        result.proof.append(f"{array} is updated in place: adjoint_prepare moves the gradients of the elements a cell "
+                            "overwrote into seed_" + array + " (own cell only)")
     for (array, population), shifts in sorted(by_population.items()):
-        if array in stored and shifts != {zero}:
-            raise UnsupportedConstruct(
-                f"{program.name}: {array}", "an array both written and read at a neighbour",
-                "the adjoint would read gradients other threads are writing")
         # one shift per population is scattered straight back (a bijection: one writer per
         # element); every other shift goes to a slot of the reading thread and is gathered by
         # the owning thread in a second kernel

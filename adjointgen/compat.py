@@ -5,7 +5,10 @@ current Warp:
 
 - ``warp.utils.ScopedTimer`` moved to ``warp.ScopedTimer``;
 - ``wp.vec(length, dtype)`` and ``wp.mat(shape, dtype)``, the type constructors, were removed in
-  favour of ``warp.types.vector`` and ``warp.types.matrix``.
+  favour of ``warp.types.vector`` and ``warp.types.matrix``. XLB also calls ``wp.vec(x, length=1)``
+  *inside* a Warp function (ZouHe's constant profile), where current Warp's builtin is
+  ``wp.vector``: the ``wp.vec`` shim is that builtin for Warp's code generator and the old type
+  constructor when called from Python.
 
 :func:`apply` re-binds those names (only where they are missing) and must run before the first
 ``import xlb``. It is explicit on purpose: adjointgen calls it from its own entry points
@@ -17,15 +20,32 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["apply", "applied_shims"]
+__all__ = ["apply", "applied_shims", "key_stepper_kernel"]
 
 _applied: list[str] = []
 
 
-def _vector_type(length, dtype):
-    import warp.types
+def _vector_shim():
+    """``wp.vector``'s builtin, answering Python-scope calls ``(length, dtype=...)`` with a type."""
+    import copy
 
-    return warp.types.vector(length=length, dtype=dtype)
+    import warp.types
+    from warp._src import context
+
+    builtin = context.builtin_functions["vector"]
+
+    class VecShim(type(builtin)):
+        def __call__(self, *args, length=None, dtype=None, **kwargs):
+            if len(args) == 1 and isinstance(args[0], int) and length is None:
+                args, length = (), args[0]
+            if not args and length is not None:
+                return warp.types.vector(length=length, dtype=dtype if dtype is not None else warp.types.float32)
+            options = {k: v for k, v in (("length", length), ("dtype", dtype)) if v is not None}
+            return super().__call__(*args, **options, **kwargs)
+
+    shim = copy.copy(builtin)
+    shim.__class__ = VecShim
+    return shim
 
 
 def _matrix_type(shape, dtype):
@@ -47,7 +67,7 @@ def apply() -> list[str]:
         warp.utils.ScopedTimer = wp.ScopedTimer
         _applied.append("warp.utils.ScopedTimer")
     if not hasattr(wp, "vec"):
-        wp.vec = _vector_type
+        wp.vec = _vector_shim()
         _applied.append("wp.vec")
     if not hasattr(wp, "mat"):
         wp.mat = _matrix_type
@@ -64,3 +84,24 @@ def apply() -> list[str]:
 def applied_shims() -> list[str]:
     """The names :func:`apply` has re-bound in this process."""
     return list(_applied)
+
+
+def key_stepper_kernel(stepper) -> str:
+    """Make Warp's kernel cache tell XLB stepper kernels with different boundary conditions apart.
+
+    XLB selects each boundary condition's functional inside its stepper kernel with
+    ``wp.static(self.boundary_conditions[i]...)``; Warp's module hash does not see which functional
+    that picks. Two steppers whose conditions carry the same ids (XLB numbers them from 1 in each
+    process) but differ in kind, e.g. a ZouHe pressure outlet and a DoNothing outlet, hash alike,
+    and the second silently runs the kernel compiled (and cached on disk) for the first: seen as
+    a forward error of 1.65 on a D2Q9 channel, and mistaken for a JAX/Warp disagreement before.
+    This stores a description of the conditions among the kernel's options, which Warp hashes by
+    value. Returns the description.
+    """
+    conditions = []
+    for bc in stepper.boundary_conditions:
+        kind = getattr(bc, "bc_type", None)
+        conditions.append(f"{bc.id}:{type(bc).__name__}" + (f"({kind})" if kind else ""))
+    description = ",".join(conditions) or "none"
+    stepper.warp_kernel.options["xlb_boundary_conditions"] = description
+    return description

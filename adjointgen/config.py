@@ -16,9 +16,12 @@ from pathlib import Path
 from .errors import ConfigurationError
 
 VELOCITY_SETS = ("D2Q9", "D3Q19", "D3Q27")
-COLLISIONS = ("BGK",)
+# "Forced<model>": XLB's ForcedCollision around <model>, exact-difference forcing, with the
+# force of adjointgen.xlb_support.FORCE (the stepper's force_vector)
+COLLISIONS = ("BGK", "KBC", "SmagorinskyLESBGK", "ForcedBGK", "ForcedKBC", "ForcedSmagorinskyLESBGK")
 PRECISIONS = ("FP32FP32", "FP64FP64")
-BOUNDARIES = ("periodic", "cavity", "box")  # built by adjointgen.xlb_support.boundary_conditions
+# built by adjointgen.xlb_support.boundary_conditions (see its docstring for each mix)
+BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "obstacle")
 
 
 @dataclass(frozen=True, order=True)
@@ -70,7 +73,8 @@ class Configuration:
                 f"cannot read configuration {text!r}: write VELOCITYSET/COLLISION/PRECISION[/BOUNDARIES], "
                 "e.g. D3Q19/BGK/FP32FP32 or D2Q9/BGK/FP64FP64/cavity"
             )
-        return cls(*(part.upper() for part in parts[:3]), *(part.lower() for part in parts[3:]))
+        collision = next((c for c in COLLISIONS if c.lower() == parts[1].lower()), parts[1])
+        return cls(parts[0].upper(), collision, parts[2].upper(), *(part.lower() for part in parts[3:]))
 
     @classmethod
     def from_mapping(cls, entry: dict, where: str) -> "Configuration":

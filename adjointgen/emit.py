@@ -84,20 +84,38 @@ def _population_order(target: str):
     return (array, int(population) if population.isdigit() else -1, target)
 
 
-def _split_prologue(program: Program, keep) -> tuple[list, list]:
-    """Statements the exit condition needs (in order), and the rest."""
-    if keep is None:
-        return [], list(program.statements)
-    needed = {s.name for s in keep.free_symbols}
-    prologue = []
+def _needed(program: Program, conditions) -> list:
+    """The statements (in order) that the given conditions depend on."""
+    needed = {s.name for condition in conditions if condition is not None for s in condition.free_symbols}
+    found = []
     for statement in reversed(program.statements):
         if str(statement.target) in needed:
-            prologue.append(statement)
+            found.append(statement)
             if isinstance(statement, Assign):
                 needed |= {s.name for s in statement.expr.free_symbols}
-    prologue.reverse()
+    found.reverse()
+    return found
+
+
+def _split_prologue(program: Program, keep) -> tuple[list, list]:
+    """Statements the exit condition needs (in order), and the rest."""
+    prologue = _needed(program, [keep])
     ids = {id(s) for s in prologue}
     return prologue, [s for s in program.statements if id(s) not in ids]
+
+
+def _store_lines(print_, program: Program, lines: "_Lines", store) -> list[str]:
+    line = f"{store.array}[{lines.store_index(store.index)}] = {print_(store.value, program.param(store.array).dtype)}"
+    if store.when is None:
+        return [line]
+    return [f"if {print_(store.when, 'bool')}:", f"    {line}"]
+
+
+def _read_and_overwritten(program: Program, accesses: Accesses) -> set:
+    """Output arrays whose old content the cell program reads (their values are gone after the
+    forward, so a recorded step keeps a copy)."""
+    stored = {s.array for s in program.stores}
+    return {access.array for access in accesses.loads.values() if access.array in stored}
 
 
 def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses, sources: list,
@@ -113,13 +131,18 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     exit_condition = print_(adjoint.keep, "bool") if adjoint.keep is not None else None
 
     forward_body = [lines.statement(s) for s in body_statements]
-    forward_body += [f"{s.array}[{lines.store_index(s.index)}] = {print_(s.value, program.param(s.array).dtype)}" for s in program.stores]
+    forward_body += [line for store in program.stores for line in _store_lines(print_, program, lines, store)]
 
     grads = {p.name: naming.grad_param(p.name) for p in program.params if p.differentiable}
-    seeds = []
-    for name, array, index, accumulate in adjoint.seeds:
-        read = f"{grads[array]}[{lines.store_index(index)}]"
-        seeds.append(f"{name} = {name} + {read}" if accumulate else f"{name} = {read}")
+    seeds, in_place_seeds = [], []
+    for seed in adjoint.seeds:
+        source = naming.seed_array(seed.array) if seed.in_place else grads[seed.array]
+        read = f"{source}[{lines.store_index(seed.index)}]"
+        if seed.condition is not None:
+            dtype = program.param(seed.array).dtype
+            read = f"wp.where({print_(seed.condition, 'bool')}, {read}, {print_.number(0, dtype)})"
+        line = f"{seed.variable} = {seed.variable} + {read}" if seed.accumulate else f"{seed.variable} = {read}"
+        (in_place_seeds if seed.in_place else seeds).append(line)
     zero = print_.number(0, program.param(program.stores[0].array).dtype) if program.stores else "0"
     # Write-back: every element the adjoint writes has exactly one writer (the access proof), so
     # all reads of gradient arrays can come before any write. Emitting them that way lets the
@@ -172,6 +195,24 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
                    for name, _ in adjoint.parameters]
     forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
     adjoint_params = forward_params + [f"{grads[p.name]}: {p.annotation()}" for p in program.params if p.differentiable]
+    seed_params = [f"{naming.seed_array(a)}: {program.param(a).annotation()}" for a in accesses.in_place]
+    adjoint_params += seed_params
+    # adjoint_prepare: for arrays updated in place, move the gradient of each element the cell
+    # overwrote into the seed array and clear it (own elements only, so no races)
+    prepare_params, prepare_body = [], []
+    if accesses.in_place:
+        prepare_params = forward_params + [f"{grads[a]}: {program.param(a).annotation()}" for a in accesses.in_place] + seed_params
+        prepare_body = prologue[: 1 + len(lines.sizes)] + [lines.statement(s) for s in _needed(
+            program, [adjoint.keep] + [condition for _, _, condition in adjoint.prepared])]
+        if exit_condition:
+            prepare_body += [f"if {exit_condition}:", "    return  # a kept cell overwrote nothing"]
+        for number, (array, index, condition) in enumerate(adjoint.prepared):
+            element = f"[{lines.store_index(index)}]"
+            zero_value = print_.number(0, program.param(array).dtype)
+            moved = f"moved_{number}"
+            prepare_body.append(f"{moved} = {print_(condition, 'bool')}")
+            prepare_body.append(f"{naming.seed_array(array)}{element} = wp.where({moved}, {grads[array]}{element}, {zero_value})")
+            prepare_body.append(f"{grads[array]}{element} = wp.where({moved}, {zero_value}, {grads[array]}{element})")
     parameter_lines = []
     for name, adjoint_variable in adjoint.parameters:
         cells = naming.parameter_cells(name)
@@ -212,6 +253,11 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "forward_body": forward_body,
         "replay": [lines.statement(s) for s in body_statements],
         "seeds": seeds,
+        "in_place_seeds": in_place_seeds,
+        "in_place": json.dumps(accesses.in_place),
+        "prepare_params": prepare_params,
+        "prepare_body": prepare_body,
+        "overwritten_inputs": json.dumps(sorted(set(accesses.in_place) | _read_and_overwritten(program, accesses))),
         "kept_lines": kept_lines,
         "write_back_reads": write_back_reads,
         "write_back_writes": write_back_writes,

@@ -86,6 +86,7 @@ class Store:
     value: sympy.Expr
     origin: str
     keep: object = None  # a sympy boolean: where it holds, the cell keeps the array's old value
+    when: object = None  # a sympy boolean: the store happens only where it holds (None: always)
 
 
 @dataclass

@@ -102,7 +102,8 @@ class Lowering:
         self.call_stack: list[str] = []
         self.kernel_scalars: dict = {}
         self.exit_guards = tuple(exit_guards)
-        self.kernel_env_names: tuple = ()
+        self.kernel_env: dict | None = None  # the kernel body's variables (exit conditions live there)
+        self.current: dict = {}  # (array, index) -> the value a read sees after this cell stored it
 
     # ------------------------------------------------------------------ helpers
     def where(self) -> str:
@@ -168,6 +169,7 @@ class Lowering:
         # the kernel body sees the parameters it declares; lifted boundary values (scalar kernel
         # parameters the source does not declare) are found through kernel_scalars, from any depth
         env = {name: values[name] for name in source_params}
+        self.kernel_env = env
         self.execute(fdef.body.body, env)
         program = Program(
             name=name,
@@ -260,26 +262,43 @@ class Lowering:
         return int(indices[0].expr)
 
     def store(self, array: ArrayRef, indices, value):
+        """Record ``array[indices] = value``. A value of the form ``where(c, v, <old element>)`` is a
+        conditional store of ``v`` (``when=c``); ``where(_exit, <old element>, v)`` (the branchless
+        pass's guard) keeps the old element on exiting cells. A store inside a functional called
+        after the kernel's early return gets the exit as its keep condition."""
         index = tuple(self.index_expr(i) for i in indices)
         if not isinstance(value, Scalar):
             self.refuse("storing a non-scalar into an array element", "store one element at a time")
-        keep = None
+        key = (array.name, index)
+        old = self.current.get(key, self.load_cse.get(key))
+        keep = when = None
         expr = value.expr
-        if isinstance(expr, Select):
-            condition, old, new = expr.args
-            load = self.load_cse.get((array.name, index))
-            if load is not None and old == load:
-                keep, expr = condition, new
-        value = self.materialize(self.cast(Scalar(expr, value.dtype if keep is None else value.dtype), array.dtype), f"{array.name}_out")
-        if self.depth > 0 and self.exit_active:
-            self.refuse("an array write inside a functional called after an early return",
-                        "not supported yet: write arrays in the kernel body, or return the value")
-        self.stores.append(Store(array.name, index, value.expr, self.origin(), keep))
+        if old is not None and isinstance(expr, Select) and expr.args[1] == old and self._is_exit(expr.args[0]):
+            keep, expr = expr.args[0], expr.args[2]
+        while old is not None and isinstance(expr, Select) and old in expr.args[1:]:
+            # where(c, v, old): store v only where c holds (nested selects narrow it further)
+            condition, a, b = expr.args
+            condition, expr = (condition, a) if b == old else (sympy.Not(condition), b)
+            when = condition if when is None else sympy.And(when, condition)
+        if keep is None and self.depth > 0 and self.exit_active:
+            keep = self.exit_condition()
+        value = self.materialize(self.cast(Scalar(expr, value.dtype), array.dtype), f"{array.name}_out")
+        self.stores.append(Store(array.name, index, value.expr, self.origin(), keep, when))
+        # what a later read of this element in the same cell sees
+        self.current[key] = value.expr if when is None else Select(when, value.expr, old)
+
+    def _is_exit(self, condition) -> bool:
+        return self.kernel_env is not None and condition == self.exit_condition()
+
+    def exit_condition(self):
+        """The kernel's early-exit condition as it stands (the last exit variable bound)."""
+        names = [name for name in self.exit_guards if name in (self.kernel_env or {})]
+        return self.truth(self.kernel_env[names[-1]]) if names else None
 
     @property
     def exit_active(self) -> bool:
         """True once the kernel has passed an early return (the branchless pass's exit value)."""
-        return any(name in self.kernel_env_names for name in self.exit_guards)
+        return self.exit_condition() is not None
 
     def index_expr(self, value):
         if not isinstance(value, Scalar) or value.is_float:
@@ -380,6 +399,8 @@ class Lowering:
                 self.refuse(f"reading {base.name} with {len(indices)} indices", f"index all {base.ndim} axes")
             index = tuple(self.index_expr(i) for i in indices)
             key = (base.name, index)
+            if key in self.current:
+                return Scalar(self.current[key], base.dtype)
             symbol = self.load_cse.get(key)
             if symbol is None:
                 population = f"_{index[0]}" if index[0].is_Integer else ""
@@ -497,6 +518,10 @@ class Lowering:
             condition, a, b = args
             truth = self.truth(condition)
             return self.select(truth, a, b)
+        if name in ("cw_mul", "cw_div"):
+            a, b = args
+            op = "Multiply" if name == "cw_mul" else "Divide"
+            return Vector([self.binary(op, x, y) for x, y in zip(a.items, b.items)], a.dtype)
         if name == "dot":
             a, b = args
             total = None
@@ -541,8 +566,6 @@ class Lowering:
         if len(args) != len(params):
             self.refuse(f"calling {symbol} with {len(args)} arguments", f"it takes {len(params)}")
         saved = (self.functional, self.tag)
-        if self.depth == 0:
-            self.kernel_env_names = tuple(env)
         self.functional, self.depth = functional, self.depth + 1
         self.call_stack.append(symbol)
         local = dict(zip(params, args))
@@ -571,8 +594,9 @@ def eliminate_dead_code(program: Program) -> Program:
         live |= {str(s) for s in sympy.sympify(store.value).free_symbols}
         for index in store.index:
             live |= {str(s) for s in sympy.sympify(index).free_symbols}
-        if store.keep is not None:
-            live |= {str(s) for s in store.keep.free_symbols}
+        for condition in (store.keep, store.when):
+            if condition is not None:
+                live |= {str(s) for s in condition.free_symbols}
     kept = []
     for statement in reversed(program.statements):
         if str(statement.target) not in live:

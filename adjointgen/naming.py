@@ -28,3 +28,8 @@ def relative_source_path(filename: str) -> str:
 def parameter_cells(parameter: str) -> str:
     """The adjoint kernel's output array of per-cell adjoints of a scalar parameter."""
     return f"adj_{parameter}_cells"
+
+
+def seed_array(array: str) -> str:
+    """The seed array adjoint_prepare fills for an array updated in place."""
+    return f"seed_{array}"

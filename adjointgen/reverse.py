@@ -4,7 +4,9 @@ For a statement ``t = e(s1, ..., sn)`` visited in reverse order, each floating-p
 ``s`` receives ``adj_t * de/ds``, where ``de/ds`` is sympy's derivative of that one small
 right-hand side (no expression swell: nothing is substituted across statements). Adjoints of
 stored values are seeded from the output array's gradient; the output gradient at a written
-element is then cleared (the old content was overwritten). Adjoints of loads go back to the
+element is then cleared (the old content was overwritten); for arrays updated in place (see
+:mod:`~adjointgen.access`) the seeds come from the seed array ``adjoint_prepare`` fills, under the
+condition that the store was the last one to define its element. Adjoints of loads go back to the
 element each load read (the transposed pull), race-free by :mod:`~adjointgen.access`.
 Partials that are identically zero are dropped. Floating-point scalar parameters (``omega``)
 get per-cell adjoints, which the runtime sums over the grid.
@@ -18,7 +20,7 @@ import sympy
 
 from .access import Accesses
 from .errors import UnsupportedConstruct
-from .ir import FLOAT_TYPES, Load, Program, Select
+from .ir import FLOAT_TYPES, Assign, Load, Program, Select
 
 
 @dataclass
@@ -37,20 +39,38 @@ class Group:
 
 
 @dataclass
+class Seed:
+    variable: str  # the adjoint variable of a stored value
+    array: str
+    index: tuple
+    accumulate: bool  # the variable was seeded before (one value stored twice)
+    in_place: bool = False  # read from the seed array adjoint_prepare filled, not from the gradient
+    condition: object = None  # in place: where this store is the one that defined the element
+
+
+@dataclass
 class Adjoint:
-    seeds: list  # (adjoint variable, array, index)
-    clears: list  # (array, index)
+    seeds: list  # Seed
+    clears: list  # (array, index) of output arrays: their old content was overwritten
     groups: list  # Group, in execution order
     keep: object  # the common keep condition of all stores (or None)
     parameters: list = field(default_factory=list)  # (scalar parameter, its adjoint variable or None)
+    prepared: list = field(default_factory=list)  # (array, index, condition): elements adjoint_prepare moves
 
 
-def _times(adj, partial):
+def _times(adj, partial, guarded_symbols=frozenset()):
     """``adj * partial`` with the product moved inside selects, so the branch not taken is
-    discarded rather than multiplied (select semantics for the adjoint too)."""
+    discarded rather than multiplied (select semantics for the adjoint too).
+
+    Where the partial depends on a value in ``guarded_symbols`` (values that a select may have
+    discarded: computed in a branch not taken, e.g. a boundary condition evaluated where no
+    boundary is, with a division by an absent density), a zero adjoint gives a zero product:
+    ``0 * inf`` or ``0 * NaN`` from discarded values never turns into NaN upstream."""
     if isinstance(partial, Select):
         condition, a, b = partial.args
-        return Select(condition, _times(adj, a), _times(adj, b))
+        return Select(condition, _times(adj, a, guarded_symbols), _times(adj, b, guarded_symbols))
+    if partial.free_symbols & guarded_symbols:
+        return Select(sympy.Eq(adj, 0), sympy.Integer(0), adj * partial)
     return adj * partial
 
 
@@ -67,15 +87,32 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
     scalar_params = [p.name for p in program.params if p.kind == "scalar" and p.dtype in FLOAT_TYPES]
     floats |= set(scalar_params)
     defined: set[str] = set()
-    seeds, clears = [], []
-    for store in program.stores:
+    seeds, clears, prepared = [], [], {}
+    for position, store in enumerate(program.stores):
+        in_place = store.array in accesses.in_place
+        condition = None
+        if in_place:
+            # the element ends up holding this store's value where its condition holds and no
+            # later store to the same element happens
+            later = [t.when for t in program.stores[position + 1:] if (t.array, t.index) == (store.array, store.index)]
+            condition = sympy.And(store.when if store.when is not None else sympy.true,
+                                  *[sympy.Not(w) if w is not None else sympy.false for w in later])
+            key = (store.array, store.index)
+            before = prepared.get(key, sympy.false)
+            prepared[key] = sympy.Or(before, store.when if store.when is not None else sympy.true)
+        else:
+            clears.append((store.array, store.index))
         value = sympy.sympify(store.value)
-        if isinstance(value, sympy.Symbol) and value.name in floats:
+        if isinstance(value, sympy.Symbol) and value.name in floats and condition is not sympy.false:
             name = adjoint_name(value)
-            seeds.append((name, store.array, store.index, name in defined))
+            seeds.append(Seed(name, store.array, store.index, name in defined, in_place,
+                              None if condition is sympy.true else condition))
             defined.add(name)
-        clears.append((store.array, store.index))
 
+    # with selects between floating-point values, any value may be garbage where its branch is
+    # not taken; partials that involve such values get zero-safe products (see _times)
+    selects = any(isinstance(s, Assign) and program.is_float(s.target) and s.expr.has(Select) for s in program.statements)
+    guarded = frozenset(sympy.Symbol(name, real=True) for name in floats - set(scalar_params)) if selects else frozenset()
     groups = []
     for statement in reversed(program.statements):
         name = adjoint_name(statement.target)
@@ -94,11 +131,12 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
             if partial == 0:
                 continue
             target = adjoint_name(operand)
-            group.updates.append(Update(target, _times(adj, partial), target not in defined))
+            group.updates.append(Update(target, _times(adj, partial, guarded), target not in defined))
             defined.add(target)
         groups.append(group)
     keep = program.stores[0].keep if program.stores else None
     # per-cell contributions to the adjoints of floating-point scalar parameters (omega): the
     # runtime reduces them over the grid
     parameters = [(name, adjoint_name(name) if adjoint_name(name) in defined else None) for name in scalar_params]
-    return Adjoint(seeds=seeds, clears=clears, groups=groups, keep=keep, parameters=parameters)
+    return Adjoint(seeds=seeds, clears=clears, groups=groups, keep=keep, parameters=parameters,
+                   prepared=[(array, index, condition) for (array, index), condition in prepared.items()])

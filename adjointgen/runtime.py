@@ -4,9 +4,11 @@
 ``adjointgen.generated``, checked against the hashes of the stepper's own source functionals),
 or generates one into a cache directory on first use (with a log line). It never falls back to
 Warp's automatic adjoint. The returned step launches the forward kernel off the tape and, inside
-a ``wp.Tape``, records the adjoint kernel with ``Tape.record_func``; ``tape.backward()`` then adds
-``d loss / d f_0`` to ``f_0.grad`` and turns ``f_1.grad`` (the adjoint of the new state) into the
-adjoint of ``f_1``'s old content (zero wherever the step overwrote it).
+a ``wp.Tape``, records the adjoint kernel with ``Tape.record_func``; ``tape.backward()`` then turns
+``f_0.grad`` and ``f_1.grad`` (the adjoints of the two arrays as the step left them) into the
+adjoints of their contents before the step. A recorded step keeps a copy of the inputs its adjoint
+reads, so XLB's own loop (``f_0, f_1 = step(f_0, f_1, ...); f_0, f_1 = f_1, f_0``) can be recorded
+as it is, unlike with Warp's automatic tape, which sees the buffers as the last step left them.
 """
 
 from __future__ import annotations
@@ -190,12 +192,12 @@ class DifferentiableStep:
             return self.compute_dtype(float(omega.numpy()[0]))
         return self.compute_dtype(omega)
 
-    def _scratch(self, name, shape, device):
-        """A reusable uninitialised array (the kernels overwrite every element)."""
+    def _scratch(self, name, shape, device, dtype=None):
+        """A reusable uninitialised array (the kernels overwrite every element they later read)."""
         key = (name, tuple(shape), str(device))
         array = self._scratch_arrays.get(key)
         if array is None:
-            array = self._scratch_arrays[key] = wp.empty(shape, dtype=self.compute_dtype, device=device)
+            array = self._scratch_arrays[key] = wp.empty(shape, dtype=dtype or self.compute_dtype, device=device)
         return array
 
     def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
@@ -207,15 +209,26 @@ class DifferentiableStep:
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None):
-        """Launch the generated adjoint: ``adj_f_0 += J^T adj_f_1``, then ``adj_f_1`` becomes the
-        adjoint of ``f_1``'s old content; with ``adj_omega`` (a one-element array) also
-        ``adj_omega += d<adj_f_1, f_new>/d omega``, summed over the grid, and likewise into
-        ``adj_parameters`` ({name: gradient array}) for lifted boundary values."""
+        """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
+        step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
+        step left them (``f_0`` is changed only where a boundary condition recovers its data into
+        it), on return the adjoints of their contents before the step. With ``adj_omega`` (a
+        one-element array) also ``adj_omega += d<adjoints, outputs>/d omega``, summed over the
+        grid, and likewise into ``adj_parameters`` ({name: gradient array}) for lifted values."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
         lifted_values = self._lifted_values() if lifted_values is None else lifted_values
-        inputs = [f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), *lifted_values, adj_f_0, adj_f_1]
+        state = [f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), *lifted_values]
+        grads = {"f_0": adj_f_0, "f_1": adj_f_1}
+        inputs = state + [adj_f_0, adj_f_1]
+        in_place = getattr(self.module, "IN_PLACE", [])
+        if in_place:
+            # elements the step overwrote in place: their gradients move to seed arrays first
+            seeds = [self._scratch(f"seed_{name}", f_0.shape, f_0.device, f_0.dtype) for name in in_place]
+            wp.launch(self.module.adjoint_prepare, dim=f_0.shape[1:], inputs=state + [grads[n] for n in in_place] + seeds,
+                      device=f_0.device, record_tape=False)
+            inputs += seeds
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
         cells = {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.module.PARAMETERS}
         inputs += list(cells.values())
@@ -227,7 +240,6 @@ class DifferentiableStep:
             inputs.append(slots)
         wp.launch(self.module.adjoint, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
         if slots is not None:
-            grads = {"f_0": adj_f_0, "f_1": adj_f_1}
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, *(grads[name] for name in self.module.GATHER_INTO)],
                       device=f_0.device, record_tape=False)
@@ -240,8 +252,19 @@ class DifferentiableStep:
             wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=f_0.device, record_tape=False)
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
-        self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
         tape = _active_tape()
+        # A recorded step keeps a copy of the inputs its adjoint reads: f_0 always (so XLB's
+        # ping-pong loop, which overwrites f_0 one step later, differentiates correctly), and f_1
+        # when a boundary condition reads data from it (ZouHe's and Regularized's prescribed
+        # values); the forward itself may overwrite both (OVERWRITTEN_INPUTS).
+        saved = {}
+        if tape is not None:
+            self._check(f_0, f_1, bc_mask, missing_mask)
+            read_from_f_1 = "f_1" in getattr(self.module, "OVERWRITTEN_INPUTS", [])
+            saved = {"f_0": wp.clone(f_0, requires_grad=False)}
+            if read_from_f_1:
+                saved["f_1"] = wp.clone(f_1, requires_grad=False)
+        self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
         if tape is not None:
             for name, array in (("f_0", f_0), ("f_1", f_1)):
                 if array.grad is None:
@@ -253,8 +276,8 @@ class DifferentiableStep:
             adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
 
             def backward():
-                self.adjoint(f_0, f_1, bc_mask, missing_mask, omega_value, step_value, f_0.grad, f_1.grad, adj_omega,
-                             lifted_values, adj_parameters)
+                self.adjoint(saved.get("f_0", f_0), saved.get("f_1", f_1), bc_mask, missing_mask, omega_value, step_value,
+                             f_0.grad, f_1.grad, adj_omega, lifted_values, adj_parameters)
 
             recorded = [f_0, f_1] + ([omega] if adj_omega is not None else [])
             recorded += [array for array in self.parameters.values() if array.requires_grad]

@@ -11,6 +11,8 @@ import importlib
 import importlib.metadata
 import io
 
+import numpy as np
+
 from . import compat
 from .config import Configuration
 from .errors import ConfigurationError
@@ -57,11 +59,22 @@ def make_stepper(config: Configuration, backend: str, grid_shape: tuple[int, ...
     )
     xlb.init(velocity_set=velocity_set, default_backend=compute_backend, default_precision_policy=policy)
     grid = grid_factory(grid_shape, compute_backend=compute_backend)
-    return IncompressibleNavierStokesStepper(grid=grid, boundary_conditions=boundary_conditions(config, grid),
-                                             collision_type=config.collision)
+    forced = config.collision.startswith("Forced")
+    options = {"force_vector": np.array(FORCE[: config.dim]), "forcing_scheme": "exact_difference"} if forced else {}
+    stepper = IncompressibleNavierStokesStepper(grid=grid, boundary_conditions=boundary_conditions(config, grid),
+                                                collision_type=config.collision.removeprefix("Forced"), **options)
+    if backend == "warp":
+        compat.key_stepper_kernel(stepper)
+    return stepper
+
+
+#: The body force of the "Forced..." collisions (per unit volume, lattice units), along x.
+FORCE = (2e-4, 0.0, 0.0)
 
 
 LID_VELOCITY = 0.05
+INLET_VELOCITY = 0.02
+OUTLET_DENSITY = 1.0
 
 
 def boundary_conditions(config: Configuration, grid) -> list:
@@ -70,12 +83,19 @@ def boundary_conditions(config: Configuration, grid) -> list:
     - ``periodic``: none;
     - ``cavity``: lid-driven cavity, an EquilibriumBC lid (rho 1, u along x) on the top face
       without its edges, and HalfwayBounceBackBC on every other boundary node;
-    - ``box``: FullwayBounceBackBC on every boundary node (a closed box).
+    - ``box``: FullwayBounceBackBC on every boundary node (a closed box);
+    - ``channel``: flow along x: ZouHeBC velocity inlet on the left face, ZouHeBC pressure outlet on
+      the right face (both without edges), HalfwayBounceBackBC walls on every other boundary node;
+    - ``outflow``: the same with a DoNothingBC outlet;
+    - ``regularized``: RegularizedBC velocity inlet, RegularizedBC pressure outlet, walls;
+    - ``obstacle``: the channel around a solid block in the interior: its surface is
+      HalfwayBounceBackBC, its inside solid (``bc_mask == 255``, set by :func:`prepare_fields`).
     """
     if config.boundaries == "periodic":
         return []
     import numpy as np
-    from xlb.operator.boundary_condition import EquilibriumBC, FullwayBounceBackBC, HalfwayBounceBackBC
+    from xlb.operator.boundary_condition import (DoNothingBC, EquilibriumBC, FullwayBounceBackBC, HalfwayBounceBackBC,
+                                                 RegularizedBC, ZouHeBC)
     from xlb.operator.boundary_condition.boundary_condition_registry import boundary_condition_registry
 
     # XLB numbers boundary conditions per process and bakes the numbers into its Warp kernel;
@@ -86,22 +106,75 @@ def boundary_conditions(config: Configuration, grid) -> list:
     boundary_condition_registry.bc_to_id.clear()
     boundary_condition_registry.next_id = 1
 
+    def points(faces) -> set:
+        return {p for face in faces for p in zip(*(list(axis) for axis in face))}
+
+    def indices(cells) -> list:
+        return np.array(sorted(cells)).T.tolist()
+
     box = grid.bounding_box_indices()
-    if config.boundaries == "box":
-        points = {p for name in box for p in zip(*(list(axis) for axis in box[name]))}
-        with contextlib.redirect_stdout(io.StringIO()):  # XLB prints every registration
-            return [FullwayBounceBackBC(indices=np.array(sorted(points)).T.tolist())]
-    lid = [list(axis) for axis in grid.bounding_box_indices(remove_edges=True)["top"]]
-    lid_points = set(zip(*lid))
-    points = {p for name in box for p in zip(*(list(axis) for axis in box[name]))} - lid_points
-    walls = np.array(sorted(points)).T.tolist()
-    velocity = (LID_VELOCITY,) + (0.0,) * (config.dim - 1)
+    inner = grid.bounding_box_indices(remove_edges=True)
+    everything = points(box.values())
     with contextlib.redirect_stdout(io.StringIO()):  # XLB prints every registration
-        return [HalfwayBounceBackBC(indices=walls), EquilibriumBC(rho=1.0, u=velocity, indices=lid)]
+        if config.boundaries == "box":
+            return [FullwayBounceBackBC(indices=indices(everything))]
+        if config.boundaries == "cavity":
+            lid = points([inner["top"]])
+            velocity = (LID_VELOCITY,) + (0.0,) * (config.dim - 1)
+            return [HalfwayBounceBackBC(indices=indices(everything - lid)), EquilibriumBC(rho=1.0, u=velocity, indices=indices(lid))]
+        inlet, outlet = points([inner["left"]]), points([inner["right"]])
+        walls = HalfwayBounceBackBC(indices=indices(everything - inlet - outlet))
+        velocity = (INLET_VELOCITY,) + (0.0,) * (config.dim - 1)
+        if config.boundaries == "outflow":
+            return [walls, ZouHeBC("velocity", prescribed_value=velocity, indices=indices(inlet)),
+                    DoNothingBC(indices=indices(outlet))]
+        kind = RegularizedBC if config.boundaries == "regularized" else ZouHeBC
+        conditions = [walls, kind("velocity", prescribed_value=velocity, indices=indices(inlet)),
+                      kind("pressure", prescribed_value=(OUTLET_DENSITY,), indices=indices(outlet))]
+        if config.boundaries == "obstacle":
+            conditions.append(HalfwayBounceBackBC(indices=indices(obstacle_cells(grid.shape))))
+        return conditions
+
+
+def obstacle_cells(shape: tuple) -> set:
+    """The cells of the ``obstacle`` mix's block: a cube of side about a third of the smallest
+    extent, a third of the way along the channel, centred across it."""
+    dim = 2 if len(shape) == 2 or shape[2] == 1 else 3
+    side = max(2, min(shape[:dim]) // 3)
+    start = [max(1, shape[0] // 3)] + [(shape[a] - side) // 2 for a in range(1, dim)]
+    import itertools
+
+    return set(itertools.product(*(range(s, s + side) for s in start)))
+
+
+def prepare_fields(stepper, config: Configuration):
+    """XLB's ``prepare_fields`` for a stepper of ``config``, then, for the ``obstacle`` mix, the
+    block's inside (its cells whose every neighbour is in the block) marked solid: the stepper
+    kernel returns early there and the cells keep what ``f_1`` held."""
+    f_0, f_1, bc_mask, missing_mask = stepper.prepare_fields()
+    if config.boundaries == "obstacle":
+        import warp as wp
+
+        shape = tuple(f_0.shape[1:1 + config.dim])
+        block = obstacle_cells(shape)
+        mask = bc_mask.numpy()
+        for cell in block:
+            if all(tuple(c + d for c, d in zip(cell, offset)) in block
+                   for offset in _unit_offsets(config.dim)):
+                mask[(0, *cell) + (0,) * (3 - config.dim)] = 255
+        bc_mask = wp.array(mask, dtype=wp.uint8, device=bc_mask.device)
+    return f_0, f_1, bc_mask, missing_mask
+
+
+def _unit_offsets(dim: int):
+    import itertools
+
+    return [o for o in itertools.product((-1, 0, 1), repeat=dim) if any(o)]
 
 
 #: Boundary conditions whose generated adjoints are verified; others are refused at runtime.
-SUPPORTED_BOUNDARY_CONDITIONS = ("HalfwayBounceBackBC", "FullwayBounceBackBC", "EquilibriumBC")
+SUPPORTED_BOUNDARY_CONDITIONS = ("HalfwayBounceBackBC", "FullwayBounceBackBC", "EquilibriumBC", "DoNothingBC", "ZouHeBC",
+                                 "RegularizedBC")
 
 
 def configuration_of(stepper) -> Configuration:
@@ -130,6 +203,8 @@ def configuration_of(stepper) -> Configuration:
         raise ConfigurationError("only the pull streaming scheme exists in XLB's Warp backend")
     velocity_set = type(stepper.velocity_set).__name__
     collision = type(stepper.collision).__name__
+    if collision == "ForcedCollision":
+        collision = "Forced" + type(stepper.collision.collision_operator).__name__
     precision = stepper.precision_policy.name
     del xlb
     return Configuration(velocity_set, collision, precision)

@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 6e0a3df5c8f3ef3a544a93c652275dc5ea9808287c084a18ebb44cf99c50519c
+# body-sha256: 0d21bc81fe78202d3bab101447d7bcdb9eed527b6d8d9b19c208c71460110535
 # ---- end of header ----
 import warp as wp
 
@@ -47,10 +47,12 @@ SOURCE_SHA256 = {
 }
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
-PROGRAM_SHA256 = "0e10ee404a6a16a60108faa74b96b8e2fbc2606334b69e9632e97b4b21fdfc22"
+PROGRAM_SHA256 = "5cfc891606c362e94f7de029ec64d3e3d11903ce0fac5885daa59694292900c9"
 PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
+IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
+OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
 GRADIENT_ARRAYS = {
     "f_0": "adj_f_0",
     "f_1": "adj_f_1",

@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: bf65dfafcb0722c6d53924a94adecff3b881d532555e35e06b83c118013fdcd7
+# body-sha256: e959f7b67106cf4b2225bf33836a071546c95e69706c6d32788c3d38cd7f6492
 # ---- end of header ----
 import warp as wp
 
@@ -47,10 +47,12 @@ SOURCE_SHA256 = {
 }
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
-PROGRAM_SHA256 = "70c7e36ab6e5220678f8504bcbd3f06898e6abfe140ca4ffcdccd883115af209"
+PROGRAM_SHA256 = "8644163158ee0f5812138844af3a882aad0ba19fe3254501266aeea624aafc16"
 PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
+IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
+OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
 GRADIENT_ARRAYS = {
     "f_0": "adj_f_0",
     "f_1": "adj_f_1",

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 7cd1757af4f3839b88668df186c5e3bbb0637c87da86f26b78dcf241db56400c
+# body-sha256: c90bfb065c7753b124420af5139eb3d62cb9163969e2f424ef27e47a24f9669e
 # ---- end of header ----
 import warp as wp
 
@@ -57,10 +57,12 @@ SOURCE_SHA256 = {
 }
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
-PROGRAM_SHA256 = "053393435f0f3b6410d6b6184fac9091acc3100e53ac3a331fc4d0f92d37609f"
+PROGRAM_SHA256 = "332cb663ed7e9cd6413b2702bbcbeb6c1234676dbf2604c57c9c456f3961baa2"
 PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
+IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
+OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
 GRADIENT_ARRAYS = {
     "f_0": "adj_f_0",
     "f_1": "adj_f_1",

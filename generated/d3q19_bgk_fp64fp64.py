@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 3c535be0ba2c7cd38c93e4da3c01c210ac4adc4d08d5b981f974c904857f8733
+# body-sha256: 1fd409aec5dc72b98cb160903a0a04315be9643596c324eceb7c3f78336548a8
 # ---- end of header ----
 import warp as wp
 
@@ -57,10 +57,12 @@ SOURCE_SHA256 = {
 }
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
-PROGRAM_SHA256 = "25b7bc5b464835ac36e3e8263c05aeae35eed9780c9c43b097087f85be4fcc88"
+PROGRAM_SHA256 = "27652f73f4faefc0d6a73404ec190e3fdeead8fd5a1e99dc6ffca95b13d85f17"
 PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
+IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
+OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
 GRADIENT_ARRAYS = {
     "f_0": "adj_f_0",
     "f_1": "adj_f_1",

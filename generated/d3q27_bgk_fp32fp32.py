@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 4d5d3f5110dfb235af608905663cf814899cb520c94ee0cfafec8613ee28194a
+# body-sha256: 5e74dbdb234263d5c5f38a7bacfefe14c53a5509db80f06d9d3d5493a9e504ec
 # ---- end of header ----
 import warp as wp
 
@@ -65,10 +65,12 @@ SOURCE_SHA256 = {
 }
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
-PROGRAM_SHA256 = "6703c5c665074e59110e898b7652d02f1c58e8ab0cb2543308022d160a4fe028"
+PROGRAM_SHA256 = "fd651ba65f0ba02d2e7704ed2b4efeb3c7f153a27d8089c221a67534587eed54"
 PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
+IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
+OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
 GRADIENT_ARRAYS = {
     "f_0": "adj_f_0",
     "f_1": "adj_f_1",

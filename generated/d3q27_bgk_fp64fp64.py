@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 98a8d2d3b2d942404110b5c246bd6e28dce6ea4d5f048ec61481732331028541
+# body-sha256: f3cda00ea564c3f25f6a110183bb4bcad4f83df2c7927fcdc92d720a327882b7
 # ---- end of header ----
 import warp as wp
 
@@ -65,10 +65,12 @@ SOURCE_SHA256 = {
 }
 # SHA-256 of the functionals after the source passes (sources and resolved constants):
 # adjointgen.differentiable uses this module only for a stepper with the same identity.
-PROGRAM_SHA256 = "9e99746c51231df8226ee7b5032b0a3886689a3653d663d60b8ec7d595d64fdd"
+PROGRAM_SHA256 = "77e6dd0e4b9e926a7ce0e4d6d854fd928b326f14b6e6f7c7c018f661b278376a"
 PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
+IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
+OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
 GRADIENT_ARRAYS = {
     "f_0": "adj_f_0",
     "f_1": "adj_f_1",

@@ -44,10 +44,16 @@ def test_a_second_offset_of_one_population_goes_to_a_slot():
     assert "slot 0" in accesses.proof[1]
 
 
-def test_an_array_written_and_read_at_a_neighbour_is_refused():
+def test_an_array_written_and_read_at_a_neighbour_is_updated_in_place():
     program = lower_source(HEAD + PULL.format(c=1) + "    b[0, i, j, k] = b[1, p, j, k] * a[0, i, j, k]\n", PARAMS)
-    with pytest.raises(UnsupportedConstruct, match="written and read at a neighbour"):
-        analyse(program)
+    accesses = analyse(program)
+    assert accesses.in_place == ["b"]
+    assert any("b is updated in place" in line for line in accesses.proof)
+
+
+def test_an_array_written_unconditionally_and_read_at_its_own_cell_is_an_output():
+    program = lower_source(HEAD + "    b[0, i, j, k] = b[0, i, j, k] * a[0, i, j, k]\n", PARAMS)
+    assert analyse(program).in_place == []
 
 
 def test_writes_to_a_neighbour_are_refused():

@@ -78,10 +78,33 @@ def writes_array(b: wp.array4d(dtype=float), i: int, j: int, k: int, v: float):
     b[1, i, j, k] = v
 
 
-def test_array_write_in_a_functional_after_an_early_return_is_refused():
+def test_array_write_in_a_functional_after_an_early_return_keeps_the_exit():
     body = (
         "    if mask[0, i, j, k] == wp.uint8(255):\n        return\n"
         "    writes_array(b, i, j, k, s)\n"
+        "    b[0, i, j, k] = s\n"
     )
-    with pytest.raises(UnsupportedConstruct, match="after an early return"):
-        lower_source(HEAD + body, PARAMS, {"writes_array": writes_array})
+    program = lower_source(HEAD + body, PARAMS, {"writes_array": writes_array})
+    inner, outer = program.stores
+    assert inner.keep is not None and inner.keep == outer.keep  # one exit for both
+    assert inner.when is None
+
+
+def test_a_store_of_a_select_with_the_old_element_is_conditional():
+    program = lower_source(HEAD + (
+        "    b[0, i, j, k] = wp.where(mask[0, i, j, k] == wp.uint8(2), a[0, i, j, k], b[0, i, j, k])\n"
+        "    b[1, i, j, k] = wp.where(mask[0, i, j, k] == wp.uint8(3), b[1, i, j, k], s)\n"
+    ), PARAMS)
+    first, second = program.stores
+    assert str(first.when) == "Eq(mask_0, 2)" and first.value == sympy.Symbol("a_0", real=True)
+    assert str(second.when) == "Ne(mask_0, 3)"
+    assert not any(isinstance(st, Load) and st.array == "b" for st in program.statements)  # the old value is not read
+
+
+def test_a_read_after_a_store_sees_the_stored_value():
+    program = lower_source(HEAD + (
+        "    b[0, i, j, k] = a[0, i, j, k] * s\n"
+        "    b[1, i, j, k] = b[0, i, j, k] + s\n"
+    ), PARAMS)
+    assert not any(isinstance(st, Load) and st.array == "b" for st in program.statements)
+    assert "b_out" in str(program.statements[-1].expr)

@@ -38,7 +38,7 @@ def test_statement_partials_compose_to_the_whole_gradient():
     seeds = [0.3, -1.7]
     point = {x: 0.9, y: 0.4, sympy.Symbol("s", real=True): 1.3}
     env = dict(point)
-    for (name, _, _, _), seed in zip(adjoint.seeds, seeds):
+    for name, seed in zip((s.variable for s in adjoint.seeds), seeds):
         env[sympy.Symbol(name, real=True)] = seed
     for st in program.statements:
         if isinstance(st, Assign):
@@ -55,3 +55,42 @@ def test_zero_partials_are_dropped_and_unused_statements_skipped():
     updates = [u for g in adjoint.groups for u in g.updates]
     assert [u.target for u in updates] == ["adj_a_0", "adj_s"]  # x * s: both partials are non-zero
     assert adjoint.groups[-1].scatter[0] == "a"
+
+
+def test_a_discarded_branch_that_divides_by_zero_leaves_no_nan_in_the_adjoint():
+    # the then-branch divides by the density d, which is 0 where the branch is not taken
+    program = lower_source(HEAD + (
+        "    x = a[0, i, j, k]\n    d = a[1, i, j, k]\n"
+        "    q = x / d\n"
+        "    y = wp.where(s > 0.0, q, x * 2.0)\n"
+        "    b[0, i, j, k] = y\n"
+    ), PARAMS)
+    adjoint = differentiate(program, analyse(program))
+    values = {sympy.Symbol("a_0", real=True): 0.7, sympy.Symbol("a_1", real=True): 0.0,
+              sympy.Symbol("s", real=True): -1.0, sympy.Symbol("adj_b_out", real=True): 1.0}
+    for statement in program.statements:
+        if isinstance(statement, Assign):
+            values[statement.target] = statement.expr.subs(values)
+    env = _reverse_sweep_values(adjoint, {**values, sympy.Symbol(adjoint.seeds[0].variable, real=True): 1.0})
+    assert float(env[sympy.Symbol("adj_a_0", real=True)]) == 2.0  # the branch taken
+    assert float(env[sympy.Symbol("adj_a_1", real=True)]) == 0.0  # not NaN (0 * -x/d**2)
+
+
+def test_conditional_stores_seed_from_the_prepared_array_under_their_condition():
+    params = PARAMS + [Param("mask", "array", "uint8", 4)]
+    head = HEAD.replace("s: float)", "s: float, mask: wp.array4d(dtype=wp.uint8))")
+    program = lower_source(head + (
+        "    m = mask[0, i, j, k]\n"
+        "    b[0, i, j, k] = a[0, i, j, k] * s\n"
+        "    a[0, i, j, k] = wp.where(m == wp.uint8(1), b[0, i, j, k], a[0, i, j, k])\n"
+        "    a[0, i, j, k] = wp.where(m == wp.uint8(2), s * s, a[0, i, j, k])\n"
+    ), params)
+    accesses = analyse(program)
+    adjoint = differentiate(program, accesses)
+    assert accesses.in_place == ["a"]
+    (element,) = adjoint.prepared
+    assert element[0] == "a" and str(element[2]) == "Eq(mask_0, 1) | Eq(mask_0, 2)"
+    in_place = [seed for seed in adjoint.seeds if seed.in_place]
+    # the first store defines the element only where the second does not happen
+    assert [str(seed.condition) for seed in in_place] == ["Eq(mask_0, 1) & Ne(mask_0, 2)", "Eq(mask_0, 2)"]
+    assert adjoint.clears == [("b", program.stores[0].index)]

@@ -12,6 +12,7 @@ from .unroll import Unroll
 from .fold import Fold
 from .branchless import Branchless
 
-SOURCE_PASSES = (Locate(), Modernise(), Resolve(), Unroll(), Resolve(), Fold(), Branchless())
+# unroll and fold run twice: folding can turn a trip count into a literal (``nt = _d * (_d + 1) // 2``)
+SOURCE_PASSES = (Locate(), Modernise(), Resolve(), Unroll(), Resolve(), Fold(), Unroll(), Fold(), Branchless())
 
 __all__ = ["PassContext", "SOURCE_PASSES", "Locate", "Modernise", "Resolve", "Unroll", "Fold", "Branchless"]

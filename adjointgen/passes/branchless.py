@@ -11,8 +11,13 @@ Guarantees, for what is left after folding:
 - A top-level ``if c: return`` of a kernel becomes ``_exit_N = c`` and every later store into an
   array parameter ``a[idx] = v`` becomes ``a[idx] = wp.where(_exit_N, a[idx], v)``: the cell
   keeps what the array held. The exit variables are recorded in the pass context.
-- Anything else that depends on a run-time condition (a loop, a call statement, a return inside
-  a branch) is refused with its ``file:line``.
+- In a function, top-level ``if c: return v`` statements (XLB's "first missing direction gives the
+  normal" helpers, after unrolling) become ``_retcond_N = c`` and ``_retval_N = v`` where they
+  stand, and the function returns ``wp.where(_retcond_1, _retval_1, wp.where(..., last))``: the
+  first return whose condition holds wins, as in Warp. ``last`` is the final ``return`` or, when
+  the function can fall off its end, the zero value of the return type (what Warp returns).
+- Anything else that depends on a run-time condition (a loop, a call statement, a return nested
+  deeper in a branch) is refused with its ``file:line``.
 
 Idempotent: the result has no ``if`` statements.
 """
@@ -25,6 +30,8 @@ import libcst.matchers as m
 from .base import NameAwareTransformer, PassContext, code, refuse, statement, tag_of
 
 _EARLY_RETURN = m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Return(value=None)])]), orelse=None)
+_VALUE_RETURN = m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Return(value=m.MatchIfTrue(lambda v: v is not None))])]),
+                     orelse=None)
 _ARRAY_ANNOTATION = m.Annotation(annotation=m.Call(func=m.Attribute(value=m.Name("wp"), attr=m.MatchIfTrue(lambda n: n.value.startswith("array")))))
 
 
@@ -35,6 +42,16 @@ def _key(target: cst.BaseExpression) -> str | None:
     if isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name):
         return code(target)
     return None
+
+
+def _stem(target: cst.BaseExpression) -> str:
+    """A readable stem for a branch temporary: ``x``, ``m_3`` for ``m[3]``, ``f_0_e`` for an array element."""
+    if isinstance(target, cst.Name):
+        return target.value
+    first = target.slice[0].slice
+    index = code(first.value) if isinstance(first, cst.Index) else ""
+    name = target.value.value
+    return f"{name}_{index}" if index.isdigit() and len(target.slice) == 1 else f"{name}_e"
 
 
 class _Rename(NameAwareTransformer):
@@ -86,7 +103,7 @@ class _Branchless(cst.CSTTransformer):
                 if key in self.ctx.temporaries:  # a temporary of an inner (elif) conversion
                     statements.append(statement(f"{key} = {code(value)}", tag_of(line)))
                     continue
-                base = key.replace("[", "_").replace("]", "").replace(",", "_").replace(" ", "").replace("-", "m")
+                base = _stem(target)
                 temp = self.ctx.fresh(f"{base}_{label}")
                 statements.append(statement(f"{temp} = {code(value)}", tag_of(line)))
                 if key not in names:
@@ -101,8 +118,8 @@ class _Branchless(cst.CSTTransformer):
     def leave_If(self, original: cst.If, updated: cst.If):
         if id(original) in self.elifs:
             return updated  # converted by the `if` that owns it
-        if m.matches(updated, _EARLY_RETURN):
-            return updated  # handled at function level
+        if m.matches(updated, _EARLY_RETURN) or m.matches(updated, _VALUE_RETURN):
+            return updated  # handled at function level (a nested one is refused by the enclosing branch)
         return cst.FlattenSentinel(self._convert(updated))
 
     def _convert(self, node: cst.If) -> list:
@@ -120,7 +137,33 @@ class _Branchless(cst.CSTTransformer):
         return out
 
     # ---- early returns
+    def _conditional_returns(self, lines: list) -> list:
+        """``if c: return v`` at the top level of a function -> one select-chain return."""
+        if not any(m.matches(line, _VALUE_RETURN) for line in lines):
+            return lines
+        body, candidates = [], []
+        for line in lines:
+            if m.matches(line, _VALUE_RETURN):
+                cond, value = self.ctx.fresh("retcond"), self.ctx.fresh("retval")
+                returned = line.body.body[0].body[0].value
+                body.append(statement(f"{cond} = {code(line.test)}", tag_of(line)))
+                body.append(statement(f"{value} = {code(returned)}", tag_of(line)))
+                candidates.append((cond, value, tag_of(line)))
+            else:
+                body.append(line)
+        final = body[-1] if body and m.matches(body[-1], m.SimpleStatementLine(body=[m.Return()])) else None
+        if final is not None and final.body[0].value is not None:
+            body.pop()
+            result, tag = code(final.body[0].value), tag_of(final)
+        else:
+            result, tag = f"type({candidates[-1][1]})()", candidates[-1][2]  # Warp returns zero on falling off
+        for cond, value, _ in reversed(candidates):
+            result = f"wp.where({cond}, {value}, {result})"
+        body.append(statement(f"return {result}", tag))
+        return body
+
     def leave_FunctionDef(self, original, updated: cst.FunctionDef):
+        updated = updated.with_changes(body=updated.body.with_changes(body=self._conditional_returns(list(updated.body.body))))
         arrays = {p.name.value for p in updated.params.params if p.annotation is not None and m.matches(p.annotation, _ARRAY_ANNOTATION)}
         body, guard = [], None
         for line in updated.body.body:

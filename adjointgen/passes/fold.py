@@ -3,10 +3,14 @@
 Guarantees:
 
 - a subscript of a build-time table with literal indices (``_c[1, 4]``, ``_w[4]``,
-  ``_opp_indices[2]``) becomes the literal entry;
+  ``_opp_indices[2]``) becomes the literal entry, and so does a literal index into a constant
+  vector the resolve pass wrote out (``wp.vector(0, 2, 1, length=3, dtype=wp.int32)[1]``);
 - arithmetic, comparisons and ``and``/``or``/``not`` on literals become literals (``int / int`` is
   left alone: Warp divides integers, Python does not);
-- ``if`` with a literal test becomes the branch taken (an ``elif`` chain collapses in order).
+- ``if`` with a literal test becomes the branch taken (an ``elif`` chain collapses in order);
+- a local assigned exactly once, at the top level of the function, to a literal
+  (``nt = 3`` after folding ``_d * (_d + 1) // 2``) is replaced by the literal where it is read,
+  so a later unroll sees ``range(nt)`` as a constant range.
 
 Runs until nothing changes, so it is idempotent.
 """
@@ -16,8 +20,9 @@ from __future__ import annotations
 import operator
 
 import libcst as cst
+import libcst.matchers as m
 
-from .base import NotStatic, PassContext, evaluate, literal_node, literal_value, local_names, nonempty
+from .base import NameAwareTransformer, NotStatic, PassContext, code, evaluate, literal_node, literal_value, local_names, nonempty
 
 _BINARY = {
     cst.Add: operator.add, cst.Subtract: operator.sub, cst.Multiply: operator.mul,
@@ -36,6 +41,16 @@ def _literal(node):
         return False, None
 
 
+def _constant_vector_items(node):
+    """The literal components of ``wp.vector(<literals>, length=n, dtype=...)``, else None."""
+    if not (isinstance(node, cst.Call) and code(node.func) == "wp.vector"):
+        return None
+    items = [arg.value for arg in node.args if arg.keyword is None]
+    if not items or not all(_literal(item)[0] for item in items):
+        return None
+    return items
+
+
 class _Folder(cst.CSTTransformer):
     def __init__(self, ctx: PassContext, locals_):
         super().__init__()
@@ -52,6 +67,12 @@ class _Folder(cst.CSTTransformer):
     def leave_Subscript(self, original, updated):
         indices = [el.slice.value for el in updated.slice if isinstance(el.slice, cst.Index)]
         if len(indices) != len(updated.slice) or not all(_literal(i)[0] for i in indices):
+            return updated
+        items = _constant_vector_items(updated.value)
+        if items is not None and len(indices) == 1:
+            position = _literal(indices[0])[1]
+            if isinstance(position, int) and not isinstance(position, bool) and -len(items) <= position < len(items):
+                return self._done(items[position])
             return updated
         try:
             value = evaluate(updated, self.namespace, self.locals)
@@ -135,6 +156,60 @@ class _Folder(cst.CSTTransformer):
         return nonempty(updated)
 
 
+class _Counts(cst.CSTVisitor):
+    """How often each name is bound (assignment targets, loop targets, parameters)."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def _bind(self, target):
+        for name in m.findall(target, m.Name()):
+            self.counts[name.value] = self.counts.get(name.value, 0) + 1
+
+    def visit_AssignTarget(self, node):
+        self._bind(node.target)
+
+    def visit_AugAssign(self, node):
+        self._bind(node.target)
+
+    def visit_For(self, node):
+        self._bind(node.target)
+
+    def visit_Param(self, node):
+        self._bind(node.name)
+
+
+def _single_literal_locals(module: cst.Module) -> dict[str, cst.BaseExpression]:
+    counts = _Counts()
+    module.visit(counts)
+    constants = {}
+    for function in (s for s in module.body if isinstance(s, cst.FunctionDef)):
+        for line in function.body.body:
+            if not m.matches(line, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())])])):
+                continue
+            assign = line.body[0]
+            name = assign.targets[0].target.value
+            if counts.counts.get(name) == 1 and _literal(assign.value)[0]:
+                constants[name] = assign.value
+    return constants
+
+
+class _Propagate(NameAwareTransformer):
+    def __init__(self, constants: dict):
+        super().__init__()
+        self.constants = constants
+        self.changed = False
+
+    def visit_AssignTarget(self, node):
+        return False  # the binding itself stays (the lowering drops it if unused)
+
+    def leave_Name(self, original, updated):
+        if updated.value in self.constants and self.is_expression(original):
+            self.changed = True
+            return self.constants[updated.value]
+        return updated
+
+
 class Fold:
     """Constant-fold tables, arithmetic, comparisons and constant branches."""
 
@@ -145,5 +220,9 @@ class Fold:
         while True:
             folder = _Folder(ctx, locals_)
             module = module.visit(folder)
-            if not folder.changed:
+            constants = _single_literal_locals(module)
+            propagate = _Propagate(constants)
+            if constants:
+                module = module.visit(propagate)
+            if not (folder.changed or propagate.changed):
                 return module

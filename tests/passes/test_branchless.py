@@ -49,7 +49,7 @@ def test_early_return_guards_later_array_stores():
     assert ctx.exit_guards == ["_exit_0"]
 
 
-@pytest.mark.parametrize("body", ["        g(a)\n", "        return a\n", "        for i in range(n):\n            a = 1\n"])
+@pytest.mark.parametrize("body", ["        g(a)\n", "        if a > 1:\n            return a\n", "        for i in range(n):\n            a = 1\n"])
 def test_non_assignments_under_a_runtime_condition_are_refused(body):
     with pytest.raises(UnsupportedConstruct) as info:
         run(Branchless(), "def f(a, n):\n    if a > 0:\n" + body + "    return a\n", located=True)
@@ -63,3 +63,28 @@ def test_nothing_to_change():
 
 def test_idempotent():
     assert_idempotent(Branchless(), "def f(a, b):\n    if a > b:\n        a = b\n    return a\n")
+
+
+def test_conditional_returns_become_a_first_wins_select_chain():
+    source = (
+        "def normal(m):\n"
+        "    if m[1] == 1:\n"
+        "        return -v(1.0, 0.0)\n"
+        "    if m[2] == 1:\n"
+        "        return -v(0.0, 1.0)\n"
+    )
+    code, _ = run(Branchless(), source)
+    assert strip_tags(code) == (
+        "def normal(m):\n"
+        "    _retcond_0 = m[1] == 1\n"
+        "    _retval_1 = -v(1.0, 0.0)\n"
+        "    _retcond_2 = m[2] == 1\n"
+        "    _retval_3 = -v(0.0, 1.0)\n"
+        "    return wp.where(_retcond_0, _retval_1, wp.where(_retcond_2, _retval_3, type(_retval_3)()))\n"
+    )
+
+
+def test_conditional_returns_fall_back_to_the_final_return():
+    source = "def f(a, b):\n    if a > b:\n        return a\n    c = b * 2.0\n    return c\n"
+    code, _ = run(Branchless(), source)
+    assert strip_tags(code).splitlines()[-1] == "    return wp.where(_retcond_0, _retval_1, c)"

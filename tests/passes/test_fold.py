@@ -36,3 +36,19 @@ def test_nothing_to_change():
 
 def test_idempotent():
     assert_idempotent(Fold(), "def f(a):\n    if _c[0, 1] == 1:\n        a = a * _w[0]\n    return a\n", TABLES)
+
+
+def test_a_literal_index_into_a_written_out_constant_vector_folds():
+    source = "def f(x):\n    return x[wp.vector(0, 2, 1, length=3, dtype=wp.int32)[1]]\n"
+    assert strip_tags(run(Fold(), source)[0]) == "def f(x):\n    return x[2]\n"
+
+
+def test_a_local_bound_once_to_a_literal_is_propagated():
+    source = "def f(x):\n    nt = 2 * (2 + 1) // 2\n    for t in range(nt):\n        x = x + t\n    return x\n"
+    code = strip_tags(run(Fold(), source)[0])
+    assert "range(3)" in code and "nt = 3" in code
+
+
+def test_a_local_bound_twice_is_not_propagated():
+    source = "def f(x):\n    n = 2\n    n = n + x\n    return n\n"
+    assert run(Fold(), source)[0] == source
