@@ -1,7 +1,8 @@
 """Access analysis: what each array read and write touches, and why the adjoint needs no atomics.
 
 Every load of a floating-point array must read population ``l`` (a constant) at, along each axis,
-``(x - c) mod n`` for a constant shift ``c``: the periodic pull of XLB's stream. The analysis
+``(x - c) mod n`` for a constant shift ``c``: the periodic pull of XLB's stream. A plain ``x - c``
+(an index XLB reads only where it lies inside the grid) is read wrapped the same way. The analysis
 recovers ``c`` from the index expression (nested selects) and checks the expression equals
 ``(x - c) mod n`` for every ``n`` from 1 to ``_CHECK_UP_TO`` and every ``x`` in ``[0, n)``. The
 expressions are piecewise linear in ``x`` and ``n`` with unit coefficients, their breakpoints lie
@@ -59,12 +60,25 @@ class Accesses:
         return self.slots.index(access) if access in self.slots else None
 
 
+def _raw_offset(expr, x) -> int | None:
+    """``c`` when ``expr`` is exactly ``x - c`` (an index without a periodic wrap), else None."""
+    offset = sympy.simplify(x - sympy.sympify(expr))
+    return int(offset) if offset.is_Integer and offset != 0 else None
+
+
 def _shift(expr, x, unit_axis: bool) -> int:
     expr = sympy.sympify(expr)
     if unit_axis:
         if expr == 0 or expr == x:
             return 0
         raise ValueError(f"{expr} on an axis of length 1")
+    raw = _raw_offset(expr, x)
+    if raw is not None:
+        # x - c without a wrap (XLB's extrapolation outlet): XLB reads it only under a condition
+        # that keeps it inside the grid; the branchless program reads it everywhere and discards
+        # it elsewhere, so it is read wrapped: the same element where XLB reads it, no
+        # out-of-bounds read anywhere
+        return raw
     free = expr.free_symbols - {x}
     if len(free) > 1:
         raise ValueError(f"{expr} depends on more than the thread index and the axis length")

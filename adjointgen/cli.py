@@ -120,6 +120,8 @@ def cmd_verify(args) -> int:
     configs = _configurations(args)
     if not (args.config or args.config_file):
         configs += default_configurations(Path.cwd(), "verify_also")
+        if args.extended:
+            configs += default_configurations(Path.cwd(), "verify_extended")
     for config in configs:
         shape = tuple(int(n) for n in args.shape.split("x")) if args.shape else None
         if shape is not None and len(shape) != config.dim:
@@ -157,6 +159,8 @@ def parser() -> argparse.ArgumentParser:
 
     verify = with_configs(commands.add_parser("verify", help="check generated kernels against XLB-JAX and finite differences"))
     verify.add_argument("--shape", help="grid size, e.g. 8x8 or 6x6x6 (default: small grids)")
+    verify.add_argument("--extended", action="store_true",
+                        help="also the larger set of boundary mixes and collision models (verify_extended)")
     verify.set_defaults(run=cmd_verify)
     return main
 

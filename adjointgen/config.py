@@ -21,7 +21,7 @@ VELOCITY_SETS = ("D2Q9", "D3Q19", "D3Q27")
 COLLISIONS = ("BGK", "KBC", "SmagorinskyLESBGK", "ForcedBGK", "ForcedKBC", "ForcedSmagorinskyLESBGK")
 PRECISIONS = ("FP32FP32", "FP64FP64")
 # built by adjointgen.xlb_support.boundary_conditions (see its docstring for each mix)
-BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "obstacle")
+BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "extrapolation", "obstacle")
 
 
 @dataclass(frozen=True, order=True)
@@ -98,7 +98,7 @@ def _read_list(data: dict, where: str, key: str = "configurations") -> list[Conf
 
 def default_configurations(project_dir: Path | None = None, key: str = "configurations") -> list[Configuration]:
     """The configurations to build (``key="configurations"``) or to verify besides them
-    (``key="verify_also"``): from ``[tool.adjointgen]`` of ``project_dir/pyproject.toml`` if it
+    (``key="verify_also"``, and ``"verify_extended"`` for ``verify --extended``): from ``[tool.adjointgen]`` of ``project_dir/pyproject.toml`` if it
     has that key, else from the packaged ``configurations.toml``."""
     if project_dir is not None:
         pyproject = Path(project_dir) / "pyproject.toml"

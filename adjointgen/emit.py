@@ -151,7 +151,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     destinations: dict = {}  # written element -> {"cleared", "terms", "origin"}
     for array, index in adjoint.clears:
         destinations[f"{grads[array]}[{lines.store_index(index)}]"] = {"cleared": True, "terms": [], "origin": None}
-    slot_writes = []
+    slot_terms: dict = {}  # slot -> adjoints of the reads that use it (one element read through two index expressions shares it)
     groups = []
     for group in adjoint.groups:
         body = []
@@ -171,7 +171,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
                 entry["terms"].append(name)
                 entry["origin"] = entry["origin"] or group.origin
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
-                slot_writes.append(f"{naming.SLOTS}[{slot}, {', '.join(t.name for t in program.thread)}] = {name}")
+                slot_terms.setdefault(slot, []).append(name)
             continue
         groups.append({"origin": group.origin, "lines": body})
     write_back_reads, write_back_writes = [], []
@@ -182,9 +182,9 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
             write_back_reads.append({"origin": entry["origin"], "line": f"{old} = {target}"})
             terms.insert(0, old)
         write_back_writes.append(f"{target} = {' + '.join(terms) if terms else zero}")
-    write_back_writes += slot_writes
-    written_slots = {line.split("[")[1].split(",")[0] for line in slot_writes}
     thread = ", ".join(t.name for t in program.thread)
+    write_back_writes += [f"{naming.SLOTS}[{slot}, {thread}] = {' + '.join(terms)}" for slot, terms in sorted(slot_terms.items())]
+    written_slots = {str(slot) for slot in slot_terms}
     compute_zero = print_.number(0, program.compute_dtype)
     write_back_writes += [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}"
                           for slot in range(len(accesses.slots)) if str(slot) not in written_slots]

@@ -397,20 +397,40 @@ class Lowering:
         if isinstance(base, ArrayRef):
             if len(indices) != base.ndim:
                 self.refuse(f"reading {base.name} with {len(indices)} indices", f"index all {base.ndim} axes")
-            index = tuple(self.index_expr(i) for i in indices)
-            key = (base.name, index)
-            if key in self.current:
-                return Scalar(self.current[key], base.dtype)
-            symbol = self.load_cse.get(key)
-            if symbol is None:
-                population = f"_{index[0]}" if index[0].is_Integer else ""
-                symbol = self.fresh(f"{base.name}{population}", base.dtype)
-                self.statements.append(Load(symbol, base.name, index, self.origin()))
-                self.load_cse[key] = symbol
-            return Scalar(symbol, base.dtype)
+            return self.load(base, tuple(self.index_expr(i) for i in indices))
         if isinstance(base, tuple):
             return base[self.constant_index(indices)]
         self.refuse(f"subscript of `{code(node.value)}`", "subscript vectors, arrays and array.shape only")
+
+    def load(self, base: ArrayRef, index: tuple) -> Scalar:
+        """``base[index]``. An index that depends on run-time data through a select (XLB's
+        extrapolation outlet reads the neighbour along a normal found from the missing mask) is
+        split into one read per case and a select of the values, so every read has a fixed
+        offset that the access analysis can prove."""
+        condition = self._data_condition(index)
+        if condition is not None:
+            cases = [tuple(sympy.sympify(e).xreplace({condition: truth}) for e in index) for truth in (sympy.true, sympy.false)]
+            return self.select(condition, self.load(base, cases[0]), self.load(base, cases[1]))
+        key = (base.name, index)
+        if key in self.current:
+            return Scalar(self.current[key], base.dtype)
+        symbol = self.load_cse.get(key)
+        if symbol is None:
+            population = f"_{index[0]}" if sympy.sympify(index[0]).is_Integer else ""
+            symbol = self.fresh(f"{base.name}{population}", base.dtype)
+            self.statements.append(Load(symbol, base.name, index, self.origin()))
+            self.load_cse[key] = symbol
+        return Scalar(symbol, base.dtype)
+
+    def _data_condition(self, index):
+        """The condition of a select in ``index`` that depends on more than the thread index and
+        the grid size (None if there is none)."""
+        static = set(self.thread) | {sympy.Symbol(name, integer=True, positive=True) for name in self.shapes}
+        for expr in index:
+            for select in sorted(sympy.sympify(expr).atoms(Select), key=sympy.default_sort_key):
+                if select.args[0].free_symbols - static:
+                    return select.args[0]
+        return None
 
     def cast(self, value, dtype: str):
         if isinstance(value, Vector):

@@ -284,6 +284,19 @@ class DifferentiableStep:
             tape.record_func(backward=backward, arrays=recorded)
         return f_0, f_1
 
+    def prescribed_value_gradient(self, bc, bc_mask, f_1_grad):
+        """For a ZouHe or Regularized condition ``bc`` of the stepper: ``d loss / d`` its prescribed
+        value (normal velocity or density), per cell, as a NumPy array over the condition's cells
+        (in ``np.nonzero(bc_mask[0] == bc.id)`` order), from the gradient of the ``f_1`` that
+        held the prescribed values when the recording started (XLB keeps them in ``f_1[0]`` at
+        the condition's cells and carries them from step to step). Sum it for a constant value."""
+        if not getattr(bc, "needs_aux_recovery", False) or bc not in self.stepper.boundary_conditions:
+            raise RuntimeArgumentError(
+                f"{type(bc).__name__} is not one of this stepper's conditions that keep prescribed values in f_1 "
+                "(ZouHeBC, RegularizedBC); EquilibriumBC's values are step.parameters with differentiable(..., boundary_parameters=True)")
+        cells = bc_mask.numpy()[0] == bc.id
+        return f_1_grad.numpy()[0][cells]
+
 
 def differentiable(stepper, boundary_parameters: bool = False) -> DifferentiableStep:
     """``boundary_parameters=True`` makes the prescribed values of boundary conditions (today:

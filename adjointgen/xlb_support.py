@@ -88,14 +88,15 @@ def boundary_conditions(config: Configuration, grid) -> list:
       the right face (both without edges), HalfwayBounceBackBC walls on every other boundary node;
     - ``outflow``: the same with a DoNothingBC outlet;
     - ``regularized``: RegularizedBC velocity inlet, RegularizedBC pressure outlet, walls;
-    - ``obstacle``: the channel around a solid block in the interior: its surface is
-      HalfwayBounceBackBC, its inside solid (``bc_mask == 255``, set by :func:`prepare_fields`).
+    - ``extrapolation``: RegularizedBC velocity inlet, ExtrapolationOutflowBC outlet, walls;
+    - ``obstacle``: the channel around a solid block in the interior (``bc_mask == 255``, set by
+      :func:`prepare_fields`), its fluid neighbours halfway bounce-back cells.
     """
     if config.boundaries == "periodic":
         return []
     import numpy as np
-    from xlb.operator.boundary_condition import (DoNothingBC, EquilibriumBC, FullwayBounceBackBC, HalfwayBounceBackBC,
-                                                 RegularizedBC, ZouHeBC)
+    from xlb.operator.boundary_condition import (DoNothingBC, EquilibriumBC, ExtrapolationOutflowBC, FullwayBounceBackBC,
+                                                 HalfwayBounceBackBC, RegularizedBC, ZouHeBC)
     from xlb.operator.boundary_condition.boundary_condition_registry import boundary_condition_registry
 
     # XLB numbers boundary conditions per process and bakes the numbers into its Warp kernel;
@@ -128,6 +129,9 @@ def boundary_conditions(config: Configuration, grid) -> list:
         if config.boundaries == "outflow":
             return [walls, ZouHeBC("velocity", prescribed_value=velocity, indices=indices(inlet)),
                     DoNothingBC(indices=indices(outlet))]
+        if config.boundaries == "extrapolation":
+            return [walls, RegularizedBC("velocity", prescribed_value=velocity, indices=indices(inlet)),
+                    ExtrapolationOutflowBC(indices=indices(outlet))]
         kind = RegularizedBC if config.boundaries == "regularized" else ZouHeBC
         conditions = [walls, kind("velocity", prescribed_value=velocity, indices=indices(inlet)),
                       kind("pressure", prescribed_value=(OUTLET_DENSITY,), indices=indices(outlet))]
@@ -149,32 +153,25 @@ def obstacle_cells(shape: tuple) -> set:
 
 def prepare_fields(stepper, config: Configuration):
     """XLB's ``prepare_fields`` for a stepper of ``config``, then, for the ``obstacle`` mix, the
-    block's inside (its cells whose every neighbour is in the block) marked solid: the stepper
-    kernel returns early there and the cells keep what ``f_1`` held."""
+    block marked solid (``bc_mask == 255``, as XLB's mesh masker marks a body's voxels): the
+    stepper kernel returns early there and the cells keep what ``f_1`` held. XLB's indices
+    masker has already made the fluid cells around the block halfway bounce-back cells whose
+    missing directions point into it."""
     f_0, f_1, bc_mask, missing_mask = stepper.prepare_fields()
     if config.boundaries == "obstacle":
         import warp as wp
 
         shape = tuple(f_0.shape[1:1 + config.dim])
-        block = obstacle_cells(shape)
         mask = bc_mask.numpy()
-        for cell in block:
-            if all(tuple(c + d for c, d in zip(cell, offset)) in block
-                   for offset in _unit_offsets(config.dim)):
-                mask[(0, *cell) + (0,) * (3 - config.dim)] = 255
+        for cell in obstacle_cells(shape):
+            mask[(0, *cell) + (0,) * (3 - config.dim)] = 255
         bc_mask = wp.array(mask, dtype=wp.uint8, device=bc_mask.device)
     return f_0, f_1, bc_mask, missing_mask
 
 
-def _unit_offsets(dim: int):
-    import itertools
-
-    return [o for o in itertools.product((-1, 0, 1), repeat=dim) if any(o)]
-
-
 #: Boundary conditions whose generated adjoints are verified; others are refused at runtime.
 SUPPORTED_BOUNDARY_CONDITIONS = ("HalfwayBounceBackBC", "FullwayBounceBackBC", "EquilibriumBC", "DoNothingBC", "ZouHeBC",
-                                 "RegularizedBC")
+                                 "RegularizedBC", "ExtrapolationOutflowBC")
 
 
 def configuration_of(stepper) -> Configuration:

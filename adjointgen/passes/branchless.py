@@ -4,7 +4,8 @@ Guarantees, for what is left after folding:
 
 - ``if c: <assignments> [else: <assignments>]`` becomes ``_cond_N = c``, each branch's
   assignments to fresh temporaries, then one ``x = wp.where(_cond_N, x_then, x_else)`` per
-  variable or vector component assigned in either branch. Select semantics: the value of the
+  variable or vector component assigned in either branch (``x = x_then``, and likewise for its
+  components, for a variable first bound inside the branch: there is no earlier value to keep). Select semantics: the value of the
   branch not taken is computed but never mixed in arithmetically, so garbage or NaN there cannot
   leak into the result (or, later, into its gradient). Integer masks
   (``if mask[...]: m[l] = 1 else: m[l] = 0``) are the same rule.
@@ -62,7 +63,8 @@ class _Rename(NameAwareTransformer):
         self.names = names
 
     def leave_Subscript(self, original, updated):
-        new = self.names.get(code(updated))
+        # the original text: the vector's own name may have been renamed inside it already
+        new = self.names.get(code(original)) or self.names.get(code(updated))
         return cst.Name(new) if new else updated
 
     def leave_Name(self, original, updated):
@@ -70,11 +72,43 @@ class _Rename(NameAwareTransformer):
         return cst.Name(new) if new and self.is_expression(original) else updated
 
 
+class _BoundBefore(cst.CSTVisitor):
+    """For every ``if``, the names bound before it in program order (parameters, earlier
+    assignments, including those inside earlier branches, which the conversion makes
+    unconditional)."""
+
+    def __init__(self):
+        self.bound: set[str] = set()
+        self.before: dict[int, frozenset] = {}
+
+    def visit_Param(self, node):
+        self.bound.add(node.name.value)
+
+    def visit_If(self, node):
+        self.before[id(node)] = frozenset(self.bound)
+
+    def visit_AssignTarget(self, node):
+        if isinstance(node.target, cst.Name):
+            self.bound.add(node.target.value)
+        for element in m.findall(node.target, m.Name()) if isinstance(node.target, cst.Tuple) else ():
+            self.bound.add(element.value)
+
+    def visit_AugAssign(self, node):
+        if isinstance(node.target, cst.Name):
+            self.bound.add(node.target.value)
+
+
 class _Branchless(cst.CSTTransformer):
     def __init__(self, ctx: PassContext):
         super().__init__()
         self.ctx = ctx
         self.elifs: set[int] = set()
+        self.bound_before: dict[int, frozenset] = {}
+
+    def visit_FunctionDef(self, node):
+        bound = _BoundBefore()
+        node.visit(bound)
+        self.bound_before.update(bound.before)
 
     # ---- if/else -> selects
     def _branch(self, block, cond: str, label: str, node) -> tuple[list, dict[str, str], list[str]]:
@@ -120,19 +154,24 @@ class _Branchless(cst.CSTTransformer):
             return updated  # converted by the `if` that owns it
         if m.matches(updated, _EARLY_RETURN) or m.matches(updated, _VALUE_RETURN):
             return updated  # handled at function level (a nested one is refused by the enclosing branch)
-        return cst.FlattenSentinel(self._convert(updated))
+        return cst.FlattenSentinel(self._convert(updated, self.bound_before.get(id(original))))
 
-    def _convert(self, node: cst.If) -> list:
+    def _convert(self, node: cst.If, bound: frozenset | None) -> list:
         tag = tag_of(node)
         orelse = node.orelse
         if isinstance(orelse, cst.If):  # elif: an else holding the converted inner if
-            orelse = cst.Else(body=cst.IndentedBlock(body=self._convert(orelse)))
+            orelse = cst.Else(body=cst.IndentedBlock(body=self._convert(orelse, bound)))
         cond = self.ctx.fresh("cond")
         out = [statement(f"{cond} = {code(node.test)}", tag)]
         then_stmts, then_names, then_order = self._branch(node.body, cond, "then", node)
         else_stmts, else_names, else_order = self._branch(orelse.body if orelse else None, cond, "else", node)
         out += then_stmts + else_stmts
         for key in then_order + [k for k in else_order if k not in then_names]:
+            if bound is not None and key.split("[")[0] not in bound and key in then_names and key not in else_names:
+                # first bound in this branch: no value to keep where it is not taken (a select
+                # with the branch's own value; used only where the branch is)
+                out.append(statement(f"{key} = {then_names[key]}", tag))
+                continue
             out.append(statement(f"{key} = wp.where({cond}, {then_names.get(key, key)}, {else_names.get(key, key)})", tag))
         return out
 

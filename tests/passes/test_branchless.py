@@ -15,7 +15,7 @@ def test_if_else_becomes_selects_of_both_branches():
         "    _y_then_2 = _x_then_1 * 2.0\n"
         "    _x_else_3 = b\n"
         "    x = wp.where(_cond_0, _x_then_1, _x_else_3)\n"
-        "    y = wp.where(_cond_0, _y_then_2, y)\n"
+        "    y = _y_then_2\n"  # first bound in the branch: nothing to keep
         "    return x + y\n"
     )
 
@@ -88,3 +88,18 @@ def test_conditional_returns_fall_back_to_the_final_return():
     source = "def f(a, b):\n    if a > b:\n        return a\n    c = b * 2.0\n    return c\n"
     code, _ = run(Branchless(), source)
     assert strip_tags(code).splitlines()[-1] == "    return wp.where(_retcond_0, _retval_1, c)"
+
+
+def test_a_vector_first_bound_in_a_branch_keeps_its_component_writes():
+    source = (
+        "def f(m, index, nv):\n"
+        "    if m == 1:\n"
+        "        p = type(index)()\n"
+        "        p[0] = index[0] - nv[0]\n"
+        "        a = g(p[0], p[1])\n"
+        "    return a\n"
+    )
+    code, _ = run(Branchless(), source)
+    lines = strip_tags(code).splitlines()
+    assert "    _a_then_3 = g(_p_0_then_2, _p_then_1[1])" in lines  # the written component, the rest of the vector
+    assert "    p = _p_then_1" in lines and "    p[0] = _p_0_then_2" in lines  # bound in the branch: no select
