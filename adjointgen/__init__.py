@@ -12,4 +12,14 @@ def differentiable(stepper, boundary_parameters: bool = False):
     return _differentiable(stepper, boundary_parameters)
 
 
-__all__ = ["__version__", "differentiable"]
+def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int,
+                         start_timestep: int = 0, progress: bool | None = None):
+    """``steps`` steps of a :func:`differentiable` step from ``(f_0, f_1)``, differentiable in
+    memory bounded by ``snapshots`` stored states (binomial checkpointing). See
+    :mod:`adjointgen.rollout`."""
+    from .rollout import checkpointed_rollout as _rollout
+
+    return _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress)
+
+
+__all__ = ["__version__", "differentiable", "checkpointed_rollout"]

@@ -13,6 +13,7 @@ as it is, unlike with Warp's automatic tape, which sees the buffers as the last 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -110,13 +111,32 @@ def _add_into(source: wp.array(dtype=Any), target: wp.array(dtype=Any), index: i
     target[index] = target[index] + source[0]
 
 
-def _active_tape():
+def _warp_runtime():
     for holder in ("warp._src.context", "warp.context"):
         module = sys.modules.get(holder)
         runtime = getattr(module, "runtime", None) if module is not None else None
         if runtime is not None and hasattr(runtime, "tape"):
-            return runtime.tape
+            return runtime
     return None
+
+
+def _active_tape():
+    runtime = _warp_runtime()
+    return runtime.tape if runtime is not None else None
+
+
+@contextlib.contextmanager
+def paused_tape():
+    """Work that must not be recorded (copies of arrays that require gradients would be)."""
+    runtime = _warp_runtime()
+    tape = runtime.tape if runtime is not None else None
+    if runtime is not None:
+        runtime.tape = None
+    try:
+        yield tape
+    finally:
+        if runtime is not None:
+            runtime.tape = tape
 
 
 class DifferentiableStep:
@@ -261,9 +281,10 @@ class DifferentiableStep:
         if tape is not None:
             self._check(f_0, f_1, bc_mask, missing_mask)
             read_from_f_1 = "f_1" in getattr(self.module, "OVERWRITTEN_INPUTS", [])
-            saved = {"f_0": wp.clone(f_0, requires_grad=False)}
-            if read_from_f_1:
-                saved["f_1"] = wp.clone(f_1, requires_grad=False)
+            with paused_tape():
+                saved = {"f_0": wp.clone(f_0, requires_grad=False)}
+                if read_from_f_1:
+                    saved["f_1"] = wp.clone(f_1, requires_grad=False)
         self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
         if tape is not None:
             for name, array in (("f_0", f_0), ("f_1", f_1)):

@@ -149,15 +149,20 @@ def test_recording_without_gradient_arrays_says_what_to_do(d2q9):
 
 
 def test_steppers_outside_the_scope_are_refused():
-    from xlb.operator.boundary_condition import ExtrapolationOutflowBC
+    from adjointgen.xlb_support import import_xlb
+
+    import_xlb()
+    from xlb.operator.boundary_condition import GradsApproximationBC
 
     jax_stepper = make_stepper(D2Q9_32, "jax", (4, 4))
     with pytest.raises(ConfigurationError, match="Warp backend"):
         adjointgen.differentiable(jax_stepper)
-    stepper = make_stepper(D2Q9_32, "warp", (4, 4))
-    stepper.boundary_conditions = [ExtrapolationOutflowBC(indices=[[0], [0]])]
-    with pytest.raises(ConfigurationError, match="ExtrapolationOutflowBC are not generated yet"):
+    stepper = make_stepper(Configuration.parse("D3Q19/BGK/FP32FP32"), "warp", (4, 4, 4))
+    stepper.boundary_conditions = [GradsApproximationBC(indices=[[0], [0], [0]])]  # 3D only in XLB
+    with pytest.raises(ConfigurationError, match="GradsApproximationBC are not generated yet"):
         adjointgen.differentiable(stepper)
+    with pytest.raises(ConfigurationError, match="mixed precision FP64FP32 is not generated yet"):
+        Configuration.parse("D2Q9/BGK/FP64FP32")
 
 
 def test_missing_module_is_generated_into_the_cache_with_a_log_line(tmp_path, monkeypatch, caplog):

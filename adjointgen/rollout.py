@@ -1,0 +1,248 @@
+"""Rollouts: T steps of a differentiable stepper, differentiated in memory bounded by snapshots.
+
+    result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega,
+                                             steps=1000, snapshots=8)
+    result.f_0, result.f_1                       # the state after T steps (f_0 the newest)
+    grads = result.backward(adj_f_0=dL_dfinal)   # d L / d (initial f_0, f_1, omega, parameters)
+
+The state of XLB's loop is the pair ``(f_0, f_1)``: each step reads ``f_0`` (and, for ZouHe and
+Regularized conditions, prescribed values in ``f_1``), writes the new state into ``f_1`` and its
+boundary data back into ``f_0``, and the loop swaps the two. A rollout keeps that convention, so
+what ``f_1`` carries into a step is part of the differentiated function.
+
+The forward sweep stores at most ``snapshots`` states (pairs of arrays); the reverse sweep
+recomputes the steps in between from them, following the binomial schedule of Griewank and
+Walther (Revolve) from the ``checkpoint_schedules`` package, which minimises recomputation for
+that memory. Besides the snapshots, a rollout holds a working pair, the inputs of the step being
+differentiated and two adjoint arrays: memory grows with ``snapshots``, not with ``steps``.
+
+Inside a ``wp.Tape``, :func:`checkpointed_rollout` records itself as one operation: the tape's
+backward pass takes the gradients of ``result.f_0``/``result.f_1`` and adds the pulled-back
+gradients to ``f_0.grad``/``f_1.grad`` (and ``omega.grad``, and the step's parameters' ``.grad``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import warp as wp
+
+from .errors import RuntimeArgumentError
+
+__all__ = ["checkpointed_rollout", "RolloutResult"]
+
+
+def _schedule(steps: int, snapshots: int):
+    """Revolve's schedule, or None when there is room for the inputs of every step (then
+    nothing is recomputed)."""
+    import checkpoint_schedules
+
+    if snapshots >= steps:
+        return None
+    return checkpoint_schedules.Revolve(steps, snapshots)
+
+
+def _progress(total: int, description: str, enabled: bool | None):
+    """A tqdm bar on a terminal (or when asked), else a no-op with the same interface."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=description, unit="step", leave=False)
+
+    class _Quiet:
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    return _Quiet()
+
+
+@dataclass
+class _Stats:
+    forward_steps: int = 0  # steps advanced, recomputation included
+    stored_states: int = 0  # snapshots + adjoint inputs held now
+    peak_stored_states: int = 0
+
+    def hold(self, count: int):
+        self.stored_states += count
+        self.peak_stored_states = max(self.peak_stored_states, self.stored_states)
+
+
+@dataclass
+class RolloutResult:
+    """The state after the rollout, and the means to pull gradients back through it."""
+
+    f_0: wp.array
+    f_1: wp.array
+    stats: _Stats = field(default_factory=_Stats)
+    _backward: Callable | None = None
+
+    def backward(self, adj_f_0=None, adj_f_1=None, observe=None, adj_omega=None, adj_parameters=None):
+        """Pull back cotangents of the final state (``adj_f_0`` for ``f_0``, the newest state,
+        ``adj_f_1`` for ``f_1``; arrays or None for zero). ``observe(t, f_0, f_1, adj_f_0,
+        adj_f_1)`` is called for every earlier state ``t = steps - 1, ..., 0`` with the state and
+        the adjoint arrays, to which it may add the gradient of a loss on that state. Returns the
+        adjoints of the initial ``f_0`` and ``f_1`` (new arrays); ``adj_omega`` (a one-element
+        array) and ``adj_parameters`` ({name: array}) are accumulated into."""
+        if self._backward is None:
+            raise RuntimeArgumentError("this rollout can be run backward only once")
+        run, self._backward = self._backward, None
+        return run(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters)
+
+
+def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int,
+                         start_timestep: int = 0, progress: bool | None = None) -> RolloutResult:
+    """Run ``steps`` steps of ``step`` (an :func:`adjointgen.differentiable` step) from the pair
+    ``(f_0, f_1)``, which is left unchanged, storing at most ``snapshots`` intermediate states for
+    the reverse sweep. ``omega`` is a float or a one-element array (then, inside a tape, its
+    gradient is filled). ``progress``: a progress bar for the sweeps (default: on a terminal)."""
+    from .runtime import paused_tape
+
+    if steps < 1 or snapshots < 1:
+        raise RuntimeArgumentError(f"a rollout needs steps >= 1 and snapshots >= 1; got steps={steps}, snapshots={snapshots}")
+    step._check(f_0, f_1, bc_mask, missing_mask)
+    with paused_tape() as tape:
+        result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress)
+    if tape is not None:
+        _record(tape, step, result, f_0, f_1, omega)
+    return result
+
+
+def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress) -> RolloutResult:
+    from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
+
+    schedule = _schedule(steps, snapshots)
+    store_all = schedule is None
+    omega_value = step._omega(omega)
+    lifted_values = step._lifted_values()
+    stats = _Stats()
+    ram: dict[int, tuple] = {}  # step -> stored state pair
+    adj_deps: dict[int, tuple] = {}  # step -> the state pair that step reads (for its adjoint)
+    work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]  # the state at `position`
+    position = 0
+
+    def store(pair) -> tuple:
+        stats.hold(1)
+        return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False))
+
+    def advance(n0: int, n1: int, keep_inputs: bool, bar):
+        nonlocal position
+        if position != n0:
+            raise AssertionError(f"schedule asks to advance from {n0}, the work state is at {position}")
+        for n in range(n0, n1):
+            if keep_inputs:
+                adj_deps[n] = store(work)
+            step.forward(work[0], work[1], bc_mask, missing_mask, omega_value, start_timestep + n)
+            work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
+            stats.forward_steps += 1
+            bar.update()
+        position = n1
+
+    def restore(n: int, delete: bool):
+        nonlocal position
+        pair = ram.pop(n) if delete else ram[n]
+        wp.copy(work[0], pair[0])
+        wp.copy(work[1], pair[1])
+        if delete:
+            stats.hold(-1)
+        position = n
+
+    bar = _progress(steps, "forward", progress)
+    actions = iter(schedule) if schedule is not None else iter(())
+    if store_all:
+        advance(0, steps, True, bar)
+    for action in actions:
+        if isinstance(action, Forward):
+            if action.write_ics:
+                ram[action.n0] = store(work)
+            advance(action.n0, min(action.n1, steps), action.write_adj_deps, bar)
+        elif isinstance(action, EndForward):
+            break
+        else:
+            raise AssertionError(f"unexpected action before the end of the forward sweep: {action}")
+    bar.close()
+    final = (wp.clone(work[0], requires_grad=False), wp.clone(work[1], requires_grad=False))
+    result = RolloutResult(final[0], final[1], stats)
+
+    def backward(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters):
+        nonlocal position
+        adjoints = [wp.zeros_like(f_0, requires_grad=False), wp.zeros_like(f_1, requires_grad=False)]  # of the state
+        if adj_f_0 is not None:
+            wp.copy(adjoints[0], adj_f_0)
+        if adj_f_1 is not None:
+            wp.copy(adjoints[1], adj_f_1)
+        reverse_bar = _progress(steps, "reverse", progress)
+
+        def reverse(n1: int, n0: int):
+            for n in range(n1 - 1, n0 - 1, -1):
+                inputs = adj_deps.pop(n)
+                stats.hold(-1)
+                # the step read inputs (f_0, f_1) and left (f_0', new); the state after it is
+                # (new, f_0'): its adjoints are (adjoints[0], adjoints[1]) in that order
+                step.adjoint(inputs[0], inputs[1], bc_mask, missing_mask, omega_value, start_timestep + n,
+                             adjoints[1], adjoints[0], adj_omega, lifted_values, adj_parameters)
+                adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
+                if observe is not None:
+                    observe(n, inputs[0], inputs[1], adjoints[0], adjoints[1])
+                reverse_bar.update()
+
+        if store_all:
+            reverse(steps, 0)
+        else:
+            for action in actions:
+                if isinstance(action, Reverse):
+                    reverse(action.n1, action.n0)
+                elif isinstance(action, (Copy, Move)):
+                    if action.from_storage != StorageType.RAM or action.to_storage != StorageType.WORK:
+                        raise AssertionError(f"unexpected storage action {action}")
+                    restore(action.n, isinstance(action, Move))
+                elif isinstance(action, Forward):
+                    if action.write_ics:
+                        ram[action.n0] = store(work)
+                    advance(action.n0, min(action.n1, steps), action.write_adj_deps, _progress(0, "", False))
+                elif isinstance(action, EndReverse):
+                    break
+                else:
+                    raise AssertionError(f"unexpected action {action}")
+        reverse_bar.close()
+        for pair in list(ram.values()):
+            stats.hold(-1)
+        ram.clear()
+        return adjoints[0], adjoints[1]
+
+    result._backward = backward
+    return result
+
+
+def _record(tape, step, result: RolloutResult, f_0, f_1, omega):
+    """Record the rollout on ``tape`` as one operation."""
+    for name, array in (("f_0", f_0), ("f_1", f_1)):
+        if array.grad is None:
+            raise RuntimeArgumentError(f"{name} has no gradient array; create it with requires_grad=True before "
+                                       "recording a rollout on a wp.Tape")
+    result.f_0.requires_grad = True
+    result.f_1.requires_grad = True
+    adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
+    adj_parameters = {name: array.grad for name, array in step.parameters.items() if array.requires_grad}
+
+    def tape_backward():
+        g0, g1 = result.backward(result.f_0.grad, result.f_1.grad, None, adj_omega, adj_parameters)
+        for source, target in ((g0, f_0.grad), (g1, f_1.grad)):
+            wp.launch(_accumulate, dim=source.size, inputs=[source.flatten(), target.flatten()], device=target.device,
+                      record_tape=False)
+
+    recorded = [f_0, f_1, result.f_0, result.f_1] + ([omega] if adj_omega is not None else [])
+    recorded += [array for array in step.parameters.values() if array.requires_grad]
+    tape.record_func(backward=tape_backward, arrays=recorded)
+
+
+@wp.kernel(enable_backward=False)
+def _accumulate(source: wp.array(dtype=Any), target: wp.array(dtype=Any)):
+    i = wp.tid()
+    target[i] = target[i] + source[i]

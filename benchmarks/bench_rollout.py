@@ -1,0 +1,204 @@
+"""Gradient of a T-step rollout on one GPU: adjointgen's checkpointed rollout, Warp's tape, jax.grad.
+
+One mode per process (the Warp-tape mode changes global Warp switches that would also change
+XLB's own kernels):
+
+- ``adjointgen``: XLB's Warp stepper rolled out T steps (the forward baseline, two buffers), then
+  ``adjointgen.checkpointed_rollout`` with ``--snapshots`` forward and backward (d/d f_0 of
+  ``<c, f_T>``); reports the total gradient time over the forward time, the recomputed steps, and
+  the extra memory (Warp mempool high-water mark over what the fields use);
+- ``tape``: Warp's automatic tape on XLB's stepper with ``max_unroll = 64`` and
+  ``enable_vector_component_overwrites = True`` (the switches that make its gradient right,
+  FINDINGS) and one state array per step, as XLB's differentiable example does; T as memory allows;
+- ``jax``: ``jax.grad`` of the same loss through XLB's JAX stepper over T steps, plain and with
+  ``jax.checkpoint`` around each step; peak memory from the device's statistics.
+
+Each mode times XLB's Warp forward over its own T in the same process for its ratio. Usage (on the
+device machine): ``python benchmarks/bench_rollout.py --mode adjointgen --size 192 --steps 1000
+--snapshots 15 --out $OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import _source_tree_packages  # noqa: E402
+
+
+def _setup(size: int):
+    import numpy as np
+    import warp as wp
+
+    from adjointgen.config import Configuration
+    from adjointgen.xlb_support import make_stepper
+
+    config = Configuration.parse("D3Q19/BGK/FP32FP32")
+    stepper = make_stepper(config, "warp", (size, size, size))
+    f_0, f_1, bc_mask, missing_mask = stepper.prepare_fields()
+    rng = np.random.default_rng(0)
+    w = np.asarray(stepper.velocity_set.w, dtype=np.float32).reshape(-1, 1, 1, 1)
+    f_0.assign((w * (1.0 + 0.01 * rng.standard_normal(f_0.shape, dtype=np.float32))).astype(np.float32))
+    wp.synchronize()
+    return config, stepper, f_0, f_1, bc_mask, missing_mask
+
+
+def _memory(wp, device, high: bool = False) -> float:
+    """Warp's mempool use on a GPU (current or high-water mark), bytes; NaN on the CPU."""
+    if not device.is_cuda:
+        return float("nan")
+    return float(wp.get_mempool_used_mem_high(device) if high else wp.get_mempool_used_mem_current(device))
+
+
+def _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps: int) -> float:
+    a, b = wp.clone(f_0), wp.clone(f_1)
+    for t in range(3):  # warm-up
+        a, b = stepper(a, b, bc_mask, missing_mask, 1.6, t)
+        a, b = b, a
+    wp.synchronize()
+    start = time.perf_counter()
+    for t in range(steps):
+        a, b = stepper(a, b, bc_mask, missing_mask, 1.6, t)
+        a, b = b, a
+    wp.synchronize()
+    return time.perf_counter() - start
+
+
+def run_adjointgen(args) -> dict:
+    import warp as wp
+
+    import adjointgen
+
+    config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size)
+    step = adjointgen.differentiable(stepper)
+    device = f_0.device
+    state_bytes = 2 * f_0.size * 4
+    forward = _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, args.steps)
+    # warm-up of the generated kernels (a short rollout)
+    adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, 4, 2, progress=False).backward(adj_f_0=f_0)
+    cotangent = wp.clone(f_0)
+    wp.synchronize()
+    base = _memory(wp, device)
+    start = time.perf_counter()
+    result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, args.steps, args.snapshots,
+                                             progress=False)
+    wp.synchronize()
+    forward_sweep = time.perf_counter() - start
+    gradient, _ = result.backward(adj_f_0=cotangent)
+    wp.synchronize()
+    total = time.perf_counter() - start
+    high = _memory(wp, device, high=True)
+    return {
+        "mode": "adjointgen", "steps": args.steps, "snapshots": args.snapshots,
+        "xlb_forward_s": forward, "ag_forward_sweep_s": forward_sweep, "ag_gradient_total_s": total,
+        "ratio_gradient_to_forward": total / forward,
+        "recomputed_steps": result.stats.forward_steps, "peak_stored_states": result.stats.peak_stored_states,
+        "extra_memory_gb": (high - base) / 1e9, "state_pair_gb": state_bytes / 1e9,
+        "gradient_finite": bool(__import__("numpy").isfinite(gradient.numpy()).all()),
+    }
+
+
+def run_tape(args) -> dict:
+    import warp as wp
+
+    wp.config.max_unroll = 64
+    wp.config.enable_vector_component_overwrites = True
+    config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size)
+    device = f_0.device
+    forward = _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, args.steps)
+    out = {"mode": "tape", "steps": args.steps, "xlb_forward_s": forward}
+    for attempt in ("warm-up", "timed"):
+        wp.synchronize()
+        base = _memory(wp, device)
+        start = time.perf_counter()
+        states = [wp.clone(f_0, requires_grad=True)]
+        tape = wp.Tape()
+        try:
+            with tape:
+                for t in range(args.steps if attempt == "timed" else 2):
+                    new = wp.zeros_like(f_0, requires_grad=True)
+                    stepper(states[-1], new, bc_mask, missing_mask, 1.6, t)
+                    states.append(new)
+            wp.synchronize()
+            tape.backward(grads={states[-1]: wp.clone(f_0)})
+            wp.synchronize()
+        except RuntimeError as exc:  # out of memory
+            out["error"] = str(exc)[:200]
+            return out
+        elapsed = time.perf_counter() - start
+        high = _memory(wp, device, high=True)
+        del tape, states
+    out.update(tape_gradient_total_s=elapsed, ratio_gradient_to_forward=elapsed / forward,
+               extra_memory_gb=(high - base) / 1e9)
+    return out
+
+
+def run_jax(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import warp as wp
+
+    config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size)
+    forward = _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, args.steps)
+    from adjointgen.xlb_support import make_stepper
+
+    jstepper = make_stepper(config, "jax", (args.size,) * 3)
+    _, jf_1, jbc, jmissing = jstepper.prepare_fields()
+    x = jnp.asarray(f_0.numpy().reshape((19,) + (args.size,) * 3))
+    c = jnp.asarray(np.random.default_rng(1).standard_normal(x.shape, dtype=np.float32))
+    out = {"mode": "jax", "steps": args.steps, "xlb_forward_s": forward}
+    for name, remat in (("jax_grad", False), ("jax_grad_checkpoint", True)):
+        def one(f, t):
+            return jstepper(f, jf_1, jbc, jmissing, 1.6, t)[1]
+
+        body = jax.checkpoint(one, static_argnums=(1,)) if remat else one
+
+        def loss(f):
+            for t in range(args.steps):
+                f = body(f, t)
+            return jnp.sum(f * c)
+
+        grad = jax.jit(jax.grad(loss))
+        try:
+            grad(x).block_until_ready()  # compile and warm up
+            start = time.perf_counter()
+            grad(x).block_until_ready()
+            elapsed = time.perf_counter() - start
+            stats = jax.devices()[0].memory_stats() or {}
+            out[name] = {"total_s": elapsed, "ratio_gradient_to_forward": elapsed / forward,
+                         "peak_memory_gb": stats.get("peak_bytes_in_use", float("nan")) / 1e9}
+        except Exception as exc:  # noqa: BLE001 - out of memory is the expected failure
+            out[name] = {"error": str(exc)[:200]}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("adjointgen", "tape", "jax"), required=True)
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--snapshots", type=int, default=15)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    _source_tree_packages()
+    import warp as wp
+
+    wp.config.quiet = True
+    result = {"adjointgen": run_adjointgen, "tape": run_tape, "jax": run_jax}[args.mode](args)
+    result["card"] = wp.get_device().name
+    result["size"] = args.size
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"rollout_{args.mode}_{args.steps}.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Checkpointed rollouts: equal to XLB-JAX over 20 steps, the same bits whatever the number of
+snapshots, memory that grows with the snapshots and not with the steps, and a wp.Tape face."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import warp as wp
+
+from adjointgen.config import Configuration
+from adjointgen.errors import RuntimeArgumentError
+from adjointgen.rollout import checkpointed_rollout
+from adjointgen.verify import GeneratedSide, _enable_x64, jax_vjp, random_state, relative_error
+
+STEPS = 20
+
+
+def _run(side, f0, cotangent, snapshots, steps=STEPS, omega=1.6, observe=None):
+    dtype = np.float64 if side.config.is_fp64 else np.float32
+    f_0, f_1 = wp.array(f0.astype(dtype)), wp.array(side.f1_prepared.astype(dtype))
+    result = checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, omega, steps, snapshots,
+                                  progress=False)
+    adj_f_0, _ = result.backward(adj_f_0=wp.array(cotangent.astype(dtype)), observe=observe)
+    return result, adj_f_0.numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("label, shape, tolerance", [
+    ("D2Q9/BGK/FP64FP64/cavity", (6, 5), 1e-9),
+    ("D3Q19/BGK/FP32FP32", (4, 5, 3), 1e-4),
+    ("D2Q9/BGK/FP64FP64/channel", (8, 6), 1e-9),
+])
+def test_twenty_steps_equal_xlb_jax(label, shape, tolerance):
+    config = Configuration.parse(label)
+    side = GeneratedSide(config, shape)
+    f0 = random_state(config, shape, 0)
+    if not config.is_fp64:
+        f0 = f0.astype(np.float32).astype(np.float64)
+    cotangent = np.random.default_rng(1).standard_normal(f0.shape)
+    _, ours = _run(side, f0, cotangent, snapshots=4)
+    _, reference, _ = jax_vjp(config, shape, f0, cotangent, STEPS)
+    assert relative_error(ours, reference) <= tolerance
+
+
+def test_the_number_of_snapshots_does_not_change_a_bit():
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/channel")
+    side = GeneratedSide(config, (8, 6))
+    f0 = random_state(config, (8, 6), 0)
+    cotangent = np.random.default_rng(1).standard_normal(f0.shape)
+    results = {s: _run(side, f0, cotangent, snapshots=s) for s in (STEPS, 2, 3, 8)}
+    everything, stored_all = results[STEPS]
+    assert everything.stats.forward_steps == STEPS and everything.stats.peak_stored_states == STEPS
+    for snapshots in (2, 3, 8):
+        result, gradient = results[snapshots]
+        assert np.array_equal(gradient, stored_all), snapshots
+        assert np.array_equal(result.f_0.numpy(), everything.f_0.numpy())
+        assert result.stats.peak_stored_states <= snapshots + 1  # snapshots + the inputs of one step
+        assert result.stats.forward_steps > STEPS  # what the memory costs: recomputation
+
+
+def test_losses_on_intermediate_states_equal_xlb_jax():
+    _enable_x64()
+    import jax
+    import jax.numpy as jnp
+
+    from adjointgen.xlb_support import make_stepper
+
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/cavity")
+    shape = (6, 5)
+    side = GeneratedSide(config, shape)
+    f0 = random_state(config, shape, 0)
+    rng = np.random.default_rng(2)
+    c_final, c_middle = rng.standard_normal(f0.shape), rng.standard_normal(f0.shape)
+    middle = 7
+    cotangent_middle = wp.array(c_middle)
+
+    def observe(t, f_0, f_1, adj_f_0, adj_f_1):
+        if t == middle:  # the state before step `middle`, i.e. after `middle` steps
+            wp.launch(_add, dim=adj_f_0.size, inputs=[cotangent_middle.flatten(), adj_f_0.flatten()])
+
+    _, ours = _run(side, f0, c_final, snapshots=3, steps=12, observe=observe)
+
+    stepper = make_stepper(config, "jax", shape)
+    _, f_1, bc_mask, missing_mask = stepper.prepare_fields()
+    jshape = (9,) + shape
+
+    def loss(f):
+        total = 0.0
+        for t in range(12):
+            if t == middle:
+                total += jnp.sum(f * c_middle.reshape(jshape))
+            _, f = stepper(f, f_1, bc_mask, missing_mask, 1.6, t)
+        return total + jnp.sum(f * c_final.reshape(jshape))
+
+    reference = np.asarray(jax.grad(loss)(jnp.asarray(f0.reshape(jshape)))).reshape(f0.shape)
+    assert relative_error(ours, reference) < 1e-10
+
+
+@wp.kernel
+def _add(source: wp.array(dtype=wp.float64), target: wp.array(dtype=wp.float64)):
+    i = wp.tid()
+    target[i] = target[i] + source[i]
+
+
+@wp.kernel
+def _weighted_sum(f: wp.array4d(dtype=wp.float64), c: wp.array4d(dtype=wp.float64), loss: wp.array(dtype=wp.float64)):
+    l, i, j, k = wp.tid()
+    wp.atomic_add(loss, 0, f[l, i, j, k] * c[l, i, j, k])
+
+
+def test_a_rollout_is_one_operation_of_a_tape():
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/cavity")
+    side = GeneratedSide(config, (6, 5))
+    f0 = random_state(config, (6, 5), 0)
+    c = np.random.default_rng(1).standard_normal(f0.shape)
+    _, expected = _run(side, f0, c, snapshots=3)
+    f_0 = wp.array(f0, requires_grad=True)
+    f_1 = wp.array(side.f1_prepared, requires_grad=True)
+    omega = wp.array([1.6], dtype=wp.float64, requires_grad=True)
+    cotangent = wp.array(c.reshape(f0.shape))
+    loss = wp.zeros(1, dtype=wp.float64, requires_grad=True)
+    tape = wp.Tape()
+    with tape:
+        result = checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, omega, STEPS, 3, progress=False)
+        wp.launch(_weighted_sum, dim=result.f_0.shape, inputs=[result.f_0, cotangent, loss])
+    tape.backward(loss=loss)
+    assert np.allclose(f_0.grad.numpy(), expected, rtol=0, atol=1e-13 * np.abs(expected).max())
+    _, _, reference_omega = jax_vjp(config, (6, 5), f0, c, STEPS)
+    assert relative_error(omega.grad.numpy()[0], reference_omega) < 1e-10
+
+
+def test_progress_bar_on_request_and_quiet_otherwise(capsys):
+    config = Configuration.parse("D2Q9/BGK/FP64FP64")
+    side = GeneratedSide(config, (6, 5))
+    f_0, f_1 = wp.array(random_state(config, (6, 5), 0)), wp.array(side.f1_prepared)
+    checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 5, 2).backward()
+    assert "forward" not in capsys.readouterr().err  # not a terminal: quiet
+    checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 5, 2, progress=True).backward()
+    err = capsys.readouterr().err
+    assert "forward" in err and "reverse" in err
+
+
+def test_bad_arguments_are_refused():
+    config = Configuration.parse("D2Q9/BGK/FP64FP64")
+    side = GeneratedSide(config, (6, 5))
+    f_0, f_1 = wp.array(random_state(config, (6, 5), 0)), wp.array(side.f1_prepared)
+    with pytest.raises(RuntimeArgumentError, match="steps >= 1"):
+        checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 0, 2)
+    result = checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 3, 2, progress=False)
+    result.backward()
+    with pytest.raises(RuntimeArgumentError, match="only once"):
+        result.backward()
+
+
+_MEMORY_PROBE = """
+import json, resource, sys
+import numpy as np, warp as wp
+from adjointgen.config import Configuration
+from adjointgen.rollout import checkpointed_rollout
+from adjointgen.verify import GeneratedSide, random_state
+wp.config.quiet = True
+snapshots = int(sys.argv[1])
+config = Configuration.parse("D2Q9/BGK/FP64FP64")
+side = GeneratedSide(config, (64, 64))
+f_0, f_1 = wp.array(random_state(config, (64, 64), 0)), wp.array(side.f1_prepared)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 400, snapshots, progress=False)
+result.backward(adj_f_0=f_0)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_kib": after - before, "stored": result.stats.peak_stored_states}))
+"""
+
+
+def test_peak_memory_grows_with_snapshots_not_steps():
+    # 400 steps of a 64x64 D2Q9 FP64 grid: a stored state (two arrays) is 590 KiB
+    runs = {}
+    for snapshots in (4, 400):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(snapshots)], capture_output=True, text=True,
+                             check=True)
+        runs[snapshots] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs[4]["stored"] == 5 and runs[400]["stored"] == 400
+    state_kib = 2 * 9 * 64 * 64 * 8 / 1024
+    assert runs[400]["peak_kib"] > 300 * state_kib  # storing everything: hundreds of states
+    assert runs[4]["peak_kib"] < 40 * state_kib  # a handful of states (and allocator slack)
