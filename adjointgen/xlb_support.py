@@ -89,8 +89,8 @@ def boundary_conditions(config: Configuration, grid) -> list:
     - ``outflow``: the same with a DoNothingBC outlet;
     - ``regularized``: RegularizedBC velocity inlet, RegularizedBC pressure outlet, walls;
     - ``extrapolation``: RegularizedBC velocity inlet, ExtrapolationOutflowBC outlet, walls;
-    - ``obstacle``: the channel around a solid block in the interior (``bc_mask == 255``, set by
-      :func:`prepare_fields`), its fluid neighbours halfway bounce-back cells.
+    - ``obstacle``: the ``channel`` mix around a solid block in the interior (``bc_mask == 255``,
+      set by :func:`prepare_fields`), its fluid neighbours halfway bounce-back cells.
     """
     if config.boundaries == "periodic":
         return []
@@ -141,14 +141,16 @@ def boundary_conditions(config: Configuration, grid) -> list:
 
 
 def obstacle_cells(shape: tuple) -> set:
-    """The cells of the ``obstacle`` mix's block: a cube of side about a third of the smallest
-    extent, a third of the way along the channel, centred across it."""
-    dim = 2 if len(shape) == 2 or shape[2] == 1 else 3
-    side = max(2, min(shape[:dim]) // 3)
-    start = [max(1, shape[0] // 3)] + [(shape[a] - side) // 2 for a in range(1, dim)]
+    """The cells of the ``obstacle`` mix's block: side a third of the smallest extent (at least
+    one cell), a third of the way along the channel, centred across it, never on the boundary."""
     import itertools
 
-    return set(itertools.product(*(range(s, s + side) for s in start)))
+    dim = 2 if len(shape) == 2 or shape[2] == 1 else 3
+    sizes = shape[:dim]
+    lengths = [max(1, min(n - 2, min(sizes) // 3)) for n in sizes]
+    starts = [max(1, min(sizes[0] // 3, sizes[0] - 1 - lengths[0]))]
+    starts += [1 + (sizes[a] - 2 - lengths[a]) // 2 for a in range(1, dim)]
+    return set(itertools.product(*(range(s, s + n) for s, n in zip(starts, lengths))))
 
 
 def prepare_fields(stepper, config: Configuration):
