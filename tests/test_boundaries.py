@@ -74,3 +74,30 @@ def test_steppers_with_the_same_ids_but_other_conditions_get_other_warp_kernels(
     assert described == ["1:HalfwayBounceBackBC,2:ZouHeBC(velocity),3:ZouHeBC(pressure)",
                          "1:HalfwayBounceBackBC,2:ZouHeBC(velocity),3:DoNothingBC"]
     assert compat.key_stepper_kernel(outflow) == described[1]
+
+
+def test_a_prescribed_profile_gets_one_gradient_per_cell():
+    # ZouHe keeps one prescribed value per inlet cell in f_1[0] (a profile is just unequal
+    # values): the per-cell gradient must match central differences cell by cell
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/channel")
+    side = GeneratedSide(config, (8, 6))
+    f0 = random_state(config, (8, 6), 0)
+    cotangent = np.random.default_rng(4).standard_normal(f0.shape)
+    mask = side.bc_mask.numpy()[0]
+    inlet = next(bc for bc in side.stepper.boundary_conditions if getattr(bc, "bc_type", None) == "velocity")
+    f1 = side.f1_prepared.copy()
+    cells = np.argwhere(mask == inlet.id)
+    f1[0][mask == inlet.id] *= 1.0 + 0.2 * np.arange(len(cells))  # a profile: 0.02, 0.024, 0.028, ...
+    side.rollout(f0, 3, cotangent, f1=f1)
+    import warp as wp
+
+    per_cell = side.step.prescribed_value_gradient(inlet, side.bc_mask, wp.array(side.f1_gradient))
+    eps = 1e-6
+    for n, cell in enumerate(cells):
+        shifted = []
+        for sign in (1, -1):
+            f1_shifted = f1.copy()
+            f1_shifted[(0, *cell)] += sign * eps
+            shifted.append(side.rollout(f0, 3, f1=f1_shifted)[0])
+        finite = np.sum((shifted[0] - shifted[1]) / (2 * eps) * cotangent)
+        assert abs(per_cell[n] - finite) <= 1e-7 * max(abs(finite), 1e-3)
