@@ -104,6 +104,12 @@ def _split_prologue(program: Program, keep) -> tuple[list, list]:
     return prologue, [s for s in program.statements if id(s) not in ids]
 
 
+def _convert(text: str, source: str, target: str) -> str:
+    """``text`` (a value of type ``source``) as a ``target`` value: only mixed precision
+    (FP64FP32: computed in float64, stored in float32) needs the conversion."""
+    return text if source == target else f"wp.{target}({text})"
+
+
 def _store_lines(print_, program: Program, lines: "_Lines", store) -> list[str]:
     line = f"{store.array}[{lines.store_index(store.index)}] = {print_(store.value, program.param(store.array).dtype)}"
     if store.when is None:
@@ -138,9 +144,10 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     for seed in adjoint.seeds:
         source = naming.seed_array(seed.array) if seed.in_place else grads[seed.array]
         read = f"{source}[{lines.store_index(seed.index)}]"
+        dtype = program.param(seed.array).dtype
         if seed.condition is not None:
-            dtype = program.param(seed.array).dtype
             read = f"wp.where({print_(seed.condition, 'bool')}, {read}, {print_.number(0, dtype)})"
+        read = _convert(read, dtype, program.compute_dtype)  # adjoints live in the compute precision
         line = f"{seed.variable} = {seed.variable} + {read}" if seed.accumulate else f"{seed.variable} = {read}"
         (in_place_seeds if seed.in_place else seeds).append(line)
     zero = print_.number(0, program.param(program.stores[0].array).dtype) if program.stores else "0"
@@ -150,7 +157,8 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     # memory round trip, since it cannot prove the addresses distinct.
     destinations: dict = {}  # written element -> {"cleared", "terms", "origin"}
     for array, index in adjoint.clears:
-        destinations[f"{grads[array]}[{lines.store_index(index)}]"] = {"cleared": True, "terms": [], "origin": None}
+        destinations[f"{grads[array]}[{lines.store_index(index)}]"] = {"cleared": True, "terms": [], "origin": None,
+                                                                       "dtype": program.param(array).dtype}
     slot_terms: dict = {}  # slot -> adjoints of the reads that use it (one element read through two index expressions shares it)
     groups = []
     for group in adjoint.groups:
@@ -167,7 +175,8 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
             slot = accesses.slot_of(accesses.loads[symbol])
             if slot is None:  # the primary read of this population: scattered straight back
                 target = lines.index(symbol, grads[array], index)
-                entry = destinations.setdefault(target, {"cleared": False, "terms": [], "origin": group.origin})
+                entry = destinations.setdefault(target, {"cleared": False, "terms": [], "origin": group.origin,
+                                                         "dtype": program.param(array).dtype})
                 entry["terms"].append(name)
                 entry["origin"] = entry["origin"] or group.origin
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
@@ -176,12 +185,13 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         groups.append({"origin": group.origin, "lines": body})
     write_back_reads, write_back_writes = [], []
     for target, entry in sorted(destinations.items(), key=lambda item: _population_order(item[0])):
-        terms = list(entry["terms"])
+        # the terms are adjoints (compute precision); the element is in the array's precision
+        added = _convert(" + ".join(entry["terms"]), program.compute_dtype, entry["dtype"]) if entry["terms"] else None
         if not entry["cleared"]:
             old = f"old_{len(write_back_reads)}"
             write_back_reads.append({"origin": entry["origin"], "line": f"{old} = {target}"})
-            terms.insert(0, old)
-        write_back_writes.append(f"{target} = {' + '.join(terms) if terms else zero}")
+            added = f"{old} + {added}" if added else old
+        write_back_writes.append(f"{target} = {added or zero}")
     thread = ", ".join(t.name for t in program.thread)
     write_back_writes += [f"{naming.SLOTS}[{slot}, {thread}] = {' + '.join(terms)}" for slot, terms in sorted(slot_terms.items())]
     written_slots = {str(slot) for slot in slot_terms}
@@ -232,7 +242,8 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         for slot, access in enumerate(accesses.slots):
             target = f"{grads[access.array]}[{access.population}, {', '.join(t.name for t in program.thread)}]"
             reader = ", ".join(lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
-            gather_body.append(f"{target} = {target} + {naming.SLOTS}[{slot}, {reader}]")
+            slot_value = _convert(f"{naming.SLOTS}[{slot}, {reader}]", program.compute_dtype, program.param(access.array).dtype)
+            gather_body.append(f"{target} = {target} + {slot_value}")
     sources_info = [
         {"symbol": f.symbol, "path": f"{naming.relative_source_path(f.filename)}:{f.first_line}", "sha": f.sha256}
         for f in sorted(sources, key=lambda f: f.symbol)

@@ -53,6 +53,9 @@ class WarpPrinter:
         if expr is sympy.true or expr is sympy.false:
             return "True" if expr is sympy.true else "False"
         if isinstance(expr, sympy.Symbol):
+            own = self.dtypes.get(expr.name)
+            if own in FLOAT_TYPES and dtype in FLOAT_TYPES and own != dtype:
+                return f"wp.{dtype}({expr.name})"  # mixed precision: a stored value used in the compute precision, or back
             return expr.name
         if expr.is_Number:
             return self.number(expr, dtype)

@@ -33,3 +33,12 @@ def test_printed_code_evaluates_to_the_expression():
     text = PRINT64(expr).replace("wp.float64", "float")
     value = eval(text, {"a": 0.7, "b": -0.3})  # noqa: S307 - our own printed arithmetic
     assert abs(value - float(expr.subs({a: 0.7, b: -0.3}))) < 1e-15
+
+
+def test_mixed_precision_converts_a_symbol_of_the_other_float_type():
+    mixed = WarpPrinter({"stored": "float32", "x": "float64", "m": "uint8"}, "float64")
+    stored, x, m = sympy.symbols("stored x m", real=True)
+    assert mixed(stored * x, "float64") == "wp.float64(stored) * x"
+    assert mixed(x, "float32") == "wp.float32(x)"
+    assert mixed(sympy.Eq(m, 1), "bool") == "m == wp.uint8(1)"  # integers are never converted
+    assert PRINT32(sympy.Symbol("a", real=True), "float32") == "a"  # one precision: unchanged

@@ -161,8 +161,6 @@ def test_steppers_outside_the_scope_are_refused():
     stepper.boundary_conditions = [GradsApproximationBC(indices=[[0], [0], [0]])]  # 3D only in XLB
     with pytest.raises(ConfigurationError, match="GradsApproximationBC are not generated yet"):
         adjointgen.differentiable(stepper)
-    with pytest.raises(ConfigurationError, match="mixed precision FP64FP32 is not generated yet"):
-        Configuration.parse("D2Q9/BGK/FP64FP32")
 
 
 def test_missing_module_is_generated_into_the_cache_with_a_log_line(tmp_path, monkeypatch, caplog):
