@@ -11,7 +11,9 @@ XLB's own kernels):
   ``enable_vector_component_overwrites = True`` (the switches that make its gradient right,
   FINDINGS) and one state array per step, as XLB's differentiable example does; T as memory allows;
 - ``jax``: ``jax.grad`` of the same loss through XLB's JAX stepper over T steps, plain and with
-  ``jax.checkpoint`` around each step; peak memory from the device's statistics.
+  ``jax.checkpoint`` around each step; peak memory from the device's statistics;
+- ``parts``: the pieces of a rollout's backward timed alone over T calls (generated forward step,
+  generated adjoint step, copying a step's input).
 
 Each mode times XLB's Warp forward over its own T in the same process for its ratio. Usage (on the
 device machine): ``python benchmarks/bench_rollout.py --mode adjointgen --size 192 --steps 1000
@@ -177,9 +179,39 @@ def run_jax(args) -> dict:
     return out
 
 
+def run_parts(args) -> dict:
+    """What a checkpointed rollout's backward is made of, each part timed alone over T calls:
+    the generated forward step, the generated adjoint step, the copy of a step's input f_0."""
+    import warp as wp
+
+    import adjointgen
+
+    config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size)
+    step = adjointgen.differentiable(stepper)
+    adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
+
+    def timed(fn) -> float:
+        for _ in range(3):
+            fn()
+        wp.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            fn()
+        wp.synchronize()
+        return time.perf_counter() - start
+
+    parts = {
+        "xlb_forward_s": _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, args.steps),
+        "ag_forward_s": timed(lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0)),
+        "ag_adjoint_s": timed(lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1)),
+        "clone_f_0_s": timed(lambda: wp.clone(f_0)),
+    }
+    return {"mode": "parts", "steps": args.steps, **parts}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("adjointgen", "tape", "jax"), required=True)
+    parser.add_argument("--mode", choices=("adjointgen", "tape", "jax", "parts"), required=True)
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--snapshots", type=int, default=15)
@@ -189,7 +221,7 @@ def main(argv=None) -> int:
     import warp as wp
 
     wp.config.quiet = True
-    result = {"adjointgen": run_adjointgen, "tape": run_tape, "jax": run_jax}[args.mode](args)
+    result = {"adjointgen": run_adjointgen, "tape": run_tape, "jax": run_jax, "parts": run_parts}[args.mode](args)
     result["card"] = wp.get_device().name
     result["size"] = args.size
     text = json.dumps(result, indent=2)
