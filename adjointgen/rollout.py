@@ -130,17 +130,13 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
     work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]  # the state at `position`
     position = 0
 
-    def store(pair) -> tuple:
-        stats.hold(1)
-        return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False))
-
     # the adjoint of a step reads its input f_0, and its input f_1 only when a boundary
-    # condition keeps data there: otherwise only f_0 is kept (half the copying)
+    # condition keeps data there: otherwise a step's inputs are kept without f_1 (half the copying)
     reads_f_1 = "f_1" in getattr(step.module, "OVERWRITTEN_INPUTS", ["f_1"])
 
-    def inputs_of(pair) -> tuple:
+    def store(pair, with_f_1: bool = True) -> tuple:
         stats.hold(1)
-        return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False) if reads_f_1 else None)
+        return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False) if with_f_1 else None)
 
     def advance(n0: int, n1: int, keep_inputs: bool, bar):
         nonlocal position
@@ -148,7 +144,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
             raise AssertionError(f"schedule asks to advance from {n0}, the work state is at {position}")
         for n in range(n0, n1):
             if keep_inputs:
-                adj_deps[n] = inputs_of(work)
+                adj_deps[n] = store(work, with_f_1=reads_f_1)
             step.forward(work[0], work[1], bc_mask, missing_mask, omega_value, start_timestep + n)
             work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
             stats.forward_steps += 1
@@ -182,7 +178,6 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
     result = RolloutResult(final[0], final[1], stats)
 
     def backward(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters):
-        nonlocal position
         adjoints = [wp.zeros_like(f_0, requires_grad=False), wp.zeros_like(f_1, requires_grad=False)]  # of the state
         if adj_f_0 is not None:
             wp.copy(adjoints[0], adj_f_0)
@@ -223,8 +218,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
                 else:
                     raise AssertionError(f"unexpected action {action}")
         reverse_bar.close()
-        for pair in list(ram.values()):
-            stats.hold(-1)
+        stats.hold(-len(ram))
         ram.clear()
         return adjoints[0], adjoints[1]
 
