@@ -178,8 +178,9 @@ SUPPORTED_BOUNDARY_CONDITIONS = ("HalfwayBounceBackBC", "FullwayBounceBackBC", "
 
 #: Why the XLB 0.3.1 boundary conditions that are not supported are refused.
 REFUSED_BOUNDARY_CONDITIONS = {
-    "GradsApproximationBC": "it reads a wall-distance field that only XLB's mesh masker fills (needs_mesh_distance) "
-                            "and has no verified oracle here yet",
+    "GradsApproximationBC": "it reads a wall-distance field that only XLB's mesh masker fills (needs_mesh_distance), "
+                            "XLB 0.3.1 has no JAX version of it to check against, and its branchless form would read "
+                            "every population of every neighbour at every cell; not generated yet",
 }
 
 
