@@ -204,11 +204,11 @@ def jax_vjp(config: Configuration, shape: tuple, f0: np.ndarray, cotangent: np.n
     _, f_1, bc_mask, missing_mask = stepper.prepare_fields()
     jax_shape = (f0.shape[0],) + tuple(shape)
     dtype = _dtype(config)
-    warp_side = make_stepper(config, "warp", shape)
-    solid_mask = prepare_fields(warp_side, config)[2].numpy()[0].reshape(shape) == 255
+    _, warp_f_1, warp_bc_mask, _ = prepare_fields(make_stepper(config, "warp", shape), config)
+    solid_mask = warp_bc_mask.numpy()[0].reshape(shape) == 255
     solid = jnp.asarray(solid_mask)
     # the buffer XLB's Warp loop passes as f_1 in the first step: prepare_fields' f_1
-    first_f1 = jnp.asarray(prepare_fields(warp_side, config)[1].numpy().reshape(jax_shape).astype(dtype))
+    first_f1 = jnp.asarray(warp_f_1.numpy().reshape(jax_shape).astype(dtype))
 
     def run(f, omega):
         other = first_f1
