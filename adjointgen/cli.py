@@ -3,6 +3,7 @@
     adjointgen build  [--config D3Q19/BGK/FP32FP32 ...] [--out DIR] [--explain]
     adjointgen check  [--config ...] [--dir DIR]
     adjointgen verify [--config ...] [--shape 8x8]
+    adjointgen lint   PATH_OR_MODULE... [--velocity-set D3Q19] [--format json]
 
 Without ``--config`` the configurations come from ``[tool.adjointgen]`` in ./pyproject.toml if it
 has one, else from the packaged ``adjointgen/configurations.toml``.
@@ -136,6 +137,26 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_lint(args) -> int:
+    from .config import Configuration
+    from .lint import lint
+    from .lint.report import as_json, rules_text, text
+
+    if args.list_rules:
+        print(rules_text())
+        return 0
+    if not args.paths:
+        print("adjointgen lint: give at least one file, directory or module name", file=sys.stderr)
+        return 2
+    velocity_set = args.velocity_set
+    if args.config:
+        velocity_set = Configuration.parse(args.config).velocity_set
+    select = [r.strip() for r in args.select.split(",")] if args.select else None
+    result = lint(args.paths, velocity_set=velocity_set, max_unroll=args.max_unroll, select=select)
+    print(as_json(result) if args.format == "json" else text(result, explain=not args.brief))
+    return result.exit_code
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="adjointgen", description="Explicit adjoint Warp kernels for XLB steppers.")
     main.add_argument("-v", "--verbose", action="store_true", help="log what is generated and loaded")
@@ -162,6 +183,18 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--extended", action="store_true",
                         help="also the larger set of boundary mixes and collision models (verify_extended)")
     verify.set_defaults(run=cmd_verify)
+
+    lint = commands.add_parser("lint", help="report where Warp's automatic adjoint is silently wrong")
+    lint.add_argument("paths", nargs="*", metavar="PATH_OR_MODULE", help="files, directories or importable module names")
+    lint.add_argument("--velocity-set", metavar="DdQq", help="resolve velocity_set.q/.d loops for this set, e.g. D3Q19")
+    lint.add_argument("--config", metavar="VS/COLLISION/PRECISION", help="take the velocity set from a configuration")
+    lint.add_argument("--max-unroll", type=int, help="Warp's max_unroll to assume (default: 16, Warp's default, "
+                      "or the file's own set_module_options)")
+    lint.add_argument("--select", metavar="RULE,...", help="only these rules")
+    lint.add_argument("--format", choices=("text", "json"), default="text")
+    lint.add_argument("--brief", action="store_true", help="one line per finding, without the explanation")
+    lint.add_argument("--list-rules", action="store_true", help="print the rules and exit")
+    lint.set_defaults(run=cmd_lint)
     return main
 
 
