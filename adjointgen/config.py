@@ -80,9 +80,15 @@ class Configuration:
     @classmethod
     def from_mapping(cls, entry: dict, where: str) -> "Configuration":
         keys = {"velocity_set", "collision", "precision"}
+        if isinstance(entry, str):  # the label form, "D3Q19/BGK/FP32FP32[/mix]"
+            try:
+                return cls.parse(entry)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{where}: {exc}") from None
         if not isinstance(entry, dict) or not keys <= set(entry) or not set(entry) <= keys | {"boundaries"}:
             raise ConfigurationError(
-                f"{where}: each configuration needs the keys {sorted(keys)} (and optionally 'boundaries'), got {entry!r}"
+                f"{where}: each configuration is a label such as \"D3Q19/BGK/FP32FP32\" or a table with the keys "
+                f"{sorted(keys)} (and optionally 'boundaries'), got {entry!r}"
             )
         try:
             return cls(entry["velocity_set"], entry["collision"], entry["precision"], entry.get("boundaries", "periodic"))

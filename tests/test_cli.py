@@ -76,7 +76,7 @@ def test_configuration_file_and_pyproject_table(tmp_path, capsys):
     bad = tmp_path / "c.toml"
     bad.write_text('configurations = [{ velocity_set = "D2Q9", collision = "BGK" }]\n')
     assert cli.main(["check", "--config-file", str(bad)]) == 2
-    assert "needs the keys" in capsys.readouterr().err
+    assert "a table with the keys" in capsys.readouterr().err
     from adjointgen.config import default_configurations
 
     (tmp_path / "pyproject.toml").write_text(
@@ -88,3 +88,13 @@ def test_verify_prints_a_table_and_exits_zero():
     result = _run("verify", "--config", "D2Q9/BGK/FP64FP64")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| D2Q9/BGK/FP64FP64" in result.stdout and "PASS" in result.stdout
+
+
+def test_missing_xlb_is_a_clear_error_and_nothing_is_written(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "xlb", None)  # `import xlb` now fails as if it were not installed
+    assert cli.main(["build", "--config", "D2Q9/BGK/FP32FP32", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "XLB is not installed" in err and "pip install xlb==0.3.1" in err
+    assert list(tmp_path.iterdir()) == []
