@@ -22,4 +22,20 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
     return _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress)
 
 
-__all__ = ["__version__", "differentiable", "checkpointed_rollout"]
+def register(cls):
+    """Class decorator: make a user's XLB-style collision or boundary condition known to the
+    generator (see :mod:`adjointgen.user`)."""
+    from .user import register as _register
+
+    return _register(cls)
+
+
+def register_mix(name: str):
+    """Decorator naming a function ``(grid, dim) -> [boundary conditions]`` as a boundary mix of
+    configurations (see :mod:`adjointgen.user`)."""
+    from .user import register_mix as _register_mix
+
+    return _register_mix(name)
+
+
+__all__ = ["__version__", "differentiable", "checkpointed_rollout", "register", "register_mix"]

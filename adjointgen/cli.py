@@ -29,6 +29,11 @@ def generated_dir() -> Path:
 
 
 def _configurations(args) -> list[Configuration]:
+    if getattr(args, "source", None):
+        from .user import load_source
+
+        for path in args.source:
+            load_source(path)
     if getattr(args, "config_file", None):
         return load_configuration_file(Path(args.config_file))
     if args.config:
@@ -166,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", action="append", metavar="VS/COLLISION/PRECISION",
                          help="a configuration, e.g. D3Q19/BGK/FP32FP32 (repeatable; default: the configured list)")
         sub.add_argument("--config-file", metavar="TOML", help="a TOML file with a `configurations` list")
+        sub.add_argument("--source", action="append", metavar="FILE.py",
+                         help="a file of your own XLB-style operators (classes decorated with @adjointgen.register); repeatable")
         return sub
 
     build = with_configs(commands.add_parser("build", help="generate modules into generated/"))

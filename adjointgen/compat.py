@@ -104,4 +104,13 @@ def key_stepper_kernel(stepper) -> str:
         conditions.append(f"{bc.id}:{type(bc).__name__}" + (f"({kind})" if kind else ""))
     description = ",".join(conditions) or "none"
     stepper.warp_kernel.options["xlb_boundary_conditions"] = description
+    # the same holds for a collision operator swapped in after construction (users' operators)
+    collision = getattr(stepper, "collision", None)
+    functional = getattr(getattr(collision, "warp_functional", None), "func", None)
+    if functional is not None:
+        import hashlib
+        import inspect
+
+        source = hashlib.sha256(inspect.getsource(functional).encode()).hexdigest()[:16]
+        stepper.warp_kernel.options["xlb_collision"] = f"{type(collision).__name__}:{source}"
     return description

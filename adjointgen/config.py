@@ -18,10 +18,12 @@ from .errors import ConfigurationError
 VELOCITY_SETS = ("D2Q9", "D3Q19", "D3Q27")
 # "Forced<model>": XLB's ForcedCollision around <model>, exact-difference forcing, with the
 # force of adjointgen.xlb_support.FORCE (the stepper's force_vector)
-COLLISIONS = ("BGK", "KBC", "SmagorinskyLESBGK", "ForcedBGK", "ForcedKBC", "ForcedSmagorinskyLESBGK")
+BUILTIN_COLLISIONS = ("BGK", "KBC", "SmagorinskyLESBGK", "ForcedBGK", "ForcedKBC", "ForcedSmagorinskyLESBGK")
+COLLISIONS = BUILTIN_COLLISIONS  # plus the collisions users register (adjointgen.user.register)
 PRECISIONS = ("FP32FP32", "FP64FP64", "FP64FP32")  # compute precision, then store precision
 # built by adjointgen.xlb_support.boundary_conditions (see its docstring for each mix)
-BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "extrapolation", "obstacle")
+BUILTIN_BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "extrapolation", "obstacle")
+BOUNDARIES = BUILTIN_BOUNDARIES  # plus the mixes users register (adjointgen.user.register_mix)
 
 
 @dataclass(frozen=True, order=True)
@@ -32,15 +34,19 @@ class Configuration:
     boundaries: str = "periodic"
 
     def __post_init__(self):
+        from . import user
+
         for value, allowed, what in (
             (self.velocity_set, VELOCITY_SETS, "velocity_set"),
-            (self.collision, COLLISIONS, "collision"),
+            (self.collision, BUILTIN_COLLISIONS + tuple(user.COLLISIONS), "collision"),
             (self.precision, PRECISIONS, "precision"),
-            (self.boundaries, BOUNDARIES, "boundaries"),
+            (self.boundaries, BUILTIN_BOUNDARIES + tuple(user.MIXES), "boundaries"),
         ):
             if value not in allowed:
+                hint = (" (a collision of your own: register it with @adjointgen.register and pass its file "
+                        "with --source)") if what == "collision" else ""
                 raise ConfigurationError(
-                    f"unknown {what} {value!r}; choose one of {', '.join(allowed)}"
+                    f"unknown {what} {value!r}; choose one of {', '.join(allowed)}{hint}"
                 )
 
     @property
@@ -68,13 +74,15 @@ class Configuration:
     @classmethod
     def parse(cls, text: str) -> "Configuration":
         """Parse ``D3Q19/BGK/FP32FP32[/cavity]`` or a module name such as ``d3q19_bgk_fp32fp32``."""
-        parts = text.replace("_", "/").split("/")
+        parts = text.split("/") if "/" in text else text.split("_", 3)  # a label, or a module name
         if len(parts) not in (3, 4):
             raise ConfigurationError(
                 f"cannot read configuration {text!r}: write VELOCITYSET/COLLISION/PRECISION[/BOUNDARIES], "
                 "e.g. D3Q19/BGK/FP32FP32 or D2Q9/BGK/FP64FP64/cavity"
             )
-        collision = next((c for c in COLLISIONS if c.lower() == parts[1].lower()), parts[1])
+        from . import user
+
+        collision = next((c for c in BUILTIN_COLLISIONS + tuple(user.COLLISIONS) if c.lower() == parts[1].lower()), parts[1])
         return cls(parts[0].upper(), collision, parts[2].upper(), *(part.lower() for part in parts[3:]))
 
     @classmethod

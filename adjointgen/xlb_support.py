@@ -13,8 +13,8 @@ import io
 
 import numpy as np
 
-from . import compat
-from .config import Configuration
+from . import compat, user
+from .config import BUILTIN_COLLISIONS, Configuration
 from .errors import ConfigurationError
 
 XLB_VERSION_REQUIRED = "0.3.1"
@@ -61,8 +61,13 @@ def make_stepper(config: Configuration, backend: str, grid_shape: tuple[int, ...
     grid = grid_factory(grid_shape, compute_backend=compute_backend)
     forced = config.collision.startswith("Forced")
     options = {"force_vector": np.array(FORCE[: config.dim]), "forcing_scheme": "exact_difference"} if forced else {}
+    user_collision = user.COLLISIONS.get(config.collision)
+    collision_type = "BGK" if user_collision else config.collision.removeprefix("Forced")
     stepper = IncompressibleNavierStokesStepper(grid=grid, boundary_conditions=boundary_conditions(config, grid),
-                                                collision_type=config.collision.removeprefix("Forced"), **options)
+                                                collision_type=collision_type, **options)
+    if user_collision is not None:
+        # XLB's stepper resolves self.collision when its kernel is built (Warp) or called (JAX)
+        stepper.collision = user_collision(stepper.velocity_set, stepper.precision_policy, stepper.compute_backend)
     if backend == "warp":
         compat.key_stepper_kernel(stepper)
     return stepper
@@ -113,6 +118,9 @@ def boundary_conditions(config: Configuration, grid) -> list:
     def indices(cells) -> list:
         return np.array(sorted(cells)).T.tolist()
 
+    if config.boundaries in user.MIXES:
+        with contextlib.redirect_stdout(io.StringIO()):  # XLB prints every registration
+            return list(user.MIXES[config.boundaries](grid, config.dim))
     box = grid.bounding_box_indices()
     inner = grid.bounding_box_indices(remove_edges=True)
     everything = points(box.values())
@@ -200,7 +208,7 @@ def configuration_of(stepper) -> Configuration:
             f"(compute_backend=ComputeBackend.WARP); this one uses {stepper.compute_backend}"
         )
     unsupported = [type(bc).__name__ for bc in stepper.boundary_conditions
-                   if type(bc).__name__ not in SUPPORTED_BOUNDARY_CONDITIONS]
+                   if type(bc).__name__ not in SUPPORTED_BOUNDARY_CONDITIONS and type(bc) not in user.BOUNDARY_CONDITIONS.values()]
     if unsupported:
         reasons = "".join(f"; {name}: {REFUSED_BOUNDARY_CONDITIONS[name]}" for name in unsupported
                           if name in REFUSED_BOUNDARY_CONDITIONS)
@@ -214,6 +222,10 @@ def configuration_of(stepper) -> Configuration:
     collision = type(stepper.collision).__name__
     if collision == "ForcedCollision":
         collision = "Forced" + type(stepper.collision.collision_operator).__name__
+    if collision not in BUILTIN_COLLISIONS and user.COLLISIONS.get(collision) is not type(stepper.collision):
+        raise ConfigurationError(
+            f"collision {collision} is not one of XLB's ({', '.join(BUILTIN_COLLISIONS)}); if it is your own "
+            "XLB-style operator, decorate its class with @adjointgen.register")
     precision = stepper.precision_policy.name
     del xlb
     return Configuration(velocity_set, collision, precision)
