@@ -214,8 +214,8 @@ class VectorComponentWrite(Rule):
                 "backward pass reads the vector as it is after the last write, so partials that needed the "
                 "overwritten component use the new value and the gradient is wrong, without a warning.")
     fix = ("Build a new vector instead of writing a component (e.g. with wp.where per component), or set "
-           "wp.set_module_options({'enable_vector_component_overwrites': True}) for the module (the kernel "
-           "cache does not key on wp.config.enable_vector_component_overwrites: clear it after changing it), "
+           "wp.config.enable_vector_component_overwrites = True before any module is built (a global switch: "
+           "Warp 1.19 ignores it as a module option; clear the kernel cache if kernels were built without it), "
            "or generate an explicit adjoint (adjointgen build).")
 
     def check(self, ctx: Context):

@@ -248,7 +248,9 @@ def _settings(module: cst.Module, warp_names: set[str]) -> ModuleSettings:
                         if isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString):
                             key = element.key.evaluated_value
                             value = value_of(element.value)
-                            if key in keys and value is not None:
+                            # Warp folds the global enable_vector_component_overwrites into every
+                            # module's build options: as a module option it has no effect
+                            if key in keys and value is not None and key != "enable_vector_component_overwrites":
                                 setattr(settings, keys[key], value)
             elif isinstance(small, cst.Assign) and len(small.targets) == 1:
                 dotted = _dotted(small.targets[0].target) or ""

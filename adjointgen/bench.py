@@ -1,0 +1,230 @@
+"""``adjointgen bench``: one step and its gradient, every way there is, in one process on one device.
+
+For each configuration on an N^d grid, after warm-up, the median over ``repeats`` batches of
+``inner`` calls (``wp.synchronize()`` / ``block_until_ready`` around each batch) of:
+
+- ``copy``: a device-to-device copy of one state array: the bandwidth yardstick (read + write);
+- ``xlb_forward``: XLB's own Warp stepper (the reference of every ratio);
+- ``ag_forward``, ``ag_adjoint``, ``ag_forward_adjoint``: adjointgen's generated kernels;
+- ``tape_backward``: Warp's automatic tape on XLB's stepper, backward pass only, with
+  ``max_unroll = 64`` for XLB's stepper module and ``wp.config.enable_vector_component_overwrites``
+  on (its best case: the switches that make its gradient right, FINDINGS section 2); the row also
+  reports the tape gradient's max relative difference to adjointgen's;
+- ``jax_forward``, ``jax_grad``: XLB's JAX stepper, jitted, and ``jax.grad`` of ``<c, f_new>``.
+
+Each row: ms, MLUPS, ratio to ``xlb_forward``, achieved bandwidth of the row's minimal traffic as a
+percentage of the copy's, and the extra device memory the row needed beyond the two state
+arrays and masks (Warp: mempool high-water mark; JAX: peak bytes in use; not measured on CPUs).
+Results go to ``bench.json`` and ``bench.md`` in ``--out``, with the device name and the date.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_CASES = ("D3Q19/BGK/FP32FP32", "D3Q19/BGK/FP32FP32/cavity", "D3Q19/BGK/FP32FP32/obstacle",
+                 "D3Q27/KBC/FP32FP32", "D3Q19/BGK/FP64FP64")
+ROWS = ("copy", "xlb_forward", "ag_forward", "ag_adjoint", "ag_forward_adjoint", "tape_backward", "jax_forward", "jax_grad")
+
+
+def _timed(fn, sync, repeats: int, inner: int) -> float:
+    for _ in range(2):
+        fn()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - start) * 1e3 / inner)
+    return statistics.median(samples)
+
+
+class _WarpMemory:
+    """Extra device memory of a row: the mempool's high-water mark over its use before the row."""
+
+    def __init__(self, wp, device):
+        self.wp, self.device = wp, device
+        self.on = device.is_cuda and wp.is_mempool_enabled(device)
+
+    def used(self) -> float:
+        return float(self.wp.get_mempool_used_mem_current(self.device)) if self.on else float("nan")
+
+    def high(self) -> float:
+        return float(self.wp.get_mempool_used_mem_high(self.device)) if self.on else float("nan")
+
+
+def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict:
+    import warp as wp
+
+    import adjointgen
+    from adjointgen.config import Configuration
+    from adjointgen.verify import random_state
+    from adjointgen.xlb_support import make_stepper, prepare_fields
+
+    config = Configuration.parse(label)
+    shape = (size,) * config.dim
+    device = wp.get_device()
+    memory = _WarpMemory(wp, device)
+    stepper = make_stepper(config, "warp", shape)
+    step = adjointgen.differentiable(stepper)
+    f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+    dtype = np.float64 if config.is_fp64 else np.float32
+    tile = random_state(config, (min(size, 16),) * config.dim, seed=0).astype(dtype)
+    reps = tuple(int(np.ceil(s / tile.shape[1 + a])) for a, s in enumerate(shape)) + (1,) * (3 - config.dim)
+    state = np.ascontiguousarray(np.tile(tile, (1, *reps))[:, : shape[0], : shape[1], : (shape[2] if config.dim == 3 else 1)])
+    f_0 = wp.array(state, dtype=f_0.dtype)
+    omega = 1.6
+    omega_x = wp.float64(omega) if config.is_fp64 else omega
+    cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
+    sync = wp.synchronize
+
+    times, extra, notes = {}, {}, {}
+    copy_target = wp.empty_like(f_0)
+    times["copy"] = _timed(lambda: wp.copy(copy_target, f_0), sync, repeats, inner)
+    del copy_target
+    times["xlb_forward"] = _timed(lambda: stepper(f_0, f_1, bc_mask, missing_mask, omega_x, 0), sync, repeats, inner)
+    times["ag_forward"] = _timed(lambda: step.forward(f_0, f_1, bc_mask, missing_mask, omega, 0), sync, repeats, inner)
+
+    before = memory.used()
+    adj_f_0 = wp.zeros_like(f_0)
+    adj_f_1 = wp.array(cotangent, dtype=f_0.dtype)
+    times["ag_adjoint"] = _timed(lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1), sync, repeats, inner)
+
+    def forward_adjoint():
+        step.forward(f_0, f_1, bc_mask, missing_mask, omega, 0)
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1)
+
+    times["ag_forward_adjoint"] = _timed(forward_adjoint, sync, repeats, inner)
+    extra["ag_adjoint"] = extra["ag_forward_adjoint"] = memory.high() - before
+    ours = _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega)
+    del adj_f_0, adj_f_1
+
+    if "tape" not in skip:
+        times["tape_backward"], extra["tape_backward"], notes["tape_backward"] = _tape(
+            wp, stepper, state, cotangent, f_1, bc_mask, missing_mask, omega_x, ours, memory, repeats, inner)
+    if "jax" not in skip:
+        jax_times, jax_extra = _jax(config, shape, state, cotangent, omega, repeats, inner)
+        times.update(jax_times)
+        extra.update(jax_extra)
+
+    cells = int(np.prod(shape))
+    word = 8 if config.is_fp64 else 4
+    state_bytes = f_0.shape[0] * cells * word
+    bandwidth = 2 * state_bytes / (times["copy"] * 1e-3)
+    # minimal traffic: a forward reads f_0 and writes f_1; an adjoint also reads adj_f_1 and
+    # read-modify-writes adj_f_0 (and clears adj_f_1 for the tape): 5 state arrays; masks 1 B/cell
+    minimal = {"copy": 2 * state_bytes, "xlb_forward": 2 * state_bytes + cells, "ag_forward": 2 * state_bytes + cells,
+               "ag_adjoint": 5 * state_bytes + cells, "ag_forward_adjoint": 7 * state_bytes + 2 * cells,
+               "tape_backward": 5 * state_bytes + cells, "jax_forward": 2 * state_bytes + cells,
+               "jax_grad": 7 * state_bytes + 2 * cells}
+    rows = {}
+    for name in ROWS:
+        if name not in times:
+            continue
+        ms = times[name]
+        rows[name] = {"ms": ms, "mlups": cells / (ms * 1e-3) / 1e6, "ratio_to_xlb_forward": ms / times["xlb_forward"],
+                      "percent_of_copy_bandwidth": 100 * (minimal[name] / (ms * 1e-3)) / bandwidth,
+                      "extra_memory_gb": extra.get(name, float("nan")) / 1e9, "note": notes.get(name, "")}
+    return {"case": config.label, "grid": list(shape), "copy_GBps": bandwidth / 1e9, "rows": rows}
+
+
+def _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega) -> np.ndarray:
+    f_in = wp.array(state, dtype=f_1.dtype, requires_grad=True)
+    f_out = wp.clone(f_1, requires_grad=True)
+    tape = wp.Tape()
+    with tape:
+        step(f_in, f_out, bc_mask, missing_mask, omega, 0)
+    tape.backward(grads={f_out: wp.array(cotangent, dtype=f_1.dtype)})
+    return f_in.grad.numpy()
+
+
+def _tape(wp, stepper, state, cotangent, f_1, bc_mask, missing_mask, omega_x, ours, memory, repeats, inner):
+    """Warp's tape on XLB's stepper, with the switches that make its gradient right: max_unroll
+    for XLB's stepper module, and the global enable_vector_component_overwrites (Warp 1.19 folds
+    the global value into every module's build options; a module option is overridden)."""
+    module = sys.modules[type(stepper).__module__]
+    saved = (wp.get_module_options(module).get("max_unroll"), wp.config.enable_vector_component_overwrites)
+    wp.config.enable_vector_component_overwrites = True
+    wp.set_module_options({"max_unroll": 64}, module=module)  # also marks the module for a rebuild
+    before = memory.used()
+    f_in = wp.array(state, dtype=f_1.dtype, requires_grad=True)
+    f_out = wp.clone(f_1, requires_grad=True)
+    tape = wp.Tape()
+    with tape:
+        stepper(f_in, f_out, bc_mask, missing_mask, omega_x, 0)
+    seed = wp.array(cotangent, dtype=f_1.dtype)
+    tape.backward(grads={f_out: seed})
+    theirs = f_in.grad.numpy()
+    difference = float(np.max(np.abs(theirs - ours)) / np.max(np.abs(ours)))
+
+    def backward():
+        tape.backward(grads={f_out: seed})
+
+    ms = _timed(backward, wp.synchronize, repeats, inner)
+    extra = memory.high() - before
+    wp.config.enable_vector_component_overwrites = saved[1]
+    wp.set_module_options({"max_unroll": saved[0]}, module=module)
+    return ms, extra, f"gradient vs adjointgen: {difference:.1e} (max relative)"
+
+
+def _jax(config, shape, state, cotangent, omega, repeats, inner):
+    import jax
+    import jax.numpy as jnp
+
+    from adjointgen.xlb_support import make_stepper
+
+    stepper = make_stepper(config, "jax", shape)
+    _, f_1, bc_mask, missing_mask = stepper.prepare_fields()
+    f = jnp.asarray(state.reshape((state.shape[0], *shape)))
+    c = jnp.asarray(cotangent.reshape(f.shape))
+    forward = jax.jit(lambda f: stepper(f, f_1, bc_mask, missing_mask, omega, 0)[1])
+    grad = jax.jit(jax.grad(lambda f: jnp.sum(c * stepper(f, f_1, bc_mask, missing_mask, omega, 0)[1])))
+    device = jax.devices()[0]
+
+    def peak() -> float:
+        stats = device.memory_stats() or {}
+        return float(stats.get("peak_bytes_in_use", float("nan")))
+
+    base = float((device.memory_stats() or {}).get("bytes_in_use", float("nan")))
+    times = {"jax_forward": _timed(lambda: forward(f).block_until_ready(), lambda: None, repeats, inner)}
+    forward_peak = peak()
+    times["jax_grad"] = _timed(lambda: grad(f).block_until_ready(), lambda: None, repeats, inner)
+    return times, {"jax_forward": forward_peak - base, "jax_grad": peak() - base}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# adjointgen bench: {results['device']}, Warp {results['warp']}, JAX {results.get('jax', '-')}, {results['date']}",
+             "", "Median of repeats after warm-up; ratios to XLB's Warp forward in the same run.", "",
+             "| case | grid | what | ms | MLUPS | / XLB forward | % of copy bandwidth | extra memory GB | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for case in results["cases"]:
+        grid = "x".join(map(str, case["grid"]))
+        for name, row in case["rows"].items():
+            memory = "-" if row["extra_memory_gb"] != row["extra_memory_gb"] else f"{row['extra_memory_gb']:.2f}"
+            lines.append(f"| {case['case']} | {grid} | {name} | {row['ms']:.3f} | {row['mlups']:.0f} | "
+                         f"{row['ratio_to_xlb_forward']:.2f} | {row['percent_of_copy_bandwidth']:.0f} | {memory} | {row['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(cases, size: int, repeats: int, inner: int, skip: set) -> dict:
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and Warp share the device
+    import warp as wp
+
+    wp.init()
+    results = {"device": wp.get_device().name, "warp": wp.__version__, "date": time.strftime("%Y-%m-%d"),
+               "size": size, "repeats": repeats, "inner": inner, "cases": []}
+    if "jax" not in skip:
+        import jax
+
+        results["jax"] = jax.__version__
+        results["jax_device"] = str(jax.devices()[0])
+    for label in cases:
+        results["cases"].append(run_case(label, size, repeats, inner, skip))
+    return results
