@@ -4,6 +4,7 @@
     adjointgen check  [--config ...] [--dir DIR]
     adjointgen verify [--config ...] [--shape 8x8]
     adjointgen lint   PATH_OR_MODULE... [--velocity-set D3Q19] [--format json]
+    adjointgen bench  [--config ...] [--size 192] [--out DIR]   # on a GPU: times every way to step
 
 Without ``--config`` the configurations come from ``[tool.adjointgen]`` in ./pyproject.toml if it
 has one, else from the packaged ``adjointgen/configurations.toml``.
@@ -162,6 +163,30 @@ def cmd_lint(args) -> int:
     return result.exit_code
 
 
+def cmd_bench(args) -> int:
+    import json
+
+    from .bench import DEFAULT_CASES, markdown, run
+
+    if args.config_file or getattr(args, "source", None):
+        cases = [c.label for c in _configurations(args)]
+    else:
+        cases = args.config or list(DEFAULT_CASES)
+    skip = {part.strip() for part in (args.skip or "").split(",") if part.strip()}
+    unknown = skip - {"tape", "jax"}
+    if unknown:
+        print(f"adjointgen bench: --skip takes tape and/or jax, not {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    results = run(cases, args.size, args.repeats, args.inner, skip)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (out / "bench.md").write_text(table)
+    print(table)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="adjointgen", description="Explicit adjoint Warp kernels for XLB steppers.")
     main.add_argument("-v", "--verbose", action="store_true", help="log what is generated and loaded")
@@ -202,6 +227,14 @@ def parser() -> argparse.ArgumentParser:
     lint.add_argument("--brief", action="store_true", help="one line per finding, without the explanation")
     lint.add_argument("--list-rules", action="store_true", help="print the rules and exit")
     lint.set_defaults(run=cmd_lint)
+
+    bench = with_configs(commands.add_parser("bench", help="time XLB's step, ours, its adjoint, Warp's tape and jax.grad"))
+    bench.add_argument("--size", type=int, default=192, help="cells per axis (default 192)")
+    bench.add_argument("--repeats", type=int, default=7)
+    bench.add_argument("--inner", type=int, default=10, help="calls per timed batch")
+    bench.add_argument("--skip", metavar="tape,jax", help="leave out Warp's tape and/or XLB-JAX rows")
+    bench.add_argument("--out", default="bench-results", help="directory for bench.json and bench.md")
+    bench.set_defaults(run=cmd_bench)
     return main
 
 
