@@ -93,6 +93,7 @@ def main(argv=None):
     parser.add_argument("--noise", type=float, default=0.01, help="relative noise on the observation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-figures", action="store_true", help="results.json only (a machine without matplotlib)")
     parser.add_argument("--out", default="examples/output/identify_inlet_and_omega")
     args = parser.parse_args(argv)
     from tqdm import tqdm
@@ -130,7 +131,8 @@ def main(argv=None):
               "first_loss": history[0][0], "final_loss": final_loss, "wall_s": wall}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot(out, problem, true_u, found_u, np.array(history), report)
+    if not args.no_figures:
+        plot(out, problem, true_u, found_u, np.array(history), report)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report

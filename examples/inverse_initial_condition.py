@@ -158,6 +158,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-jax", action="store_true", help="skip the XLB-JAX comparison")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-figures", action="store_true", help="results.json only (a machine without matplotlib)")
     parser.add_argument("--out", default="examples/output/inverse_initial_condition")
     args = parser.parse_args(argv)
 
@@ -178,8 +179,9 @@ def main(argv=None):
         curves["XLB-JAX jax.grad"] = (jax_losses, jax_wall)
         report["xlb_jax"] = {"first_loss": jax_losses[0], "final_loss": jax_losses[-1], "wall_s": jax_wall,
                              "max_relative_loss_difference": float(np.max(np.abs(np.array(jax_losses) - losses) / np.array(jax_losses)))}
-    first = solve_with_adjointgen(f_start, target, args.steps, 0, args.snapshots, args.lr, False)[1]
-    plot(out, target, first, result, curves)
+    if not args.no_figures:
+        first = solve_with_adjointgen(f_start, target, args.steps, 0, args.snapshots, args.lr, False)[1]
+        plot(out, target, first, result, curves)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
