@@ -64,10 +64,9 @@ def test_xlb_2d_loops_are_unrolled():
 def test_generated_modules_report_nothing(capsys):
     modules = sorted(GENERATED.glob("*.py"))
     assert len(modules) >= 7
-    for velocity_set in ("D2Q9", "D3Q19", "D3Q27"):
-        result = lint([str(GENERATED)], velocity_set=velocity_set)
-        assert result.findings == [] and result.suppressed == []
-        assert result.backward_disabled > 0  # their kernels are the explicit adjoints, not Warp's
+    result = lint([str(GENERATED)], velocity_set="D3Q27")
+    assert result.findings == [] and result.suppressed == []
+    assert result.backward_disabled > 0  # their kernels are the explicit adjoints, not Warp's
     assert main(["lint", str(GENERATED), "--velocity-set", "D3Q19"]) == 0
 
 
