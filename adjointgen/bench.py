@@ -6,6 +6,8 @@ For each configuration on an N^d grid, after warm-up, the median over ``repeats`
 - ``copy``: a device-to-device copy of one state array: the bandwidth yardstick (read + write);
 - ``xlb_forward``: XLB's own Warp stepper (the reference of every ratio);
 - ``ag_forward``, ``ag_adjoint``, ``ag_forward_adjoint``: adjointgen's generated kernels;
+  ``ag_adjoint_fresh`` where the module has it and no cell is solid: the adjoint a rollout's
+  reverse sweep runs (writes adj_f_0, leaves adj_f_1), 3 state arrays of traffic instead of 5;
 - ``tape_backward``: Warp's automatic tape on XLB's stepper, backward pass only, with
   ``max_unroll = 64`` for XLB's stepper module and ``wp.config.enable_vector_component_overwrites``
   on (its best case: the switches that make its gradient right, FINDINGS section 2); the row also
@@ -31,7 +33,8 @@ import numpy as np
 
 DEFAULT_CASES = ("D3Q19/BGK/FP32FP32", "D3Q19/BGK/FP32FP32/cavity", "D3Q19/BGK/FP32FP32/obstacle",
                  "D3Q27/KBC/FP32FP32", "D3Q19/BGK/FP64FP64")
-ROWS = ("copy", "xlb_forward", "ag_forward", "ag_adjoint", "ag_forward_adjoint", "tape_backward", "jax_forward", "jax_grad")
+ROWS = ("copy", "xlb_forward", "ag_forward", "ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "tape_backward",
+        "jax_forward", "jax_grad")
 
 
 def _timed(fn, sync, repeats: int, inner: int) -> float:
@@ -102,7 +105,11 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1)
 
     times["ag_forward_adjoint"] = _timed(forward_adjoint, sync, repeats, inner)
-    extra["ag_adjoint"] = extra["ag_forward_adjoint"] = memory.used() - before
+    if getattr(step.module, "FRESH_ADJOINT", False) and not (bc_mask.numpy() == 255).any():
+        # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared)
+        times["ag_adjoint_fresh"] = _timed(
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True), sync, repeats, inner)
+    extra["ag_adjoint"] = extra["ag_forward_adjoint"] = extra["ag_adjoint_fresh"] = memory.used() - before
     ours = _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega)
     del adj_f_0, adj_f_1
 
@@ -122,6 +129,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     # read-modify-writes adj_f_0 (and clears adj_f_1 for the tape): 5 state arrays; masks 1 B/cell
     minimal = {"copy": 2 * state_bytes, "xlb_forward": 2 * state_bytes + cells, "ag_forward": 2 * state_bytes + cells,
                "ag_adjoint": 5 * state_bytes + cells, "ag_forward_adjoint": 7 * state_bytes + 2 * cells,
+               "ag_adjoint_fresh": 3 * state_bytes + cells,
                "tape_backward": 5 * state_bytes + cells, "jax_forward": 2 * state_bytes + cells,
                "jax_grad": 7 * state_bytes + 2 * cells}
     rows = {}

@@ -183,15 +183,23 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
                 slot_terms.setdefault(slot, []).append(name)
             continue
         groups.append({"origin": group.origin, "lines": body})
-    write_back_reads, write_back_writes = [], []
+    write_back_reads, write_back_writes, fresh_writes = [], [], []
     for target, entry in sorted(destinations.items(), key=lambda item: _population_order(item[0])):
         # the terms are adjoints (compute precision); the element is in the array's precision
         added = _convert(" + ".join(entry["terms"]), program.compute_dtype, entry["dtype"]) if entry["terms"] else None
+        if added is not None or not entry["cleared"]:
+            fresh_writes.append(f"{target} = {added or zero}")
         if not entry["cleared"]:
             old = f"old_{len(write_back_reads)}"
             write_back_reads.append({"origin": entry["origin"], "line": f"{old} = {target}"})
             added = f"{old} + {added}" if added else old
         write_back_writes.append(f"{target} = {added or zero}")
+    # adjoint_fresh: for callers that know the gradients the adjoint would add to are zero and do
+    # not need the outputs' gradients cleared (a rollout's reverse sweep of a step that writes
+    # every cell and keeps no data in place): 3 state arrays of traffic instead of 5. Only where
+    # every element of a gradient array has exactly one writer among the cells (no slots, nothing
+    # in place); kept cells (bc_mask 255) must also be absent, which only the caller can know.
+    fresh = not accesses.in_place and not accesses.slots
     thread = ", ".join(t.name for t in program.thread)
     write_back_writes += [f"{naming.SLOTS}[{slot}, {thread}] = {' + '.join(terms)}" for slot, terms in sorted(slot_terms.items())]
     written_slots = {str(slot) for slot in slot_terms}
@@ -272,6 +280,8 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "kept_lines": kept_lines,
         "write_back_reads": write_back_reads,
         "write_back_writes": write_back_writes,
+        "fresh_writes": fresh_writes if fresh else [],
+        "fresh": fresh,
         "groups": groups,
         "grad_arrays": [[p.name, grads[p.name]] for p in program.params if p.differentiable],
         "slot_count": len(accesses.slots),

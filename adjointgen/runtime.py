@@ -228,13 +228,17 @@ class DifferentiableStep:
                   device=f_0.device, record_tape=False)
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
-                lifted_values=None, adj_parameters=None):
+                lifted_values=None, adj_parameters=None, fresh: bool = False):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
         it), on return the adjoints of their contents before the step. With ``adj_omega`` (a
         one-element array) also ``adj_omega += d<adjoints, outputs>/d omega``, summed over the
-        grid, and likewise into ``adj_parameters`` ({name: gradient array}) for lifted values."""
+        grid, and likewise into ``adj_parameters`` ({name: gradient array}) for lifted values.
+
+        ``fresh=True`` (only where ``self.module.FRESH_ADJOINT``) runs ``adjoint_fresh``: the caller
+        guarantees that ``adj_f_0`` is zero and that no cell is kept (bc_mask 255); ``adj_f_0`` is
+        then written instead of added to, and ``adj_f_1`` is left as it was instead of cleared."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
@@ -258,7 +262,10 @@ class DifferentiableStep:
             # adjoint_gather adds them to the owners' gradients (no atomics, no races)
             slots = self._scratch("slots", (self.module.SLOT_COUNT, *f_0.shape[1:]), f_0.device)
             inputs.append(slots)
-        wp.launch(self.module.adjoint, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
+        if fresh and not getattr(self.module, "FRESH_ADJOINT", False):
+            raise RuntimeArgumentError(f"{self.module.__name__} has no adjoint_fresh kernel")
+        kernel = self.module.adjoint_fresh if fresh else self.module.adjoint
+        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
         if slots is not None:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, *(grads[name] for name in self.module.GATHER_INTO)],

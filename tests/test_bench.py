@@ -13,7 +13,8 @@ def test_bench_writes_every_row(tmp_path, capsys):
                      "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "bench.json").read_text())
     (case,) = results["cases"]
-    assert tuple(case["rows"]) == ROWS and results["device"].lower() == "cpu"
+    assert tuple(case["rows"]) == tuple(r for r in ROWS if r != "ag_adjoint_fresh")  # the cavity has walls
+    assert results["device"].lower() == "cpu"
     assert case["rows"]["xlb_forward"]["ratio_to_xlb_forward"] == 1.0
     assert all(row["ms"] > 0 and row["mlups"] > 0 for row in case["rows"].values())
     difference = float(re.search(r"([0-9.e+-]+) \(max relative\)", case["rows"]["tape_backward"]["note"]).group(1))
