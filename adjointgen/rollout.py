@@ -187,8 +187,9 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         # Where nothing but the final state has a cotangent and no cell is kept, the adjoint each
         # step would add to is zero (the next step overwrote that buffer everywhere) and the one it
         # would clear is overwritten by the step before: adjoint_fresh moves 3 arrays instead of 5
+        # (and the step must not read f_1, whose adjoint would not be zero at the end)
         fresh = (getattr(step.module, "FRESH_ADJOINT", False) and observe is None and adj_f_1 is None
-                 and not _has_kept_cells(bc_mask))
+                 and "f_1" not in getattr(step.module, "OVERWRITTEN_INPUTS", []) and not _has_kept_cells(bc_mask))
 
         def reverse(n1: int, n0: int):
             for n in range(n1 - 1, n0 - 1, -1):
