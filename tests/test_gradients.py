@@ -47,7 +47,8 @@ def _planted(tmp_path, name, mutate):
     from adjointgen.cli import generated_dir
 
     text = (generated_dir() / "d2q9_bgk_fp64fp64.py").read_text()
-    head, sweep = text.split("    # reverse sweep\n")
+    # the first reverse sweep is the adjoint kernel's (adjoint_fresh follows; mutations use count=1)
+    head, sweep = text.split("    # reverse sweep\n", 1)
     mutated = mutate(sweep)
     assert mutated != sweep
     path = tmp_path / f"{name}.py"
