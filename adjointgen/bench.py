@@ -68,6 +68,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
 
     import adjointgen
     from adjointgen.config import Configuration
+    from adjointgen.rollout import has_kept_cells
     from adjointgen.verify import random_state
     from adjointgen.xlb_support import make_stepper, prepare_fields
 
@@ -105,7 +106,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1)
 
     times["ag_forward_adjoint"] = _timed(forward_adjoint, sync, repeats, inner)
-    if getattr(step.module, "FRESH_ADJOINT", False) and not (bc_mask.numpy() == 255).any():
+    if getattr(step.module, "FRESH_ADJOINT", False) and not has_kept_cells(bc_mask):
         # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared)
         times["ag_adjoint_fresh"] = _timed(
             lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True), sync, repeats, inner)

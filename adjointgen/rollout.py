@@ -189,7 +189,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         # would clear is overwritten by the step before: adjoint_fresh moves 3 arrays instead of 5
         # (and the step must not read f_1, whose adjoint would not be zero at the end)
         fresh = (getattr(step.module, "FRESH_ADJOINT", False) and observe is None and adj_f_1 is None
-                 and "f_1" not in getattr(step.module, "OVERWRITTEN_INPUTS", []) and not _has_kept_cells(bc_mask))
+                 and "f_1" not in getattr(step.module, "OVERWRITTEN_INPUTS", []) and not has_kept_cells(bc_mask))
 
         def reverse(n1: int, n0: int):
             for n in range(n1 - 1, n0 - 1, -1):
@@ -234,7 +234,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
     return result
 
 
-def _has_kept_cells(bc_mask) -> bool:
+def has_kept_cells(bc_mask) -> bool:
     """True when some cell is solid (``bc_mask == 255``: the step keeps its old content)."""
     return bool((bc_mask.numpy() == 255).any())
 
