@@ -19,6 +19,9 @@ percentage of the copy's, and the device memory the row needs beyond the two sta
 masks (Warp rows: what the mempool holds after the row minus before it, e.g. adjoint arrays or the
 tape's gradients; JAX rows: XLA's memory analysis of the compiled function, temporaries plus
 outputs; Warp rows are not measured on CPUs).
+On CUDA devices each case also lists the compiled kernels' registers per thread and local memory
+per thread (register spills), XLB's stepper kernel and ours: the first profile to read when an
+adjoint falls short of the bandwidth.
 Results go to ``bench.json`` and ``bench.md`` in ``--out``, with the device name and the date.
 """
 
@@ -90,11 +93,13 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     sync = wp.synchronize
 
     times, extra, notes = {}, {}, {}
+    kernels = {}
     copy_target = wp.empty_like(f_0)
     times["copy"] = _timed(lambda: wp.copy(copy_target, f_0), sync, repeats, inner)
     del copy_target
     times["xlb_forward"] = _timed(lambda: stepper(f_0, f_1, bc_mask, missing_mask, omega_x, 0), sync, repeats, inner)
     times["ag_forward"] = _timed(lambda: step.forward(f_0, f_1, bc_mask, missing_mask, omega, 0), sync, repeats, inner)
+    kernels.update(_kernel_resources(wp, device, {"xlb stepper": getattr(stepper, "warp_kernel", None)}))
 
     before = memory.used()
     adj_f_0 = wp.zeros_like(f_0)
@@ -112,6 +117,8 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
             lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True), sync, repeats, inner)
     extra["ag_adjoint"] = extra["ag_forward_adjoint"] = extra["ag_adjoint_fresh"] = memory.used() - before
     ours = _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega)
+    kernels.update(_kernel_resources(wp, device, {name: getattr(step.module, name, None) for name in
+                                                  ("forward", "adjoint", "adjoint_fresh", "adjoint_gather", "adjoint_prepare")}))
     del adj_f_0, adj_f_1
 
     if "tape" not in skip:
@@ -141,7 +148,23 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         rows[name] = {"ms": ms, "mlups": cells / (ms * 1e-3) / 1e6, "ratio_to_xlb_forward": ms / times["xlb_forward"],
                       "percent_of_copy_bandwidth": 100 * (minimal[name] / (ms * 1e-3)) / bandwidth,
                       "extra_memory_gb": extra.get(name, float("nan")) / 1e9, "note": notes.get(name, "")}
-    return {"case": config.label, "grid": list(shape), "copy_GBps": bandwidth / 1e9, "rows": rows}
+    return {"case": config.label, "grid": list(shape), "copy_GBps": bandwidth / 1e9, "rows": rows, "kernels": kernels}
+
+
+def _kernel_resources(wp, device, kernels: dict) -> dict:
+    """{name: {"register_count", "local_memory_size"}} of the kernels that exist and have been
+    launched on ``device`` (CUDA only: the driver's account of the compiled code)."""
+    if not device.is_cuda:
+        return {}
+    found = {}
+    for name, kernel in kernels.items():
+        if kernel is None:
+            continue
+        try:
+            found[name] = dict(wp.get_cuda_kernel_properties(kernel, device))
+        except Exception as error:  # a kernel not loaded on this device: say so rather than guess
+            found[name] = {"error": str(error).splitlines()[0]}
+    return found
 
 
 def _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega) -> np.ndarray:
@@ -225,6 +248,12 @@ def markdown(results: dict) -> str:
             memory = "-" if row["extra_memory_gb"] != row["extra_memory_gb"] else f"{row['extra_memory_gb']:.2f}"
             lines.append(f"| {case['case']} | {grid} | {name} | {row['ms']:.3f} | {row['mlups']:.0f} | "
                          f"{row['ratio_to_xlb_forward']:.2f} | {row['percent_of_copy_bandwidth']:.0f} | {memory} | {row['note']} |")
+    resources = [(case["case"], name, k) for case in results["cases"] for name, k in case.get("kernels", {}).items()]
+    if resources:
+        lines += ["", "Compiled kernels (CUDA driver): registers per thread, local memory per thread (spills).", "",
+                  "| case | kernel | registers | local bytes |", "|---|---|---|---|"]
+        for label, name, k in resources:
+            lines.append(f"| {label} | {name} | {k.get('register_count', '-')} | {k.get('local_memory_size', k.get('error', '-'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,8 +15,9 @@ import json
 from importlib import resources
 
 import jinja2
+import sympy
 
-from . import __version__, naming
+from . import __version__, guards, naming
 from .access import Accesses
 from .config import Configuration
 from .ir import Assign, Load, Program
@@ -110,6 +111,80 @@ def _convert(text: str, source: str, target: str) -> str:
     return text if source == target else f"wp.{target}({text})"
 
 
+def _id_condition(print_, id_symbol, need) -> str:
+    """``need`` (a finite set of boundary ids) as a test of ``id_symbol``."""
+    return print_(sympy.Or(*[sympy.Eq(id_symbol, k) for k in sorted(need.ids)]), "bool")
+
+
+def _slot_needs(accesses: Accesses, needs: dict) -> dict:
+    """{slot: the boundary ids at which its reads can have a non-zero adjoint} for the slots whose
+    every read is guarded (see :mod:`adjointgen.guards`); elsewhere their adjoint is exactly zero
+    (select semantics), so the slot is neither written nor gathered there."""
+    found: dict = {}
+    unguarded = set()
+    for name, access in accesses.loads.items():
+        slot = accesses.slot_of(access)
+        if slot is None:
+            continue
+        if name not in needs:
+            unguarded.add(slot)
+        else:
+            found[slot] = found[slot].union(needs[name]) if slot in found else needs[name]
+    return {slot: need for slot, need in found.items() if slot not in unguarded}
+
+
+def _merge_ifs(lines: list[str]) -> list[str]:
+    """Adjacent one-level ``if`` blocks with the same test, as one block."""
+    out: list[str] = []
+    header = None
+    for line in lines:
+        if line.startswith("if ") and line == header:
+            continue
+        if not line.startswith("    "):
+            header = line if line.startswith("if ") else None
+        out.append(line)
+    return out
+
+
+def _load_of(program: Program, symbol):
+    """The load statement that defines ``symbol`` (None if there is none)."""
+    return next((s for s in program.statements if isinstance(s, Load) and s.target == symbol), None) if symbol is not None else None
+
+
+def _guarded_body(program: Program, lines: "_Lines", statements: list) -> list[str]:
+    """The forward body's statement lines, boundary-only work inside ``if`` blocks on the cell's
+    boundary id (see :mod:`adjointgen.guards`); each guarded variable gets a typed default first."""
+    print_ = lines.print
+    id_symbol = guards.cell_id_symbol(program)
+    needs = guards.analyse(program, id_symbol)
+    out, run, run_guard = [], [], None
+
+    def close():
+        if not run:
+            return
+        ids = sorted(run_guard.ids)
+        out.append(f"# used only at cells with boundary id {', '.join(map(str, ids)) or '(none)'}")
+        for statement in run:
+            dtype = program.dtypes[str(statement.target)]
+            out.append(f"{statement.target} = {'False' if dtype == 'bool' else print_.number(0, dtype)}")
+        if ids:
+            out.append(f"if {_id_condition(print_, id_symbol, run_guard)}:")
+            out.extend(f"    {lines.statement(statement)}" for statement in run)
+        run.clear()
+
+    for statement in guards.schedule(statements, needs, id_symbol):
+        guard = needs.get(str(statement.target))
+        if run and guard != run_guard:
+            close()
+        if guard is None:
+            out.append(lines.statement(statement))
+        else:
+            run.append(statement)
+            run_guard = guard
+    close()
+    return out
+
+
 def _store_lines(print_, program: Program, lines: "_Lines", store) -> list[str]:
     line = f"{store.array}[{lines.store_index(store.index)}] = {print_(store.value, program.param(store.array).dtype)}"
     if store.when is None:
@@ -136,7 +211,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     prologue += [lines.statement(s) for s in prologue_statements]
     exit_condition = print_(adjoint.keep, "bool") if adjoint.keep is not None else None
 
-    forward_body = [lines.statement(s) for s in body_statements]
+    forward_body = _guarded_body(program, lines, body_statements)
     forward_body += [line for store in program.stores for line in _store_lines(print_, program, lines, store)]
 
     grads = {p.name: naming.grad_param(p.name) for p in program.params if p.differentiable}
@@ -197,15 +272,27 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     # adjoint_fresh: for callers that know the gradients the adjoint would add to are zero and do
     # not need the outputs' gradients cleared (a rollout's reverse sweep of a step that writes
     # every cell and keeps no data in place): 3 state arrays of traffic instead of 5. Only where
-    # every element of a gradient array has exactly one writer among the cells (no slots, nothing
-    # in place); kept cells (bc_mask 255) must also be absent, which only the caller can know.
-    fresh = not accesses.in_place and not accesses.slots
+    # every element of a gradient array has exactly one writer among the cells, its primary read
+    # (nothing in place; other reads go through slots, which adjoint_gather adds afterwards);
+    # kept cells (bc_mask 255) must also be absent, which only the caller can know.
+    fresh = not accesses.in_place
     thread = ", ".join(t.name for t in program.thread)
-    write_back_writes += [f"{naming.SLOTS}[{slot}, {thread}] = {' + '.join(terms)}" for slot, terms in sorted(slot_terms.items())]
+    id_symbol = guards.cell_id_symbol(program)
+    slot_needs = _slot_needs(accesses, guards.analyse(program, id_symbol))
+    slot_lines = []
+    for slot, terms in sorted(slot_terms.items()):
+        line = f"{naming.SLOTS}[{slot}, {thread}] = {' + '.join(terms)}"
+        if slot not in slot_needs:
+            slot_lines.append(line)
+        elif slot_needs[slot].ids:  # written (and gathered) only where the read can matter
+            slot_lines += [f"if {_id_condition(print_, id_symbol, slot_needs[slot])}:", f"    {line}"]
     written_slots = {str(slot) for slot in slot_terms}
     compute_zero = print_.number(0, program.compute_dtype)
-    write_back_writes += [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}"
-                          for slot in range(len(accesses.slots)) if str(slot) not in written_slots]
+    slot_lines += [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}"
+                   for slot in range(len(accesses.slots)) if str(slot) not in written_slots]
+    slot_lines = _merge_ifs(slot_lines)
+    write_back_writes += slot_lines
+    fresh_writes += slot_lines
     # a kept cell returns early, but still owns its slots and parameter cells: it writes zeros
     # there, so the runtime never has to clear these scratch arrays
     kept_lines = [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}" for slot in range(len(accesses.slots))]
@@ -242,16 +329,29 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         slot_param = f"{naming.SLOTS}: wp.array4d(dtype=wp.{program.compute_dtype})"
         adjoint_params.append(slot_param)
         reference_param = program.param(reference)
-        gather_params = [f"{reference}: {reference_param.annotation()}", slot_param] + \
-            [f"{grads[a]}: {program.param(a).annotation()}" for a in sorted({s.array for s in accesses.slots})]
+        id_param = program.param(id_symbol_load.array) if (id_symbol_load := _load_of(program, id_symbol)) else None
+        gather_params = [f"{reference}: {reference_param.annotation()}", slot_param]
+        gather_params += [f"{id_param.name}: {id_param.annotation()}"] if id_param is not None else []
+        gather_params += [f"{grads[a]}: {program.param(a).annotation()}" for a in sorted({s.array for s in accesses.slots})]
         gather_body = [f"{', '.join(t.name for t in program.thread)} = wp.tid()"]
         gather_body += [f"{n} = {reference}.shape[{a + 1}]" for a, n in enumerate(lines.sizes)]
         gather_body += lines.neighbour_definitions(accesses.slots, negate=True)
+        reader_ids: dict = {}  # reader coordinates -> the variable holding that cell's boundary id
         for slot, access in enumerate(accesses.slots):
             target = f"{grads[access.array]}[{access.population}, {', '.join(t.name for t in program.thread)}]"
             reader = ", ".join(lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
             slot_value = _convert(f"{naming.SLOTS}[{slot}, {reader}]", program.compute_dtype, program.param(access.array).dtype)
-            gather_body.append(f"{target} = {target} + {slot_value}")
+            if slot not in slot_needs:
+                gather_body.append(f"{target} = {target} + {slot_value}")
+            elif slot_needs[slot].ids:  # the reader's id says whether it wrote the slot
+                if reader not in reader_ids:
+                    reader_ids[reader] = sympy.Symbol(f"{id_symbol}_reader_{len(reader_ids)}")
+                    print_.dtypes[reader_ids[reader].name] = program.dtypes[str(id_symbol)]
+                    gather_body.append(f"{reader_ids[reader]} = {id_symbol_load.array}"
+                                       f"[{lines.store_index(id_symbol_load.index[:1])}, {reader}]")
+                reader_id = reader_ids[reader]
+                gather_body += [f"if {_id_condition(print_, reader_id, slot_needs[slot])}:", f"    {target} = {target} + {slot_value}"]
+    gather_body = _merge_ifs(gather_body)
     sources_info = [
         {"symbol": f.symbol, "path": f"{naming.relative_source_path(f.filename)}:{f.first_line}", "sha": f.sha256}
         for f in sorted(sources, key=lambda f: f.symbol)
@@ -270,7 +370,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "prologue": prologue,
         "exit_condition": exit_condition,
         "forward_body": forward_body,
-        "replay": [lines.statement(s) for s in body_statements],
+        "replay": _guarded_body(program, lines, body_statements),
         "seeds": seeds,
         "in_place_seeds": in_place_seeds,
         "in_place": json.dumps(accesses.in_place),

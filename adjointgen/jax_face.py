@@ -29,6 +29,11 @@ def jax_step(stepper, timestep: int = 0):
     store, compute = step.store_dtype, step.compute_dtype
     state_type = wp.array4d(dtype=store)
 
+    # the forward writes the new state into f_1's buffer (kept cells keep their old content there)
+    # and, for conditions that keep data in f_0 (ZouHe, ...), into f_0's: those are in-out, so JAX
+    # gives the callable copies (or buffers it no longer needs), never the caller's arrays
+    writes_f_0 = "f_0" in getattr(step.module, "IN_PLACE", [])
+
     def forward(f_0: state_type, f_1: state_type, bc_mask: wp.array4d(dtype=wp.uint8),
                 missing_mask: wp.array4d(dtype=wp.bool), omega: wp.array(dtype=compute)):
         step.forward(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep)
@@ -39,9 +44,8 @@ def jax_step(stepper, timestep: int = 0):
         adj_omega.zero_()
         step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega)
 
-    # f_0 and f_1 are in-out: the forward writes the new state into f_1's buffer and boundary data
-    # back into f_0's; JAX gives the callable copies (or donated buffers), never the caller's arrays
-    forward_call = wp.jax_callable(forward, num_outputs=2, in_out_argnames=["f_0", "f_1"],
+    forward_call = wp.jax_callable(forward, num_outputs=2 if writes_f_0 else 1,
+                                   in_out_argnames=["f_0", "f_1"] if writes_f_0 else ["f_1"],
                                    graph_mode=wp.JaxCallableGraphMode.NONE)
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"], output_dims={"adj_omega": (1,)},
                                     graph_mode=wp.JaxCallableGraphMode.NONE)
@@ -52,8 +56,8 @@ def jax_step(stepper, timestep: int = 0):
 
     @jax.custom_vjp
     def apply(f_0, f_1, bc_mask, missing_mask, omega):
-        f_0_out, f_new = forward_call(f_0, f_1, bc_mask, missing_mask, _omega(omega))
-        return f_0_out, f_new
+        outputs = forward_call(f_0, f_1, bc_mask, missing_mask, _omega(omega))
+        return tuple(outputs) if writes_f_0 else (f_0, outputs[0])  # f_0 untouched: passed through
 
     def apply_fwd(f_0, f_1, bc_mask, missing_mask, omega):
         return apply(f_0, f_1, bc_mask, missing_mask, omega), (f_0, f_1, bc_mask, missing_mask, omega)
@@ -69,4 +73,5 @@ def jax_step(stepper, timestep: int = 0):
 
     apply.defvjp(apply_fwd, apply_bwd)
     apply.step = step
+    apply.writes_f_0 = writes_f_0  # False: the returned f_0 is the input itself
     return apply

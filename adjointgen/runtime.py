@@ -268,7 +268,7 @@ class DifferentiableStep:
         wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
         if slots is not None:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
-                      inputs=[f_0, slots, *(grads[name] for name in self.module.GATHER_INTO)],
+                      inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.module.GATHER_INTO)],
                       device=f_0.device, record_tape=False)
         targets = [("omega", adj_omega, 0)] if adj_omega is not None else []
         for name, grad in (adj_parameters or {}).items():

@@ -25,8 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _source_tree_packages  # noqa: E402
 
 
+_START = time.perf_counter()
+
+
+def _log(message: str) -> None:
+    """Progress on stderr with the seconds since start (a run that stalls shows where)."""
+    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def _timed(fn, repeats: int, inner: int) -> float:
-    fn().block_until_ready()
+    fn().block_until_ready()  # compiles (XLA, and the Warp module on first use)
     fn().block_until_ready()
     samples = []
     for _ in range(repeats):
@@ -38,7 +46,8 @@ def _timed(fn, repeats: int, inner: int) -> float:
     return statistics.median(samples)
 
 
-def measure(shape, devices, repeats, inner) -> dict:
+def measure(shape, devices, repeats, inner, keep_gradient=False):
+    """The timings of one row, and (``keep_gradient``) the gradient itself on the host."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -50,6 +59,7 @@ def measure(shape, devices, repeats, inner) -> dict:
     from adjointgen.sharding import sharded_step
     from adjointgen.xlb_support import make_stepper, prepare_fields
 
+    _log(f"{'x'.join(map(str, shape))} on {len(devices)} device(s): XLB stepper")
     config = Configuration.parse("D3Q19/BGK/FP32FP32")
     stepper = make_stepper(config, "warp", shape)
     _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
@@ -64,11 +74,16 @@ def measure(shape, devices, repeats, inner) -> dict:
     f0, f1, bc, mm, c = arrays
     run = sharded_step(step, mesh) if len(devices) > 1 else step
     omega = jnp.float32(1.6)
-    forward = jax.jit(lambda f: run(f, f1, bc, mm, omega)[1])
-    gradient = jax.jit(jax.grad(lambda f: jnp.sum(c * run(f, f1, bc, mm, omega)[1])))
-    return {"grid": list(shape), "devices": len(devices),
-            "forward_ms": _timed(lambda: forward(f0), repeats, inner),
-            "gradient_ms": _timed(lambda: gradient(f0), repeats, inner)}
+    # every array is an argument (a closure would make it a constant compiled into the program)
+    forward = jax.jit(lambda f, f1, bc, mm: run(f, f1, bc, mm, omega)[1])
+    gradient = jax.jit(jax.grad(lambda f, f1, bc, mm, c: jnp.sum(c * run(f, f1, bc, mm, omega)[1])))
+    _log("arrays placed; timing the forward")
+    forward_ms = _timed(lambda: forward(f0, f1, bc, mm), repeats, inner)
+    _log(f"forward {forward_ms:.3f} ms; timing the gradient")
+    gradient_ms = _timed(lambda: gradient(f0, f1, bc, mm, c), repeats, inner)
+    _log(f"gradient {gradient_ms:.3f} ms")
+    row = {"grid": list(shape), "devices": len(devices), "forward_ms": forward_ms, "gradient_ms": gradient_ms}
+    return row, (np.asarray(gradient(f0, f1, bc, mm, c)) if keep_gradient else None)
 
 
 def main(argv=None):
@@ -82,6 +97,7 @@ def main(argv=None):
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     _source_tree_packages()
     import jax
+    import numpy as np
     import warp as wp
 
     wp.init()
@@ -91,13 +107,23 @@ def main(argv=None):
     n = len(everything)
     cases = [("strong", (args.strong,) * 3, everything[:1]), ("strong", (args.strong,) * 3, everything),
              ("weak", (args.weak,) * 3, everything[:1]), ("weak", (n * args.weak, args.weak, args.weak), everything)]
+    gradients = []
     for kind, shape, devices in cases:
-        row = measure(shape, devices, args.repeats, args.inner)
+        row, gradient = measure(shape, devices, args.repeats, args.inner, keep_gradient=kind == "strong")
         row["kind"] = kind
+        if gradient is not None:
+            gradients.append(gradient)
+        if len(gradients) == 2:  # the same grid on 1 and on all devices: the gradients must agree
+            one, many = gradients
+            row["gradient_vs_one_device"] = float(np.max(np.abs(many - one)) / np.max(np.abs(one)))
+            gradients = []
         results["rows"].append(row)
         print(json.dumps(row), flush=True)
+    agreement = [r["gradient_vs_one_device"] for r in results["rows"] if "gradient_vs_one_device" in r]
     lines = [f"# JAX face scaling: {n} x {results['device_kind']}, JAX {results['jax']}, Warp {results['warp']}, {results['date']}",
-             "", "D3Q19 FP32 periodic BGK, one step; median of repeats.", "",
+             "", "D3Q19 FP32 periodic BGK, one step; median of repeats.",
+             f"Sharded gradient vs the single-device one (strong grid, max relative): {agreement[0]:.1e}."
+             if agreement else "", "",
              "| scaling | grid | devices | forward ms | gradient ms | forward efficiency | gradient efficiency |",
              "|---|---|---|---|---|---|---|"]
     for kind in ("strong", "weak"):

@@ -59,10 +59,12 @@ def test_the_number_of_snapshots_does_not_change_a_bit():
         assert result.stats.forward_steps > STEPS  # what the memory costs: recomputation
 
 
-@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64", (6, 5)), ("D3Q19/BGK/FP32FP32", (4, 5, 3))])
+@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64", (6, 5)), ("D3Q19/BGK/FP32FP32", (4, 5, 3)),
+                                          ("D2Q9/BGK/FP64FP64/cavity", (7, 6))])
 def test_fresh_adjoint_is_bitwise_the_accumulating_one(label, shape, monkeypatch):
-    """A periodic rollout with a cotangent on the final state only runs adjoint_fresh (3 state
-    arrays of traffic): bit for bit what the accumulating adjoint gives (with a zero cotangent for
+    """A rollout without kept cells and with a cotangent on the final state only runs adjoint_fresh
+    (3 state arrays of traffic; the cavity's bounce-back reads also go through slots and
+    adjoint_gather): bit for bit what the accumulating adjoint gives (with a zero cotangent for
     the other buffer, which keeps it), omega included; with a solid cell it is not used."""
     config = Configuration.parse(label)
     side = GeneratedSide(config, shape)

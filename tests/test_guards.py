@@ -1,0 +1,115 @@
+"""Cell-kind guards: which statements only matter at some boundary ids, their order for emission,
+and the forward kernel that skips them elsewhere (forward parity with XLB is in the verify rows)."""
+
+import sympy
+
+from adjointgen import guards
+from adjointgen.guards import EVERYWHERE, Need
+from adjointgen.ir import Param
+from tests.helpers import lower_source
+
+PARAMS = [Param("a", "array", "float64", 4), Param("m", "array", "uint8", 4), Param("b", "array", "float64", 4)]
+HEAD = ("def k(a: wp.array4d(dtype=float), m: wp.array4d(dtype=wp.uint8), b: wp.array4d(dtype=float)):\n"
+        "    i, j, k = wp.tid()\n    bc = m[0, i, j, k]\n")
+
+
+def _program(body: str):
+    return lower_source(HEAD + body, PARAMS)
+
+
+def test_need_sets_restrict_and_combine():
+    assert EVERYWHERE.only(2) == Need(frozenset({2}))
+    assert EVERYWHERE.without(2).only(2) == Need()
+    assert EVERYWHERE.without(2).union(Need(frozenset({2}))) == EVERYWHERE
+    assert Need(frozenset({1})).union(Need(frozenset({4}))) == Need(frozenset({1, 4}))
+    assert Need(frozenset({1, 2})).without(2) == Need(frozenset({1}))
+    assert Need(frozenset({1})).guardable and not Need(frozenset({0, 1})).guardable and not EVERYWHERE.without(3).guardable
+
+
+def test_values_selected_only_at_some_ids_are_guarded_with_those_ids():
+    program = _program(
+        "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n    z = a[2, i, j, k]\n"
+        "    w = wp.where(bc == wp.uint8(2), y * z, x)\n    v = wp.where(bc == wp.uint8(3), z, w)\n"
+        "    b[0, i, j, k] = v\n")
+    identity = guards.cell_id_symbol(program, "m")
+    assert identity.name == "m_0"
+    needs = guards.analyse(program, identity)
+    names = {str(s.target): s for s in program.statements}
+    load = {names[n].index[0]: n for n in names if n.startswith("a_")}
+    assert needs == {load[1]: Need(frozenset({2})), load[2]: Need(frozenset({2, 3}))}  # x is needed everywhere
+
+
+def test_a_value_also_used_outside_a_select_is_not_guarded():
+    program = _program(
+        "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n"
+        "    w = wp.where(bc == wp.uint8(2), y, x)\n    b[0, i, j, k] = w + y\n")
+    assert guards.analyse(program, guards.cell_id_symbol(program, "m")) == {}
+
+
+def test_conditions_other_than_an_id_test_pass_their_need_through():
+    program = _program(
+        "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n"
+        "    w = wp.where(x > 0.5, y, x)\n    b[0, i, j, k] = w\n")
+    assert guards.analyse(program, guards.cell_id_symbol(program, "m")) == {}
+
+
+def test_schedule_groups_guarded_statements_and_respects_dependencies():
+    program = _program(
+        "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n    p = x * 2.0\n    z = a[2, i, j, k]\n"
+        "    q = y * z\n    w = wp.where(bc == wp.uint8(2), q, p)\n    b[0, i, j, k] = w\n")
+    identity = guards.cell_id_symbol(program, "m")
+    needs = guards.analyse(program, identity)
+    order = guards.schedule(program.statements, needs, identity)
+    assert sorted(map(str, (s.target for s in order))) == sorted(map(str, (s.target for s in program.statements)))
+    position = {str(s.target): n for n, s in enumerate(order)}
+    for n, statement in enumerate(order):
+        parts = statement.index if hasattr(statement, "array") else (statement.expr,)
+        for symbol in set().union(*(sympy.sympify(e).free_symbols for e in parts)):
+            assert position.get(symbol.name, -1) < n  # everything used comes first
+    kinds = [str(s.target) in needs for s in order]
+    assert kinds.count(True) == 3  # y, z and q
+    first = kinds.index(True)
+    assert kinds[first:first + 3] == [True] * 3  # one run: one if block
+
+
+def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells():
+    from adjointgen.config import Configuration
+    from adjointgen.pipeline import generate
+    from adjointgen.xlb_support import make_stepper
+
+    config = Configuration.parse("D3Q19/BGK/FP32FP32/cavity")
+    text = generate(make_stepper(config, "warp", (6, 5, 4)), config)
+    forward = text.split("def forward(")[1].split("@wp.kernel")[0]
+    adjoint = text.split("def adjoint(")[1].split("@wp.kernel")[0]
+    for kernel in (forward, adjoint):
+        guarded = kernel.split("    if bc_mask_0 == wp.uint8(1):\n")[1]
+        block = guarded[: guarded.index("\n    f_result")]
+        assert block.count("= missing_mask[") == 19 and all(line.startswith("        ") for line in block.splitlines())
+        assert kernel.count("= missing_mask[") == 19
+        assert "    missing_mask_0 = False" in kernel and "# used only at cells with boundary id 1" in kernel
+
+
+def test_cavity_slots_are_written_and_gathered_only_at_wall_cells():
+    from adjointgen.config import Configuration
+    from adjointgen.pipeline import generate
+    from adjointgen.xlb_support import make_stepper
+
+    config = Configuration.parse("D3Q19/BGK/FP32FP32/cavity")
+    text = generate(make_stepper(config, "warp", (6, 5, 4)), config)
+    adjoint = text.split("def adjoint(")[1].split("@wp.kernel")[0]
+    gather = text.split("def adjoint_gather(")[1]
+    # the bounce-back's own-cell reads: their adjoint is exactly zero away from the walls
+    written = adjoint.split("    if bc_mask_0 == wp.uint8(1):\n        adj_slots[0, i, j, k] = ")[1].split("\n    # per-cell")[0]
+    assert written.count("adj_slots[") == 17  # the other 17 of 18, in the same block
+    assert "bc_mask: wp.array4d(dtype=wp.uint8)" in gather
+    assert "    if bc_mask_0_reader_0 == wp.uint8(1):\n        adj_f_0[1, i, j, k] = adj_f_0[1, i, j, k] + adj_slots[0, i, j, k]" in gather
+    assert gather.count("+ adj_slots[") == 18 and gather.count("= bc_mask[") == 1
+
+
+def test_a_store_made_only_at_some_ids_needs_its_value_only_there():
+    program = _program(
+        "    x = a[0, i, j, k]\n    y = a[1, i, j, k] * 2.0\n"
+        "    b[0, i, j, k] = x\n    b[1, i, j, k] = wp.where(bc == wp.uint8(2), y, b[1, i, j, k])\n")
+    assert [str(s.when) for s in program.stores] == ["None", "Eq(m_0, 2)"]
+    needs = guards.analyse(program, guards.cell_id_symbol(program, "m"))
+    assert set(needs.values()) == {Need(frozenset({2}))} and len(needs) == 2  # the load and the product
