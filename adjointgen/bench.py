@@ -158,6 +158,9 @@ def _kernel_resources(wp, device, kernels: dict) -> dict:
         return {}
     found = {}
     for name, kernel in kernels.items():
+        if getattr(kernel, "is_generic", False):  # XLB's stepper kernel: the one overload it launched
+            overloads = list(getattr(kernel, "overloads", {}).values())
+            kernel = overloads[0] if len(overloads) == 1 else None
         if kernel is None:
             continue
         try:

@@ -74,6 +74,34 @@ def _times(adj, partial, guarded_symbols=frozenset()):
     return adj * partial
 
 
+def _used_outside_branches(expr, found: set) -> None:
+    """Names ``expr`` uses other than inside a branch of a select (conditions count as used)."""
+    if isinstance(expr, sympy.Symbol):
+        found.add(expr.name)
+    elif isinstance(expr, Select):
+        _used_outside_branches(expr.args[0], found)
+    else:
+        for arg in expr.args:
+            _used_outside_branches(arg, found)
+
+
+def always_used(program: Program) -> set:
+    """Names of the statements whose value reaches an output at every cell: along some chain of
+    uses none of which is a branch of a select. Only the others can hold garbage (a value
+    computed where its branch is not taken, or a guard's default, see :mod:`adjointgen.guards`)."""
+    always: set = set()
+    for store in program.stores:
+        # a store made only where ``when`` holds uses its value like a select's branch
+        for expr in ((store.value,) if store.when is None else ()) + (store.keep, store.when, *store.index):
+            if expr is not None:
+                _used_outside_branches(sympy.sympify(expr), always)
+    for statement in reversed(program.statements):
+        if statement.target.name in always:
+            for expr in (statement.index if isinstance(statement, Load) else (statement.expr,)):
+                _used_outside_branches(sympy.sympify(expr), always)
+    return always
+
+
 def adjoint_name(symbol) -> str:
     return f"adj_{symbol}"
 
@@ -109,10 +137,12 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
                               None if condition is sympy.true else condition))
             defined.add(name)
 
-    # with selects between floating-point values, any value may be garbage where its branch is
-    # not taken; partials that involve such values get zero-safe products (see _times)
-    selects = any(isinstance(s, Assign) and program.is_float(s.target) and s.expr.has(Select) for s in program.statements)
-    guarded = frozenset(sympy.Symbol(name, real=True) for name in floats - set(scalar_params)) if selects else frozenset()
+    # a value that only reaches the outputs through a branch of a select may be garbage where that
+    # branch is not taken, and its adjoint is then exactly zero: its statement's partials (finite
+    # or not) and any partial that involves such a value get zero-safe products (see _times)
+    always = always_used(program)
+    variables = frozenset(sympy.Symbol(name, real=True) for name in floats - set(scalar_params))
+    discardable = frozenset(v for v in variables if v.name not in always)
     groups = []
     for statement in reversed(program.statements):
         name = adjoint_name(statement.target)
@@ -131,6 +161,7 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
             if partial == 0:
                 continue
             target = adjoint_name(operand)
+            guarded = discardable if statement.target.name in always else variables
             group.updates.append(Update(target, _times(adj, partial, guarded), target not in defined))
             defined.add(target)
         groups.append(group)

@@ -94,3 +94,20 @@ def test_conditional_stores_seed_from_the_prepared_array_under_their_condition()
     # the first store defines the element only where the second does not happen
     assert [str(seed.condition) for seed in in_place] == ["Eq(mask_0, 1) & Ne(mask_0, 2)", "Eq(mask_0, 2)"]
     assert adjoint.clears == [("b", program.stores[0].index)]
+
+
+def test_zero_safe_products_only_where_a_select_can_discard_the_value():
+    from adjointgen.ir import Select
+    from adjointgen.reverse import always_used
+
+    program = lower_source(HEAD + (
+        "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n    q = x / y\n    r = x * y\n"
+        "    b[0, i, j, k] = wp.where(s > 1.0, q, x) + r * y\n"), PARAMS)
+    always = always_used(program)
+    assert "r" in always and "q" not in always  # q only reaches the output through a branch
+    adjoint = differentiate(program, analyse(program))
+    updates = {(group.forward.split(" =")[0], u.target): u.expr for group in adjoint.groups for u in group.updates}
+    x = next(str(s.target) for s in program.statements if getattr(s, "index", (None,))[0] == 0)
+    # where the branch is not taken, adj_q is exactly 0 and 1/y may be inf: 0, never NaN
+    assert isinstance(updates[("q", f"adj_{x}")], Select)
+    assert not updates[("r", f"adj_{x}")].has(Select)  # r is used everywhere: a plain product
