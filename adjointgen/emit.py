@@ -151,12 +151,11 @@ def _load_of(program: Program, symbol):
     return next((s for s in program.statements if isinstance(s, Load) and s.target == symbol), None) if symbol is not None else None
 
 
-def _guarded_body(program: Program, lines: "_Lines", statements: list) -> list[str]:
-    """The forward body's statement lines, boundary-only work inside ``if`` blocks on the cell's
-    boundary id (see :mod:`adjointgen.guards`); each guarded variable gets a typed default first."""
+def _guarded_body(program: Program, lines: "_Lines", statements: list, id_symbol, needs: dict) -> list[str]:
+    """The lines of the cell program's statements (the forward's, replayed by the adjoint), with
+    boundary-only work inside ``if`` blocks on the cell's boundary id ``id_symbol``; ``needs`` is
+    :func:`adjointgen.guards.analyse`'s result. Each guarded variable gets a typed default first."""
     print_ = lines.print
-    id_symbol = guards.cell_id_symbol(program)
-    needs = guards.analyse(program, id_symbol)
     out, run, run_guard = [], [], None
 
     def close():
@@ -211,8 +210,10 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     prologue += [lines.statement(s) for s in prologue_statements]
     exit_condition = print_(adjoint.keep, "bool") if adjoint.keep is not None else None
 
-    forward_body = _guarded_body(program, lines, body_statements)
-    forward_body += [line for store in program.stores for line in _store_lines(print_, program, lines, store)]
+    id_symbol = guards.cell_id_symbol(program)
+    needs = guards.analyse(program, id_symbol)  # boundary ids at which each value matters
+    cell_lines = _guarded_body(program, lines, body_statements, id_symbol, needs)  # forward and replay
+    forward_body = cell_lines + [line for store in program.stores for line in _store_lines(print_, program, lines, store)]
 
     grads = {p.name: naming.grad_param(p.name) for p in program.params if p.differentiable}
     seeds, in_place_seeds = [], []
@@ -277,8 +278,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     # kept cells (bc_mask 255) must also be absent, which only the caller can know.
     fresh = not accesses.in_place
     thread = ", ".join(t.name for t in program.thread)
-    id_symbol = guards.cell_id_symbol(program)
-    slot_needs = _slot_needs(accesses, guards.analyse(program, id_symbol))
+    slot_needs = _slot_needs(accesses, needs)
     slot_lines = []
     for slot, terms in sorted(slot_terms.items()):
         line = f"{naming.SLOTS}[{slot}, {thread}] = {' + '.join(terms)}"
@@ -370,7 +370,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "prologue": prologue,
         "exit_condition": exit_condition,
         "forward_body": forward_body,
-        "replay": _guarded_body(program, lines, body_statements),
+        "replay": cell_lines,
         "seeds": seeds,
         "in_place_seeds": in_place_seeds,
         "in_place": json.dumps(accesses.in_place),

@@ -25,6 +25,9 @@ the reverse sweep multiplies those zero-safely (:func:`adjointgen.reverse._times
 zero in a division cannot turn into NaN. The adjoint's slots take the same guards: a read whose
 value matters only at some ids has an adjoint that is exactly zero elsewhere, so its slot is
 written, and gathered, only there.
+
+(:func:`adjointgen.reverse.always_used` is the coarser question for any select: which values are
+real at every cell.)
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from .ir import Assign, Load, Program, Select
+from .ir import Load, Program, Select
 
 
 @dataclass(frozen=True)

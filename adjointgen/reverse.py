@@ -20,7 +20,7 @@ import sympy
 
 from .access import Accesses
 from .errors import UnsupportedConstruct
-from .ir import FLOAT_TYPES, Assign, Load, Program, Select
+from .ir import FLOAT_TYPES, Load, Program, Select
 
 
 @dataclass

@@ -15,7 +15,7 @@ import adjointgen
 import adjointgen.compat
 from adjointgen import cli
 from adjointgen.config import Configuration
-from adjointgen.errors import ConfigurationError, UnsupportedConstruct
+from adjointgen.errors import ConfigurationError
 
 adjointgen.compat.apply()
 
