@@ -1,6 +1,7 @@
 """Cell-kind guards: which statements only matter at some boundary ids, their order for emission,
 and the forward kernel that skips them elsewhere (forward parity with XLB is in the verify rows)."""
 
+import pytest
 import sympy
 
 from adjointgen import guards
@@ -72,13 +73,18 @@ def test_schedule_groups_guarded_statements_and_respects_dependencies():
     assert kinds[first:first + 3] == [True] * 3  # one run: one if block
 
 
-def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells():
+@pytest.fixture(scope="module")
+def cavity_module() -> str:
     from adjointgen.config import Configuration
     from adjointgen.pipeline import generate
     from adjointgen.xlb_support import make_stepper
 
     config = Configuration.parse("D3Q19/BGK/FP32FP32/cavity")
-    text = generate(make_stepper(config, "warp", (6, 5, 4)), config)
+    return generate(make_stepper(config, "warp", (6, 5, 4)), config)
+
+
+def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells(cavity_module):
+    text = cavity_module
     forward = text.split("def forward(")[1].split("@wp.kernel")[0]
     adjoint = text.split("def adjoint(")[1].split("@wp.kernel")[0]
     for kernel in (forward, adjoint):
@@ -89,13 +95,8 @@ def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells():
         assert "    missing_mask_0 = False" in kernel and "# used only at cells with boundary id 1" in kernel
 
 
-def test_cavity_slots_are_written_and_gathered_only_at_wall_cells():
-    from adjointgen.config import Configuration
-    from adjointgen.pipeline import generate
-    from adjointgen.xlb_support import make_stepper
-
-    config = Configuration.parse("D3Q19/BGK/FP32FP32/cavity")
-    text = generate(make_stepper(config, "warp", (6, 5, 4)), config)
+def test_cavity_slots_are_written_and_gathered_only_at_wall_cells(cavity_module):
+    text = cavity_module
     adjoint = text.split("def adjoint(")[1].split("@wp.kernel")[0]
     gather = text.split("def adjoint_gather(")[1]
     # the bounce-back's own-cell reads: their adjoint is exactly zero away from the walls
