@@ -8,6 +8,9 @@ For each configuration on an N^d grid, after warm-up, the median over ``repeats`
 - ``ag_forward``, ``ag_adjoint``, ``ag_forward_adjoint``: adjointgen's generated kernels;
   ``ag_adjoint_fresh`` where the module has it and no cell is solid: the adjoint a rollout's
   reverse sweep runs (writes adj_f_0, leaves adj_f_1), 3 state arrays of traffic instead of 5;
+  these rows ask for no omega gradient, so the state-only kernels run where the module has them
+  (``adjoint_state``, ``adjoint_fresh_state``); ``ag_adjoint_omega`` and ``ag_adjoint_fresh_omega``
+  ask for it (per-cell omega adjoints written and summed);
 - ``tape_backward``: Warp's automatic tape on XLB's stepper, backward pass only, with
   ``max_unroll = 64`` for XLB's stepper module and ``wp.config.enable_vector_component_overwrites``
   on (its best case: the switches that make its gradient right, FINDINGS section 2); the row also
@@ -36,8 +39,8 @@ import numpy as np
 
 DEFAULT_CASES = ("D3Q19/BGK/FP32FP32", "D3Q19/BGK/FP32FP32/cavity", "D3Q19/BGK/FP32FP32/obstacle",
                  "D3Q27/KBC/FP32FP32", "D3Q19/BGK/FP64FP64")
-ROWS = ("copy", "xlb_forward", "ag_forward", "ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "tape_backward",
-        "jax_forward", "jax_grad")
+ROWS = ("copy", "xlb_forward", "ag_forward", "ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
+        "ag_adjoint_fresh_omega", "tape_backward", "jax_forward", "jax_grad")
 
 
 def _timed(fn, sync, repeats: int, inner: int) -> float:
@@ -115,10 +118,21 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared)
         times["ag_adjoint_fresh"] = _timed(
             lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True), sync, repeats, inner)
-    extra["ag_adjoint"] = extra["ag_forward_adjoint"] = extra["ag_adjoint_fresh"] = memory.used() - before
+    # the same with the omega gradient asked for (the kernels that also write per-cell adjoints of
+    # omega, which the runtime then sums); the rows above get the state-only kernels
+    adj_omega = wp.zeros(1, dtype=step.compute_dtype)
+    times["ag_adjoint_omega"] = _timed(
+        lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega), sync, repeats, inner)
+    if "ag_adjoint_fresh" in times:
+        times["ag_adjoint_fresh_omega"] = _timed(
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True),
+            sync, repeats, inner)
+    extra.update(dict.fromkeys(("ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
+                                "ag_adjoint_fresh_omega"), memory.used() - before))
     ours = _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega)
     kernels.update(_kernel_resources(wp, device, {name: getattr(step.module, name, None) for name in
-                                                  ("forward", "adjoint", "adjoint_fresh", "adjoint_gather", "adjoint_prepare")}))
+                                                  ("forward", "adjoint", "adjoint_fresh", "adjoint_state",
+                                                   "adjoint_fresh_state", "adjoint_gather", "adjoint_prepare")}))
     del adj_f_0, adj_f_1
 
     if "tape" not in skip:
@@ -137,7 +151,8 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     # read-modify-writes adj_f_0 (and clears adj_f_1 for the tape): 5 state arrays; masks 1 B/cell
     minimal = {"copy": 2 * state_bytes, "xlb_forward": 2 * state_bytes + cells, "ag_forward": 2 * state_bytes + cells,
                "ag_adjoint": 5 * state_bytes + cells, "ag_forward_adjoint": 7 * state_bytes + 2 * cells,
-               "ag_adjoint_fresh": 3 * state_bytes + cells,
+               "ag_adjoint_fresh": 3 * state_bytes + cells, "ag_adjoint_omega": 5 * state_bytes + cells,
+               "ag_adjoint_fresh_omega": 3 * state_bytes + cells,
                "tape_backward": 5 * state_bytes + cells, "jax_forward": 2 * state_bytes + cells,
                "jax_grad": 7 * state_bytes + 2 * cells}
     rows = {}

@@ -238,7 +238,12 @@ class DifferentiableStep:
 
         ``fresh=True`` (only where ``self.module.FRESH_ADJOINT``) runs ``adjoint_fresh``: the caller
         guarantees that ``adj_f_0`` is zero and that no cell is kept (bc_mask 255); ``adj_f_0`` is
-        then written instead of added to, and ``adj_f_1`` is left as it was instead of cleared."""
+        then written instead of added to, and ``adj_f_1`` is left as it was instead of cleared.
+
+        With no parameter gradient asked for (no ``adj_omega``, no ``adj_parameters``) the module's
+        variants without per-cell parameter adjoints run (``adjoint_state``,
+        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``): the same state gradients, from
+        kernels that need fewer registers."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
@@ -253,8 +258,14 @@ class DifferentiableStep:
             wp.launch(self.module.adjoint_prepare, dim=f_0.shape[1:], inputs=state + [grads[n] for n in in_place] + seeds,
                       device=f_0.device, record_tape=False)
             inputs += seeds
+        targets = [("omega", adj_omega, 0)] if adj_omega is not None else []
+        for name, grad in (adj_parameters or {}).items():
+            targets += [(scalar, grad, c) for c, scalar in enumerate(self._scalars[name])]
+        # no parameter gradient asked for: the kernel variant without per-cell parameter adjoints
+        # (fewer registers: it need not keep what d/d omega reads)
+        state_only = not targets and getattr(self.module, "STATE_ONLY", False)
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
-        cells = {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.module.PARAMETERS}
+        cells = {} if state_only else {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.module.PARAMETERS}
         inputs += list(cells.values())
         slots = None
         if self.module.SLOT_COUNT:
@@ -264,15 +275,12 @@ class DifferentiableStep:
             inputs.append(slots)
         if fresh and not getattr(self.module, "FRESH_ADJOINT", False):
             raise RuntimeArgumentError(f"{self.module.__name__} has no adjoint_fresh kernel")
-        kernel = self.module.adjoint_fresh if fresh else self.module.adjoint
+        kernel = getattr(self.module, ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else ""))
         wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
         if slots is not None:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.module.GATHER_INTO)],
                       device=f_0.device, record_tape=False)
-        targets = [("omega", adj_omega, 0)] if adj_omega is not None else []
-        for name, grad in (adj_parameters or {}).items():
-            targets += [(scalar, grad, c) for c, scalar in enumerate(self._scalars[name])]
         for scalar, grad, component in targets:
             total = wp.zeros(1, dtype=self.compute_dtype, device=f_0.device)
             wp.utils.array_sum(cells[scalar], out=total)

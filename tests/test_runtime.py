@@ -191,3 +191,45 @@ def test_boundary_values_are_parameters_only_when_asked():
     assert sorted(lifted.parameters) == ["bc1_rho", "bc1_u"]
     assert np.allclose(lifted.parameters["bc1_u"].numpy(), [0.05, 0.0])
     assert lifted.module.PROGRAM_SHA256 != adjointgen.differentiable(stepper).module.PROGRAM_SHA256
+
+
+@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP32FP32", (7, 5)), ("D2Q9/BGK/FP64FP64/cavity", (7, 6)),
+                                          ("D2Q9/BGK/FP64FP64/channel", (9, 6))])
+def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_gradients(label, shape, monkeypatch):
+    """Asked for no omega gradient, the step runs adjoint_state / adjoint_fresh_state (no per-cell
+    parameter adjoints, fewer registers): bit for bit the state gradients of the full kernels, for
+    a periodic grid, one with slots (cavity) and one updated in place (ZouHe's channel)."""
+    from adjointgen.rollout import has_kept_cells
+    from adjointgen.verify import GeneratedSide
+
+    config = Configuration.parse(label)
+    side = GeneratedSide(config, shape)
+    module = side.step.module
+    assert module.STATE_ONLY and module.PARAMETERS == ["omega"]
+    launched = []
+    original_launch = wp.launch
+
+    def spy(kernel, *args, **kwargs):
+        launched.append(kernel.key)
+        return original_launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.wp, "launch", spy)
+    dtype = np.float64 if config.is_fp64 else np.float32
+    f0 = random_state(config, shape, 0).astype(dtype)
+    cotangents = [np.random.default_rng(seed).standard_normal(f0.shape).astype(dtype) for seed in (1, 2)]
+    fresh_cases = [False] + [True] * (module.FRESH_ADJOINT and not has_kept_cells(side.bc_mask))
+    for fresh in fresh_cases:
+        results = {}
+        for with_omega in (True, False):
+            launched.clear()
+            adj_f_0 = wp.array(np.zeros_like(f0) if fresh else cotangents[0])
+            adj_f_1 = wp.array(cotangents[1])
+            adj_omega = wp.zeros(1, dtype=side.step.compute_dtype) if with_omega else None
+            side.step.adjoint(wp.array(f0), wp.array(side.f1_prepared.astype(dtype)), side.bc_mask, side.missing_mask,
+                              OMEGA, 0, adj_f_0, adj_f_1, adj_omega, fresh=fresh)
+            expected = ("adjoint_fresh" if fresh else "adjoint") + ("" if with_omega else "_state")
+            assert expected in launched and all(not key.endswith("_state") for key in launched) == with_omega
+            results[with_omega] = (adj_f_0.numpy(), adj_f_1.numpy())
+        for full, state_only in zip(results[True], results[False]):
+            assert np.array_equal(full, state_only)
+        assert np.any(results[False][0])
