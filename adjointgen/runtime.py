@@ -242,9 +242,8 @@ class DifferentiableStep:
 
         With no parameter gradient asked for (no ``adj_omega``, no ``adj_parameters``) the module's
         variants without per-cell parameter adjoints run (``adjoint_state``,
-        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``; in two launches, interior cells
-        and the rest, where ``self.module.STATE_PARTS``): the same state gradients, from kernels
-        that need fewer registers."""
+        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``): the same state gradients, from
+        kernels that need fewer registers."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
@@ -276,11 +275,8 @@ class DifferentiableStep:
             inputs.append(slots)
         if fresh and not getattr(self.module, "FRESH_ADJOINT", False):
             raise RuntimeArgumentError(f"{self.module.__name__} has no adjoint_fresh kernel")
-        name = ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "")
-        parts = getattr(self.module, "STATE_PARTS", []) if state_only else []
-        for kernel in [getattr(self.module, f"{name}_{part}") for part in parts] or [getattr(self.module, name)]:
-            # in parts: interior cells, then the rest (each cell in exactly one of them)
-            wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
+        kernel = getattr(self.module, ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else ""))
+        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
         if slots is not None:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.module.GATHER_INTO)],
