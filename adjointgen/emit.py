@@ -206,66 +206,25 @@ _STATE = ("Without the per-cell adjoints of the scalar parameters, for steps who
           "none (compiled on first use: module 'unique').")
 
 
-_PARTS = {
-    "interior": ("Part 1 of 2, over the whole grid: interior cells only (boundary id 0). The same body,",
-                 "but the compiler knows the id here and drops every boundary's code (fewer registers)."),
-    "boundary": ("Part 2 of 2, over the list of the other cells (boundaries, kept cells) that the runtime",
-                 "compacts from bc_mask: their warps hold only such cells."),
-}
-BOUNDARY_PARAMS = ["boundary_cells: wp.array2d(dtype=wp.int32)", "boundary_count: wp.array(dtype=wp.int32)"]
-
-
 def _adjoint_kernels(fresh: bool, has_parameters: bool, params: list, state_params: list, kept: list, state_kept: list,
                      write_back_reads: list, write_back_writes: list, fresh_writes: list, groups: list,
-                     state_groups: list, parameter_lines: list, prologue: list, thread: list, id_name: str | None,
-                     id_type: str) -> list[dict]:
+                     state_groups: list, parameter_lines: list) -> list[dict]:
     """The adjoint kernels a module defines, each as the lists its template macro prints:
     ``adjoint`` (accumulating) and ``adjoint_fresh``, and where the program has scalar parameters
-    the same without the parameters' per-cell adjoints. Those keep the replayed non-equilibrium
-    parts (for BGK: what ``d/d omega`` needs) out of the registers: D3Q19 FP32 ``adjoint_fresh``
-    needs 72 registers instead of 120. They are ``adjoint_state`` and ``adjoint_fresh_state``, or,
-    where the program has boundary-only code (``id_name``: the cell's id variable, loaded in the
-    prologue), each in two parts that the runtime launches one after the other: ``..._interior``
-    over the grid, returning at once unless the cell's id is 0, so the compiler can drop the
-    boundary code and its registers (the D3Q19 cavity's ``adjoint_fresh_state``: 71 registers
-    instead of 127), and ``..._boundary`` over a compacted list of the other cells (launched over
-    the whole grid, a wall at both ends of every row put a wall cell in a third of the warps,
-    each then running the boundary path for one lane: benchmarks/NOTES.md v12). Every cell runs
-    in exactly one part."""
-    full = {"decorator": "@wp.kernel", "params": params, "kept": kept, "groups": groups, "parameter_lines": parameter_lines,
-            "part": [], "prologue": prologue}
+    ``adjoint_state`` and ``adjoint_fresh_state``, the same without the parameters' per-cell
+    adjoints. Those keep the replayed non-equilibrium parts (for BGK: what ``d/d omega`` needs)
+    out of the registers: D3Q19 FP32 ``adjoint_fresh`` needs 72 registers instead of 120."""
+    full = {"decorator": "@wp.kernel", "params": params, "kept": kept, "groups": groups, "parameter_lines": parameter_lines}
     state = {"decorator": '@wp.kernel(enable_backward=False, module="unique")', "params": state_params, "kept": state_kept,
-             "groups": state_groups, "parameter_lines": [], "part": [], "prologue": prologue}
+             "groups": state_groups, "parameter_lines": []}
     kernels = [dict(full, name="adjoint", reads=write_back_reads, writes=write_back_writes, comment=_WRITE_BACK)]
     if fresh:
         kernels.append(dict(full, name="adjoint_fresh", reads=[], writes=fresh_writes, comment=_FRESH))
-    if not has_parameters:
-        return kernels
-    variants = [("adjoint_state", write_back_reads, write_back_writes, _WRITE_BACK + _STATE)]
-    if fresh:
-        variants.append(("adjoint_fresh_state", [], fresh_writes, _FRESH + _STATE))
-    listed = ["boundary_cell = wp.tid()", "if boundary_cell >= boundary_count[0]:", "    return"]
-    listed += [f"{name} = boundary_cells[{axis}, boundary_cell]" for axis, name in enumerate(thread)]
-    for name, reads, writes, comment in variants:
-        if id_name is None:
-            kernels.append(dict(state, name=name, reads=reads, writes=writes, comment=comment))
-            continue
-        kernels.append(dict(state, name=f"{name}_interior", reads=reads, writes=writes, comment=comment + _PARTS["interior"],
-                            part=[f"if {id_name} != wp.{id_type}(0):", "    return"]))
-        kernels.append(dict(state, name=f"{name}_boundary", reads=reads, writes=writes, comment=comment + _PARTS["boundary"],
-                            params=state_params + BOUNDARY_PARAMS, prologue=listed + prologue[1:]))
-    return kernels
-    variants = [("adjoint_state", write_back_reads, write_back_writes, _WRITE_BACK + _STATE)]
-    if fresh:
-        variants.append(("adjoint_fresh_state", [], fresh_writes, _FRESH + _STATE))
-    for name, reads, writes, comment in variants:
-        if id_name is None:
-            kernels.append(dict(state, name=name, reads=reads, writes=writes, comment=comment, part=[]))
-            continue
-        for part, test in (("interior", "!="), ("boundary", "==")):
-            exit_lines = [f"if {id_name} {test} wp.{id_type}(0):", "    return"]
-            kernels.append(dict(state, name=f"{name}_{part}", reads=reads, writes=writes, part=exit_lines,
-                                comment=comment + tuple(line for line in _PARTS[part] if line)))
+    if has_parameters:
+        kernels.append(dict(state, name="adjoint_state", reads=write_back_reads, writes=write_back_writes,
+                            comment=_WRITE_BACK + _STATE))
+        if fresh:
+            kernels.append(dict(state, name="adjoint_fresh_state", reads=[], writes=fresh_writes, comment=_FRESH + _STATE))
     return kernels
 
 
@@ -284,8 +243,6 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     id_symbol = guards.cell_id_symbol(program)
     needs = guards.analyse(program, id_symbol)  # boundary ids at which each value matters
     cell_lines = _guarded_body(program, lines, body_statements, id_symbol, needs)  # forward and replay
-    # boundary-only code exists and the cell's id is known before the body: kernels in two parts
-    split_by = str(id_symbol) if needs and id_symbol in {s.target for s in prologue_statements} else None
     forward_body = cell_lines + [line for store in program.stores for line in _store_lines(print_, program, lines, store)]
 
     grads = {p.name: naming.grad_param(p.name) for p in program.params if p.differentiable}
@@ -459,10 +416,8 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "overwritten_inputs": json.dumps(sorted(set(accesses.in_place) | _read_and_overwritten(program, accesses))),
         "adjoint_kernels": _adjoint_kernels(fresh, bool(adjoint.parameters), adjoint_params, state_params, kept_lines,
                                             state_kept_lines, write_back_reads, write_back_writes, fresh_writes, groups,
-                                            state_groups, parameter_lines, prologue, [t.name for t in program.thread],
-                                            split_by, program.dtypes.get(str(id_symbol))),
+                                            state_groups, parameter_lines),
         "state_only": bool(adjoint.parameters),
-        "state_parts": json.dumps(["interior", "boundary"] if split_by and adjoint.parameters else []),
         "fresh": fresh,
         "grad_arrays": [[p.name, grads[p.name]] for p in program.params if p.differentiable],
         "slot_count": len(accesses.slots),

@@ -19,7 +19,6 @@ import hashlib
 import importlib
 import importlib.util
 import logging
-import math
 import os
 import sys
 from importlib import resources
@@ -110,26 +109,6 @@ def load_module(stepper, config: Configuration, boundary_parameters: bool = Fals
 @wp.kernel(enable_backward=False)
 def _add_into(source: wp.array(dtype=Any), target: wp.array(dtype=Any), index: int):
     target[index] = target[index] + source[0]
-
-
-@wp.kernel(enable_backward=False)
-def _mark_listed(bc_mask: wp.array4d(dtype=wp.uint8), flags: wp.array(dtype=wp.int32)):
-    i, j, k = wp.tid()
-    n = (i * bc_mask.shape[2] + j) * bc_mask.shape[3] + k
-    flags[n] = wp.where(bc_mask[0, i, j, k] != wp.uint8(0), 1, 0)
-
-
-@wp.kernel(enable_backward=False)
-def _list_cells(bc_mask: wp.array4d(dtype=wp.uint8), flags: wp.array(dtype=wp.int32), offsets: wp.array(dtype=wp.int32),
-                cells: wp.array2d(dtype=wp.int32), count: wp.array(dtype=wp.int32)):
-    i, j, k = wp.tid()
-    n = (i * bc_mask.shape[2] + j) * bc_mask.shape[3] + k
-    if flags[n] != 0:
-        cells[0, offsets[n]] = i
-        cells[1, offsets[n]] = j
-        cells[2, offsets[n]] = k
-    if n == flags.shape[0] - 1:
-        count[0] = offsets[n] + flags[n]
 
 
 def _warp_runtime():
@@ -241,23 +220,6 @@ class DifferentiableStep:
             array = self._scratch_arrays[key] = wp.empty(shape, dtype=dtype or self.compute_dtype, device=device)
         return array
 
-    def _listed_cells(self, bc_mask):
-        """The coordinates of the cells whose boundary id is not 0, compacted on the device from
-        ``bc_mask`` as it is now (every call: the mask may have been edited), and their number,
-        in a (3, cells) array and a one-element array (no host synchronisation: the kernel that
-        reads the list is launched over all cells and returns past the count)."""
-        cells_total = math.prod(bc_mask.shape[1:])
-        device = bc_mask.device
-        flags = self._scratch("listed_flags", (cells_total,), device, wp.int32)
-        offsets = self._scratch("listed_offsets", (cells_total,), device, wp.int32)
-        cells = self._scratch("listed_cells", (3, cells_total), device, wp.int32)
-        count = self._scratch("listed_count", (1,), device, wp.int32)
-        wp.launch(_mark_listed, dim=bc_mask.shape[1:], inputs=[bc_mask, flags], device=device, record_tape=False)
-        wp.utils.array_scan(flags, offsets, inclusive=False)
-        wp.launch(_list_cells, dim=bc_mask.shape[1:], inputs=[bc_mask, flags, offsets, cells, count], device=device,
-                  record_tape=False)
-        return cells, count
-
     def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         """Launch the generated forward kernel (never recorded on a tape)."""
         self._check(f_0, f_1, bc_mask, missing_mask)
@@ -280,9 +242,8 @@ class DifferentiableStep:
 
         With no parameter gradient asked for (no ``adj_omega``, no ``adj_parameters``) the module's
         variants without per-cell parameter adjoints run (``adjoint_state``,
-        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``; in two launches where
-        ``self.module.STATE_PARTS``: the interior cells over the grid, then a list of the other
-        cells): the same state gradients, from kernels that need fewer registers."""
+        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``): the same state gradients, from
+        kernels that need fewer registers."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
@@ -314,16 +275,8 @@ class DifferentiableStep:
             inputs.append(slots)
         if fresh and not getattr(self.module, "FRESH_ADJOINT", False):
             raise RuntimeArgumentError(f"{self.module.__name__} has no adjoint_fresh kernel")
-        name = ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "")
-        if state_only and getattr(self.module, "STATE_PARTS", []):
-            # interior cells over the grid, then the listed others (each cell in exactly one)
-            wp.launch(getattr(self.module, f"{name}_interior"), dim=f_0.shape[1:], inputs=inputs, device=f_0.device,
-                      record_tape=False)
-            cells, count = self._listed_cells(bc_mask)
-            wp.launch(getattr(self.module, f"{name}_boundary"), dim=cells.shape[1], inputs=inputs + [cells, count],
-                      device=f_0.device, record_tape=False)
-        else:
-            wp.launch(getattr(self.module, name), dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
+        kernel = getattr(self.module, ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else ""))
+        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
         if slots is not None:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.module.GATHER_INTO)],

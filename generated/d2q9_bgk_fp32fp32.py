@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 769e02f544f8f1b96260d4075fe7c6ad83b30719dc492cf16c8e5a8333ef006b
+# body-sha256: f3accd95a68844932a9058234a105434ec8a9cdcebc3ab412f6c918b47ce40f2
 # ---- end of header ----
 import warp as wp
 
@@ -52,7 +52,6 @@ PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint 
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 FRESH_ADJOINT = True  # adjoint_fresh exists (see its comment)
 STATE_ONLY = True  # adjoint_state (and adjoint_fresh_state) exist: no parameter adjoints
-STATE_PARTS = []  # those come in parts (suffixes), launched one after the other
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
 OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded

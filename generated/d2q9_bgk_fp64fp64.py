@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 96d60c476e529c8d2ae3a531e7e098f574b59c253580f0ebede243cc50dc4c31
+# body-sha256: f866b0581514c70995ac0d5d577bf4f4772a62517d5d3cf7a50e87356debcd85
 # ---- end of header ----
 import warp as wp
 
@@ -52,7 +52,6 @@ PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint 
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 FRESH_ADJOINT = True  # adjoint_fresh exists (see its comment)
 STATE_ONLY = True  # adjoint_state (and adjoint_fresh_state) exist: no parameter adjoints
-STATE_PARTS = []  # those come in parts (suffixes), launched one after the other
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
 OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: e4bae667ac406f33bc8be75cf720ff67dac370c8688cd97e3c68002e7588fde8
+# body-sha256: 3722d679147b06f383fa96fdc42133ef574285678d04a79aaa5862501f4a40bb
 # ---- end of header ----
 import warp as wp
 
@@ -62,7 +62,6 @@ PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint 
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 FRESH_ADJOINT = True  # adjoint_fresh exists (see its comment)
 STATE_ONLY = True  # adjoint_state (and adjoint_fresh_state) exist: no parameter adjoints
-STATE_PARTS = []  # those come in parts (suffixes), launched one after the other
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
 OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 2619dabc3ccfe09d1478696ea9d48453eabfdf820eba498a8e6b97a9e449744e
+# body-sha256: 83e5b6586be02f27a83f142ff3963adcb73dc2e5f0abf1017667a6d7682054fc
 # ---- end of header ----
 import warp as wp
 
@@ -70,7 +70,6 @@ PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint 
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 FRESH_ADJOINT = True  # adjoint_fresh exists (see its comment)
 STATE_ONLY = True  # adjoint_state (and adjoint_fresh_state) exist: no parameter adjoints
-STATE_PARTS = []  # those come in parts (suffixes), launched one after the other
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
 OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 0d51326b3034bcad4b017c331a8d6cc22fdd13052fd9150293999e981760701f
+# body-sha256: 1019e2c9ec98d161f8958dbcd9d79d4281df4e01335e55a79fe50ba473aa32bb
 # ---- end of header ----
 import warp as wp
 
@@ -70,7 +70,6 @@ PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint 
 SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
 FRESH_ADJOINT = True  # adjoint_fresh exists (see its comment)
 STATE_ONLY = True  # adjoint_state (and adjoint_fresh_state) exist: no parameter adjoints
-STATE_PARTS = []  # those come in parts (suffixes), launched one after the other
 GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
 IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
 OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
