@@ -151,6 +151,9 @@ class DifferentiableStep:
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
         self.compute_dtype = wp.float64 if config.precision.startswith("FP64") else wp.float32
         self._scratch_arrays: dict = {}
+        # threads per block of the adjoint kernel's launch: 128 holds more warps per SM than Warp's default
+        # 256 when the registers allow 3 blocks of 256 but 7 of 128 (benchmarks/NOTES.md v13)
+        self.block_dim = 128
         # prescribed boundary values that the generated kernels take as parameters:
         # name -> a Warp array (requires_grad) holding the value(s); tape.backward() fills .grad
         self._lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
@@ -276,7 +279,7 @@ class DifferentiableStep:
         if fresh and not getattr(self.module, "FRESH_ADJOINT", False):
             raise RuntimeArgumentError(f"{self.module.__name__} has no adjoint_fresh kernel")
         kernel = getattr(self.module, ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else ""))
-        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False)
+        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False, block_dim=self.block_dim)
         if slots is not None:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
                       inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.module.GATHER_INTO)],
