@@ -154,6 +154,9 @@ class DifferentiableStep:
         # threads per block of the adjoint kernel's launch: 128 holds more warps per SM than Warp's default
         # 256 when the registers allow 3 blocks of 256 but 7 of 128 (benchmarks/NOTES.md v13)
         self.block_dim = 128
+        # the kernels without per-cell parameter adjoints, when no parameter gradient is asked for:
+        # None = on CUDA devices only (they save GPU registers; on a CPU they only cost a compile)
+        self.state_kernels: bool | None = None
         # prescribed boundary values that the generated kernels take as parameters:
         # name -> a Warp array (requires_grad) holding the value(s); tape.backward() fills .grad
         self._lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
@@ -245,8 +248,9 @@ class DifferentiableStep:
 
         With no parameter gradient asked for (no ``adj_omega``, no ``adj_parameters``) the module's
         variants without per-cell parameter adjoints run (``adjoint_state``,
-        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``): the same state gradients, from
-        kernels that need fewer registers."""
+        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``, on CUDA devices unless
+        ``self.state_kernels`` says otherwise): the same state gradients, from kernels that need
+        fewer registers."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
@@ -266,7 +270,8 @@ class DifferentiableStep:
             targets += [(scalar, grad, c) for c, scalar in enumerate(self._scalars[name])]
         # no parameter gradient asked for: the kernel variant without per-cell parameter adjoints
         # (fewer registers: it need not keep what d/d omega reads)
-        state_only = not targets and getattr(self.module, "STATE_ONLY", False)
+        wanted = f_0.device.is_cuda if self.state_kernels is None else self.state_kernels
+        state_only = wanted and not targets and getattr(self.module, "STATE_ONLY", False)
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
         cells = {} if state_only else {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.module.PARAMETERS}
         inputs += list(cells.values())

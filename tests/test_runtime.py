@@ -198,7 +198,8 @@ def test_boundary_values_are_parameters_only_when_asked():
 def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_gradients(label, shape, monkeypatch):
     """Asked for no omega gradient, the step runs adjoint_state / adjoint_fresh_state (no per-cell
     parameter adjoints, fewer registers): bit for bit the state gradients of the full kernels, for
-    a periodic grid, one with slots (cavity) and one updated in place (ZouHe's channel)."""
+    a periodic grid, one with slots (cavity) and one updated in place (ZouHe's channel). By default
+    only CUDA devices use them; the test turns them on."""
     from adjointgen.rollout import has_kept_cells
     from adjointgen.verify import GeneratedSide
 
@@ -217,6 +218,11 @@ def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_grad
     dtype = np.float64 if config.is_fp64 else np.float32
     f0 = random_state(config, shape, 0).astype(dtype)
     cotangents = [np.random.default_rng(seed).standard_normal(f0.shape).astype(dtype) for seed in (1, 2)]
+    if not wp.get_device().is_cuda:  # by default only CUDA devices use them (they save registers there)
+        side.step.adjoint(wp.array(f0), wp.array(side.f1_prepared.astype(dtype)), side.bc_mask, side.missing_mask, OMEGA,
+                          0, wp.array(cotangents[0]), wp.array(cotangents[1]))
+        assert "adjoint" in launched and not any("_state" in key for key in launched)
+    side.step.state_kernels = True
     fresh_cases = [False] + [True] * (module.FRESH_ADJOINT and not has_kept_cells(side.bc_mask))
     for fresh in fresh_cases:
         results = {}
