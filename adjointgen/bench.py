@@ -69,13 +69,23 @@ class _WarpMemory:
         return float(self.wp.get_mempool_used_mem_current(self.device)) if self.on else float("nan")
 
 
+def tiled_state(config, size: int, dtype) -> np.ndarray:
+    """The benchmark's input state on an N^d grid: a random state of at most 16^d cells
+    (``verify.random_state``, seed 0), tiled over the grid."""
+    from adjointgen.verify import random_state
+
+    shape = (size,) * config.dim
+    tile = random_state(config, (min(size, 16),) * config.dim, seed=0).astype(dtype)
+    reps = tuple(int(np.ceil(s / tile.shape[1 + a])) for a, s in enumerate(shape)) + (1,) * (3 - config.dim)
+    return np.ascontiguousarray(np.tile(tile, (1, *reps))[:, : shape[0], : shape[1], : (shape[2] if config.dim == 3 else 1)])
+
+
 def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict:
     import warp as wp
 
     import adjointgen
     from adjointgen.config import Configuration
     from adjointgen.rollout import has_kept_cells
-    from adjointgen.verify import random_state
     from adjointgen.xlb_support import make_stepper, prepare_fields
 
     config = Configuration.parse(label)
@@ -86,9 +96,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     step = adjointgen.differentiable(stepper)
     f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
     dtype = np.float64 if config.is_fp64 else np.float32
-    tile = random_state(config, (min(size, 16),) * config.dim, seed=0).astype(dtype)
-    reps = tuple(int(np.ceil(s / tile.shape[1 + a])) for a, s in enumerate(shape)) + (1,) * (3 - config.dim)
-    state = np.ascontiguousarray(np.tile(tile, (1, *reps))[:, : shape[0], : shape[1], : (shape[2] if config.dim == 3 else 1)])
+    state = tiled_state(config, size, dtype)
     f_0 = wp.array(state, dtype=f_0.dtype)
     omega = 1.6
     omega_x = wp.float64(omega) if config.is_fp64 else omega

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     import adjointgen
     from adjointgen.config import Configuration
     from adjointgen.rollout import has_kept_cells
-    from adjointgen.verify import random_state
+    from adjointgen.bench import tiled_state
     from adjointgen.xlb_support import make_stepper, prepare_fields
 
     config = Configuration.parse(args.config)
@@ -65,9 +65,7 @@ def main(argv=None) -> int:
     step = adjointgen.differentiable(stepper)
     f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
     dtype = np.float64 if config.is_fp64 else np.float32
-    tile = random_state(config, (min(args.size, 16),) * config.dim, seed=0).astype(dtype)
-    reps = tuple(int(np.ceil(s / tile.shape[1 + a])) for a, s in enumerate(shape)) + (1,) * (3 - config.dim)
-    state = np.ascontiguousarray(np.tile(tile, (1, *reps))[:, : shape[0], : shape[1], : (shape[2] if config.dim == 3 else 1)])
+    state = tiled_state(config, args.size, dtype)
     f_0 = wp.array(state, dtype=f_0.dtype)
     adj_f_0 = wp.zeros_like(f_0)
     cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
