@@ -6,8 +6,8 @@ __version__ = "0.1.0"
 def differentiable(stepper, boundary_parameters: bool = False):
     """Wrap an XLB Warp stepper into a step with the same signature whose gradient flows
     through ``wp.Tape`` via generated adjoint kernels; ``boundary_parameters=True`` also gives
-    gradients with respect to prescribed boundary values. See :mod:`adjointgen.runtime`."""
-    from .runtime import differentiable as _differentiable
+    gradients with respect to prescribed boundary values. See :mod:`adjointgen.runtime.step`."""
+    from adjointgen.runtime.step import differentiable as _differentiable
 
     return _differentiable(stepper, boundary_parameters)
 
@@ -16,24 +16,24 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
                          start_timestep: int = 0, progress: bool | None = None):
     """``steps`` steps of a :func:`differentiable` step from ``(f_0, f_1)``, differentiable in
     memory bounded by ``snapshots`` stored states (binomial checkpointing). See
-    :mod:`adjointgen.rollout`."""
-    from .rollout import checkpointed_rollout as _rollout
+    :mod:`adjointgen.runtime.rollout`."""
+    from adjointgen.runtime.rollout import checkpointed_rollout as _rollout
 
     return _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress)
 
 
 def register(cls):
     """Class decorator: make a user's XLB-style collision or boundary condition known to the
-    generator (see :mod:`adjointgen.user`)."""
-    from .user import register as _register
+    generator (see :mod:`adjointgen.xlb.user`)."""
+    from adjointgen.xlb.user import register as _register
 
     return _register(cls)
 
 
 def register_mix(name: str):
     """Decorator naming a function ``(grid, dim) -> [boundary conditions]`` as a boundary mix of
-    configurations (see :mod:`adjointgen.user`)."""
-    from .user import register_mix as _register_mix
+    configurations (see :mod:`adjointgen.xlb.user`)."""
+    from adjointgen.xlb.user import register_mix as _register_mix
 
     return _register_mix(name)
 

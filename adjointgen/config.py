@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import ConfigurationError
+from adjointgen.errors import ConfigurationError
 
 VELOCITY_SETS = ("D2Q9", "D3Q19", "D3Q27")
 # "Forced<model>": XLB's ForcedCollision around <model>, exact-difference forcing, with the
-# force of adjointgen.xlb_support.FORCE (the stepper's force_vector)
+# force of adjointgen.xlb.support.FORCE (the stepper's force_vector)
 BUILTIN_COLLISIONS = ("BGK", "KBC", "SmagorinskyLESBGK", "ForcedBGK", "ForcedKBC", "ForcedSmagorinskyLESBGK")
-COLLISIONS = BUILTIN_COLLISIONS  # plus the collisions users register (adjointgen.user.register)
+COLLISIONS = BUILTIN_COLLISIONS  # plus the collisions users register (adjointgen.xlb.user.register)
 PRECISIONS = ("FP32FP32", "FP64FP64", "FP64FP32")  # compute precision, then store precision
-# built by adjointgen.xlb_support.boundary_conditions (see its docstring for each mix)
+# built by adjointgen.xlb.support.boundary_conditions (see its docstring for each mix)
 BUILTIN_BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "extrapolation", "obstacle")
-BOUNDARIES = BUILTIN_BOUNDARIES  # plus the mixes users register (adjointgen.user.register_mix)
+BOUNDARIES = BUILTIN_BOUNDARIES  # plus the mixes users register (adjointgen.xlb.user.register_mix)
 
 
 @dataclass(frozen=True, order=True)
@@ -34,7 +34,7 @@ class Configuration:
     boundaries: str = "periodic"
 
     def __post_init__(self):
-        from . import user
+        from adjointgen.xlb import user
 
         for value, allowed, what in (
             (self.velocity_set, VELOCITY_SETS, "velocity_set"),
@@ -80,7 +80,7 @@ class Configuration:
                 f"cannot read configuration {text!r}: write VELOCITYSET/COLLISION/PRECISION[/BOUNDARIES], "
                 "e.g. D3Q19/BGK/FP32FP32 or D2Q9/BGK/FP64FP64/cavity"
             )
-        from . import user
+        from adjointgen.xlb import user
 
         collision = next((c for c in BUILTIN_COLLISIONS + tuple(user.COLLISIONS) if c.lower() == parts[1].lower()), parts[1])
         return cls(parts[0].upper(), collision, parts[2].upper(), *(part.lower() for part in parts[3:]))

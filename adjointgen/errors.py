@@ -31,3 +31,8 @@ class UnresolvedName(UnsupportedConstruct):
 
 class RuntimeArgumentError(AdjointgenError, ValueError):
     """Arrays passed to a differentiable step with the wrong shape, dtype or device."""
+
+
+class DamagedModule(AdjointgenError):
+    """A generated module whose body no longer matches the hash in its header, or whose manifest
+    is missing or malformed: it was edited, cut short or written by another generator."""

@@ -37,7 +37,7 @@ def _setup(size: int):
     import warp as wp
 
     from adjointgen.config import Configuration
-    from adjointgen.xlb_support import make_stepper
+    from adjointgen.xlb.support import make_stepper
 
     config = Configuration.parse("D3Q19/BGK/FP32FP32")
     stepper = make_stepper(config, "warp", (size, size, size))
@@ -150,7 +150,7 @@ def run_jax(args) -> dict:
 
     config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size)
     forward = _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, args.steps)
-    from adjointgen.xlb_support import make_stepper
+    from adjointgen.xlb.support import make_stepper
 
     jstepper = make_stepper(config, "jax", (args.size,) * 3)
     _, jf_1, jbc, jmissing = jstepper.prepare_fields()

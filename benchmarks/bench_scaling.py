@@ -55,9 +55,9 @@ def measure(shape, devices, repeats, inner, keep_gradient=False):
     from jax.sharding import PartitionSpec as P
 
     from adjointgen.config import Configuration
-    from adjointgen.jax_face import jax_step
-    from adjointgen.sharding import sharded_step
-    from adjointgen.xlb_support import make_stepper, prepare_fields
+    from adjointgen.runtime.jax_face import jax_step
+    from adjointgen.runtime.sharding import sharded_step
+    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     _log(f"{'x'.join(map(str, shape))} on {len(devices)} device(s): XLB stepper")
     config = Configuration.parse("D3Q19/BGK/FP32FP32")

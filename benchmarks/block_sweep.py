@@ -36,8 +36,9 @@ def main(argv=None) -> int:
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.rollout import has_kept_cells
-    from adjointgen.xlb_support import make_stepper, prepare_fields
+    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.manifest import adjoint_kernel_name
+    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     results = {"device": wp.get_device().name, "warp": wp.config.version, "size": args.size, "cases": {}}
     for label in args.config:
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         f_0 = wp.array((1.0 / 19 + 0.01 * rng.standard_normal(f_0.shape)).astype(dtype), dtype=f_0.dtype)
         adj_f_0 = wp.zeros_like(f_0)
         adj_f_1 = wp.array(rng.standard_normal(f_0.shape).astype(dtype), dtype=f_0.dtype)
-        fresh = step.module.FRESH_ADJOINT and not has_kept_cells(bc_mask)
+        fresh = step.manifest.has("adjoint_fresh") and not has_kept_cells(bc_mask)
         samples: dict = {}
         for round_ in range(args.rounds + 1):
             for block in [int(b) for b in args.blocks.split(",")]:
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
                 wp.synchronize()
                 if round_:
                     samples.setdefault(block, []).append((time.perf_counter() - start) * 1e3 / args.inner)
-        kernel = ("adjoint_fresh" if fresh else "adjoint") + ("_state" if getattr(step.module, "STATE_ONLY", False) else "")
+        kernel = adjoint_kernel_name(fresh, step.manifest.has(adjoint_kernel_name(fresh, True)))
         results["cases"][label] = {"kernel": kernel,
                                    "median_ms": {str(b): statistics.median(s) for b, s in samples.items()}}
         print(label, results["cases"][label], flush=True)

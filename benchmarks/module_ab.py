@@ -13,7 +13,6 @@ built by an experimental branch with ``adjointgen build --out``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -25,10 +24,10 @@ from bench_step import _source_tree_packages  # noqa: E402
 
 
 def _load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A generated module file, checked and with its manifest (both files must be intact)."""
+    from adjointgen.runtime.modules import load_checked
+
+    return load_checked(Path(path), name)
 
 
 def _round(fn, sync, inner: int) -> float:
@@ -55,9 +54,9 @@ def main(argv=None) -> int:
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.rollout import has_kept_cells
-    from adjointgen.bench import tiled_state
-    from adjointgen.xlb_support import make_stepper, prepare_fields
+    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.tools.bench import tiled_state
+    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     config = Configuration.parse(args.config)
     shape = (args.size,) * config.dim
@@ -71,13 +70,13 @@ def main(argv=None) -> int:
     cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
     adj_f_1 = wp.array(cotangent, dtype=f_0.dtype)
     modules = {"A": _load(args.a, "module_a"), "B": _load(args.b, "module_b")}
-    fresh = not has_kept_cells(bc_mask) and all(getattr(m, "FRESH_ADJOINT", False) for m in modules.values())
+    fresh = not has_kept_cells(bc_mask) and all(m.manifest.has("adjoint_fresh") for m in modules.values())
     kernels = ["adjoint"] + (["adjoint_fresh"] if fresh else [])
     samples = {(v, k): [] for v in modules for k in kernels}
     gradients = {}
     for round_ in range(args.rounds + 1):  # round 0: compile and warm up, not counted
-        for variant, module in modules.items():
-            step.module = module
+        for variant, loaded in modules.items():
+            step.module, step.manifest = loaded.module, loaded.manifest
             for kernel in kernels:
                 def run(fresh_kernel=kernel == "adjoint_fresh"):
                     step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=fresh_kernel)

@@ -22,10 +22,10 @@ def sweep(label: str, size: int, repeats: int, inner: int, blocks: list[int], ke
     import warp as wp
 
     import adjointgen
-    from adjointgen.bench import _timed
+    from adjointgen.tools.bench import _timed
     from adjointgen.config import Configuration
-    from adjointgen.verify import random_state
-    from adjointgen.xlb_support import make_stepper, prepare_fields
+    from adjointgen.tools.verify import random_state
+    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     config = Configuration.parse(label)
     shape = (size,) * config.dim
@@ -41,7 +41,7 @@ def sweep(label: str, size: int, repeats: int, inner: int, blocks: list[int], ke
     rows = []
     for name in kernels:
         original = getattr(step.module, name, None)
-        if original is None or step.module.SLOT_COUNT or step.module.IN_PLACE:
+        if original is None or step.manifest.slot_count or step.manifest.in_place:
             continue  # periodic-like modules only: the kernel alone is the whole adjoint
         for b in blocks:
             kernel = original if b == 0 else wp.kernel(original.func, launch_bounds=(256, b))

@@ -28,7 +28,7 @@ def _generate() -> None:
         print("adjointgen build hook: skipped (ADJOINTGEN_SKIP_GENERATE=1)", file=sys.stderr)
         return
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    command = [sys.executable, "-m", "adjointgen.cli", "build", "--out", str(ROOT / "generated")]
+    command = [sys.executable, "-m", "adjointgen", "build", "--out", str(ROOT / "generated")]
     print(f"adjointgen build hook: {' '.join(command[1:])}", file=sys.stderr)
     result = subprocess.run(command, cwd=ROOT, env=env, stdout=sys.stderr)
     if result.returncode != 0:

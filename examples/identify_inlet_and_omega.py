@@ -30,7 +30,7 @@ import warp as wp
 
 import adjointgen
 from adjointgen.config import Configuration
-from adjointgen.xlb_support import make_stepper, prepare_fields
+from adjointgen.xlb.support import make_stepper, prepare_fields
 
 CONFIG = Configuration("D2Q9", "BGK", "FP32FP32", "obstacle")
 

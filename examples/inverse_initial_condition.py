@@ -26,7 +26,7 @@ import numpy as np
 
 import adjointgen
 from adjointgen.config import Configuration
-from adjointgen.xlb_support import make_stepper
+from adjointgen.xlb.support import make_stepper
 
 CONFIG = Configuration("D2Q9", "BGK", "FP32FP32")
 OMEGA = 1.0

@@ -25,7 +25,7 @@ import numpy as np
 
 import adjointgen
 from adjointgen.config import Configuration
-from adjointgen.xlb_support import make_stepper
+from adjointgen.xlb.support import make_stepper
 
 OMEGA = 1.8
 
@@ -89,7 +89,7 @@ def warp_gradient(config, shape, f0, use_adjointgen, weights=None):
 
 
 def initial_state(config, shape, seed=0):
-    from adjointgen.verify import random_state
+    from adjointgen.tools.verify import random_state
 
     return random_state(config, shape, seed).astype(np.float32)
 

@@ -16,7 +16,7 @@ Generate and verify the adjoints against JAX autodiff of the operators' own ``ja
     adjointgen build  --source examples/user_operators.py --config D3Q19/TRT/FP32FP32 --out my_generated/
 
 or use it in Python: ``stepper.collision = TRT(...)`` on an XLB Warp stepper before its first
-step (or ``adjointgen.xlb_support.make_stepper`` with a ``.../TRT/...`` configuration), then
+step (or ``adjointgen.xlb.support.make_stepper`` with a ``.../TRT/...`` configuration), then
 ``adjointgen.differentiable(stepper)``.
 """
 
@@ -24,9 +24,9 @@ from functools import partial
 from typing import Any
 
 import adjointgen
-import adjointgen.compat
+import adjointgen.xlb.compat
 
-adjointgen.compat.apply()  # lets XLB 0.3.1 import on current Warp
+adjointgen.xlb.compat.apply()  # lets XLB 0.3.1 import on current Warp
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -43,39 +43,44 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 83e5b6586be02f27a83f142ff3963adcb73dc2e5f0abf1017667a6d7682054fc
+# body-sha256: ba101141b5600e10d8e8a9a1341d2fc61473e132cf6a158a574b122ee37ae85d
 # ---- end of header ----
 import warp as wp
 
 # Only the explicit kernels below are differentiated; Warp's automatic adjoint is never built.
 wp.set_module_options({"enable_backward": False})
 
-CONFIGURATION = {"velocity_set": "D3Q27", "collision": "BGK", "precision": "FP32FP32"}
-SOURCE_SHA256 = {
-    "BGK_functional": "6c8bbbf03af614c5bb136538a5d4e0f69298b2aeab008cd0cc2d5e76901df8a4",
-    "FirstMoment_functional": "9759cd0b4407bbab216ec1be3247ee22f5fa81d546ebdf249d1ac23665cd2f91",
-    "IncompressibleNavierStokesStepper_apply_aux_recovery_bc": "31bebec655d4beaf843c5a57505f82e025bded7a340e4e8a5e834b1c7bfd6033",
-    "IncompressibleNavierStokesStepper_apply_bc": "eaa85b601e622744e49f1752ee1e1248b707166f99615ece9148ddacf105e89f",
-    "IncompressibleNavierStokesStepper_get_thread_data": "207040d3f5942e710a6a82a38292ad4864fa0a37c8bb4eaf63c0799a25bc4ebf",
-    "IncompressibleNavierStokesStepper_kernel": "0cbaee2c2ab3b3ae545ed33b21a52ee5aeb362b60fcf11fad98b29f6525ae32e",
-    "Macroscopic_functional": "b5459b1b74861ae379c4b116b0ba460d1043e2869e1b4021f13f1195342d76d7",
-    "QuadraticEquilibrium_functional": "40842d00635a12eff8463d0d7d15847c41e39f3998b63946e1225c71d88588b2",
-    "Stream_functional": "032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454",
-    "ZeroMoment_functional": "048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da",
-}
-# SHA-256 of the functionals after the source passes (sources and resolved constants):
-# adjointgen.differentiable uses this module only for a stepper with the same identity.
-PROGRAM_SHA256 = "fd651ba65f0ba02d2e7704ed2b4efeb3c7f153a27d8089c221a67534587eed54"
-PARAMETERS = ["omega"]  # scalar parameters whose per-cell adjoints the adjoint kernel writes
-SLOT_COUNT = 0  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
-FRESH_ADJOINT = True  # adjoint_fresh exists (see its comment)
-STATE_ONLY = True  # adjoint_state (and adjoint_fresh_state) exist: no parameter adjoints
-GATHER_INTO = []  # arrays whose gradients adjoint_gather completes
-IN_PLACE = []  # arrays the step updates in place (adjoint_prepare runs first, with a seed array each)
-OVERWRITTEN_INPUTS = []  # inputs the forward overwrites but the adjoint reads: copied when recorded
-GRADIENT_ARRAYS = {
-    "f_0": "adj_f_0",
-    "f_1": "adj_f_1",
+# What this module declares (adjointgen.manifest.Manifest; checked when it is loaded)
+MANIFEST = {
+    "configuration": "D3Q27/BGK/FP32FP32",
+    "format": 1,
+    "gather_into": [],
+    "in_place": [],
+    "kernels": [
+        "forward",
+        "adjoint",
+        "adjoint_fresh",
+        "adjoint_state",
+        "adjoint_fresh_state"
+    ],
+    "overwritten_inputs": [],
+    "parameters": [
+        "omega"
+    ],
+    "program_sha256": "fd651ba65f0ba02d2e7704ed2b4efeb3c7f153a27d8089c221a67534587eed54",
+    "slot_count": 0,
+    "source_sha256": {
+        "BGK_functional": "6c8bbbf03af614c5bb136538a5d4e0f69298b2aeab008cd0cc2d5e76901df8a4",
+        "FirstMoment_functional": "9759cd0b4407bbab216ec1be3247ee22f5fa81d546ebdf249d1ac23665cd2f91",
+        "IncompressibleNavierStokesStepper_apply_aux_recovery_bc": "31bebec655d4beaf843c5a57505f82e025bded7a340e4e8a5e834b1c7bfd6033",
+        "IncompressibleNavierStokesStepper_apply_bc": "eaa85b601e622744e49f1752ee1e1248b707166f99615ece9148ddacf105e89f",
+        "IncompressibleNavierStokesStepper_get_thread_data": "207040d3f5942e710a6a82a38292ad4864fa0a37c8bb4eaf63c0799a25bc4ebf",
+        "IncompressibleNavierStokesStepper_kernel": "0cbaee2c2ab3b3ae545ed33b21a52ee5aeb362b60fcf11fad98b29f6525ae32e",
+        "Macroscopic_functional": "b5459b1b74861ae379c4b116b0ba460d1043e2869e1b4021f13f1195342d76d7",
+        "QuadraticEquilibrium_functional": "40842d00635a12eff8463d0d7d15847c41e39f3998b63946e1225c71d88588b2",
+        "Stream_functional": "032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454",
+        "ZeroMoment_functional": "048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da"
+    }
 }
 
 

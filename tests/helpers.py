@@ -6,9 +6,9 @@ import textwrap
 
 import libcst as cst
 
-from adjointgen.frontend import Functional
-from adjointgen.passes import PassContext
-from adjointgen.passes.locate import Locate
+from adjointgen.compiler.frontend import Functional
+from adjointgen.compiler.passes import PassContext
+from adjointgen.compiler.passes.locate import Locate
 
 
 def functional(source: str, namespace: dict | None = None, symbol: str = "snippet") -> Functional:
@@ -45,8 +45,8 @@ def assert_idempotent(pass_, source: str, namespace: dict | None = None):
 
 def lower_source(source: str, params, namespace: dict | None = None, name: str = "toy"):
     """Run all source passes and the lowering on a kernel written as a string."""
-    from adjointgen.lower import lower
-    from adjointgen.passes import SOURCE_PASSES
+    from adjointgen.compiler.lower import lower
+    from adjointgen.compiler.passes import SOURCE_PASSES
 
     f = functional(source, namespace, symbol="toy_kernel")
     functions = {f.symbol: f}

@@ -1,9 +1,9 @@
 import pytest
 import sympy
 
-from adjointgen.access import _shift, analyse
+from adjointgen.compiler.access import _shift, analyse
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.ir import Param, Select
+from adjointgen.compiler.ir import Param, Select
 from tests.helpers import lower_source
 
 x = sympy.Symbol("i", integer=True, nonnegative=True)

@@ -4,8 +4,8 @@ and Warp's tape with its switches agrees with adjointgen's gradient (the row's n
 import json
 import re
 
-from adjointgen import cli
-from adjointgen.bench import ROWS
+from adjointgen.tools import cli
+from adjointgen.tools.bench import ROWS
 
 
 def test_bench_writes_every_row(tmp_path, capsys):

@@ -4,10 +4,10 @@ values, the prescribed-value gradient a user reads back, and XLB steppers told a
 import numpy as np
 import pytest
 
-from adjointgen import compat
+from adjointgen.xlb import compat
 from adjointgen.config import Configuration
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.verify import GeneratedSide, aux_value_gradients, jax_vjp, random_state, relative_error
+from adjointgen.tools.verify import GeneratedSide, aux_value_gradients, jax_vjp, random_state, relative_error
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_prescribed_value_gradient_reads_f_1_grad_at_the_condition():
 
 
 def test_steppers_with_the_same_ids_but_other_conditions_get_other_warp_kernels():
-    from adjointgen.xlb_support import make_stepper
+    from adjointgen.xlb.support import make_stepper
 
     channel = make_stepper(Configuration.parse("D2Q9/BGK/FP32FP32/channel"), "warp", (8, 6))
     outflow = make_stepper(Configuration.parse("D2Q9/BGK/FP32FP32/outflow"), "warp", (8, 6))

@@ -44,7 +44,7 @@ def test_wheel_carries_freshly_generated_modules(tmp_path):
         names = set(archive.namelist())
         packaged = archive.read(f"adjointgen/generated/{MODULE}").decode()
     assert packaged == fresh, "the wheel carries the edited module: the build hook did not regenerate it"
-    assert {"adjointgen/lint/rules.py", "adjointgen/templates/module_body.py.j2", "adjointgen/configurations.toml"} <= names
+    assert {"adjointgen/tools/lint/rules.py", "adjointgen/templates/module_body.py.j2", "adjointgen/configurations.toml"} <= names
 
 
 def test_backend_asks_for_the_generator_dependencies():

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from adjointgen import cli
-from adjointgen.emit import split_generated
+from adjointgen.tools import cli
+from adjointgen.compiler.emit import split_generated
 
 
 def _run(*args, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "adjointgen.cli", *args], capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run([sys.executable, "-m", "adjointgen", *args], capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_generated_directory_is_current_whatever_the_hash_seed():

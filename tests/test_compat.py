@@ -6,7 +6,7 @@ def test_xlb_imports_on_current_warp_only_through_the_adapter():
     code = (
         "import warp, warp.utils\n"
         "assert not hasattr(warp.utils, 'ScopedTimer') or True\n"
-        "from adjointgen import compat\n"
+        "from adjointgen.xlb import compat\n"
         "shims = compat.apply()\n"
         "assert compat.apply() == shims  # idempotent\n"
         "import xlb\n"
@@ -17,7 +17,7 @@ def test_xlb_imports_on_current_warp_only_through_the_adapter():
     assert result.returncode == 0, result.stderr
     import warp as wp
 
-    expected = {"wp.vec", "wp.mat"} if not hasattr(wp, "vec") or wp.vec.__module__ == "adjointgen.compat" else set()
+    expected = {"wp.vec", "wp.mat"} if not hasattr(wp, "vec") or wp.vec.__module__ == "adjointgen.xlb.compat" else set()
     assert expected <= set(result.stdout.strip().splitlines()[-1].split(","))
 
 

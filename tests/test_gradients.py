@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from adjointgen.config import Configuration, default_configurations
-from adjointgen.runtime import _load_file
-from adjointgen.verify import STEPS, TOLERANCES, relative_error, verify_configuration, xlb_warp_fails
+from adjointgen.runtime.step import _load_file
+from adjointgen.tools.verify import STEPS, TOLERANCES, relative_error, verify_configuration, xlb_warp_fails
 
 CONFIGS = default_configurations()
 WITH_BOUNDARIES = default_configurations(key="verify_also")
@@ -44,7 +44,7 @@ def test_every_boundary_mix_and_collision_model_is_verified_in_2d_and_3d():
 
 
 def _planted(tmp_path, name, mutate):
-    from adjointgen.cli import generated_dir
+    from adjointgen.tools.cli import generated_dir
 
     text = (generated_dir() / "d2q9_bgk_fp64fp64.py").read_text()
     # the first reverse sweep is the adjoint kernel's (adjoint_fresh follows; mutations use count=1)

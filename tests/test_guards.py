@@ -4,9 +4,9 @@ and the forward kernel that skips them elsewhere (forward parity with XLB is in 
 import pytest
 import sympy
 
-from adjointgen import guards
-from adjointgen.guards import EVERYWHERE, Need
-from adjointgen.ir import Param
+from adjointgen.compiler import guards
+from adjointgen.compiler.guards import EVERYWHERE, Need
+from adjointgen.compiler.ir import Param
 from tests.helpers import lower_source
 
 PARAMS = [Param("a", "array", "float64", 4), Param("m", "array", "uint8", 4), Param("b", "array", "float64", 4)]
@@ -76,8 +76,8 @@ def test_schedule_groups_guarded_statements_and_respects_dependencies():
 @pytest.fixture(scope="module")
 def cavity_module() -> str:
     from adjointgen.config import Configuration
-    from adjointgen.pipeline import generate
-    from adjointgen.xlb_support import make_stepper
+    from adjointgen.compiler.pipeline import generate
+    from adjointgen.xlb.support import make_stepper
 
     config = Configuration.parse("D3Q19/BGK/FP32FP32/cavity")
     return generate(make_stepper(config, "warp", (6, 5, 4)), config)

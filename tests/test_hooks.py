@@ -34,7 +34,7 @@ def test_check_hook_command_fails_on_an_edited_module(tmp_path):
     shutil.copy(ROOT / "generated" / "d2q9_bgk_fp64fp64.py", target)
     target.write_text(target.read_text().replace("fneq_2 = f_0_2 - feq_2", "fneq_2 = f_0_2 + feq_2", 1))
     entry = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())[0]["entry"].split()
-    result = subprocess.run([sys.executable, "-m", "adjointgen.cli", *entry[1:], "--config", "D2Q9/BGK/FP64FP64", "--dir", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "adjointgen", *entry[1:], "--config", "D2Q9/BGK/FP64FP64", "--dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 1 and "EDITED" in result.stdout and "Fix: adjointgen build" in result.stdout
 
@@ -45,7 +45,7 @@ def test_lint_hook_fails_on_hazards_and_passes_clean_files():
     assert hooks["adjointgen-lint"].get("pass_filenames", True) and hooks["adjointgen-lint"]["types"] == ["python"]
 
     def run(*files):
-        return subprocess.run([sys.executable, "-m", "adjointgen.cli", *entry[1:], "--velocity-set", "D3Q19", *files],
+        return subprocess.run([sys.executable, "-m", "adjointgen", *entry[1:], "--velocity-set", "D3Q19", *files],
                               capture_output=True, text=True, timeout=300)
 
     demo = run(str(ROOT / "examples" / "lint_demo.py"))

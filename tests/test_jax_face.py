@@ -7,17 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import adjointgen.compat
+import adjointgen.xlb.compat
 
-adjointgen.compat.apply()
+adjointgen.xlb.compat.apply()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from adjointgen.config import Configuration  # noqa: E402
-from adjointgen.jax_face import jax_step  # noqa: E402
-from adjointgen.verify import OMEGA, TOLERANCES, _enable_x64, jax_vjp, random_state  # noqa: E402
-from adjointgen.xlb_support import make_stepper, prepare_fields  # noqa: E402
+from adjointgen.runtime.jax_face import jax_step  # noqa: E402
+from adjointgen.tools.verify import OMEGA, TOLERANCES, _enable_x64, jax_vjp, random_state  # noqa: E402
+from adjointgen.xlb.support import make_stepper, prepare_fields  # noqa: E402
 
 STEPS = 5
 

@@ -3,7 +3,7 @@ import sympy
 import warp as wp
 
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.ir import Assign, Load, Param, Select
+from adjointgen.compiler.ir import Assign, Load, Param, Select
 from tests.helpers import lower_source
 
 PARAMS = [Param("a", "array", "float32", 4), Param("b", "array", "float32", 4),

@@ -1,7 +1,7 @@
 import sympy
 
-from adjointgen.ir import Select
-from adjointgen.printer import WarpPrinter
+from adjointgen.compiler.ir import Select
+from adjointgen.compiler.printer import WarpPrinter
 
 a, b = sympy.symbols("a b", real=True)
 m = sympy.Symbol("m", integer=True)

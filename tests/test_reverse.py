@@ -2,9 +2,9 @@
 
 import sympy
 
-from adjointgen.access import analyse
-from adjointgen.ir import Assign, Param
-from adjointgen.reverse import differentiate
+from adjointgen.compiler.access import analyse
+from adjointgen.compiler.ir import Assign, Param
+from adjointgen.compiler.reverse import differentiate
 from tests.helpers import lower_source
 
 PARAMS = [Param("a", "array", "float64", 4), Param("b", "array", "float64", 4), Param("s", "scalar", "float64")]
@@ -97,8 +97,8 @@ def test_conditional_stores_seed_from_the_prepared_array_under_their_condition()
 
 
 def test_zero_safe_products_only_where_a_select_can_discard_the_value():
-    from adjointgen.ir import Select
-    from adjointgen.reverse import always_used
+    from adjointgen.compiler.ir import Select
+    from adjointgen.compiler.reverse import always_used
 
     program = lower_source(HEAD + (
         "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n    q = x / y\n    r = x * y\n"

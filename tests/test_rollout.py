@@ -11,8 +11,8 @@ import warp as wp
 
 from adjointgen.config import Configuration
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.rollout import checkpointed_rollout
-from adjointgen.verify import GeneratedSide, _enable_x64, jax_vjp, random_state, relative_error
+from adjointgen.runtime.rollout import checkpointed_rollout
+from adjointgen.tools.verify import GeneratedSide, _enable_x64, jax_vjp, random_state, relative_error
 
 STEPS = 20
 
@@ -68,7 +68,7 @@ def test_fresh_adjoint_is_bitwise_the_accumulating_one(label, shape, monkeypatch
     the other buffer, which keeps it), omega included; with a solid cell it is not used."""
     config = Configuration.parse(label)
     side = GeneratedSide(config, shape)
-    assert side.step.module.FRESH_ADJOINT
+    assert side.step.manifest.has("adjoint_fresh")
     dtype = np.float64 if config.is_fp64 else np.float32
     f0 = random_state(config, shape, 0).astype(dtype)
     cotangent = np.random.default_rng(1).standard_normal(f0.shape).astype(dtype)
@@ -106,7 +106,7 @@ def test_losses_on_intermediate_states_equal_xlb_jax():
     import jax
     import jax.numpy as jnp
 
-    from adjointgen.xlb_support import make_stepper
+    from adjointgen.xlb.support import make_stepper
 
     config = Configuration.parse("D2Q9/BGK/FP64FP64/cavity")
     shape = (6, 5)
@@ -199,8 +199,8 @@ _MEMORY_PROBE = """
 import json, sys
 import numpy as np, warp as wp
 from adjointgen.config import Configuration
-from adjointgen.rollout import checkpointed_rollout
-from adjointgen.verify import GeneratedSide, random_state
+from adjointgen.runtime.rollout import checkpointed_rollout
+from adjointgen.tools.verify import GeneratedSide, random_state
 
 
 def status(key):  # kB, from /proc/self/status

@@ -7,11 +7,11 @@ import pytest
 import warp as wp
 
 import adjointgen
-from adjointgen import runtime
+from adjointgen.runtime import step as runtime
 from adjointgen.config import Configuration
 from adjointgen.errors import ConfigurationError, RuntimeArgumentError
-from adjointgen.verify import OMEGA, jax_vjp, random_state
-from adjointgen.xlb_support import make_stepper
+from adjointgen.tools.verify import OMEGA, jax_vjp, random_state
+from adjointgen.xlb.support import make_stepper
 
 D2Q9_32 = Configuration.parse("D2Q9/BGK/FP32FP32")
 D2Q9_64 = Configuration.parse("D2Q9/BGK/FP64FP64")
@@ -149,7 +149,7 @@ def test_recording_without_gradient_arrays_says_what_to_do(d2q9):
 
 
 def test_steppers_outside_the_scope_are_refused():
-    from adjointgen.xlb_support import import_xlb
+    from adjointgen.xlb.support import import_xlb
 
     import_xlb()
     from xlb.operator.boundary_condition import GradsApproximationBC
@@ -161,18 +161,6 @@ def test_steppers_outside_the_scope_are_refused():
     stepper.boundary_conditions = [GradsApproximationBC(indices=[[0], [0], [0]])]  # 3D only in XLB
     with pytest.raises(ConfigurationError, match="GradsApproximationBC are not generated yet"):
         adjointgen.differentiable(stepper)
-
-
-def test_missing_module_is_generated_into_the_cache_with_a_log_line(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("ADJOINTGEN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(runtime, "GENERATED_PACKAGE", "adjointgen.generated_elsewhere")
-    stepper = make_stepper(D2Q9_32, "warp", (4, 4))
-    with caplog.at_level(logging.WARNING, logger="adjointgen"):
-        step = adjointgen.differentiable(stepper)
-    assert any("no generated module for D2Q9/BGK/FP32FP32" in r.message for r in caplog.records)
-    (path,) = list(tmp_path.rglob("d2q9_bgk_fp32fp32_*.py"))
-    assert step.module.__file__ == str(path)
-    assert 'wp.set_module_options({"enable_backward": False})' in path.read_text()
 
 
 def test_omega_array_must_be_one_element_of_the_compute_type(d2q9):
@@ -190,7 +178,7 @@ def test_boundary_values_are_parameters_only_when_asked():
     lifted = adjointgen.differentiable(stepper, boundary_parameters=True)
     assert sorted(lifted.parameters) == ["bc1_rho", "bc1_u"]
     assert np.allclose(lifted.parameters["bc1_u"].numpy(), [0.05, 0.0])
-    assert lifted.module.PROGRAM_SHA256 != adjointgen.differentiable(stepper).module.PROGRAM_SHA256
+    assert lifted.manifest.program_sha256 != adjointgen.differentiable(stepper).manifest.program_sha256
 
 
 @pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP32FP32", (7, 5)), ("D2Q9/BGK/FP64FP64/cavity", (7, 6)),
@@ -200,13 +188,13 @@ def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_grad
     parameter adjoints, fewer registers): bit for bit the state gradients of the full kernels, for
     a periodic grid, one with slots (cavity) and one updated in place (ZouHe's channel). By default
     only CUDA devices use them; the test turns them on."""
-    from adjointgen.rollout import has_kept_cells
-    from adjointgen.verify import GeneratedSide
+    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.tools.verify import GeneratedSide
 
     config = Configuration.parse(label)
     side = GeneratedSide(config, shape)
-    module = side.step.module
-    assert module.STATE_ONLY and module.PARAMETERS == ["omega"]
+    manifest = side.step.manifest
+    assert manifest.has("adjoint_state") and manifest.parameters == ("omega",)
     launched = []
     original_launch = wp.launch
 
@@ -223,7 +211,7 @@ def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_grad
                           0, wp.array(cotangents[0]), wp.array(cotangents[1]))
         assert "adjoint" in launched and not any("_state" in key for key in launched)
     side.step.state_kernels = True
-    fresh_cases = [False] + [True] * (module.FRESH_ADJOINT and not has_kept_cells(side.bc_mask))
+    fresh_cases = [False] + [True] * (manifest.has("adjoint_fresh") and not has_kept_cells(side.bc_mask))
     for fresh in fresh_cases:
         results = {}
         for with_omega in (True, False):

@@ -14,15 +14,15 @@ import textwrap
 SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
-    import adjointgen.compat
-    adjointgen.compat.apply()
+    import adjointgen.xlb.compat
+    adjointgen.xlb.compat.apply()
     import jax, jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from adjointgen.config import Configuration
-    from adjointgen.jax_face import jax_step
-    from adjointgen.sharding import sharded_step
-    from adjointgen.verify import random_state
-    from adjointgen.xlb_support import make_stepper, prepare_fields
+    from adjointgen.runtime.jax_face import jax_step
+    from adjointgen.runtime.sharding import sharded_step
+    from adjointgen.tools.verify import random_state
+    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     mesh = Mesh(np.array(jax.devices()), ("x",))
     put = lambda a: jax.device_put(a, NamedSharding(mesh, P(None, "x")))

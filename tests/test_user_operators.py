@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import adjointgen
-import adjointgen.compat
-from adjointgen import cli
+import adjointgen.xlb.compat
+from adjointgen.tools import cli
 from adjointgen.config import Configuration
 from adjointgen.errors import ConfigurationError
 
-adjointgen.compat.apply()
+adjointgen.xlb.compat.apply()
 
 import jax.numpy as jnp  # noqa: E402
 import warp as wp  # noqa: E402
@@ -81,7 +81,7 @@ class RegularizedBGKUnderTest(Collision):
 
 @pytest.mark.parametrize("label", ["D2Q9/RegularizedBGKUnderTest/FP64FP64", "D3Q19/RegularizedBGKUnderTest/FP32FP32"])
 def test_user_collision_matches_jax_autodiff_of_its_jax_implementation(label):
-    from adjointgen.verify import verify_configuration
+    from adjointgen.tools.verify import verify_configuration
 
     row = verify_configuration(Configuration.parse(label))
     assert row.passed, row.results
@@ -91,7 +91,7 @@ def test_user_collision_matches_jax_autodiff_of_its_jax_implementation(label):
 
 def test_user_collision_is_really_used():
     """The generated forward applies the regularized collision, not XLB's BGK it replaced."""
-    from adjointgen.verify import GeneratedSide, random_state
+    from adjointgen.tools.verify import GeneratedSide, random_state
 
     config = Configuration.parse("D2Q9/RegularizedBGKUnderTest/FP64FP64")
     f0 = random_state(config, (6, 5), 0)

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from adjointgen.lint import lint
+from adjointgen.tools.lint import lint
 
 HEADER = "import warp as wp\nfrom typing import Any\nN = 20\n\n"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import warp as wp
 
-from adjointgen.lint import lint
+from adjointgen.tools.lint import lint
 
 X = np.linspace(0.9, 1.1, 20).astype(np.float32)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from adjointgen.cli import main
-from adjointgen.lint import lint
+from adjointgen.tools.cli import main
+from adjointgen.tools.lint import lint
 
 XLB_PARTS = ["xlb.operator.collision", "xlb.operator.equilibrium", "xlb.operator.macroscopic",
              "xlb.operator.stream", "xlb.operator.boundary_condition", "xlb.operator.stepper.nse_stepper"]
@@ -71,7 +71,7 @@ def test_generated_modules_report_nothing(capsys):
 
 
 def test_module_targets_are_found_without_importing_them():
-    code = ("import sys; from adjointgen.lint.sources import collect; files = collect(['xlb']); "
+    code = ("import sys; from adjointgen.tools.lint.sources import collect; files = collect(['xlb']); "
             "assert len(files) > 50; assert 'xlb' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr

@@ -1,7 +1,7 @@
 import pytest
 
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.passes.branchless import Branchless
+from adjointgen.compiler.passes.branchless import Branchless
 from tests.helpers import assert_idempotent, run, strip_tags
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from adjointgen.passes.fold import Fold
+from adjointgen.compiler.passes.fold import Fold
 from tests.helpers import assert_idempotent, run, strip_tags
 
 TABLES = {"_c": np.array([[0, 1, -1], [0, 0, 0]]), "_w": np.array([0.5, 0.25, 0.25])}

@@ -1,7 +1,7 @@
 import libcst as cst
 
-from adjointgen.passes.base import tag_line
-from adjointgen.passes.locate import Locate
+from adjointgen.compiler.passes.base import tag_line
+from adjointgen.compiler.passes.locate import Locate
 from tests.helpers import assert_idempotent, run
 
 SOURCE = """\

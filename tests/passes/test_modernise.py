@@ -1,4 +1,4 @@
-from adjointgen.passes.modernise import Modernise
+from adjointgen.compiler.passes.modernise import Modernise
 from tests.helpers import assert_idempotent, run
 
 

@@ -4,7 +4,7 @@ import pytest
 import warp as wp
 
 from adjointgen.errors import UnresolvedName
-from adjointgen.passes.resolve import Resolve
+from adjointgen.compiler.passes.resolve import Resolve
 from tests.helpers import assert_idempotent, run
 
 
@@ -59,8 +59,8 @@ def test_idempotent():
 
 
 def test_lifted_boundary_values_become_parameter_names():
-    from adjointgen.parameters import Lifted
-    from adjointgen.passes import PassContext
+    from adjointgen.compiler.parameters import Lifted
+    from adjointgen.compiler.passes import PassContext
     from tests.helpers import functional
 
     namespace = {"_u": wp.types.vector(length=2, dtype=wp.float32)(0.05, 0.0), "_rho": wp.float32(1.0)}

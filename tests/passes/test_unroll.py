@@ -1,7 +1,7 @@
 import pytest
 
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.passes.unroll import Unroll
+from adjointgen.compiler.passes.unroll import Unroll
 from tests.helpers import assert_idempotent, run, strip_tags
 
 

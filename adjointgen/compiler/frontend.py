@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import warp as wp
 
-from .errors import UnsupportedConstruct
+from adjointgen.errors import UnsupportedConstruct
 
 
 @dataclass

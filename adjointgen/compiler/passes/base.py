@@ -1,9 +1,9 @@
 """Shared machinery of the source passes: the context they share, source-location tags, and
 evaluation of expressions whose value is fixed when the kernel is built.
 
-Location tags. Before any pass runs, :class:`~adjointgen.passes.locate.Locate` writes a comment
+Location tags. Before any pass runs, :class:`~adjointgen.compiler.passes.locate.Locate` writes a comment
 ``# @src:<line>`` on every statement (``<line>`` is the line in the original file). Passes copy
-nodes with ``with_changes`` and so keep the tag; :mod:`~adjointgen.passes.unroll` appends the
+nodes with ``with_changes`` and so keep the tag; :mod:`~adjointgen.compiler.passes.unroll` appends the
 loop bindings (``# @src:64 l=3``). The lowering reads the tags to name, in the generated code, the
 source line each statement comes from.
 """
@@ -16,8 +16,8 @@ import libcst as cst
 import numpy as np
 import warp as wp
 
-from ..errors import UnresolvedName, UnsupportedConstruct
-from ..frontend import Functional, functional_from, is_user_function
+from adjointgen.errors import UnresolvedName, UnsupportedConstruct
+from adjointgen.compiler.frontend import Functional, functional_from, is_user_function
 
 TAG = "# @src:"
 

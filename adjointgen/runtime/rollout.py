@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import warp as wp
 
-from .errors import RuntimeArgumentError
+from adjointgen.errors import RuntimeArgumentError
+from adjointgen.runtime.step import paused_tape
 
 __all__ = ["checkpointed_rollout", "RolloutResult"]
 
@@ -105,11 +106,10 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
     ``(f_0, f_1)``, which is left unchanged, storing at most ``snapshots`` intermediate states for
     the reverse sweep. ``omega`` is a float or a one-element array (then, inside a tape, its
     gradient is filled). ``progress``: a progress bar for the sweeps (default: on a terminal)."""
-    from .runtime import paused_tape
 
     if steps < 1 or snapshots < 1:
         raise RuntimeArgumentError(f"a rollout needs steps >= 1 and snapshots >= 1; got steps={steps}, snapshots={snapshots}")
-    step._check(f_0, f_1, bc_mask, missing_mask)
+    step.check_arrays(f_0, f_1, bc_mask, missing_mask)
     with paused_tape() as tape:
         result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress)
     if tape is not None:
@@ -122,8 +122,8 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
 
     schedule = _schedule(steps, snapshots)
     store_all = schedule is None
-    omega_value = step._omega(omega)
-    lifted_values = step._lifted_values()
+    omega_value = step.kernel_omega(omega)
+    lifted_values = step.parameter_values()
     stats = _Stats()
     ram: dict[int, tuple] = {}  # step -> stored state pair
     adj_deps: dict[int, tuple] = {}  # step -> the state pair that step reads (for its adjoint)
@@ -132,7 +132,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
 
     # the adjoint of a step reads its input f_0, and its input f_1 only when a boundary
     # condition keeps data there: otherwise a step's inputs are kept without f_1 (half the copying)
-    reads_f_1 = "f_1" in getattr(step.module, "OVERWRITTEN_INPUTS", ["f_1"])
+    reads_f_1 = step.manifest.reads_f_1
 
     def store(pair, with_f_1: bool = True) -> tuple:
         stats.hold(1)
@@ -188,8 +188,8 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         # step would add to is zero (the next step overwrote that buffer everywhere) and the one it
         # would clear is overwritten by the step before: adjoint_fresh moves 3 arrays instead of 5
         # (and the step must not read f_1, whose adjoint would not be zero at the end)
-        fresh = (getattr(step.module, "FRESH_ADJOINT", False) and observe is None and adj_f_1 is None
-                 and "f_1" not in getattr(step.module, "OVERWRITTEN_INPUTS", []) and not has_kept_cells(bc_mask))
+        fresh = (step.manifest.has("adjoint_fresh") and observe is None and adj_f_1 is None
+                 and not step.manifest.reads_f_1 and not has_kept_cells(bc_mask))
 
         def reverse(n1: int, n0: int):
             for n in range(n1 - 1, n0 - 1, -1):

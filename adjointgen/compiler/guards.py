@@ -21,12 +21,12 @@ assigned before the block.
 The forward kernel and the adjoint's replay of it are guarded. The value a guarded statement has
 outside its guard (a typed zero) is never selected into an output, so the forward result is
 unchanged; in the adjoint, such a value can only meet an adjoint that is exactly zero there, and
-the reverse sweep multiplies those zero-safely (:func:`adjointgen.reverse._times`), so a default
+the reverse sweep multiplies those zero-safely (:func:`adjointgen.compiler.reverse._times`), so a default
 zero in a division cannot turn into NaN. The adjoint's slots take the same guards: a read whose
 value matters only at some ids has an adjoint that is exactly zero elsewhere, so its slot is
 written, and gathered, only there.
 
-(:func:`adjointgen.reverse.always_used` is the coarser question for any select: which values are
+(:func:`adjointgen.compiler.reverse.always_used` is the coarser question for any select: which values are
 real at every cell.)
 """
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from .ir import Load, Program, Select
+from adjointgen.compiler.ir import Load, Program, Select
 
 
 @dataclass(frozen=True)

@@ -14,96 +14,33 @@ as it is, unlike with Warp's automatic tape, which sees the buffers as the last 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import importlib
-import importlib.util
-import logging
-import os
 import sys
-from importlib import resources
-from pathlib import Path
-
 from typing import Any
 
 import warp as wp
 
-from . import __version__, parameters
-from .config import Configuration
-from .errors import RuntimeArgumentError
-
-log = logging.getLogger("adjointgen")
-
-GENERATED_PACKAGE = "adjointgen.generated"
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("ADJOINTGEN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "adjointgen")
-    return Path(root) / __version__
-
+from adjointgen.compiler import parameters
+from adjointgen.runtime import modules
+from adjointgen.manifest import adjoint_kernel_name
+from adjointgen.runtime.modules import GeneratedModule
+from adjointgen.config import Configuration
+from adjointgen.errors import RuntimeArgumentError
 
 def stepper_identity(stepper, boundary_parameters: bool = False) -> str:
     """The identity a generated module must carry to serve ``stepper`` (see pipeline.program_identity)."""
-    from .frontend import stepper_kernel
-    from .pipeline import process_functionals, program_identity
+    from adjointgen.compiler.frontend import stepper_kernel
+    from adjointgen.compiler.pipeline import process_functionals, program_identity
 
     lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
     return program_identity(process_functionals(stepper_kernel(stepper), lifts=lifts))
 
 
-@functools.cache
-def generator_fingerprint() -> str:
-    """SHA-256 of adjointgen's own code and templates: cached modules from another generator are
-    never reused, even within one version number."""
-    digest = hashlib.sha256()
-    package = resources.files("adjointgen")
-    templates = resources.files("adjointgen.templates")
-    for root, pattern in ((package, ".py"), (package.joinpath("passes"), ".py"), (templates, ".j2")):
-        for entry in sorted(root.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(pattern):
-                digest.update(entry.name.encode() + b"\0" + entry.read_bytes())
-    return digest.hexdigest()
+def load_module(stepper, config: Configuration, boundary_parameters: bool = False) -> GeneratedModule:
+    """The checked generated module for ``stepper`` (see :mod:`adjointgen.runtime.modules`)."""
+    from adjointgen.compiler.pipeline import generate
 
-
-def describe(stepper, config: Configuration) -> str:
-    names = [type(bc).__name__ for bc in stepper.boundary_conditions]
-    return f"{config.label} with {', '.join(names)}" if names else config.label
-
-
-def _load_file(path: Path, module_name: str):
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_module(stepper, config: Configuration, boundary_parameters: bool = False):
-    """The generated module for ``stepper``: from ``adjointgen.generated`` when it was generated
-    from the same XLB sources, else from (or into) the cache."""
-    identity = stepper_identity(stepper, boundary_parameters)
-    try:
-        module = importlib.import_module(f"{GENERATED_PACKAGE}.{config.name}")
-        if getattr(module, "PROGRAM_SHA256", None) == identity:
-            return module
-        log.info("adjointgen: generated/%s.py does not match this stepper (other XLB sources or constants)", config.name)
-    except ModuleNotFoundError as exc:
-        wanted = f"{GENERATED_PACKAGE}.{config.name}"
-        if not exc.name or not wanted.startswith(exc.name):
-            raise  # a real import error inside an existing module
-    key = hashlib.sha256(f"{identity}:{generator_fingerprint()}".encode()).hexdigest()[:16]
-    path = cache_dir() / f"{config.name}_{key}.py"
-    if not path.exists():
-        from .pipeline import generate
-
-        log.warning("adjointgen: no generated module for %s; generating %s", describe(stepper, config), path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = generate(stepper, config, boundary_parameters=boundary_parameters)
-        temporary = path.with_suffix(f".tmp{os.getpid()}")
-        temporary.write_text(text)
-        temporary.replace(path)
-    return _load_file(path, f"adjointgen_cache_{config.name}_{key}")
+    return modules.load_module(stepper, config, stepper_identity(stepper, boundary_parameters),
+                               lambda: generate(stepper, config, boundary_parameters=boundary_parameters))
 
 
 @wp.kernel(enable_backward=False)
@@ -143,9 +80,10 @@ class DifferentiableStep:
     """``step(f_0, f_1, bc_mask, missing_mask, omega, timestep) -> (f_0, f_1)``, like the XLB
     stepper it wraps (the second array returned holds the new state)."""
 
-    def __init__(self, stepper, module, config: Configuration, boundary_parameters: bool = False):
+    def __init__(self, stepper, generated: GeneratedModule, config: Configuration, boundary_parameters: bool = False):
         self.stepper = stepper
-        self.module = module
+        self.module = generated.module  # the generated Python module (its kernels)
+        self.manifest = generated.manifest  # what it declares: kernel variants, arrays read and written
         self.config = config
         self.q = stepper.velocity_set.q
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
@@ -169,7 +107,7 @@ class DifferentiableStep:
             self.parameters[entry.name] = wp.array([initial[n] for n in entry.scalar_names()],
                                                    dtype=self.compute_dtype, requires_grad=True)
 
-    def _lifted_values(self) -> list:
+    def parameter_values(self) -> list:
         """The lifted parameters' current values, in kernel order (read back from the arrays)."""
         values = {}
         for name, array in self.parameters.items():
@@ -180,7 +118,7 @@ class DifferentiableStep:
         return f"DifferentiableStep({self.config.label}, module={self.module.__name__})"
 
     # ------------------------------------------------------------------ checks
-    def _check(self, f_0, f_1, bc_mask, missing_mask):
+    def check_arrays(self, f_0, f_1, bc_mask, missing_mask):
         named = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask}
         for name, array in named.items():
             if not isinstance(array, wp.array):
@@ -207,7 +145,7 @@ class DifferentiableStep:
             raise RuntimeArgumentError("f_0 and f_1 must be different buffers: the step reads f_0 and writes f_1")
 
     # ------------------------------------------------------------------ launches
-    def _omega(self, omega):
+    def kernel_omega(self, omega):
         """omega as the kernels take it: a float, or a one-element Warp array (whose gradient
         ``tape.backward()`` then fills); the array's value is read back once per call."""
         if isinstance(omega, wp.array):
@@ -228,9 +166,9 @@ class DifferentiableStep:
 
     def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         """Launch the generated forward kernel (never recorded on a tape)."""
-        self._check(f_0, f_1, bc_mask, missing_mask)
+        self.check_arrays(f_0, f_1, bc_mask, missing_mask)
         wp.launch(self.module.forward, dim=f_0.shape[1:],
-                  inputs=[f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), *self._lifted_values()],
+                  inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *self.parameter_values()],
                   device=f_0.device, record_tape=False)
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
@@ -242,23 +180,23 @@ class DifferentiableStep:
         one-element array) also ``adj_omega += d<adjoints, outputs>/d omega``, summed over the
         grid, and likewise into ``adj_parameters`` ({name: gradient array}) for lifted values.
 
-        ``fresh=True`` (only where ``self.module.FRESH_ADJOINT``) runs ``adjoint_fresh``: the caller
+        ``fresh=True`` (only where the manifest lists ``adjoint_fresh``) runs ``adjoint_fresh``: the caller
         guarantees that ``adj_f_0`` is zero and that no cell is kept (bc_mask 255); ``adj_f_0`` is
         then written instead of added to, and ``adj_f_1`` is left as it was instead of cleared.
 
         With no parameter gradient asked for (no ``adj_omega``, no ``adj_parameters``) the module's
         variants without per-cell parameter adjoints run (``adjoint_state``,
-        ``adjoint_fresh_state``, where ``self.module.STATE_ONLY``, on CUDA devices unless
+        ``adjoint_fresh_state``, where the manifest lists them, on CUDA devices unless
         ``self.state_kernels`` says otherwise): the same state gradients, from kernels that need
         fewer registers."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
-        lifted_values = self._lifted_values() if lifted_values is None else lifted_values
-        state = [f_0, f_1, bc_mask, missing_mask, self._omega(omega), int(timestep), *lifted_values]
+        lifted_values = self.parameter_values() if lifted_values is None else lifted_values
+        state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values]
         grads = {"f_0": adj_f_0, "f_1": adj_f_1}
         inputs = state + [adj_f_0, adj_f_1]
-        in_place = getattr(self.module, "IN_PLACE", [])
+        in_place = self.manifest.in_place
         if in_place:
             # elements the step overwrote in place: their gradients move to seed arrays first
             seeds = [self._scratch(f"seed_{name}", f_0.shape, f_0.device, f_0.dtype) for name in in_place]
@@ -271,23 +209,24 @@ class DifferentiableStep:
         # no parameter gradient asked for: the kernel variant without per-cell parameter adjoints
         # (fewer registers: it need not keep what d/d omega reads)
         wanted = f_0.device.is_cuda if self.state_kernels is None else self.state_kernels
-        state_only = wanted and not targets and getattr(self.module, "STATE_ONLY", False)
+        state_only = wanted and not targets and self.manifest.has(adjoint_kernel_name(fresh, state_only=True))
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
-        cells = {} if state_only else {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.module.PARAMETERS}
+        cells = {} if state_only else {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.manifest.parameters}
         inputs += list(cells.values())
         slots = None
-        if self.module.SLOT_COUNT:
+        if self.manifest.slot_count:
             # reads that are not scattered directly leave their adjoint in a slot of the reader;
             # adjoint_gather adds them to the owners' gradients (no atomics, no races)
-            slots = self._scratch("slots", (self.module.SLOT_COUNT, *f_0.shape[1:]), f_0.device)
+            slots = self._scratch("slots", (self.manifest.slot_count, *f_0.shape[1:]), f_0.device)
             inputs.append(slots)
-        if fresh and not getattr(self.module, "FRESH_ADJOINT", False):
-            raise RuntimeArgumentError(f"{self.module.__name__} has no adjoint_fresh kernel")
-        kernel = getattr(self.module, ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else ""))
+        try:
+            kernel = getattr(self.module, self.manifest.adjoint_kernel(fresh, state_only))
+        except KeyError as exc:
+            raise RuntimeArgumentError(exc.args[0]) from None
         wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False, block_dim=self.block_dim)
         if slots is not None:
             wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
-                      inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.module.GATHER_INTO)],
+                      inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)],
                       device=f_0.device, record_tape=False)
         for scalar, grad, component in targets:
             total = wp.zeros(1, dtype=self.compute_dtype, device=f_0.device)
@@ -302,8 +241,8 @@ class DifferentiableStep:
         # values); the forward itself may overwrite both (OVERWRITTEN_INPUTS).
         saved = {}
         if tape is not None:
-            self._check(f_0, f_1, bc_mask, missing_mask)
-            read_from_f_1 = "f_1" in getattr(self.module, "OVERWRITTEN_INPUTS", [])
+            self.check_arrays(f_0, f_1, bc_mask, missing_mask)
+            read_from_f_1 = self.manifest.reads_f_1
             with paused_tape():
                 saved = {"f_0": wp.clone(f_0, requires_grad=False)}
                 if read_from_f_1:
@@ -315,7 +254,7 @@ class DifferentiableStep:
                     raise RuntimeArgumentError(
                         f"{name} has no gradient array; create it with requires_grad=True "
                         f"(or set {name}.requires_grad = True) before recording the step on a wp.Tape")
-            omega_value, step_value, lifted_values = self._omega(omega), timestep, self._lifted_values()
+            omega_value, step_value, lifted_values = self.kernel_omega(omega), timestep, self.parameter_values()
             adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
             adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
 
@@ -347,8 +286,7 @@ def differentiable(stepper, boundary_parameters: bool = False) -> Differentiable
     EquilibriumBC's rho and u) kernel parameters with gradients, held in ``step.parameters``.
     Off by default: the kernels then fold those values as constants, which is faster (the lid
     of a 192^3 cavity: adjoint 4.7x instead of 6.1x XLB's forward on an H100)."""
-    from .xlb_support import configuration_of
+    from adjointgen.xlb.support import configuration_of
 
     config = configuration_of(stepper)
-    module = load_module(stepper, config, boundary_parameters)
-    return DifferentiableStep(stepper, module, config, boundary_parameters)
+    return DifferentiableStep(stepper, load_module(stepper, config, boundary_parameters), config, boundary_parameters)

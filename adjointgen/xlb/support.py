@@ -13,9 +13,10 @@ import io
 
 import numpy as np
 
-from . import compat, user
-from .config import BUILTIN_COLLISIONS, Configuration
-from .errors import ConfigurationError
+from adjointgen.xlb import compat
+from adjointgen.xlb import user
+from adjointgen.config import BUILTIN_COLLISIONS, Configuration
+from adjointgen.errors import ConfigurationError
 
 XLB_VERSION_REQUIRED = "0.3.1"
 

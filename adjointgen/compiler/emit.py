@@ -10,24 +10,25 @@ here because this is our explicit adjoint, not Warp's automatic one.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from importlib import resources
+from dataclasses import dataclass
 
 import jinja2
 import sympy
 
-from . import __version__, guards, naming
-from .access import Accesses
-from .config import Configuration
-from .ir import Assign, Load, Program
-from .printer import WarpPrinter
-from .reverse import Adjoint
+from adjointgen import __version__
+from adjointgen.locations import templates_dir
+from adjointgen.manifest import Manifest, adjoint_kernel_name, body_sha256
+from adjointgen.compiler import guards
+from adjointgen.compiler import naming
+from adjointgen.compiler.access import Accesses
+from adjointgen.config import Configuration
+from adjointgen.compiler.ir import Assign, Load, Program
+from adjointgen.compiler.printer import WarpPrinter
+from adjointgen.compiler.reverse import Adjoint
 
 
 def _environment() -> jinja2.Environment:
-    loader = jinja2.FunctionLoader(lambda name: resources.files("adjointgen.templates").joinpath(name).read_text())
-    return jinja2.Environment(loader=loader, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir()), keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                               undefined=jinja2.StrictUndefined, autoescape=False)
 
 
@@ -118,7 +119,7 @@ def _id_condition(print_, id_symbol, need) -> str:
 
 def _slot_needs(accesses: Accesses, needs: dict) -> dict:
     """{slot: the boundary ids at which its reads can have a non-zero adjoint} for the slots whose
-    every read is guarded (see :mod:`adjointgen.guards`); elsewhere their adjoint is exactly zero
+    every read is guarded (see :mod:`adjointgen.compiler.guards`); elsewhere their adjoint is exactly zero
     (select semantics), so the slot is neither written nor gathered there."""
     found: dict = {}
     unguarded = set()
@@ -154,7 +155,7 @@ def _load_of(program: Program, symbol):
 def _guarded_body(program: Program, lines: "_Lines", statements: list, id_symbol, needs: dict) -> list[str]:
     """The lines of the cell program's statements (the forward's, replayed by the adjoint), with
     boundary-only work inside ``if`` blocks on the cell's boundary id ``id_symbol``; ``needs`` is
-    :func:`adjointgen.guards.analyse`'s result. Each guarded variable gets a typed default first."""
+    :func:`adjointgen.compiler.guards.analyse`'s result. Each guarded variable gets a typed default first."""
     print_ = lines.print
     out, run, run_guard = [], [], None
 
@@ -206,26 +207,43 @@ _STATE = ("Without the per-cell adjoints of the scalar parameters, for steps who
           "none (compiled on first use: module 'unique').")
 
 
+@dataclass(frozen=True)
+class KernelPlan:
+    """One adjoint kernel variant as the template's ``adjoint_kernel`` macro prints it."""
+
+    name: str
+    decorator: str
+    params: list
+    comment: tuple
+    kept: list  # a kept cell's writes before its early return
+    reads: list  # {"origin", "line"}: gradients read up front (accumulating variants only)
+    groups: list  # {"origin", "lines"}: the reverse sweep
+    writes: list
+    parameter_lines: list  # per-cell adjoints of scalar parameters (full variants only)
+
+
 def _adjoint_kernels(fresh: bool, has_parameters: bool, params: list, state_params: list, kept: list, state_kept: list,
                      write_back_reads: list, write_back_writes: list, fresh_writes: list, groups: list,
-                     state_groups: list, parameter_lines: list) -> list[dict]:
-    """The adjoint kernels a module defines, each as the lists its template macro prints:
-    ``adjoint`` (accumulating) and ``adjoint_fresh``, and where the program has scalar parameters
-    ``adjoint_state`` and ``adjoint_fresh_state``, the same without the parameters' per-cell
-    adjoints. Those keep the replayed non-equilibrium parts (for BGK: what ``d/d omega`` needs)
-    out of the registers: D3Q19 FP32 ``adjoint_fresh`` needs 72 registers instead of 120."""
-    full = {"decorator": "@wp.kernel", "params": params, "kept": kept, "groups": groups, "parameter_lines": parameter_lines}
-    state = {"decorator": '@wp.kernel(enable_backward=False, module="unique")', "params": state_params, "kept": state_kept,
-             "groups": state_groups, "parameter_lines": []}
-    kernels = [dict(full, name="adjoint", reads=write_back_reads, writes=write_back_writes, comment=_WRITE_BACK)]
-    if fresh:
-        kernels.append(dict(full, name="adjoint_fresh", reads=[], writes=fresh_writes, comment=_FRESH))
-    if has_parameters:
-        kernels.append(dict(state, name="adjoint_state", reads=write_back_reads, writes=write_back_writes,
-                            comment=_WRITE_BACK + _STATE))
-        if fresh:
-            kernels.append(dict(state, name="adjoint_fresh_state", reads=[], writes=fresh_writes, comment=_FRESH + _STATE))
-    return kernels
+                     state_groups: list, parameter_lines: list) -> list[KernelPlan]:
+    """The adjoint kernels a module defines: ``adjoint`` (accumulating) and ``adjoint_fresh``, and
+    where the program has scalar parameters ``adjoint_state`` and ``adjoint_fresh_state``, the
+    same without the parameters' per-cell adjoints. Those keep the replayed non-equilibrium parts
+    (for BGK: what ``d/d omega`` needs) out of the registers: D3Q19 FP32 ``adjoint_fresh`` needs 72
+    registers instead of 120."""
+    plans = []
+    for state_only in (False, True)[: 1 + has_parameters]:
+        for is_fresh in (False, True)[: 1 + fresh]:
+            plans.append(KernelPlan(
+                name=adjoint_kernel_name(is_fresh, state_only),
+                decorator='@wp.kernel(enable_backward=False, module="unique")' if state_only else "@wp.kernel",
+                params=state_params if state_only else params,
+                comment=(_FRESH if is_fresh else _WRITE_BACK) + (_STATE if state_only else ()),
+                kept=state_kept if state_only else kept,
+                reads=[] if is_fresh else write_back_reads,
+                groups=state_groups if state_only else groups,
+                writes=fresh_writes if is_fresh else write_back_writes,
+                parameter_lines=[] if state_only else parameter_lines))
+    return plans
 
 
 def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses, sources: list,
@@ -390,11 +408,26 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
                 reader_id = reader_ids[reader]
                 gather_body += [f"if {_id_condition(print_, reader_id, slot_needs[slot])}:", f"    {target} = {target} + {slot_value}"]
     gather_body = _merge_ifs(gather_body)
+    adjoint_kernels = _adjoint_kernels(fresh, bool(adjoint.parameters), adjoint_params, state_params, kept_lines,
+                                       state_kept_lines, write_back_reads, write_back_writes, fresh_writes, groups,
+                                       state_groups, parameter_lines)
+    manifest = Manifest(
+        configuration=config.label,
+        program_sha256=identity,
+        source_sha256={f.symbol: f.sha256 for f in sorted(sources, key=lambda f: f.symbol)},
+        kernels=tuple(["forward"] + [plan.name for plan in adjoint_kernels] + ["adjoint_prepare"] * bool(prepare_body)
+                      + ["adjoint_gather"] * bool(gather_body)),
+        parameters=tuple(name for name, _ in adjoint.parameters),
+        slot_count=len(accesses.slots),
+        gather_into=tuple(sorted({s.array for s in accesses.slots})),
+        in_place=tuple(accesses.in_place),
+        overwritten_inputs=tuple(sorted(set(accesses.in_place) | _read_and_overwritten(program, accesses))),
+    )
     sources_info = [
         {"symbol": f.symbol, "path": f"{naming.relative_source_path(f.filename)}:{f.first_line}", "sha": f.sha256}
         for f in sorted(sources, key=lambda f: f.symbol)
     ]
-    from .xlb_support import xlb_version
+    from adjointgen.xlb.support import xlb_version
 
     context = {
         "version": __version__,
@@ -410,40 +443,17 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "replay": cell_lines,
         "seeds": seeds,
         "in_place_seeds": in_place_seeds,
-        "in_place": json.dumps(accesses.in_place),
         "prepare_params": prepare_params,
         "prepare_body": prepare_body,
-        "overwritten_inputs": json.dumps(sorted(set(accesses.in_place) | _read_and_overwritten(program, accesses))),
-        "adjoint_kernels": _adjoint_kernels(fresh, bool(adjoint.parameters), adjoint_params, state_params, kept_lines,
-                                            state_kept_lines, write_back_reads, write_back_writes, fresh_writes, groups,
-                                            state_groups, parameter_lines),
-        "state_only": bool(adjoint.parameters),
-        "fresh": fresh,
-        "grad_arrays": [[p.name, grads[p.name]] for p in program.params if p.differentiable],
-        "slot_count": len(accesses.slots),
-        "gather_into": json.dumps(sorted({s.array for s in accesses.slots})),
+        "adjoint_kernels": adjoint_kernels,
+        "manifest": manifest.to_source(),
         "gather_params": gather_params,
-        "parameters": json.dumps([name for name, _ in adjoint.parameters]),
         "gather_body": gather_body,
         "statement_count": len(program.statements),
         "adjoint_update_count": sum(len(g["lines"]) for g in groups) + len(write_back_writes),
     }
     environment = _environment()
     body = environment.get_template("module_body.py.j2").render(context)
-    digest = hashlib.sha256(body.encode()).hexdigest()
-    header = environment.get_template("module_header.py.j2").render(context, body_sha256=digest)
+    header = environment.get_template("module_header.py.j2").render(context, body_sha256=body_sha256(body))
     return header + body
 
-
-BODY_HASH_PREFIX = "# body-sha256: "
-
-
-def split_generated(text: str) -> tuple[str | None, str]:
-    """(recorded body hash, body) of a generated module's text."""
-    header, marker, body = text.partition("# ---- end of header ----\n")
-    if not marker:
-        return None, text
-    for line in header.splitlines():
-        if line.startswith(BODY_HASH_PREFIX):
-            return line[len(BODY_HASH_PREFIX):].strip(), body
-    return None, body

@@ -1,7 +1,7 @@
 """A step split across devices along the first grid axis, with JAX's own sharding as the engine.
 
 :func:`sharded_step` turns a per-device step with XLB's call ``(f_0, f_1, bc_mask, missing_mask,
-omega) -> (f_0, f_new)`` (the JAX face of a generated step, :func:`adjointgen.jax_face.jax_step`,
+omega) -> (f_0, f_new)`` (the JAX face of a generated step, :func:`adjointgen.runtime.jax_face.jax_step`,
 or any JAX step such as XLB's own JAX stepper) into one on arrays sharded along the grid's x axis
 (array axis 1) over a one-dimensional device mesh, with ``jax.shard_map``:
 

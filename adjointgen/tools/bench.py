@@ -72,7 +72,7 @@ class _WarpMemory:
 def tiled_state(config, size: int, dtype) -> np.ndarray:
     """The benchmark's input state on an N^d grid: a random state of at most 16^d cells
     (``verify.random_state``, seed 0), tiled over the grid."""
-    from adjointgen.verify import random_state
+    from adjointgen.tools.verify import random_state
 
     shape = (size,) * config.dim
     tile = random_state(config, (min(size, 16),) * config.dim, seed=0).astype(dtype)
@@ -85,8 +85,8 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.rollout import has_kept_cells
-    from adjointgen.xlb_support import make_stepper, prepare_fields
+    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     config = Configuration.parse(label)
     shape = (size,) * config.dim
@@ -122,7 +122,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1)
 
     times["ag_forward_adjoint"] = _timed(forward_adjoint, sync, repeats, inner)
-    if getattr(step.module, "FRESH_ADJOINT", False) and not has_kept_cells(bc_mask):
+    if step.manifest.has("adjoint_fresh") and not has_kept_cells(bc_mask):
         # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared)
         times["ag_adjoint_fresh"] = _timed(
             lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True), sync, repeats, inner)
@@ -241,7 +241,7 @@ def _jax(config, shape, state, cotangent, omega, repeats, inner):
     import jax
     import jax.numpy as jnp
 
-    from adjointgen.xlb_support import make_stepper
+    from adjointgen.xlb.support import make_stepper
 
     stepper = make_stepper(config, "jax", shape)
     _, f_1, bc_mask, missing_mask = stepper.prepare_fields()

@@ -19,7 +19,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from ..errors import AdjointgenError
+from adjointgen.errors import AdjointgenError
 
 
 class LintUsageError(AdjointgenError):

@@ -5,9 +5,9 @@ For a statement ``t = e(s1, ..., sn)`` visited in reverse order, each floating-p
 right-hand side (no expression swell: nothing is substituted across statements). Adjoints of
 stored values are seeded from the output array's gradient; the output gradient at a written
 element is then cleared (the old content was overwritten); for arrays updated in place (see
-:mod:`~adjointgen.access`) the seeds come from the seed array ``adjoint_prepare`` fills, under the
+:mod:`~adjointgen.compiler.access`) the seeds come from the seed array ``adjoint_prepare`` fills, under the
 condition that the store was the last one to define its element. Adjoints of loads go back to the
-element each load read (the transposed pull), race-free by :mod:`~adjointgen.access`.
+element each load read (the transposed pull), race-free by :mod:`~adjointgen.compiler.access`.
 Partials that are identically zero are dropped. Floating-point scalar parameters (``omega``)
 get per-cell adjoints, which the runtime sums over the grid.
 """
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from .access import Accesses
-from .errors import UnsupportedConstruct
-from .ir import FLOAT_TYPES, Load, Program, Select
+from adjointgen.compiler.access import Accesses
+from adjointgen.errors import UnsupportedConstruct
+from adjointgen.compiler.ir import FLOAT_TYPES, Load, Program, Select
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _used_outside_branches(expr, found: set) -> None:
 def always_used(program: Program) -> set:
     """Names of the statements whose value reaches an output at every cell: along some chain of
     uses none of which is a branch of a select. Only the others can hold garbage (a value
-    computed where its branch is not taken, or a guard's default, see :mod:`adjointgen.guards`)."""
+    computed where its branch is not taken, or a guard's default, see :mod:`adjointgen.compiler.guards`)."""
     always: set = set()
     for store in program.stores:
         # a store made only where ``when`` holds uses its value like a select's branch

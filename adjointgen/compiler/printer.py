@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from .ir import FLOAT_TYPES, Select
+from adjointgen.compiler.ir import FLOAT_TYPES, Select
 
 _RELATIONS = {sympy.Eq: "==", sympy.Ne: "!=", sympy.Lt: "<", sympy.Le: "<=", sympy.Gt: ">", sympy.Ge: ">="}
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from .errors import UnsupportedConstruct
-from .ir import Load, Program
+from adjointgen.errors import UnsupportedConstruct
+from adjointgen.compiler.ir import Load, Program
 
 _CHECK_UP_TO = 16
 

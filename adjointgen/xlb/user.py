@@ -23,7 +23,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .errors import ConfigurationError
+from adjointgen.errors import ConfigurationError
 
 COLLISIONS: dict[str, type] = {}
 BOUNDARY_CONDITIONS: dict[str, type] = {}
@@ -32,13 +32,13 @@ MIXES: dict = {}  # boundary mix name -> function(grid, dim) returning XLB bound
 
 def register(cls: type) -> type:
     """Class decorator: make an XLB-style collision or boundary condition known to adjointgen."""
-    from . import compat
+    from adjointgen.xlb import compat
 
     compat.apply()
     from xlb.operator.boundary_condition.boundary_condition import BoundaryCondition
     from xlb.operator.collision.collision import Collision
 
-    from .config import BUILTIN_COLLISIONS
+    from adjointgen.config import BUILTIN_COLLISIONS
 
     name = cls.__name__
     if not isinstance(cls, type) or not hasattr(cls, "_construct_warp"):
@@ -62,7 +62,7 @@ def register(cls: type) -> type:
 def register_mix(name: str):
     """Decorator: ``@adjointgen.register_mix("lid")`` on ``def lid(grid, dim) -> [conditions]``
     makes ``.../lid`` a boundary mix of configurations (for build, verify and make_stepper)."""
-    from .config import BUILTIN_BOUNDARIES
+    from adjointgen.config import BUILTIN_BOUNDARIES
 
     if not name.isidentifier() or name != name.lower() or name in BUILTIN_BOUNDARIES:
         raise ConfigurationError(f"adjointgen.register_mix: {name!r} must be a new lower-case identifier")
@@ -77,7 +77,7 @@ def register_mix(name: str):
 def load_source(path: str | Path) -> list[str]:
     """Import the Python file ``path`` so that its :func:`register` calls run; returns the names
     it registered."""
-    from . import compat
+    from adjointgen.xlb import compat
 
     path = Path(path)
     if not path.is_file():

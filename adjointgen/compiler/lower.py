@@ -2,11 +2,11 @@
 
 Starts at the kernel, inlines every call of a registered functional, and records
 
-- each read of an array element as a :class:`~adjointgen.ir.Load`,
-- each floating-point assignment (scalar or vector component) as an :class:`~adjointgen.ir.Assign`
+- each read of an array element as a :class:`~adjointgen.compiler.ir.Load`,
+- each floating-point assignment (scalar or vector component) as an :class:`~adjointgen.compiler.ir.Assign`
   whose right-hand side is the source expression over earlier statements (identical right-hand
   sides are shared: common subexpressions are computed once),
-- each write of an array element as a :class:`~adjointgen.ir.Store`; a write of
+- each write of an array element as a :class:`~adjointgen.compiler.ir.Store`; a write of
   ``wp.where(exit, a[idx], v)`` into ``a[idx]`` (the branchless form of an early return) becomes a
   store of ``v`` that keeps the old value where ``exit`` holds.
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import libcst as cst
 import sympy
 
-from .errors import UnsupportedConstruct
-from .ir import FLOAT_TYPES, Assign, Load, Program, Select, Store
-from .passes.base import code, literal_value, NotStatic, tag_of
+from adjointgen.errors import UnsupportedConstruct
+from adjointgen.compiler.ir import FLOAT_TYPES, Assign, Load, Program, Select, Store
+from adjointgen.compiler.passes.base import code, literal_value, NotStatic, tag_of
 
 _INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 

@@ -16,22 +16,24 @@ import argparse
 import difflib
 import logging
 import sys
-from importlib import resources
 from pathlib import Path
 
-from .config import Configuration, default_configurations, load_configuration_file
-from .errors import AdjointgenError
+from adjointgen import __version__
+from adjointgen.config import VELOCITY_SETS, Configuration, default_configurations, load_configuration_file
+from adjointgen.errors import AdjointgenError
 
 GENERATED_SHAPE = {2: (4, 4), 3: (4, 4, 4)}  # the grid size does not change the generated code
 
 
 def generated_dir() -> Path:
-    return Path(str(resources.files("adjointgen.generated")))
+    from adjointgen.locations import generated_dir as located
+
+    return located()
 
 
 def _configurations(args) -> list[Configuration]:
     if getattr(args, "source", None):
-        from .user import load_source
+        from adjointgen.xlb.user import load_source
 
         for path in args.source:
             load_source(path)
@@ -43,8 +45,8 @@ def _configurations(args) -> list[Configuration]:
 
 
 def render(config: Configuration, keep: dict | None = None) -> str:
-    from .pipeline import generate
-    from .xlb_support import make_stepper
+    from adjointgen.compiler.pipeline import generate
+    from adjointgen.xlb.support import make_stepper
 
     stepper = make_stepper(config, "warp", GENERATED_SHAPE[config.dim])
     return generate(stepper, config, keep)
@@ -80,7 +82,7 @@ def _explain(config: Configuration, keep: dict):
 
 
 def cmd_check(args) -> int:
-    from .emit import split_generated
+    from adjointgen.manifest import body_sha256, split_generated
 
     directory = Path(args.dir) if args.dir else generated_dir()
     configs = _configurations(args)
@@ -98,9 +100,7 @@ def cmd_check(args) -> int:
             print(f"ok       {path}")
             continue
         recorded, body = split_generated(current)
-        import hashlib
-
-        edited = recorded is None or hashlib.sha256(body.encode()).hexdigest() != recorded
+        edited = recorded is None or body_sha256(body) != recorded
         print(f"{'EDITED' if edited else 'STALE':<8} {path} ({'changed by hand' if edited else 'generated from other sources or templates'})")
         diff = difflib.unified_diff(current.splitlines(), text.splitlines(), f"{path} (on disk)", f"{path} (regenerated)", lineterm="", n=1)
         for number, line in enumerate(diff):
@@ -121,7 +121,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import format_table, verify_configuration
+    from adjointgen.tools.verify import format_table, verify_configuration
 
     rows = []
     configs = _configurations(args)
@@ -144,9 +144,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_lint(args) -> int:
-    from .config import Configuration
-    from .lint import lint
-    from .lint.report import as_json, rules_text, text
+    from adjointgen.config import Configuration
+    from adjointgen.tools.lint import lint
+    from adjointgen.tools.lint.report import as_json, rules_text, text
 
     if args.list_rules:
         print(rules_text())
@@ -166,7 +166,7 @@ def cmd_lint(args) -> int:
 def cmd_bench(args) -> int:
     import json
 
-    from .bench import DEFAULT_CASES, markdown, run
+    from adjointgen.tools.bench import DEFAULT_CASES, markdown, run
 
     if args.config_file or getattr(args, "source", None):
         cases = [c.label for c in _configurations(args)]
@@ -188,8 +188,10 @@ def cmd_bench(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="adjointgen", description="Explicit adjoint Warp kernels for XLB steppers.")
+    main = argparse.ArgumentParser(prog="adjointgen", description="Explicit adjoint Warp kernels for XLB steppers.",
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     main.add_argument("-v", "--verbose", action="store_true", help="log what is generated and loaded")
+    main.add_argument("--version", action="version", version=f"adjointgen {__version__}")
     commands = main.add_subparsers(dest="command", required=True)
 
     def with_configs(sub):
@@ -200,25 +202,25 @@ def parser() -> argparse.ArgumentParser:
                          help="a file of your own XLB-style operators (classes decorated with @adjointgen.register); repeatable")
         return sub
 
-    build = with_configs(commands.add_parser("build", help="generate modules into generated/"))
-    build.add_argument("--out", help="output directory (default: the installed adjointgen.generated package)")
+    build = with_configs(commands.add_parser("build", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="generate modules into generated/"))
+    build.add_argument("--out", help="output directory (default: adjointgen's generated/ folder)")
     build.add_argument("--explain", action="store_true", help="print the intermediate result of every stage")
     build.set_defaults(run=cmd_build)
 
-    check = with_configs(commands.add_parser("check", help="fail if generated/ is stale or edited"))
-    check.add_argument("--dir", help="directory to check (default: the installed adjointgen.generated package)")
+    check = with_configs(commands.add_parser("check", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="fail if generated/ is stale or edited"))
+    check.add_argument("--dir", help="directory to check (default: adjointgen's generated/ folder)")
     check.add_argument("--max-diff-lines", type=int, default=60)
     check.set_defaults(run=cmd_check)
 
-    verify = with_configs(commands.add_parser("verify", help="check generated kernels against XLB-JAX and finite differences"))
+    verify = with_configs(commands.add_parser("verify", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="check generated kernels against XLB-JAX and finite differences"))
     verify.add_argument("--shape", help="grid size, e.g. 8x8 or 6x6x6 (default: small grids)")
     verify.add_argument("--extended", action="store_true",
                         help="also the larger set of boundary mixes and collision models (verify_extended)")
     verify.set_defaults(run=cmd_verify)
 
-    lint = commands.add_parser("lint", help="report where Warp's automatic adjoint is silently wrong")
+    lint = commands.add_parser("lint", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="report where Warp's automatic adjoint is silently wrong")
     lint.add_argument("paths", nargs="*", metavar="PATH_OR_MODULE", help="files, directories or importable module names")
-    lint.add_argument("--velocity-set", metavar="DdQq", help="resolve velocity_set.q/.d loops for this set, e.g. D3Q19")
+    lint.add_argument("--velocity-set", metavar="DdQq", choices=VELOCITY_SETS, help="resolve velocity_set.q/.d loops for this set, e.g. D3Q19")
     lint.add_argument("--config", metavar="VS/COLLISION/PRECISION", help="take the velocity set from a configuration")
     lint.add_argument("--max-unroll", type=int, help="Warp's max_unroll to assume (default: 16, Warp's default, "
                       "or the file's own set_module_options)")
@@ -228,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
     lint.add_argument("--list-rules", action="store_true", help="print the rules and exit")
     lint.set_defaults(run=cmd_lint)
 
-    bench = with_configs(commands.add_parser("bench", help="time XLB's step, ours, its adjoint, Warp's tape and jax.grad"))
+    bench = with_configs(commands.add_parser("bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="time XLB's step, ours, its adjoint, Warp's tape and jax.grad"))
     bench.add_argument("--size", type=int, default=192, help="cells per axis (default 192)")
     bench.add_argument("--repeats", type=int, default=7)
     bench.add_argument("--inner", type=int, default=10, help="calls per timed batch")

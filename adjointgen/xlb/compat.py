@@ -12,8 +12,8 @@ current Warp:
 
 :func:`apply` re-binds those names (only where they are missing) and must run before the first
 ``import xlb``. It is explicit on purpose: adjointgen calls it from its own entry points
-(:func:`adjointgen.xlb_support.import_xlb`), and users who import XLB themselves call
-``adjointgen.compat.apply()`` first. It never changes behaviour that current Warp still has.
+(:func:`adjointgen.xlb.support.import_xlb`), and users who import XLB themselves call
+``adjointgen.xlb.compat.apply()`` first. It never changes behaviour that current Warp still has.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def apply() -> list[str]:
     xlb_module = sys.modules.get("xlb")
     if xlb_module is not None and not hasattr(xlb_module, "init"):
         raise RuntimeError(
-            "xlb was imported before adjointgen.compat.apply() and its import failed; "
-            "call adjointgen.compat.apply() before the first `import xlb`."
+            "xlb was imported before adjointgen.xlb.compat.apply() and its import failed; "
+            "call adjointgen.xlb.compat.apply() before the first `import xlb`."
         )
     return list(_applied)
 

@@ -14,7 +14,7 @@ then builtins, when it compiles the kernel. This pass does the same on the sourc
 - closure values listed in the context's ``lifts`` (a boundary condition's prescribed values)
   become the names of kernel parameters instead of literals.
 
-Tables (``_c``, ``_w``) are left for :mod:`~adjointgen.passes.fold`, since their indices are
+Tables (``_c``, ``_w``) are left for :mod:`~adjointgen.compiler.passes.fold`, since their indices are
 only constant after unrolling. A name that is neither local nor found raises
 :class:`~adjointgen.errors.UnresolvedName` with its ``file:line``. Idempotent.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from ..errors import UnresolvedName
+from adjointgen.errors import UnresolvedName
 from .base import (
     NameAwareTransformer, NotStatic, PassContext, evaluate, is_scalar_type, is_user_function, literal_node, local_names,
     scalar_type_node, tag_of,

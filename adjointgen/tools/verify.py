@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import Configuration
-from .xlb_support import make_stepper, prepare_fields
+from adjointgen.config import Configuration
+from adjointgen.xlb.support import make_stepper, prepare_fields
 
 TOLERANCES = {
     # forward parity, gradient vs XLB-JAX, d/d omega (a sum over the grid), FD projection
@@ -106,7 +106,7 @@ def relative_error(a, b) -> float:
 
 def random_state(config: Configuration, shape: tuple, seed: int) -> np.ndarray:
     """A random perturbation of a random equilibrium, shaped (q, nx, ny, nz) for Warp."""
-    from .xlb_support import import_xlb
+    from adjointgen.xlb.support import import_xlb
 
     xlb = import_xlb()
     from xlb.compute_backend import ComputeBackend
@@ -135,7 +135,7 @@ class GeneratedSide:
     def __init__(self, config: Configuration, shape: tuple, module=None, boundary_parameters: bool = False):
         import warp as wp
 
-        from .runtime import DifferentiableStep, load_module
+        from adjointgen.runtime.step import DifferentiableStep, load_module
 
         self.wp = wp
         self.config = config
@@ -358,7 +358,7 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
         if aux_boundary_ids(side.stepper):
             fp64 = fp64 or GeneratedSide(config.with_precision("FP64FP64"), shape)
             errors.append(relative_error(aux_value_gradients(side, f0, cotangent, STEPS), aux_value_fd(fp64, f0, exact, STEPS)))
-        from .parameters import lifted_parameters
+        from adjointgen.compiler.parameters import lifted_parameters
 
         if lifted_parameters(side.stepper):
             lifted = GeneratedSide(config, shape, boundary_parameters=True)

@@ -21,17 +21,22 @@ import hashlib
 
 import libcst as cst
 
-from . import access, emit, frontend, lower as lowering, parameters, reverse
-from .config import Configuration
-from .ir import Param
-from .passes import SOURCE_PASSES, PassContext
+from adjointgen.compiler import access
+from adjointgen.compiler import emit
+from adjointgen.compiler import frontend
+from adjointgen.compiler import lower as lowering
+from adjointgen.compiler import parameters
+from adjointgen.compiler import reverse
+from adjointgen.config import Configuration
+from adjointgen.compiler.ir import Param
+from adjointgen.compiler.passes import SOURCE_PASSES, PassContext
 
 
 def process_functionals(kernel: frontend.Functional, keep: dict | None = None, lifts: dict | None = None) -> dict:
     """Run the source passes over the kernel and every functional it reaches.
     Returns {symbol: (functional, processed module)}; the kernel's early-exit variables are in
     ``keep["exit_guards"]`` when ``keep`` is given. ``lifts`` (from
-    :func:`adjointgen.parameters.lifted_parameters`) names closure values that become kernel
+    :func:`adjointgen.compiler.parameters.lifted_parameters`) names closure values that become kernel
     parameters."""
     functions: dict = {kernel.symbol: kernel}
     processed: dict = {}

@@ -1,7 +1,7 @@
 """Unroll: replace loops over constant ranges by copies of their body.
 
 Guarantees: every ``for v in range(a[, b[, c]])`` whose bounds are literals (after
-:mod:`~adjointgen.passes.resolve`) becomes the body repeated once per value, with ``v`` replaced
+:mod:`~adjointgen.compiler.passes.resolve`) becomes the body repeated once per value, with ``v`` replaced
 by the value and ``v=<value>`` appended to each copied statement's location tag. A loop of zero
 iterations disappears (a block left empty gets ``pass``). Loops whose trip count is not a
 literal are left for the lowering, which refuses them with their ``file:line``. A loop that

@@ -1,0 +1,7 @@
+"""``python -m adjointgen`` is the ``adjointgen`` command."""
+
+import sys
+
+from adjointgen.tools.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""The manifest: what a generated module declares about itself, the compiler's hand-off to the runtime.
+
+The emitter writes one :class:`Manifest` into every generated module (``MANIFEST = {...}``, a
+plain literal inside the hashed body); the runtime reads it back once, when it loads the module,
+and from then on asks the manifest, never the module, which kernels exist and which arrays the
+step reads, overwrites or updates in place. :func:`check_body` is the other half of loading: a
+module whose body does not hash to the ``body-sha256`` in its header is never imported.
+
+Kernel-variant names are composed here only (:func:`adjoint_kernel_name`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from adjointgen.errors import DamagedModule
+
+FORMAT = 1
+HEADER_END = "# ---- end of header ----\n"
+BODY_HASH_PREFIX = "# body-sha256: "
+
+
+def adjoint_kernel_name(fresh: bool, state_only: bool) -> str:
+    """``adjoint`` (accumulating), ``adjoint_fresh`` (writes into gradients known to be zero), each
+    with ``_state`` when it leaves out the per-cell adjoints of scalar parameters."""
+    return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Facts about one generated module, checked when it is loaded."""
+
+    configuration: str  # the label, e.g. "D3Q19/BGK/FP32FP32/cavity"
+    program_sha256: str  # identity of the functionals after the source passes (see pipeline.program_identity)
+    source_sha256: dict[str, str]  # functional symbol -> SHA-256 of its source as read from xlb
+    kernels: tuple[str, ...]  # every kernel the module defines
+    parameters: tuple[str, ...]  # scalar parameters whose per-cell adjoints the full adjoint kernels write
+    slot_count: int  # temporary adjoint slots per cell (0: no adjoint_gather kernel)
+    gather_into: tuple[str, ...]  # arrays whose gradients adjoint_gather completes
+    in_place: tuple[str, ...]  # arrays the step updates in place (adjoint_prepare runs first, a seed array each)
+    overwritten_inputs: tuple[str, ...]  # inputs the forward overwrites but the adjoint reads (copied when recorded)
+    format: int = FORMAT
+
+    def has(self, kernel: str) -> bool:
+        return kernel in self.kernels
+
+    def adjoint_kernel(self, fresh: bool, state_only: bool) -> str:
+        """The name of the adjoint variant asked for; an error naming the module's variants if absent."""
+        name = adjoint_kernel_name(fresh, state_only)
+        if not self.has(name):
+            raise KeyError(f"{self.configuration} has no {name} kernel (it has {', '.join(self.kernels)})")
+        return name
+
+    @property
+    def reads_f_1(self) -> bool:
+        """The adjoint reads the step's input ``f_1`` (a boundary condition keeps data there)."""
+        return "f_1" in self.overwritten_inputs
+
+    def to_source(self) -> str:
+        """``MANIFEST = {...}``: deterministic, one key per line, valid Python (JSON without booleans)."""
+        return f"MANIFEST = {json.dumps(asdict(self), indent=4, sort_keys=True)}"
+
+    @classmethod
+    def from_mapping(cls, data, where: str) -> "Manifest":
+        """The manifest read back from a module's ``MANIFEST``; :class:`DamagedModule` if it is not one."""
+        expected = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) != expected:
+            found = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise DamagedModule(f"{where}: MANIFEST must have exactly the keys {sorted(expected)}; found {found}")
+        if data["format"] != FORMAT:
+            raise DamagedModule(f"{where}: manifest format {data['format']}, this adjointgen reads format {FORMAT}")
+        manifest = cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+        types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int}
+        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs"):
+            types[name] = tuple
+        for name, kind in types.items():
+            if not isinstance(getattr(manifest, name), kind):
+                raise DamagedModule(f"{where}: MANIFEST[{name!r}] must be a {kind.__name__}")
+        return manifest
+
+
+def body_sha256(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def split_generated(text: str) -> tuple[str | None, str]:
+    """(recorded body hash, body) of a generated module's text; the hash is None without a header."""
+    header, marker, body = text.partition(HEADER_END)
+    if not marker:
+        return None, text
+    for line in header.splitlines():
+        if line.startswith(BODY_HASH_PREFIX):
+            return line[len(BODY_HASH_PREFIX):].strip(), body
+    return None, body
+
+
+def check_body(path: Path) -> None:
+    """Raise :class:`DamagedModule` unless ``path``'s body hashes to the value in its header."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DamagedModule(f"{path}: cannot be read ({exc})") from None
+    recorded, body = split_generated(text)
+    if recorded is None:
+        raise DamagedModule(f"{path}: no adjointgen header with a body-sha256 line (not a generated module, or cut short)")
+    if recorded != body_sha256(body):
+        raise DamagedModule(f"{path}: edited or damaged (its body does not hash to the body-sha256 of its header)")
