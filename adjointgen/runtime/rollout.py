@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import warp as wp
+from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
 from adjointgen.runtime.step import paused_tape
@@ -118,7 +119,6 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
 
 
 def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress) -> RolloutResult:
-    from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
     schedule = _schedule(steps, snapshots)
     store_all = schedule is None
@@ -127,7 +127,11 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
     stats = _Stats()
     ram: dict[int, tuple] = {}  # step -> stored state pair
     adj_deps: dict[int, tuple] = {}  # step -> the state pair that step reads (for its adjoint)
-    work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]  # the state at `position`
+    borrowed: set[int] = set()  # steps whose adj_deps entry is the pair holding the state, not a copy
+    work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]
+    # the pair holding the state at `position`: the work pair, or after a restore the stored pair
+    # itself (read only; copied into the work pair only when a step must run from it)
+    current = work
     position = 0
 
     # the adjoint of a step reads its input f_0, and its input f_1 only when a boundary
@@ -139,26 +143,43 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False) if with_f_1 else None)
 
     def advance(n0: int, n1: int, keep_inputs: bool, bar):
-        nonlocal position
+        nonlocal position, current
         if position != n0:
             raise AssertionError(f"schedule asks to advance from {n0}, the work state is at {position}")
+        if n1 > n0 and current is not work:
+            wp.copy(work[0], current[0])
+            wp.copy(work[1], current[1])
+            current = work
         for n in range(n0, n1):
             if keep_inputs:
                 adj_deps[n] = store(work, with_f_1=reads_f_1)
-            step.forward(work[0], work[1], bc_mask, missing_mask, omega_value, start_timestep + n)
+            step.forward(work[0], work[1], bc_mask, missing_mask, omega_value, start_timestep + n, lifted_values, check=False)
             work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
             stats.forward_steps += 1
             bar.update()
         position = n1
 
     def restore(n: int, delete: bool):
-        nonlocal position
-        pair = ram.pop(n) if delete else ram[n]
-        wp.copy(work[0], pair[0])
-        wp.copy(work[1], pair[1])
+        nonlocal position, current
+        current = ram.pop(n) if delete else ram[n]
         if delete:
             stats.hold(-1)
         position = n
+
+    def forward_action(action, following, bar):
+        """Run a schedule's ``Forward``. Where it ends in the step that the ``following`` action
+        reverses, that last step is not run: its adjoint replays it from its input, which is the
+        state the pair already holds, so that pair is handed to the adjoint as it is (no forward
+        step whose result nothing reads, no copy of a state already held)."""
+        n0, n1 = action.n0, min(action.n1, steps)
+        if action.write_ics:
+            ram[n0] = store(current)
+        if action.write_adj_deps and isinstance(following, Reverse) and following.n1 == n1:
+            advance(n0, n1 - 1, True, bar)
+            adj_deps[n1 - 1] = (current[0], current[1])
+            borrowed.add(n1 - 1)
+        else:
+            advance(n0, n1, action.write_adj_deps, bar)
 
     bar = _progress(steps, "forward", progress)
     actions = iter(schedule) if schedule is not None else iter(())
@@ -166,9 +187,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         advance(0, steps, True, bar)
     for action in actions:
         if isinstance(action, Forward):
-            if action.write_ics:
-                ram[action.n0] = store(work)
-            advance(action.n0, min(action.n1, steps), action.write_adj_deps, bar)
+            forward_action(action, None, bar)  # the forward sweep: every step runs (its end is the result)
         elif isinstance(action, EndForward):
             break
         else:
@@ -194,12 +213,15 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         def reverse(n1: int, n0: int):
             for n in range(n1 - 1, n0 - 1, -1):
                 inputs = adj_deps.pop(n)
-                stats.hold(-1)
+                if n in borrowed:
+                    borrowed.discard(n)
+                else:
+                    stats.hold(-1)
                 # the step read inputs (f_0, f_1) and left (f_0', new); the state after it is
                 # (new, f_0'): its adjoints are (adjoints[0], adjoints[1]) in that order
                 f_1_input = inputs[1] if inputs[1] is not None else work[1]  # not read by this module
                 step.adjoint(inputs[0], f_1_input, bc_mask, missing_mask, omega_value, start_timestep + n,
-                             adjoints[1], adjoints[0], adj_omega, lifted_values, adj_parameters, fresh=fresh)
+                             adjoints[1], adjoints[0], adj_omega, lifted_values, adj_parameters, fresh=fresh, check=False)
                 adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
                 if observe is not None:
                     observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
@@ -208,7 +230,8 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         if store_all:
             reverse(steps, 0)
         else:
-            for action in actions:
+            plan = list(actions)  # the reverse sweep's actions, read one ahead by forward_action
+            for index, action in enumerate(plan):
                 if isinstance(action, Reverse):
                     reverse(action.n1, action.n0)
                 elif isinstance(action, (Copy, Move)):
@@ -216,9 +239,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
                         raise AssertionError(f"unexpected storage action {action}")
                     restore(action.n, isinstance(action, Move))
                 elif isinstance(action, Forward):
-                    if action.write_ics:
-                        ram[action.n0] = store(work)
-                    advance(action.n0, min(action.n1, steps), action.write_adj_deps, _progress(0, "", False))
+                    forward_action(action, plan[index + 1] if index + 1 < len(plan) else None, _progress(0, "", False))
                 elif isinstance(action, EndReverse):
                     break
                 else:

@@ -164,15 +164,19 @@ class DifferentiableStep:
             array = self._scratch_arrays[key] = wp.empty(shape, dtype=dtype or self.compute_dtype, device=device)
         return array
 
-    def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
-        """Launch the generated forward kernel (never recorded on a tape)."""
-        self.check_arrays(f_0, f_1, bc_mask, missing_mask)
+    def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None, check: bool = True):
+        """Launch the generated forward kernel (never recorded on a tape). A caller that runs many
+        steps on the same arrays (a rollout) checks them once and passes ``check=False`` and the
+        ``lifted_values`` it read once (:meth:`parameter_values`), so a step costs one launch."""
+        if check:
+            self.check_arrays(f_0, f_1, bc_mask, missing_mask)
+        lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         wp.launch(self.module.forward, dim=f_0.shape[1:],
-                  inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *self.parameter_values()],
+                  inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values],
                   device=f_0.device, record_tape=False)
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
-                lifted_values=None, adj_parameters=None, fresh: bool = False):
+                lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -188,8 +192,8 @@ class DifferentiableStep:
         variants without per-cell parameter adjoints run (``adjoint_state``,
         ``adjoint_fresh_state``, where the manifest lists them, on CUDA devices unless
         ``self.state_kernels`` says otherwise): the same state gradients, from kernels that need
-        fewer registers."""
-        for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)):
+        fewer registers. ``check=False``: the caller has checked the gradient arrays (a rollout, once)."""
+        for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
