@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from adjointgen.tools import cli
-from adjointgen.compiler.emit import split_generated
+from adjointgen.manifest import split_generated
 
 
 def _run(*args, env_extra=None):

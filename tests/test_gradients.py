@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from adjointgen.config import Configuration, default_configurations
-from adjointgen.runtime.step import _load_file
+from adjointgen.manifest import body_sha256, split_generated
+from adjointgen.runtime.modules import load_checked
 from adjointgen.tools.verify import STEPS, TOLERANCES, relative_error, verify_configuration, xlb_warp_fails
 
 CONFIGS = default_configurations()
@@ -51,9 +52,13 @@ def _planted(tmp_path, name, mutate):
     head, sweep = text.split("    # reverse sweep\n", 1)
     mutated = mutate(sweep)
     assert mutated != sweep
+    planted = head + "    # reverse sweep\n" + mutated
+    # re-hashed, so the planted module loads as an intact one would: the checker, not the load-time
+    # hash check, must be what rejects it
+    recorded, body = split_generated(planted)
     path = tmp_path / f"{name}.py"
-    path.write_text(head + "    # reverse sweep\n" + mutated)
-    return _load_file(path, f"planted_{name}")
+    path.write_text(planted.replace(recorded, body_sha256(body), 1))
+    return load_checked(path, f"planted_{name}")
 
 
 def test_checker_rejects_a_slightly_wrong_adjoint(tmp_path):

@@ -56,10 +56,25 @@ def _griewank_forward_steps(steps: int, snapshots: int) -> int:
     return repetitions * steps - comb(snapshots + repetitions, repetitions - 1) + 1
 
 
-def test_the_number_of_snapshots_does_not_change_a_bit():
-    config = Configuration.parse("D2Q9/BGK/FP64FP64/channel")
+@pytest.mark.parametrize("label, snapshot_arrays", [
+    ("D2Q9/BGK/FP64FP64/channel", 2),  # ZouHe keeps data in f_1: a stored state is a pair
+    ("D2Q9/BGK/FP64FP64", 1),  # nothing reads f_1 before the next step overwrites it: f_0 alone
+    ("D2Q9/BGK/FP64FP64/obstacle", 2),  # solid cells keep their old output in f_1
+])
+def test_the_number_of_snapshots_does_not_change_a_bit(label, snapshot_arrays, monkeypatch):
+    from adjointgen.runtime import rollout
+
+    config = Configuration.parse(label)
     side = GeneratedSide(config, (8, 6))
     f0 = random_state(config, (8, 6), 0)
+    stored = []
+    original_store = wp.clone
+
+    def counting_clone(array, *args, **kwargs):
+        stored.append(array.shape)
+        return original_store(array, *args, **kwargs)
+
+    monkeypatch.setattr(rollout.wp, "clone", counting_clone)
     cotangent = np.random.default_rng(1).standard_normal(f0.shape)
     results = {s: _run(side, f0, cotangent, snapshots=s) for s in (STEPS, 2, 3, 8)}
     everything, stored_all = results[STEPS]
@@ -72,6 +87,13 @@ def test_the_number_of_snapshots_does_not_change_a_bit():
         # what the memory costs: recomputation, and no more than the binomial optimum (no forward
         # step whose result nothing reads: the adjoint replays a step from its input)
         assert result.stats.forward_steps == _griewank_forward_steps(STEPS, snapshots) > STEPS
+    # clones of the last rollout (3 snapshots... 8): the work pair and the final pair (2 + 2), each
+    # step input kept for the adjoint (f_0, and f_1 where read), each snapshot (snapshot_arrays)
+    stored.clear()
+    result, _ = _run(side, f0, cotangent, snapshots=3)
+    inputs = 1 + side.step.manifest.reads_f_1
+    snapshot_clones = len(stored) - 4 - inputs * (STEPS - result.stats.borrowed_inputs)
+    assert snapshot_clones == snapshot_arrays * result.stats.snapshots_written > 0
 
 
 @pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64", (6, 5)), ("D3Q19/BGK/FP32FP32", (4, 5, 3)),

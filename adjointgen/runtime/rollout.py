@@ -73,6 +73,8 @@ class _Stats:
     forward_steps: int = 0  # steps advanced, recomputation included
     stored_states: int = 0  # snapshots + adjoint inputs held now
     peak_stored_states: int = 0
+    snapshots_written: int = 0  # states stored by the schedule (Forward.write_ics)
+    borrowed_inputs: int = 0  # steps whose adjoint read the state held, not a copy of it
 
     def hold(self, count: int):
         self.stored_states += count
@@ -137,6 +139,13 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
     # the adjoint of a step reads its input f_0, and its input f_1 only when a boundary
     # condition keeps data there: otherwise a step's inputs are kept without f_1 (half the copying)
     reads_f_1 = step.manifest.reads_f_1
+    # a stored state needs its f_1 only when a step reads it: a boundary condition keeps data there,
+    # or a solid cell (bc_mask 255) keeps its old output; otherwise the next step overwrites every
+    # cell of f_1 before anything reads it, and a snapshot is one array, not two
+    kept_cells = has_kept_cells(bc_mask)
+    snapshot_f_1 = reads_f_1 or kept_cells
+    # a step may then run straight from a stored state, which it only reads (nothing in place)
+    step_from_stored = not snapshot_f_1 and not step.manifest.in_place
 
     def store(pair, with_f_1: bool = True) -> tuple:
         stats.hold(1)
@@ -146,15 +155,21 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         nonlocal position, current
         if position != n0:
             raise AssertionError(f"schedule asks to advance from {n0}, the work state is at {position}")
-        if n1 > n0 and current is not work:
+        if n1 > n0 and current is not work and not step_from_stored:
             wp.copy(work[0], current[0])
-            wp.copy(work[1], current[1])
+            if current[1] is not None:
+                wp.copy(work[1], current[1])
             current = work
         for n in range(n0, n1):
             if keep_inputs:
-                adj_deps[n] = store(work, with_f_1=reads_f_1)
-            step.forward(work[0], work[1], bc_mask, missing_mask, omega_value, start_timestep + n, lifted_values, check=False)
+                adj_deps[n] = store(current, with_f_1=reads_f_1)
+            # from a stored state (step_from_stored), the first step reads it where it is and writes
+            # the new state into the work pair: no copy; the pair's other array is then stale,
+            # which nothing reads
+            step.forward(current[0], work[1], bc_mask, missing_mask, omega_value, start_timestep + n, lifted_values,
+                         check=False)
             work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
+            current = work
             stats.forward_steps += 1
             bar.update()
         position = n1
@@ -173,11 +188,13 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         step whose result nothing reads, no copy of a state already held)."""
         n0, n1 = action.n0, min(action.n1, steps)
         if action.write_ics:
-            ram[n0] = store(current)
+            ram[n0] = store(current, with_f_1=snapshot_f_1)
+            stats.snapshots_written += 1
         if action.write_adj_deps and isinstance(following, Reverse) and following.n1 == n1:
             advance(n0, n1 - 1, True, bar)
             adj_deps[n1 - 1] = (current[0], current[1])
             borrowed.add(n1 - 1)
+            stats.borrowed_inputs += 1
         else:
             advance(n0, n1, action.write_adj_deps, bar)
 
@@ -208,7 +225,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
         # would clear is overwritten by the step before: adjoint_fresh moves 3 arrays instead of 5
         # (and the step must not read f_1, whose adjoint would not be zero at the end)
         fresh = (step.manifest.has("adjoint_fresh") and observe is None and adj_f_1 is None
-                 and not step.manifest.reads_f_1 and not has_kept_cells(bc_mask))
+                 and not reads_f_1 and not kept_cells)
 
         def reverse(n1: int, n0: int):
             for n in range(n1 - 1, n0 - 1, -1):

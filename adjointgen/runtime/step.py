@@ -130,12 +130,14 @@ class DifferentiableStep:
             if named[name].dtype != dtype:
                 raise RuntimeArgumentError(
                     f"{name} has dtype {wp.types.type_repr(named[name].dtype)}, but {self.config.label} needs {dtype.__name__}")
-        if f_0.shape != f_1.shape or f_0.shape[0] != self.q:
-            raise RuntimeArgumentError(f"f_0 and f_1 must both have shape ({self.q}, nx, ny, nz); got {f_0.shape} and {f_1.shape}")
-        grid = f_0.shape[1:]
-        if bc_mask.shape != (1, *grid) or missing_mask.shape != (self.q, *grid):
-            raise RuntimeArgumentError(
-                f"bc_mask must have shape {(1, *grid)} and missing_mask {(self.q, *grid)}; got {bc_mask.shape} and {missing_mask.shape}")
+        for name, rows in (("f_0", self.q), ("f_1", self.q), ("bc_mask", 1), ("missing_mask", self.q)):
+            if named[name].shape[0] != rows:
+                raise RuntimeArgumentError(f"{name} must have {rows} row(s) along its first axis for {self.config.label}; "
+                                           f"got shape {named[name].shape}")
+        grids = {name: tuple(array.shape[1:]) for name, array in named.items()}
+        if len(set(grids.values())) != 1:
+            raise RuntimeArgumentError(self._grid_blame(grids))
+        grid = grids["f_0"]
         if self.config.dim == 2 and grid[2] != 1:
             raise RuntimeArgumentError(f"a 2D lattice needs arrays of shape (q, nx, ny, 1); got {f_0.shape}")
         devices = {str(a.device) for a in named.values()}
@@ -143,6 +145,18 @@ class DifferentiableStep:
             raise RuntimeArgumentError(f"all arrays must be on one device; got {sorted(devices)}")
         if f_0.ptr == f_1.ptr:
             raise RuntimeArgumentError("f_0 and f_1 must be different buffers: the step reads f_0 and writes f_1")
+
+    def _grid_blame(self, grids: dict) -> str:
+        """Which arrays come from another grid: those that differ from the stepper's own grid
+        (else from the grid most arrays share)."""
+        shape = tuple(self.stepper.grid.shape)
+        reference = shape + (1,) * (3 - len(shape))
+        if reference not in grids.values():
+            reference = max(set(grids.values()), key=list(grids.values()).count)
+        odd = [name for name, grid in grids.items() if grid != reference]
+        listed = ", ".join(f"{name} {grid}" for name, grid in grids.items())
+        return (f"the arrays are on different grids ({listed}): {' and '.join(odd)} do(es) not match the grid {reference} "
+                "of the others and of the stepper; pass arrays from the same stepper.prepare_fields() or grid")
 
     # ------------------------------------------------------------------ launches
     def kernel_omega(self, omega):

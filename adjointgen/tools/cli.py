@@ -22,7 +22,8 @@ from adjointgen import __version__
 from adjointgen.config import VELOCITY_SETS, Configuration, default_configurations, load_configuration_file
 from adjointgen.errors import AdjointgenError
 
-GENERATED_SHAPE = {2: (4, 4), 3: (4, 4, 4)}  # the grid size does not change the generated code
+GENERATED_SHAPE = {2: (4, 4), 3: (4, 4, 4)}
+CPU_BENCH_MAX_SIZE = 32  # larger grids are refused on a machine without a CUDA device  # the grid size does not change the generated code
 
 
 def generated_dir() -> Path:
@@ -176,6 +177,13 @@ def cmd_bench(args) -> int:
     unknown = skip - {"tape", "jax"}
     if unknown:
         print(f"adjointgen bench: --skip takes tape and/or jax, not {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    import warp as wp
+
+    if not wp.get_device().is_cuda and args.size > CPU_BENCH_MAX_SIZE:
+        print(f"adjointgen bench: no CUDA device here, and the bench is meant for one (its {args.size}^3 grids take "
+              f"many minutes and gigabytes on a CPU, and CPU times say nothing about GPU kernels). Run it on a GPU, "
+              f"or pass --size {CPU_BENCH_MAX_SIZE} or less for a quick CPU smoke run.", file=sys.stderr)
         return 2
     results = run(cases, args.size, args.repeats, args.inner, skip)
     out = Path(args.out)
