@@ -12,14 +12,22 @@ def differentiable(stepper, boundary_parameters: bool = False):
     return _differentiable(stepper, boundary_parameters)
 
 
-def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int,
-                         start_timestep: int = 0, progress: bool | None = None):
+def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,
+                         start_timestep: int = 0, progress: bool | None = None, memory=None):
     """``steps`` steps of a :func:`differentiable` step from ``(f_0, f_1)``, differentiable in
-    memory bounded by ``snapshots`` stored states (binomial checkpointing). See
-    :mod:`adjointgen.runtime.rollout`."""
+    memory bounded by ``snapshots`` stored states or by ``memory`` (``"20GB"``, bytes, ``"auto"``)
+    (binomial checkpointing). See :mod:`adjointgen.runtime.rollout`."""
     from adjointgen.runtime.rollout import checkpointed_rollout as _rollout
 
-    return _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress)
+    return _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress, memory)
+
+
+def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto"):
+    """The plan a rollout with ``memory=`` would follow (stored states, bytes, forward steps),
+    before running it. See :mod:`adjointgen.runtime.plan`."""
+    from adjointgen.runtime.plan import plan_rollout as _plan
+
+    return _plan(step, f_0, bc_mask, steps, memory)
 
 
 def register(cls):
@@ -38,4 +46,4 @@ def register_mix(name: str):
     return _register_mix(name)
 
 
-__all__ = ["__version__", "differentiable", "checkpointed_rollout", "register", "register_mix"]
+__all__ = ["__version__", "differentiable", "checkpointed_rollout", "plan_rollout", "register", "register_mix"]

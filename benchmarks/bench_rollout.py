@@ -108,21 +108,27 @@ def run_adjointgen(args) -> dict:
     adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, 4, 2, progress=False).backward(adj_f_0=f_0)
     cotangent = wp.clone(f_0)
     runs = []
-    for snapshots in sorted(args.snapshots):
+    budgets = [{"snapshots": n} for n in sorted(args.snapshots)] + [{"memory": m} for m in args.memory]
+    for budget in budgets:
+        plan = adjointgen.plan_rollout(step, f_0, bc_mask, args.steps, budget["memory"]) if "memory" in budget else None
+        if plan is not None:
+            print(f"plan for memory={budget['memory']}: {plan}; expected "
+                  f"{plan.expected_seconds(ag_forward / args.steps, ag_adjoint / args.steps):.3f} s", file=sys.stderr)
         wp.synchronize()
         base = _memory(wp, device)
         start = time.perf_counter()
-        result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, args.steps, snapshots,
-                                                 progress=False)
+        result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, args.steps, progress=False,
+                                                 **budget)
         wp.synchronize()
         forward_sweep = time.perf_counter() - start
         gradient, _ = result.backward(adj_f_0=cotangent)
         wp.synchronize()
         total = time.perf_counter() - start
         high = _memory(wp, device, high=True)
-        floor = result.stats.forward_steps * ag_forward / args.steps + ag_adjoint
+        floor = result.plan.expected_seconds(ag_forward / args.steps, ag_adjoint / args.steps)
         runs.append({
-            "snapshots": snapshots, "ag_forward_sweep_s": forward_sweep, "ag_gradient_total_s": total,
+            **budget, "plan": str(result.plan), "plan_memory_gb": result.plan.memory_bytes / 1e9,
+            "snapshots": result.plan.snapshots, "ag_forward_sweep_s": forward_sweep, "ag_gradient_total_s": total,
             "ratio_gradient_to_forward": total / forward, "forward_steps": result.stats.forward_steps,
             "peak_stored_states": result.stats.peak_stored_states, "extra_memory_gb": (high - base) / 1e9,
             "floor_s": floor, "ratio_to_floor": total / floor, "ratio_floor_to_forward": floor / forward,
@@ -246,7 +252,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=("adjointgen", "tape", "jax", "parts"), required=True)
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--snapshots", type=int, nargs="+", default=[15], help="adjointgen mode: one rollout per value")
+    parser.add_argument("--snapshots", type=int, nargs="*", default=[15], help="adjointgen mode: one rollout per value")
+    parser.add_argument("--memory", nargs="*", default=[], help="adjointgen mode: one rollout planned per budget, e.g. 20GB")
     parser.add_argument("--mempool-keep-gb", type=float, default=0.0,
                         help="adjointgen mode: Warp mempool release threshold (GB) during the run")
     parser.add_argument("--out", default=None)

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.runtime.plan import has_kept_cells
     from adjointgen.manifest import adjoint_kernel_name
     from adjointgen.xlb.support import make_stepper, prepare_fields
 

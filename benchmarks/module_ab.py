@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.runtime.plan import has_kept_cells
     from adjointgen.tools.bench import tiled_state
     from adjointgen.xlb.support import make_stepper, prepare_fields
 

@@ -194,7 +194,7 @@ def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_grad
     parameter adjoints, fewer registers): bit for bit the state gradients of the full kernels, for
     a periodic grid, one with slots (cavity) and one updated in place (ZouHe's channel). By default
     only CUDA devices use them; the test turns them on."""
-    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.runtime.plan import has_kept_cells
     from adjointgen.tools.verify import GeneratedSide
 
     config = Configuration.parse(label)

@@ -31,9 +31,10 @@ import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
+from adjointgen.runtime.plan import RolloutPlan, plan_for_snapshots, plan_rollout, storage
 from adjointgen.runtime.step import paused_tape
 
-__all__ = ["checkpointed_rollout", "RolloutResult"]
+__all__ = ["checkpointed_rollout", "RolloutResult", "plan_rollout", "RolloutPlan"]
 
 
 def _schedule(steps: int, snapshots: int):
@@ -88,6 +89,7 @@ class RolloutResult:
     f_0: wp.array
     f_1: wp.array
     stats: _Stats = field(default_factory=_Stats)
+    plan: RolloutPlan | None = None  # what was planned (memory, forward steps); stats: what ran
     _backward: Callable | None = None
 
     def backward(self, adj_f_0=None, adj_f_1=None, observe=None, adj_omega=None, adj_parameters=None):
@@ -103,18 +105,27 @@ class RolloutResult:
         return run(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters)
 
 
-def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int,
-                         start_timestep: int = 0, progress: bool | None = None) -> RolloutResult:
+def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,
+                         start_timestep: int = 0, progress: bool | None = None, memory=None) -> RolloutResult:
     """Run ``steps`` steps of ``step`` (an :func:`adjointgen.differentiable` step) from the pair
     ``(f_0, f_1)``, which is left unchanged, storing at most ``snapshots`` intermediate states for
-    the reverse sweep. ``omega`` is a float or a one-element array (then, inside a tape, its
-    gradient is filled). ``progress``: a progress bar for the sweeps (default: on a terminal)."""
+    the reverse sweep, or as many as ``memory`` allows (bytes, ``"20GB"``, or ``"auto"``: see
+    :func:`adjointgen.runtime.plan.plan_rollout`; ``result.plan`` says what was chosen). ``omega``
+    is a float or a one-element array (then, inside a tape, its gradient is filled).
+    ``progress``: a progress bar for the sweeps (default: on a terminal)."""
 
-    if steps < 1 or snapshots < 1:
+    if (snapshots is None) == (memory is None):
+        raise RuntimeArgumentError("give a rollout either snapshots= (stored states) or memory= (a budget such as \"20GB\" or \"auto\")")
+    if steps < 1 or (snapshots is not None and snapshots < 1):
         raise RuntimeArgumentError(f"a rollout needs steps >= 1 and snapshots >= 1; got steps={steps}, snapshots={snapshots}")
     step.check_arrays(f_0, f_1, bc_mask, missing_mask)
+    if memory is not None:
+        plan = plan_rollout(step, f_0, bc_mask, steps, memory)
+    else:
+        plan = plan_for_snapshots(steps, snapshots, f_0.size * wp.types.type_size_in_bytes(f_0.dtype), storage(step, bc_mask))
     with paused_tape() as tape:
-        result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress)
+        result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan.snapshots, start_timestep, progress)
+        result.plan = plan
     if tape is not None:
         _record(tape, step, result, f_0, f_1, omega)
     return result
@@ -138,14 +149,12 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
 
     # the adjoint of a step reads its input f_0, and its input f_1 only when a boundary
     # condition keeps data there: otherwise a step's inputs are kept without f_1 (half the copying)
-    reads_f_1 = step.manifest.reads_f_1
-    # a stored state needs its f_1 only when a step reads it: a boundary condition keeps data there,
-    # or a solid cell (bc_mask 255) keeps its old output; otherwise the next step overwrites every
-    # cell of f_1 before anything reads it, and a snapshot is one array, not two
-    kept_cells = has_kept_cells(bc_mask)
-    snapshot_f_1 = reads_f_1 or kept_cells
-    # a step may then run straight from a stored state, which it only reads (nothing in place)
-    step_from_stored = not snapshot_f_1 and not step.manifest.in_place
+    # what a stored state holds (plan.Storage): f_1 only when a step reads it (a boundary condition
+    # keeps data there, or a solid cell keeps its old output); a step may run straight from a
+    # stored state that holds f_0 alone when it updates nothing in place
+    stored = storage(step, bc_mask)
+    reads_f_1, kept_cells, step_from_stored = stored.reads_f_1, stored.kept_cells, stored.step_from_stored
+    snapshot_f_1 = stored.snapshot_arrays == 2
 
     def store(pair, with_f_1: bool = True) -> tuple:
         stats.hold(1)
@@ -270,11 +279,6 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
 
     result._backward = backward
     return result
-
-
-def has_kept_cells(bc_mask) -> bool:
-    """True when some cell is solid (``bc_mask == 255``: the step keeps its old content)."""
-    return bool((bc_mask.numpy() == 255).any())
 
 
 def _record(tape, step, result: RolloutResult, f_0, f_1, omega):

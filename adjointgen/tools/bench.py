@@ -85,7 +85,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.runtime.rollout import has_kept_cells
+    from adjointgen.runtime.plan import has_kept_cells
     from adjointgen.xlb.support import make_stepper, prepare_fields
 
     config = Configuration.parse(label)

@@ -1,0 +1,154 @@
+"""Rollout plans: how many states a checkpointed rollout stores, and what that costs, before it runs.
+
+:func:`plan_rollout` turns a memory budget (``"20GB"``, bytes, or ``"auto"``: the device's free
+memory) into a :class:`RolloutPlan`: the number of stored states, the bytes they and the
+rollout's fixed arrays take, the forward steps the binomial schedule will run (Griewank and
+Walther's optimum for that memory, when a stored state is the adjoint's input: ``r T - C(s + r,
+r - 1)``, plus the final step, whose result is the rollout's output), and from measured step times
+the expected seconds. :func:`storage` says what one stored state holds; the rollout itself
+uses it, so plan and rollout cannot disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from math import comb
+
+import warp as wp
+
+from adjointgen.errors import RuntimeArgumentError
+
+# memory a rollout must leave to others (the kernels' own scratch, the allocator's slack)
+AUTO_FRACTION = 0.9
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def format_bytes(count: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return f"{count:.0f} B"
+
+
+def has_kept_cells(bc_mask) -> bool:
+    """True when some cell is solid (``bc_mask == 255``: the step keeps its old content)."""
+    return bool((bc_mask.numpy() == 255).any())
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What a rollout of one step on one mask keeps of a state."""
+
+    reads_f_1: bool  # the adjoint reads the step's input f_1 (boundary data kept there)
+    kept_cells: bool  # solid cells keep their old output in f_1
+    in_place: bool  # the step updates f_0 in place
+
+    @property
+    def snapshot_arrays(self) -> int:
+        """Arrays per stored state: f_1 too only when a step reads it (else the next step overwrites
+        every cell of f_1 before anything reads it)."""
+        return 2 if self.reads_f_1 or self.kept_cells else 1
+
+    @property
+    def input_arrays(self) -> int:
+        """Arrays per kept step input (what the adjoint reads)."""
+        return 2 if self.reads_f_1 else 1
+
+    @property
+    def step_from_stored(self) -> bool:
+        """A step may run straight from a stored state, which it then only reads."""
+        return self.snapshot_arrays == 1 and not self.in_place
+
+
+def storage(step, bc_mask) -> Storage:
+    return Storage(step.manifest.reads_f_1, has_kept_cells(bc_mask), bool(step.manifest.in_place))
+
+
+def binomial_forward_steps(steps: int, snapshots: int) -> int:
+    """Forward steps of a binomial reversal of ``steps`` steps with ``snapshots`` stored states
+    (every step input kept when ``snapshots >= steps``), the final step included."""
+    if snapshots >= steps:
+        return steps
+    repetitions = 1
+    while comb(snapshots + repetitions, snapshots) < steps:
+        repetitions += 1
+    return repetitions * steps - comb(snapshots + repetitions, repetitions - 1) + 1
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """A checkpointed rollout's plan; ``snapshots >= steps`` keeps every step's input."""
+
+    steps: int
+    snapshots: int
+    array_bytes: int  # one population array
+    snapshot_bytes: int  # one stored state (or kept step input, when every input is kept)
+    fixed_bytes: int  # work pair, final pair, adjoint pair, one step's kept input
+    forward_steps: int
+
+    @property
+    def stores_every_input(self) -> bool:
+        return self.snapshots >= self.steps
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.fixed_bytes + min(self.snapshots, self.steps) * self.snapshot_bytes
+
+    def expected_seconds(self, forward_step_s: float, adjoint_step_s: float) -> float:
+        """The plan's time from measured step times: its forward steps and one adjoint per step."""
+        return self.forward_steps * forward_step_s + self.steps * adjoint_step_s
+
+    def __str__(self) -> str:
+        kept = "every step's input" if self.stores_every_input else f"{self.snapshots} snapshots"
+        return (f"{self.steps} steps: {kept} of {format_bytes(self.snapshot_bytes)}, {format_bytes(self.memory_bytes)} in all, "
+                f"{self.forward_steps} forward steps ({self.forward_steps / self.steps:.2f} per step)")
+
+
+def parse_memory(memory) -> float:
+    """Bytes from ``20e9``, ``"20GB"``, ``"16 GiB"``."""
+    if isinstance(memory, (int, float)) and not isinstance(memory, bool):
+        return float(memory)
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([A-Za-z]*)\s*", str(memory))
+    if not match or match.group(2).upper() not in _UNITS:
+        raise RuntimeArgumentError(f"memory={memory!r}: write bytes, a size such as \"20GB\" or \"16GiB\", or \"auto\"")
+    return float(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def free_memory(device) -> float:
+    """Bytes free on ``device`` now: the GPU's free memory, or the host's available memory."""
+    if device.is_cuda:
+        return float(device.free_memory)
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def fixed_bytes(array_bytes: int, stored: Storage) -> int:
+    """Arrays a rollout holds whatever it stores: the work pair, the final pair, the adjoint pair,
+    and the one step input the forward sweep keeps for the first reverse step."""
+    return 6 * array_bytes + stored.input_arrays * array_bytes
+
+
+def plan_for_snapshots(steps: int, snapshots: int, array_bytes: int, stored: Storage) -> RolloutPlan:
+    every = snapshots >= steps
+    per_state = (stored.input_arrays if every else stored.snapshot_arrays) * array_bytes
+    fixed = 6 * array_bytes if every else fixed_bytes(array_bytes, stored)
+    return RolloutPlan(steps, snapshots, array_bytes, per_state, fixed, binomial_forward_steps(steps, snapshots))
+
+
+def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto") -> RolloutPlan:
+    """The plan that stores the most states within ``memory`` (bytes, ``"20GB"``, or ``"auto"``:
+    ``AUTO_FRACTION`` of what the device has free now) for ``steps`` steps of ``step`` on
+    ``f_0``'s grid and ``bc_mask``'s cells."""
+    budget = AUTO_FRACTION * free_memory(f_0.device) if memory == "auto" else parse_memory(memory)
+    stored = storage(step, bc_mask)
+    array_bytes = f_0.size * wp.types.type_size_in_bytes(f_0.dtype)
+    every = plan_for_snapshots(steps, steps, array_bytes, stored)
+    if every.memory_bytes <= budget:
+        return every
+    snapshots = int((budget - fixed_bytes(array_bytes, stored)) // (stored.snapshot_arrays * array_bytes))
+    if snapshots < 1:
+        least = plan_for_snapshots(steps, 1, array_bytes, stored).memory_bytes
+        raise RuntimeArgumentError(f"memory={memory!r} ({format_bytes(budget)}) is less than a rollout on this grid needs "
+                                   f"with one snapshot ({format_bytes(least)})")
+    return plan_for_snapshots(steps, min(snapshots, steps - 1), array_bytes, stored)
