@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 91703c0e77979c110b8930b5c5d2b1833b91a4b41d498e414a12c2a38ec1e157
+# body-sha256: 102a54286d53b9d64aaa4d15d162c5ad50d86aafd21e3a0360fb96ce9ffa2a25
 # ---- end of header ----
 import warp as wp
 
@@ -168,1312 +168,366 @@ def forward(
     f_1[8, i, j, k] = fout_8
 
 
+def _adjoint_variant(name: str, fresh: bool, state_only: bool):
+    # One body, compiled per variant (wp.static flags; each variant its own module, compiled on first launch):
+    # fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),
+    #   the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where
+    #   written and outputs' gradients not needed, the elements read get their adjoints written, nothing
+    #   is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers).
+    def adjoint(
+        f_0: wp.array4d(dtype=wp.float64),
+        f_1: wp.array4d(dtype=wp.float64),
+        bc_mask: wp.array4d(dtype=wp.uint8),
+        missing_mask: wp.array4d(dtype=wp.bool),
+        omega: wp.float64,
+        timestep: wp.int32,
+        adj_f_0: wp.array4d(dtype=wp.float64),
+        adj_f_1: wp.array4d(dtype=wp.float64),
+        adj_omega_cells: wp.array3d(dtype=wp.float64),
+    ):
+        i, j, k = wp.tid()
+        nx = f_0.shape[1]
+        ny = f_0.shape[2]
+        nz = f_0.shape[3]
+        i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
+        i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
+        j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
+        j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
+        bc_mask_0 = bc_mask[0, i, j, k]
+        if bc_mask_0 == wp.uint8(255):
+            # kept cell: the output's adjoint is the adjoint of its old content
+            if wp.static(not state_only):
+                adj_omega_cells[i, j, k] = wp.float64(0.0)
+            return
+        # seeds: adjoints of the values this cell wrote
+        adj_fout_0 = adj_f_1[0, i, j, k]
+        adj_fout_1 = adj_f_1[1, i, j, k]
+        adj_fout_2 = adj_f_1[2, i, j, k]
+        adj_fout_3 = adj_f_1[3, i, j, k]
+        adj_fout_4 = adj_f_1[4, i, j, k]
+        adj_fout_5 = adj_f_1[5, i, j, k]
+        adj_fout_6 = adj_f_1[6, i, j, k]
+        adj_fout_7 = adj_f_1[7, i, j, k]
+        adj_fout_8 = adj_f_1[8, i, j, k]
+        # current gradients of the elements this cell's reads came from: each has one writer (see
+        # the header), so they are all read here, up front, and written back at the end
+        if wp.static(not fresh):
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
+            old_0 = adj_f_0[0, i, j, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
+            old_1 = adj_f_0[1, i, j_m1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
+            old_2 = adj_f_0[2, i, j_p1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
+            old_3 = adj_f_0[3, i_m1, j, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
+            old_4 = adj_f_0[4, i_p1, j_m1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
+            old_5 = adj_f_0[5, i_m1, j_p1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
+            old_6 = adj_f_0[6, i_p1, j, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
+            old_7 = adj_f_0[7, i_m1, j_m1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
+            old_8 = adj_f_0[8, i_p1, j_p1, k]
+        # replay of the forward cell program
+        f_0_0 = f_0[0, i, j, k]
+        f_0_1 = f_0[1, i, j_m1, k]
+        f_0_2 = f_0[2, i, j_p1, k]
+        f_0_3 = f_0[3, i_m1, j, k]
+        f_0_4 = f_0[4, i_p1, j_m1, k]
+        f_0_5 = f_0[5, i_m1, j_p1, k]
+        f_0_6 = f_0[6, i_p1, j, k]
+        f_0_7 = f_0[7, i_m1, j_m1, k]
+        f_0_8 = f_0[8, i_p1, j_p1, k]
+        rho = f_0_0 + f_0_1
+        rho_1 = f_0_2 + rho
+        rho_2 = f_0_3 + rho_1
+        rho_3 = f_0_4 + rho_2
+        rho_4 = f_0_5 + rho_3
+        rho_5 = f_0_6 + rho_4
+        rho_6 = f_0_7 + rho_5
+        rho_7 = f_0_8 + rho_6
+        u_1 = f_0_1 - f_0_2
+        u_0 = f_0_3 - f_0_4
+        u_1_1 = f_0_4 + u_1
+        u_0_1 = f_0_5 + u_0
+        u_1_2 = -f_0_5 + u_1_1
+        u_0_2 = -f_0_6 + u_0_1
+        u_0_3 = f_0_7 + u_0_2
+        u_1_3 = f_0_7 + u_1_2
+        u_0_4 = -f_0_8 + u_0_3
+        u_1_4 = -f_0_8 + u_1_3
+        u_0_5 = u_0_4 / rho_7
+        u_1_5 = u_1_4 / rho_7
+        usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
+        feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
+        cu = wp.float64(3.0) * u_1_5
+        feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
+        cu_1 = -u_1_5
+        cu_2 = wp.float64(3.0) * cu_1
+        feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_3 = wp.float64(3.0) * u_0_5
+        feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_4 = -u_0_5
+        cu_5 = cu_4 + u_1_5
+        cu_6 = wp.float64(3.0) * cu_5
+        feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_7 = u_0_5 - u_1_5
+        cu_8 = wp.float64(3.0) * cu_7
+        feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_9 = wp.float64(3.0) * cu_4
+        feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_10 = u_0_5 + u_1_5
+        cu_11 = wp.float64(3.0) * cu_10
+        feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_12 = cu_4 - u_1_5
+        cu_13 = wp.float64(3.0) * cu_12
+        feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
+        fneq_0 = f_0_0 - feq_0
+        fneq_1 = f_0_1 - feq_1
+        fneq_2 = f_0_2 - feq_2
+        fneq_3 = f_0_3 - feq_3
+        fneq_4 = f_0_4 - feq_4
+        fneq_5 = f_0_5 - feq_5
+        fneq_6 = f_0_6 - feq_6
+        fneq_7 = f_0_7 - feq_7
+        fneq_8 = f_0_8 - feq_8
+        fout_0 = f_0_0 - fneq_0 * omega
+        fout_1 = f_0_1 - fneq_1 * omega
+        fout_2 = f_0_2 - fneq_2 * omega
+        fout_3 = f_0_3 - fneq_3 * omega
+        fout_4 = f_0_4 - fneq_4 * omega
+        fout_5 = f_0_5 - fneq_5 * omega
+        fout_6 = f_0_6 - fneq_6 * omega
+        fout_7 = f_0_7 - fneq_7 * omega
+        fout_8 = f_0_8 - fneq_8 * omega
+        # reverse sweep
+        # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
+        adj_f_0_8 = adj_fout_8
+        adj_fneq_8 = -(adj_fout_8 * omega)
+        if wp.static(not state_only):
+            adj_omega = -(adj_fout_8 * fneq_8)
+        adj_f_0_7 = adj_fout_7
+        adj_fneq_7 = -(adj_fout_7 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
+        adj_f_0_6 = adj_fout_6
+        adj_fneq_6 = -(adj_fout_6 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
+        adj_f_0_5 = adj_fout_5
+        adj_fneq_5 = -(adj_fout_5 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
+        adj_f_0_4 = adj_fout_4
+        adj_fneq_4 = -(adj_fout_4 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
+        adj_f_0_3 = adj_fout_3
+        adj_fneq_3 = -(adj_fout_3 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
+        adj_f_0_2 = adj_fout_2
+        adj_fneq_2 = -(adj_fout_2 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
+        adj_f_0_1 = adj_fout_1
+        adj_fneq_1 = -(adj_fout_1 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
+        adj_f_0_0 = adj_fout_0
+        adj_fneq_0 = -(adj_fout_0 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_0 * fneq_0)
+        # adj of: bgk.py:32  fneq = f - feq
+        adj_f_0_8 = adj_f_0_8 + adj_fneq_8
+        adj_feq_8 = -adj_fneq_8
+        adj_f_0_7 = adj_f_0_7 + adj_fneq_7
+        adj_feq_7 = -adj_fneq_7
+        adj_f_0_6 = adj_f_0_6 + adj_fneq_6
+        adj_feq_6 = -adj_fneq_6
+        adj_f_0_5 = adj_f_0_5 + adj_fneq_5
+        adj_feq_5 = -adj_fneq_5
+        adj_f_0_4 = adj_f_0_4 + adj_fneq_4
+        adj_feq_4 = -adj_fneq_4
+        adj_f_0_3 = adj_f_0_3 + adj_fneq_3
+        adj_feq_3 = -adj_fneq_3
+        adj_f_0_2 = adj_f_0_2 + adj_fneq_2
+        adj_feq_2 = -adj_fneq_2
+        adj_f_0_1 = adj_f_0_1 + adj_fneq_1
+        adj_feq_1 = -adj_fneq_1
+        adj_f_0_0 = adj_f_0_0 + adj_fneq_0
+        adj_feq_0 = -adj_fneq_0
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
+        adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_7 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
+        adj_rho_7 = adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_8 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
+        adj_cu_12 = wp.float64(3.0) * adj_cu_13
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=8]
+        adj_cu_4 = adj_cu_12
+        adj_u_1_5 = -adj_cu_12
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
+        adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_7 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
+        adj_rho_7 = adj_rho_7 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
+        adj_cu_10 = wp.float64(3.0) * adj_cu_11
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=7]
+        adj_u_0_5 = adj_cu_10
+        adj_u_1_5 = adj_u_1_5 + adj_cu_10
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
+        adj_cu_9 = wp.float64(0.1111111111111111) * adj_feq_6 * rho_7 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
+        adj_rho_7 = adj_rho_7 + adj_feq_6 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
+        adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_6 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
+        adj_cu_4 = adj_cu_4 + wp.float64(3.0) * adj_cu_9
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
+        adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_7 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
+        adj_rho_7 = adj_rho_7 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
+        adj_cu_7 = wp.float64(3.0) * adj_cu_8
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=5]
+        adj_u_0_5 = adj_u_0_5 + adj_cu_7
+        adj_u_1_5 = adj_u_1_5 - adj_cu_7
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
+        adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_7 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
+        adj_rho_7 = adj_rho_7 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
+        adj_cu_5 = wp.float64(3.0) * adj_cu_6
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=4]
+        adj_cu_4 = adj_cu_4 + adj_cu_5
+        adj_u_1_5 = adj_u_1_5 + adj_cu_5
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=4]
+        adj_u_0_5 = adj_u_0_5 - adj_cu_4
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
+        adj_cu_3 = wp.float64(0.1111111111111111) * adj_feq_3 * rho_7 * (wp.float64(1.0) * cu_3 + wp.float64(1.0))
+        adj_rho_7 = adj_rho_7 + adj_feq_3 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
+        adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_3 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
+        adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_cu_3
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
+        adj_cu_2 = wp.float64(0.1111111111111111) * adj_feq_2 * rho_7 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
+        adj_rho_7 = adj_rho_7 + adj_feq_2 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
+        adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_2 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
+        adj_cu_1 = wp.float64(3.0) * adj_cu_2
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=2]
+        adj_u_1_5 = adj_u_1_5 - adj_cu_1
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
+        adj_cu = wp.float64(0.1111111111111111) * adj_feq_1 * rho_7 * (wp.float64(1.0) * cu + wp.float64(1.0))
+        adj_rho_7 = adj_rho_7 + adj_feq_1 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(0.1111111111111111))
+        adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_1 * rho_7)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
+        adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_cu
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
+        adj_rho_7 = adj_rho_7 + adj_feq_0 * (-wp.float64(0.4444444444444444) * usqr + wp.float64(0.4444444444444444))
+        adj_usqr = adj_usqr - (wp.float64(0.4444444444444444) * adj_feq_0 * rho_7)
+        # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
+        adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_usqr * u_0_5
+        adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_usqr * u_1_5
+        # adj of: first_moment.py:37  u /= rho
+        adj_rho_7 = adj_rho_7 - (adj_u_1_5 * u_1_4 / (rho_7 * rho_7))
+        adj_u_1_4 = adj_u_1_5 / rho_7
+        adj_rho_7 = adj_rho_7 - (adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
+        adj_u_0_4 = adj_u_0_5 / rho_7
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8]
+        adj_f_0_8 = adj_f_0_8 - adj_u_1_4
+        adj_u_1_3 = adj_u_1_4
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=8]
+        adj_f_0_8 = adj_f_0_8 - adj_u_0_4
+        adj_u_0_3 = adj_u_0_4
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
+        adj_f_0_7 = adj_f_0_7 + adj_u_1_3
+        adj_u_1_2 = adj_u_1_3
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=7]
+        adj_f_0_7 = adj_f_0_7 + adj_u_0_3
+        adj_u_0_2 = adj_u_0_3
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6]
+        adj_f_0_6 = adj_f_0_6 - adj_u_0_2
+        adj_u_0_1 = adj_u_0_2
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
+        adj_f_0_5 = adj_f_0_5 - adj_u_1_2
+        adj_u_1_1 = adj_u_1_2
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5]
+        adj_f_0_5 = adj_f_0_5 + adj_u_0_1
+        adj_u_0 = adj_u_0_1
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=4]
+        adj_f_0_4 = adj_f_0_4 + adj_u_1_1
+        adj_u_1 = adj_u_1_1
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4]
+        adj_f_0_3 = adj_f_0_3 + adj_u_0
+        adj_f_0_4 = adj_f_0_4 - adj_u_0
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=2]
+        adj_f_0_1 = adj_f_0_1 + adj_u_1
+        adj_f_0_2 = adj_f_0_2 - adj_u_1
+        # adj of: zero_moment.py:26  rho += f[l]  [l=8]
+        adj_f_0_8 = adj_f_0_8 + adj_rho_7
+        adj_rho_6 = adj_rho_7
+        # adj of: zero_moment.py:26  rho += f[l]  [l=7]
+        adj_f_0_7 = adj_f_0_7 + adj_rho_6
+        adj_rho_5 = adj_rho_6
+        # adj of: zero_moment.py:26  rho += f[l]  [l=6]
+        adj_f_0_6 = adj_f_0_6 + adj_rho_5
+        adj_rho_4 = adj_rho_5
+        # adj of: zero_moment.py:26  rho += f[l]  [l=5]
+        adj_f_0_5 = adj_f_0_5 + adj_rho_4
+        adj_rho_3 = adj_rho_4
+        # adj of: zero_moment.py:26  rho += f[l]  [l=4]
+        adj_f_0_4 = adj_f_0_4 + adj_rho_3
+        adj_rho_2 = adj_rho_3
+        # adj of: zero_moment.py:26  rho += f[l]  [l=3]
+        adj_f_0_3 = adj_f_0_3 + adj_rho_2
+        adj_rho_1 = adj_rho_2
+        # adj of: zero_moment.py:26  rho += f[l]  [l=2]
+        adj_f_0_2 = adj_f_0_2 + adj_rho_1
+        adj_rho = adj_rho_1
+        # adj of: zero_moment.py:26  rho += f[l]  [l=1]
+        adj_f_0_0 = adj_f_0_0 + adj_rho
+        adj_f_0_1 = adj_f_0_1 + adj_rho
+        # writes
+        if wp.static(fresh):
+            adj_f_0[0, i, j, k] = adj_f_0_0
+            adj_f_0[1, i, j_m1, k] = adj_f_0_1
+            adj_f_0[2, i, j_p1, k] = adj_f_0_2
+            adj_f_0[3, i_m1, j, k] = adj_f_0_3
+            adj_f_0[4, i_p1, j_m1, k] = adj_f_0_4
+            adj_f_0[5, i_m1, j_p1, k] = adj_f_0_5
+            adj_f_0[6, i_p1, j, k] = adj_f_0_6
+            adj_f_0[7, i_m1, j_m1, k] = adj_f_0_7
+            adj_f_0[8, i_p1, j_p1, k] = adj_f_0_8
+        else:
+            adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
+            adj_f_0[1, i, j_m1, k] = old_1 + adj_f_0_1
+            adj_f_0[2, i, j_p1, k] = old_2 + adj_f_0_2
+            adj_f_0[3, i_m1, j, k] = old_3 + adj_f_0_3
+            adj_f_0[4, i_p1, j_m1, k] = old_4 + adj_f_0_4
+            adj_f_0[5, i_m1, j_p1, k] = old_5 + adj_f_0_5
+            adj_f_0[6, i_p1, j, k] = old_6 + adj_f_0_6
+            adj_f_0[7, i_m1, j_m1, k] = old_7 + adj_f_0_7
+            adj_f_0[8, i_p1, j_p1, k] = old_8 + adj_f_0_8
+            adj_f_1[0, i, j, k] = wp.float64(0.0)
+            adj_f_1[1, i, j, k] = wp.float64(0.0)
+            adj_f_1[2, i, j, k] = wp.float64(0.0)
+            adj_f_1[3, i, j, k] = wp.float64(0.0)
+            adj_f_1[4, i, j, k] = wp.float64(0.0)
+            adj_f_1[5, i, j, k] = wp.float64(0.0)
+            adj_f_1[6, i, j, k] = wp.float64(0.0)
+            adj_f_1[7, i, j, k] = wp.float64(0.0)
+            adj_f_1[8, i, j, k] = wp.float64(0.0)
+        # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
+        if wp.static(not state_only):
+            adj_omega_cells[i, j, k] = adj_omega
+
+    adjoint.__name__ = adjoint.__qualname__ = name
+    return wp.kernel(enable_backward=False, module="unique")(adjoint)
 
 
-@wp.kernel
-def adjoint(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-    adj_omega_cells: wp.array3d(dtype=wp.float64),
-):
-    # Write-back: overwritten outputs get 0 (plus what reads of their old content contributed),
-    # the elements read get their adjoints added.
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        adj_omega_cells[i, j, k] = wp.float64(0.0)
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    # current gradients of the elements this cell's reads came from: each has one writer (see
-    # the header), so they are all read here, up front, and written back at the end
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
-    old_0 = adj_f_0[0, i, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
-    old_1 = adj_f_0[1, i, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
-    old_2 = adj_f_0[2, i, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
-    old_3 = adj_f_0[3, i_m1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
-    old_4 = adj_f_0[4, i_p1, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
-    old_5 = adj_f_0[5, i_m1, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
-    old_6 = adj_f_0[6, i_p1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
-    old_7 = adj_f_0[7, i_m1, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
-    old_8 = adj_f_0[8, i_p1, j_p1, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j_m1, k]
-    f_0_2 = f_0[2, i, j_p1, k]
-    f_0_3 = f_0[3, i_m1, j, k]
-    f_0_4 = f_0[4, i_p1, j_m1, k]
-    f_0_5 = f_0[5, i_m1, j_p1, k]
-    f_0_6 = f_0[6, i_p1, j, k]
-    f_0_7 = f_0[7, i_m1, j_m1, k]
-    f_0_8 = f_0[8, i_p1, j_p1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    u_1 = f_0_1 - f_0_2
-    u_0 = f_0_3 - f_0_4
-    u_1_1 = f_0_4 + u_1
-    u_0_1 = f_0_5 + u_0
-    u_1_2 = -f_0_5 + u_1_1
-    u_0_2 = -f_0_6 + u_0_1
-    u_0_3 = f_0_7 + u_0_2
-    u_1_3 = f_0_7 + u_1_2
-    u_0_4 = -f_0_8 + u_0_3
-    u_1_4 = -f_0_8 + u_1_3
-    u_0_5 = u_0_4 / rho_7
-    u_1_5 = u_1_4 / rho_7
-    usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-    feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-    cu = wp.float64(3.0) * u_1_5
-    feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-    cu_1 = -u_1_5
-    cu_2 = wp.float64(3.0) * cu_1
-    feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = wp.float64(3.0) * u_0_5
-    feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_4 = -u_0_5
-    cu_5 = cu_4 + u_1_5
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = u_0_5 - u_1_5
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * cu_4
-    feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_0_5 + u_1_5
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = cu_4 - u_1_5
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    adj_omega = -(adj_fout_8 * fneq_8)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    adj_omega = adj_omega - (adj_fout_7 * fneq_7)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    adj_omega = adj_omega - (adj_fout_6 * fneq_6)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    adj_omega = adj_omega - (adj_fout_5 * fneq_5)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    adj_omega = adj_omega - (adj_fout_4 * fneq_4)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    adj_omega = adj_omega - (adj_fout_3 * fneq_3)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    adj_omega = adj_omega - (adj_fout_2 * fneq_2)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    adj_omega = adj_omega - (adj_fout_1 * fneq_1)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    adj_omega = adj_omega - (adj_fout_0 * fneq_0)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_7 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_7 = adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_8 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=8]
-    adj_cu_4 = adj_cu_12
-    adj_u_1_5 = -adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_7 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=7]
-    adj_u_0_5 = adj_cu_10
-    adj_u_1_5 = adj_u_1_5 + adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.1111111111111111) * adj_feq_6 * rho_7 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_6 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_6 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_cu_4 = adj_cu_4 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_7 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=5]
-    adj_u_0_5 = adj_u_0_5 + adj_cu_7
-    adj_u_1_5 = adj_u_1_5 - adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_7 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=4]
-    adj_cu_4 = adj_cu_4 + adj_cu_5
-    adj_u_1_5 = adj_u_1_5 + adj_cu_5
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=4]
-    adj_u_0_5 = adj_u_0_5 - adj_cu_4
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_3 = wp.float64(0.1111111111111111) * adj_feq_3 * rho_7 * (wp.float64(1.0) * cu_3 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_3 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_3 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.1111111111111111) * adj_feq_2 * rho_7 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_2 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_2 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_cu_1 = wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=2]
-    adj_u_1_5 = adj_u_1_5 - adj_cu_1
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu = wp.float64(0.1111111111111111) * adj_feq_1 * rho_7 * (wp.float64(1.0) * cu + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_1 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_1 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_7 = adj_rho_7 + adj_feq_0 * (-wp.float64(0.4444444444444444) * usqr + wp.float64(0.4444444444444444))
-    adj_usqr = adj_usqr - (wp.float64(0.4444444444444444) * adj_feq_0 * rho_7)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_usqr * u_0_5
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_usqr * u_1_5
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_1_5 * u_1_4 / (rho_7 * rho_7))
-    adj_u_1_4 = adj_u_1_5 / rho_7
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
-    adj_u_0_4 = adj_u_0_5 / rho_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6]
-    adj_f_0_6 = adj_f_0_6 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4]
-    adj_f_0_3 = adj_f_0_3 + adj_u_0
-    adj_f_0_4 = adj_f_0_4 - adj_u_0
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=2]
-    adj_f_0_1 = adj_f_0_1 + adj_u_1
-    adj_f_0_2 = adj_f_0_2 - adj_u_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
-    adj_f_0[1, i, j_m1, k] = old_1 + adj_f_0_1
-    adj_f_0[2, i, j_p1, k] = old_2 + adj_f_0_2
-    adj_f_0[3, i_m1, j, k] = old_3 + adj_f_0_3
-    adj_f_0[4, i_p1, j_m1, k] = old_4 + adj_f_0_4
-    adj_f_0[5, i_m1, j_p1, k] = old_5 + adj_f_0_5
-    adj_f_0[6, i_p1, j, k] = old_6 + adj_f_0_6
-    adj_f_0[7, i_m1, j_m1, k] = old_7 + adj_f_0_7
-    adj_f_0[8, i_p1, j_p1, k] = old_8 + adj_f_0_8
-    adj_f_1[0, i, j, k] = wp.float64(0.0)
-    adj_f_1[1, i, j, k] = wp.float64(0.0)
-    adj_f_1[2, i, j, k] = wp.float64(0.0)
-    adj_f_1[3, i, j, k] = wp.float64(0.0)
-    adj_f_1[4, i, j, k] = wp.float64(0.0)
-    adj_f_1[5, i, j, k] = wp.float64(0.0)
-    adj_f_1[6, i, j, k] = wp.float64(0.0)
-    adj_f_1[7, i, j, k] = wp.float64(0.0)
-    adj_f_1[8, i, j, k] = wp.float64(0.0)
-    # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
-    adj_omega_cells[i, j, k] = adj_omega
-
-
-
-@wp.kernel
-def adjoint_fresh(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-    adj_omega_cells: wp.array3d(dtype=wp.float64),
-):
-    # The same, for gradient arrays known to be zero where written and outputs' gradients not
-    # needed: the elements read get their adjoints written, nothing is cleared.
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        adj_omega_cells[i, j, k] = wp.float64(0.0)
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j_m1, k]
-    f_0_2 = f_0[2, i, j_p1, k]
-    f_0_3 = f_0[3, i_m1, j, k]
-    f_0_4 = f_0[4, i_p1, j_m1, k]
-    f_0_5 = f_0[5, i_m1, j_p1, k]
-    f_0_6 = f_0[6, i_p1, j, k]
-    f_0_7 = f_0[7, i_m1, j_m1, k]
-    f_0_8 = f_0[8, i_p1, j_p1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    u_1 = f_0_1 - f_0_2
-    u_0 = f_0_3 - f_0_4
-    u_1_1 = f_0_4 + u_1
-    u_0_1 = f_0_5 + u_0
-    u_1_2 = -f_0_5 + u_1_1
-    u_0_2 = -f_0_6 + u_0_1
-    u_0_3 = f_0_7 + u_0_2
-    u_1_3 = f_0_7 + u_1_2
-    u_0_4 = -f_0_8 + u_0_3
-    u_1_4 = -f_0_8 + u_1_3
-    u_0_5 = u_0_4 / rho_7
-    u_1_5 = u_1_4 / rho_7
-    usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-    feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-    cu = wp.float64(3.0) * u_1_5
-    feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-    cu_1 = -u_1_5
-    cu_2 = wp.float64(3.0) * cu_1
-    feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = wp.float64(3.0) * u_0_5
-    feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_4 = -u_0_5
-    cu_5 = cu_4 + u_1_5
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = u_0_5 - u_1_5
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * cu_4
-    feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_0_5 + u_1_5
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = cu_4 - u_1_5
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    adj_omega = -(adj_fout_8 * fneq_8)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    adj_omega = adj_omega - (adj_fout_7 * fneq_7)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    adj_omega = adj_omega - (adj_fout_6 * fneq_6)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    adj_omega = adj_omega - (adj_fout_5 * fneq_5)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    adj_omega = adj_omega - (adj_fout_4 * fneq_4)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    adj_omega = adj_omega - (adj_fout_3 * fneq_3)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    adj_omega = adj_omega - (adj_fout_2 * fneq_2)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    adj_omega = adj_omega - (adj_fout_1 * fneq_1)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    adj_omega = adj_omega - (adj_fout_0 * fneq_0)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_7 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_7 = adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_8 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=8]
-    adj_cu_4 = adj_cu_12
-    adj_u_1_5 = -adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_7 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=7]
-    adj_u_0_5 = adj_cu_10
-    adj_u_1_5 = adj_u_1_5 + adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.1111111111111111) * adj_feq_6 * rho_7 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_6 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_6 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_cu_4 = adj_cu_4 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_7 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=5]
-    adj_u_0_5 = adj_u_0_5 + adj_cu_7
-    adj_u_1_5 = adj_u_1_5 - adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_7 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=4]
-    adj_cu_4 = adj_cu_4 + adj_cu_5
-    adj_u_1_5 = adj_u_1_5 + adj_cu_5
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=4]
-    adj_u_0_5 = adj_u_0_5 - adj_cu_4
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_3 = wp.float64(0.1111111111111111) * adj_feq_3 * rho_7 * (wp.float64(1.0) * cu_3 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_3 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_3 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.1111111111111111) * adj_feq_2 * rho_7 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_2 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_2 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_cu_1 = wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=2]
-    adj_u_1_5 = adj_u_1_5 - adj_cu_1
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu = wp.float64(0.1111111111111111) * adj_feq_1 * rho_7 * (wp.float64(1.0) * cu + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_1 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_1 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_7 = adj_rho_7 + adj_feq_0 * (-wp.float64(0.4444444444444444) * usqr + wp.float64(0.4444444444444444))
-    adj_usqr = adj_usqr - (wp.float64(0.4444444444444444) * adj_feq_0 * rho_7)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_usqr * u_0_5
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_usqr * u_1_5
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_1_5 * u_1_4 / (rho_7 * rho_7))
-    adj_u_1_4 = adj_u_1_5 / rho_7
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
-    adj_u_0_4 = adj_u_0_5 / rho_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6]
-    adj_f_0_6 = adj_f_0_6 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4]
-    adj_f_0_3 = adj_f_0_3 + adj_u_0
-    adj_f_0_4 = adj_f_0_4 - adj_u_0
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=2]
-    adj_f_0_1 = adj_f_0_1 + adj_u_1
-    adj_f_0_2 = adj_f_0_2 - adj_u_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = adj_f_0_0
-    adj_f_0[1, i, j_m1, k] = adj_f_0_1
-    adj_f_0[2, i, j_p1, k] = adj_f_0_2
-    adj_f_0[3, i_m1, j, k] = adj_f_0_3
-    adj_f_0[4, i_p1, j_m1, k] = adj_f_0_4
-    adj_f_0[5, i_m1, j_p1, k] = adj_f_0_5
-    adj_f_0[6, i_p1, j, k] = adj_f_0_6
-    adj_f_0[7, i_m1, j_m1, k] = adj_f_0_7
-    adj_f_0[8, i_p1, j_p1, k] = adj_f_0_8
-    # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
-    adj_omega_cells[i, j, k] = adj_omega
-
-
-
-@wp.kernel(enable_backward=False, module="unique")
-def adjoint_state(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-):
-    # Write-back: overwritten outputs get 0 (plus what reads of their old content contributed),
-    # the elements read get their adjoints added.
-    # Without the per-cell adjoints of the scalar parameters, for steps whose caller asks for
-    # none (compiled on first use: module 'unique').
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    # current gradients of the elements this cell's reads came from: each has one writer (see
-    # the header), so they are all read here, up front, and written back at the end
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
-    old_0 = adj_f_0[0, i, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
-    old_1 = adj_f_0[1, i, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
-    old_2 = adj_f_0[2, i, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
-    old_3 = adj_f_0[3, i_m1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
-    old_4 = adj_f_0[4, i_p1, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
-    old_5 = adj_f_0[5, i_m1, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
-    old_6 = adj_f_0[6, i_p1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
-    old_7 = adj_f_0[7, i_m1, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
-    old_8 = adj_f_0[8, i_p1, j_p1, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j_m1, k]
-    f_0_2 = f_0[2, i, j_p1, k]
-    f_0_3 = f_0[3, i_m1, j, k]
-    f_0_4 = f_0[4, i_p1, j_m1, k]
-    f_0_5 = f_0[5, i_m1, j_p1, k]
-    f_0_6 = f_0[6, i_p1, j, k]
-    f_0_7 = f_0[7, i_m1, j_m1, k]
-    f_0_8 = f_0[8, i_p1, j_p1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    u_1 = f_0_1 - f_0_2
-    u_0 = f_0_3 - f_0_4
-    u_1_1 = f_0_4 + u_1
-    u_0_1 = f_0_5 + u_0
-    u_1_2 = -f_0_5 + u_1_1
-    u_0_2 = -f_0_6 + u_0_1
-    u_0_3 = f_0_7 + u_0_2
-    u_1_3 = f_0_7 + u_1_2
-    u_0_4 = -f_0_8 + u_0_3
-    u_1_4 = -f_0_8 + u_1_3
-    u_0_5 = u_0_4 / rho_7
-    u_1_5 = u_1_4 / rho_7
-    usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-    feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-    cu = wp.float64(3.0) * u_1_5
-    feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-    cu_1 = -u_1_5
-    cu_2 = wp.float64(3.0) * cu_1
-    feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = wp.float64(3.0) * u_0_5
-    feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_4 = -u_0_5
-    cu_5 = cu_4 + u_1_5
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = u_0_5 - u_1_5
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * cu_4
-    feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_0_5 + u_1_5
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = cu_4 - u_1_5
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_7 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_7 = adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_8 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=8]
-    adj_cu_4 = adj_cu_12
-    adj_u_1_5 = -adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_7 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=7]
-    adj_u_0_5 = adj_cu_10
-    adj_u_1_5 = adj_u_1_5 + adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.1111111111111111) * adj_feq_6 * rho_7 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_6 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_6 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_cu_4 = adj_cu_4 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_7 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=5]
-    adj_u_0_5 = adj_u_0_5 + adj_cu_7
-    adj_u_1_5 = adj_u_1_5 - adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_7 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=4]
-    adj_cu_4 = adj_cu_4 + adj_cu_5
-    adj_u_1_5 = adj_u_1_5 + adj_cu_5
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=4]
-    adj_u_0_5 = adj_u_0_5 - adj_cu_4
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_3 = wp.float64(0.1111111111111111) * adj_feq_3 * rho_7 * (wp.float64(1.0) * cu_3 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_3 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_3 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.1111111111111111) * adj_feq_2 * rho_7 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_2 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_2 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_cu_1 = wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=2]
-    adj_u_1_5 = adj_u_1_5 - adj_cu_1
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu = wp.float64(0.1111111111111111) * adj_feq_1 * rho_7 * (wp.float64(1.0) * cu + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_1 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_1 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_7 = adj_rho_7 + adj_feq_0 * (-wp.float64(0.4444444444444444) * usqr + wp.float64(0.4444444444444444))
-    adj_usqr = adj_usqr - (wp.float64(0.4444444444444444) * adj_feq_0 * rho_7)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_usqr * u_0_5
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_usqr * u_1_5
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_1_5 * u_1_4 / (rho_7 * rho_7))
-    adj_u_1_4 = adj_u_1_5 / rho_7
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
-    adj_u_0_4 = adj_u_0_5 / rho_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6]
-    adj_f_0_6 = adj_f_0_6 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4]
-    adj_f_0_3 = adj_f_0_3 + adj_u_0
-    adj_f_0_4 = adj_f_0_4 - adj_u_0
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=2]
-    adj_f_0_1 = adj_f_0_1 + adj_u_1
-    adj_f_0_2 = adj_f_0_2 - adj_u_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
-    adj_f_0[1, i, j_m1, k] = old_1 + adj_f_0_1
-    adj_f_0[2, i, j_p1, k] = old_2 + adj_f_0_2
-    adj_f_0[3, i_m1, j, k] = old_3 + adj_f_0_3
-    adj_f_0[4, i_p1, j_m1, k] = old_4 + adj_f_0_4
-    adj_f_0[5, i_m1, j_p1, k] = old_5 + adj_f_0_5
-    adj_f_0[6, i_p1, j, k] = old_6 + adj_f_0_6
-    adj_f_0[7, i_m1, j_m1, k] = old_7 + adj_f_0_7
-    adj_f_0[8, i_p1, j_p1, k] = old_8 + adj_f_0_8
-    adj_f_1[0, i, j, k] = wp.float64(0.0)
-    adj_f_1[1, i, j, k] = wp.float64(0.0)
-    adj_f_1[2, i, j, k] = wp.float64(0.0)
-    adj_f_1[3, i, j, k] = wp.float64(0.0)
-    adj_f_1[4, i, j, k] = wp.float64(0.0)
-    adj_f_1[5, i, j, k] = wp.float64(0.0)
-    adj_f_1[6, i, j, k] = wp.float64(0.0)
-    adj_f_1[7, i, j, k] = wp.float64(0.0)
-    adj_f_1[8, i, j, k] = wp.float64(0.0)
-
-
-
-@wp.kernel(enable_backward=False, module="unique")
-def adjoint_fresh_state(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-):
-    # The same, for gradient arrays known to be zero where written and outputs' gradients not
-    # needed: the elements read get their adjoints written, nothing is cleared.
-    # Without the per-cell adjoints of the scalar parameters, for steps whose caller asks for
-    # none (compiled on first use: module 'unique').
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j_m1, k]
-    f_0_2 = f_0[2, i, j_p1, k]
-    f_0_3 = f_0[3, i_m1, j, k]
-    f_0_4 = f_0[4, i_p1, j_m1, k]
-    f_0_5 = f_0[5, i_m1, j_p1, k]
-    f_0_6 = f_0[6, i_p1, j, k]
-    f_0_7 = f_0[7, i_m1, j_m1, k]
-    f_0_8 = f_0[8, i_p1, j_p1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    u_1 = f_0_1 - f_0_2
-    u_0 = f_0_3 - f_0_4
-    u_1_1 = f_0_4 + u_1
-    u_0_1 = f_0_5 + u_0
-    u_1_2 = -f_0_5 + u_1_1
-    u_0_2 = -f_0_6 + u_0_1
-    u_0_3 = f_0_7 + u_0_2
-    u_1_3 = f_0_7 + u_1_2
-    u_0_4 = -f_0_8 + u_0_3
-    u_1_4 = -f_0_8 + u_1_3
-    u_0_5 = u_0_4 / rho_7
-    u_1_5 = u_1_4 / rho_7
-    usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-    feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-    cu = wp.float64(3.0) * u_1_5
-    feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-    cu_1 = -u_1_5
-    cu_2 = wp.float64(3.0) * cu_1
-    feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = wp.float64(3.0) * u_0_5
-    feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_4 = -u_0_5
-    cu_5 = cu_4 + u_1_5
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = u_0_5 - u_1_5
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * cu_4
-    feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_0_5 + u_1_5
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = cu_4 - u_1_5
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_7 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_7 = adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_8 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=8]
-    adj_cu_4 = adj_cu_12
-    adj_u_1_5 = -adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_7 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=7]
-    adj_u_0_5 = adj_cu_10
-    adj_u_1_5 = adj_u_1_5 + adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.1111111111111111) * adj_feq_6 * rho_7 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_6 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_6 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_cu_4 = adj_cu_4 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_7 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=5]
-    adj_u_0_5 = adj_u_0_5 + adj_cu_7
-    adj_u_1_5 = adj_u_1_5 - adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_7 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=4]
-    adj_cu_4 = adj_cu_4 + adj_cu_5
-    adj_u_1_5 = adj_u_1_5 + adj_cu_5
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=4]
-    adj_u_0_5 = adj_u_0_5 - adj_cu_4
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_3 = wp.float64(0.1111111111111111) * adj_feq_3 * rho_7 * (wp.float64(1.0) * cu_3 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_3 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_3 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.1111111111111111) * adj_feq_2 * rho_7 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_2 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_2 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_cu_1 = wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=2]
-    adj_u_1_5 = adj_u_1_5 - adj_cu_1
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu = wp.float64(0.1111111111111111) * adj_feq_1 * rho_7 * (wp.float64(1.0) * cu + wp.float64(1.0))
-    adj_rho_7 = adj_rho_7 + adj_feq_1 * (-wp.float64(0.1111111111111111) * usqr + wp.float64(0.1111111111111111) * cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(0.1111111111111111))
-    adj_usqr = adj_usqr - (wp.float64(0.1111111111111111) * adj_feq_1 * rho_7)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_7 = adj_rho_7 + adj_feq_0 * (-wp.float64(0.4444444444444444) * usqr + wp.float64(0.4444444444444444))
-    adj_usqr = adj_usqr - (wp.float64(0.4444444444444444) * adj_feq_0 * rho_7)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_5 = adj_u_0_5 + wp.float64(3.0) * adj_usqr * u_0_5
-    adj_u_1_5 = adj_u_1_5 + wp.float64(3.0) * adj_usqr * u_1_5
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_1_5 * u_1_4 / (rho_7 * rho_7))
-    adj_u_1_4 = adj_u_1_5 / rho_7
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_7 = adj_rho_7 - (adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
-    adj_u_0_4 = adj_u_0_5 / rho_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=8]
-    adj_f_0_8 = adj_f_0_8 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6]
-    adj_f_0_6 = adj_f_0_6 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4]
-    adj_f_0_3 = adj_f_0_3 + adj_u_0
-    adj_f_0_4 = adj_f_0_4 - adj_u_0
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=2]
-    adj_f_0_1 = adj_f_0_1 + adj_u_1
-    adj_f_0_2 = adj_f_0_2 - adj_u_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = adj_f_0_0
-    adj_f_0[1, i, j_m1, k] = adj_f_0_1
-    adj_f_0[2, i, j_p1, k] = adj_f_0_2
-    adj_f_0[3, i_m1, j, k] = adj_f_0_3
-    adj_f_0[4, i_p1, j_m1, k] = adj_f_0_4
-    adj_f_0[5, i_m1, j_p1, k] = adj_f_0_5
-    adj_f_0[6, i_p1, j, k] = adj_f_0_6
-    adj_f_0[7, i_m1, j_m1, k] = adj_f_0_7
-    adj_f_0[8, i_p1, j_p1, k] = adj_f_0_8
-
+adjoint = _adjoint_variant("adjoint", fresh=False, state_only=False)
+adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
+adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
+adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: aeafb53356ca60860a87fbe9e0e817655d2c79ff3408b2d49e5b276870ed7c27
+# body-sha256: 2604abeb117676b0be64af0532d95cb7318bbe7332da178fc6915ad2a88aba83
 # ---- end of header ----
 import warp as wp
 
@@ -280,2788 +280,754 @@ def forward(
     f_1[18, i, j, k] = fout_18
 
 
+def _adjoint_variant(name: str, fresh: bool, state_only: bool):
+    # One body, compiled per variant (wp.static flags; each variant its own module, compiled on first launch):
+    # fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),
+    #   the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where
+    #   written and outputs' gradients not needed, the elements read get their adjoints written, nothing
+    #   is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers).
+    def adjoint(
+        f_0: wp.array4d(dtype=wp.float64),
+        f_1: wp.array4d(dtype=wp.float64),
+        bc_mask: wp.array4d(dtype=wp.uint8),
+        missing_mask: wp.array4d(dtype=wp.bool),
+        omega: wp.float64,
+        timestep: wp.int32,
+        adj_f_0: wp.array4d(dtype=wp.float64),
+        adj_f_1: wp.array4d(dtype=wp.float64),
+        adj_omega_cells: wp.array3d(dtype=wp.float64),
+    ):
+        i, j, k = wp.tid()
+        nx = f_0.shape[1]
+        ny = f_0.shape[2]
+        nz = f_0.shape[3]
+        i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
+        i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
+        j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
+        j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
+        k_p1 = wp.where(k + 1 >= nz, k + 1 - nz, k + 1)
+        k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
+        bc_mask_0 = bc_mask[0, i, j, k]
+        if bc_mask_0 == wp.uint8(255):
+            # kept cell: the output's adjoint is the adjoint of its old content
+            if wp.static(not state_only):
+                adj_omega_cells[i, j, k] = wp.float64(0.0)
+            return
+        # seeds: adjoints of the values this cell wrote
+        adj_fout_0 = adj_f_1[0, i, j, k]
+        adj_fout_1 = adj_f_1[1, i, j, k]
+        adj_fout_2 = adj_f_1[2, i, j, k]
+        adj_fout_3 = adj_f_1[3, i, j, k]
+        adj_fout_4 = adj_f_1[4, i, j, k]
+        adj_fout_5 = adj_f_1[5, i, j, k]
+        adj_fout_6 = adj_f_1[6, i, j, k]
+        adj_fout_7 = adj_f_1[7, i, j, k]
+        adj_fout_8 = adj_f_1[8, i, j, k]
+        adj_fout_9 = adj_f_1[9, i, j, k]
+        adj_fout_10 = adj_f_1[10, i, j, k]
+        adj_fout_11 = adj_f_1[11, i, j, k]
+        adj_fout_12 = adj_f_1[12, i, j, k]
+        adj_fout_13 = adj_f_1[13, i, j, k]
+        adj_fout_14 = adj_f_1[14, i, j, k]
+        adj_fout_15 = adj_f_1[15, i, j, k]
+        adj_fout_16 = adj_f_1[16, i, j, k]
+        adj_fout_17 = adj_f_1[17, i, j, k]
+        adj_fout_18 = adj_f_1[18, i, j, k]
+        # current gradients of the elements this cell's reads came from: each has one writer (see
+        # the header), so they are all read here, up front, and written back at the end
+        if wp.static(not fresh):
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
+            old_0 = adj_f_0[0, i, j, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
+            old_1 = adj_f_0[1, i, j, k_p1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
+            old_2 = adj_f_0[2, i, j, k_m1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
+            old_3 = adj_f_0[3, i, j_p1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
+            old_4 = adj_f_0[4, i, j_p1, k_p1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
+            old_5 = adj_f_0[5, i, j_p1, k_m1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
+            old_6 = adj_f_0[6, i, j_m1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
+            old_7 = adj_f_0[7, i, j_m1, k_p1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
+            old_8 = adj_f_0[8, i, j_m1, k_m1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=9]
+            old_9 = adj_f_0[9, i_p1, j, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=10]
+            old_10 = adj_f_0[10, i_p1, j, k_p1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=11]
+            old_11 = adj_f_0[11, i_p1, j, k_m1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=12]
+            old_12 = adj_f_0[12, i_p1, j_p1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=13]
+            old_13 = adj_f_0[13, i_p1, j_m1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=14]
+            old_14 = adj_f_0[14, i_m1, j, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=15]
+            old_15 = adj_f_0[15, i_m1, j, k_p1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=16]
+            old_16 = adj_f_0[16, i_m1, j, k_m1]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=17]
+            old_17 = adj_f_0[17, i_m1, j_p1, k]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=18]
+            old_18 = adj_f_0[18, i_m1, j_m1, k]
+        # replay of the forward cell program
+        f_0_0 = f_0[0, i, j, k]
+        f_0_1 = f_0[1, i, j, k_p1]
+        f_0_2 = f_0[2, i, j, k_m1]
+        f_0_3 = f_0[3, i, j_p1, k]
+        f_0_4 = f_0[4, i, j_p1, k_p1]
+        f_0_5 = f_0[5, i, j_p1, k_m1]
+        f_0_6 = f_0[6, i, j_m1, k]
+        f_0_7 = f_0[7, i, j_m1, k_p1]
+        f_0_8 = f_0[8, i, j_m1, k_m1]
+        f_0_9 = f_0[9, i_p1, j, k]
+        f_0_10 = f_0[10, i_p1, j, k_p1]
+        f_0_11 = f_0[11, i_p1, j, k_m1]
+        f_0_12 = f_0[12, i_p1, j_p1, k]
+        f_0_13 = f_0[13, i_p1, j_m1, k]
+        f_0_14 = f_0[14, i_m1, j, k]
+        f_0_15 = f_0[15, i_m1, j, k_p1]
+        f_0_16 = f_0[16, i_m1, j, k_m1]
+        f_0_17 = f_0[17, i_m1, j_p1, k]
+        f_0_18 = f_0[18, i_m1, j_m1, k]
+        rho = f_0_0 + f_0_1
+        rho_1 = f_0_2 + rho
+        rho_2 = f_0_3 + rho_1
+        rho_3 = f_0_4 + rho_2
+        rho_4 = f_0_5 + rho_3
+        rho_5 = f_0_6 + rho_4
+        rho_6 = f_0_7 + rho_5
+        rho_7 = f_0_8 + rho_6
+        rho_8 = f_0_9 + rho_7
+        rho_9 = f_0_10 + rho_8
+        rho_10 = f_0_11 + rho_9
+        rho_11 = f_0_12 + rho_10
+        rho_12 = f_0_13 + rho_11
+        rho_13 = f_0_14 + rho_12
+        rho_14 = f_0_15 + rho_13
+        rho_15 = f_0_16 + rho_14
+        rho_16 = f_0_17 + rho_15
+        rho_17 = f_0_18 + rho_16
+        u_2 = -f_0_1
+        u_2_1 = f_0_2 + u_2
+        u_1 = -f_0_3
+        u_1_1 = -f_0_4 + u_1
+        u_2_2 = -f_0_4 + u_2_1
+        u_1_2 = -f_0_5 + u_1_1
+        u_2_3 = f_0_5 + u_2_2
+        u_1_3 = f_0_6 + u_1_2
+        u_1_4 = f_0_7 + u_1_3
+        u_2_4 = -f_0_7 + u_2_3
+        u_1_5 = f_0_8 + u_1_4
+        u_2_5 = f_0_8 + u_2_4
+        u_0 = -f_0_9
+        u_0_1 = -f_0_10 + u_0
+        u_2_6 = -f_0_10 + u_2_5
+        u_0_2 = -f_0_11 + u_0_1
+        u_2_7 = f_0_11 + u_2_6
+        u_0_3 = -f_0_12 + u_0_2
+        u_1_6 = -f_0_12 + u_1_5
+        u_0_4 = -f_0_13 + u_0_3
+        u_1_7 = f_0_13 + u_1_6
+        u_0_5 = f_0_14 + u_0_4
+        u_0_6 = f_0_15 + u_0_5
+        u_2_8 = -f_0_15 + u_2_7
+        u_0_7 = f_0_16 + u_0_6
+        u_2_9 = f_0_16 + u_2_8
+        u_0_8 = f_0_17 + u_0_7
+        u_1_8 = -f_0_17 + u_1_7
+        u_0_9 = f_0_18 + u_0_8
+        u_1_9 = f_0_18 + u_1_8
+        u_0_10 = u_0_9 / rho_17
+        u_1_10 = u_1_9 / rho_17
+        u_2_10 = u_2_9 / rho_17
+        usqr = wp.float64(1.5) * (u_0_10 * u_0_10) + wp.float64(1.5) * (u_1_10 * u_1_10) + wp.float64(1.5) * (u_2_10 * u_2_10)
+        feq_0 = wp.float64(0.3333333333333333) * rho_17 * (-usqr + wp.float64(1.0))
+        cu = -u_2_10
+        cu_1 = wp.float64(3.0) * cu
+        feq_1 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_2 = wp.float64(3.0) * u_2_10
+        feq_2 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_3 = -u_1_10
+        cu_4 = wp.float64(3.0) * cu_3
+        feq_3 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_5 = cu_3 - u_2_10
+        cu_6 = wp.float64(3.0) * cu_5
+        feq_4 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_7 = cu_3 + u_2_10
+        cu_8 = wp.float64(3.0) * cu_7
+        feq_5 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_9 = wp.float64(3.0) * u_1_10
+        feq_6 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_10 = u_1_10 - u_2_10
+        cu_11 = wp.float64(3.0) * cu_10
+        feq_7 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_12 = u_1_10 + u_2_10
+        cu_13 = wp.float64(3.0) * cu_12
+        feq_8 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_14 = -u_0_10
+        cu_15 = wp.float64(3.0) * cu_14
+        feq_9 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_16 = cu_14 - u_2_10
+        cu_17 = wp.float64(3.0) * cu_16
+        feq_10 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_18 = cu_14 + u_2_10
+        cu_19 = wp.float64(3.0) * cu_18
+        feq_11 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_20 = cu_14 - u_1_10
+        cu_21 = wp.float64(3.0) * cu_20
+        feq_12 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_22 = cu_14 + u_1_10
+        cu_23 = wp.float64(3.0) * cu_22
+        feq_13 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_24 = wp.float64(3.0) * u_0_10
+        feq_14 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_25 = u_0_10 - u_2_10
+        cu_26 = wp.float64(3.0) * cu_25
+        feq_15 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_27 = u_0_10 + u_2_10
+        cu_28 = wp.float64(3.0) * cu_27
+        feq_16 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_29 = u_0_10 - u_1_10
+        cu_30 = wp.float64(3.0) * cu_29
+        feq_17 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_31 = u_0_10 + u_1_10
+        cu_32 = wp.float64(3.0) * cu_31
+        feq_18 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))
+        fneq_0 = f_0_0 - feq_0
+        fneq_1 = f_0_1 - feq_1
+        fneq_2 = f_0_2 - feq_2
+        fneq_3 = f_0_3 - feq_3
+        fneq_4 = f_0_4 - feq_4
+        fneq_5 = f_0_5 - feq_5
+        fneq_6 = f_0_6 - feq_6
+        fneq_7 = f_0_7 - feq_7
+        fneq_8 = f_0_8 - feq_8
+        fneq_9 = f_0_9 - feq_9
+        fneq_10 = f_0_10 - feq_10
+        fneq_11 = f_0_11 - feq_11
+        fneq_12 = f_0_12 - feq_12
+        fneq_13 = f_0_13 - feq_13
+        fneq_14 = f_0_14 - feq_14
+        fneq_15 = f_0_15 - feq_15
+        fneq_16 = f_0_16 - feq_16
+        fneq_17 = f_0_17 - feq_17
+        fneq_18 = f_0_18 - feq_18
+        fout_0 = f_0_0 - fneq_0 * omega
+        fout_1 = f_0_1 - fneq_1 * omega
+        fout_2 = f_0_2 - fneq_2 * omega
+        fout_3 = f_0_3 - fneq_3 * omega
+        fout_4 = f_0_4 - fneq_4 * omega
+        fout_5 = f_0_5 - fneq_5 * omega
+        fout_6 = f_0_6 - fneq_6 * omega
+        fout_7 = f_0_7 - fneq_7 * omega
+        fout_8 = f_0_8 - fneq_8 * omega
+        fout_9 = f_0_9 - fneq_9 * omega
+        fout_10 = f_0_10 - fneq_10 * omega
+        fout_11 = f_0_11 - fneq_11 * omega
+        fout_12 = f_0_12 - fneq_12 * omega
+        fout_13 = f_0_13 - fneq_13 * omega
+        fout_14 = f_0_14 - fneq_14 * omega
+        fout_15 = f_0_15 - fneq_15 * omega
+        fout_16 = f_0_16 - fneq_16 * omega
+        fout_17 = f_0_17 - fneq_17 * omega
+        fout_18 = f_0_18 - fneq_18 * omega
+        # reverse sweep
+        # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
+        adj_f_0_18 = adj_fout_18
+        adj_fneq_18 = -(adj_fout_18 * omega)
+        if wp.static(not state_only):
+            adj_omega = -(adj_fout_18 * fneq_18)
+        adj_f_0_17 = adj_fout_17
+        adj_fneq_17 = -(adj_fout_17 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_17 * fneq_17)
+        adj_f_0_16 = adj_fout_16
+        adj_fneq_16 = -(adj_fout_16 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_16 * fneq_16)
+        adj_f_0_15 = adj_fout_15
+        adj_fneq_15 = -(adj_fout_15 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_15 * fneq_15)
+        adj_f_0_14 = adj_fout_14
+        adj_fneq_14 = -(adj_fout_14 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_14 * fneq_14)
+        adj_f_0_13 = adj_fout_13
+        adj_fneq_13 = -(adj_fout_13 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_13 * fneq_13)
+        adj_f_0_12 = adj_fout_12
+        adj_fneq_12 = -(adj_fout_12 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_12 * fneq_12)
+        adj_f_0_11 = adj_fout_11
+        adj_fneq_11 = -(adj_fout_11 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_11 * fneq_11)
+        adj_f_0_10 = adj_fout_10
+        adj_fneq_10 = -(adj_fout_10 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_10 * fneq_10)
+        adj_f_0_9 = adj_fout_9
+        adj_fneq_9 = -(adj_fout_9 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_9 * fneq_9)
+        adj_f_0_8 = adj_fout_8
+        adj_fneq_8 = -(adj_fout_8 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_8 * fneq_8)
+        adj_f_0_7 = adj_fout_7
+        adj_fneq_7 = -(adj_fout_7 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
+        adj_f_0_6 = adj_fout_6
+        adj_fneq_6 = -(adj_fout_6 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
+        adj_f_0_5 = adj_fout_5
+        adj_fneq_5 = -(adj_fout_5 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
+        adj_f_0_4 = adj_fout_4
+        adj_fneq_4 = -(adj_fout_4 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
+        adj_f_0_3 = adj_fout_3
+        adj_fneq_3 = -(adj_fout_3 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
+        adj_f_0_2 = adj_fout_2
+        adj_fneq_2 = -(adj_fout_2 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
+        adj_f_0_1 = adj_fout_1
+        adj_fneq_1 = -(adj_fout_1 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
+        adj_f_0_0 = adj_fout_0
+        adj_fneq_0 = -(adj_fout_0 * omega)
+        if wp.static(not state_only):
+            adj_omega = adj_omega - (adj_fout_0 * fneq_0)
+        # adj of: bgk.py:32  fneq = f - feq
+        adj_f_0_18 = adj_f_0_18 + adj_fneq_18
+        adj_feq_18 = -adj_fneq_18
+        adj_f_0_17 = adj_f_0_17 + adj_fneq_17
+        adj_feq_17 = -adj_fneq_17
+        adj_f_0_16 = adj_f_0_16 + adj_fneq_16
+        adj_feq_16 = -adj_fneq_16
+        adj_f_0_15 = adj_f_0_15 + adj_fneq_15
+        adj_feq_15 = -adj_fneq_15
+        adj_f_0_14 = adj_f_0_14 + adj_fneq_14
+        adj_feq_14 = -adj_fneq_14
+        adj_f_0_13 = adj_f_0_13 + adj_fneq_13
+        adj_feq_13 = -adj_fneq_13
+        adj_f_0_12 = adj_f_0_12 + adj_fneq_12
+        adj_feq_12 = -adj_fneq_12
+        adj_f_0_11 = adj_f_0_11 + adj_fneq_11
+        adj_feq_11 = -adj_fneq_11
+        adj_f_0_10 = adj_f_0_10 + adj_fneq_10
+        adj_feq_10 = -adj_fneq_10
+        adj_f_0_9 = adj_f_0_9 + adj_fneq_9
+        adj_feq_9 = -adj_fneq_9
+        adj_f_0_8 = adj_f_0_8 + adj_fneq_8
+        adj_feq_8 = -adj_fneq_8
+        adj_f_0_7 = adj_f_0_7 + adj_fneq_7
+        adj_feq_7 = -adj_fneq_7
+        adj_f_0_6 = adj_f_0_6 + adj_fneq_6
+        adj_feq_6 = -adj_fneq_6
+        adj_f_0_5 = adj_f_0_5 + adj_fneq_5
+        adj_feq_5 = -adj_fneq_5
+        adj_f_0_4 = adj_f_0_4 + adj_fneq_4
+        adj_feq_4 = -adj_fneq_4
+        adj_f_0_3 = adj_f_0_3 + adj_fneq_3
+        adj_feq_3 = -adj_fneq_3
+        adj_f_0_2 = adj_f_0_2 + adj_fneq_2
+        adj_feq_2 = -adj_fneq_2
+        adj_f_0_1 = adj_f_0_1 + adj_fneq_1
+        adj_feq_1 = -adj_fneq_1
+        adj_f_0_0 = adj_f_0_0 + adj_fneq_0
+        adj_feq_0 = -adj_fneq_0
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=18]
+        adj_cu_32 = wp.float64(0.027777777777777776) * adj_feq_18 * rho_17 * (wp.float64(1.0) * cu_32 + wp.float64(1.0))
+        adj_rho_17 = adj_feq_18 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_18 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=18]
+        adj_cu_31 = wp.float64(3.0) * adj_cu_32
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=18]
+        adj_u_0_10 = adj_cu_31
+        adj_u_1_10 = adj_cu_31
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=17]
+        adj_cu_30 = wp.float64(0.027777777777777776) * adj_feq_17 * rho_17 * (wp.float64(1.0) * cu_30 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_17 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_17 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=17]
+        adj_cu_29 = wp.float64(3.0) * adj_cu_30
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=17]
+        adj_u_0_10 = adj_u_0_10 + adj_cu_29
+        adj_u_1_10 = adj_u_1_10 - adj_cu_29
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=16]
+        adj_cu_28 = wp.float64(0.027777777777777776) * adj_feq_16 * rho_17 * (wp.float64(1.0) * cu_28 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_16 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_16 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=16]
+        adj_cu_27 = wp.float64(3.0) * adj_cu_28
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=16]
+        adj_u_0_10 = adj_u_0_10 + adj_cu_27
+        adj_u_2_10 = adj_cu_27
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=15]
+        adj_cu_26 = wp.float64(0.027777777777777776) * adj_feq_15 * rho_17 * (wp.float64(1.0) * cu_26 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_15 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_15 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=15]
+        adj_cu_25 = wp.float64(3.0) * adj_cu_26
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=15]
+        adj_u_0_10 = adj_u_0_10 + adj_cu_25
+        adj_u_2_10 = adj_u_2_10 - adj_cu_25
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=14]
+        adj_cu_24 = wp.float64(0.05555555555555555) * adj_feq_14 * rho_17 * (wp.float64(1.0) * cu_24 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_14 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
+        adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_14 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=14]
+        adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_cu_24
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=13]
+        adj_cu_23 = wp.float64(0.027777777777777776) * adj_feq_13 * rho_17 * (wp.float64(1.0) * cu_23 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_13 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_13 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=13]
+        adj_cu_22 = wp.float64(3.0) * adj_cu_23
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=13]
+        adj_cu_14 = adj_cu_22
+        adj_u_1_10 = adj_u_1_10 + adj_cu_22
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=12]
+        adj_cu_21 = wp.float64(0.027777777777777776) * adj_feq_12 * rho_17 * (wp.float64(1.0) * cu_21 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_12 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_12 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=12]
+        adj_cu_20 = wp.float64(3.0) * adj_cu_21
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=12]
+        adj_cu_14 = adj_cu_14 + adj_cu_20
+        adj_u_1_10 = adj_u_1_10 - adj_cu_20
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=11]
+        adj_cu_19 = wp.float64(0.027777777777777776) * adj_feq_11 * rho_17 * (wp.float64(1.0) * cu_19 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_11 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_11 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=11]
+        adj_cu_18 = wp.float64(3.0) * adj_cu_19
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=11]
+        adj_cu_14 = adj_cu_14 + adj_cu_18
+        adj_u_2_10 = adj_u_2_10 + adj_cu_18
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=10]
+        adj_cu_17 = wp.float64(0.027777777777777776) * adj_feq_10 * rho_17 * (wp.float64(1.0) * cu_17 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_10 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_10 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=10]
+        adj_cu_16 = wp.float64(3.0) * adj_cu_17
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=10]
+        adj_cu_14 = adj_cu_14 + adj_cu_16
+        adj_u_2_10 = adj_u_2_10 - adj_cu_16
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=9]
+        adj_cu_15 = wp.float64(0.05555555555555555) * adj_feq_9 * rho_17 * (wp.float64(1.0) * cu_15 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_9 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
+        adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_9 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=9]
+        adj_cu_14 = adj_cu_14 + wp.float64(3.0) * adj_cu_15
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=9]
+        adj_u_0_10 = adj_u_0_10 - adj_cu_14
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
+        adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_17 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_8 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
+        adj_cu_12 = wp.float64(3.0) * adj_cu_13
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=8]
+        adj_u_1_10 = adj_u_1_10 + adj_cu_12
+        adj_u_2_10 = adj_u_2_10 + adj_cu_12
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
+        adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_17 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
+        adj_cu_10 = wp.float64(3.0) * adj_cu_11
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=7]
+        adj_u_1_10 = adj_u_1_10 + adj_cu_10
+        adj_u_2_10 = adj_u_2_10 - adj_cu_10
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
+        adj_cu_9 = wp.float64(0.05555555555555555) * adj_feq_6 * rho_17 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_6 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
+        adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_6 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
+        adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_cu_9
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
+        adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_17 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
+        adj_cu_7 = wp.float64(3.0) * adj_cu_8
+        # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=5]
+        adj_cu_3 = adj_cu_7
+        adj_u_2_10 = adj_u_2_10 + adj_cu_7
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
+        adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_17 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
+        adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
+        adj_cu_5 = wp.float64(3.0) * adj_cu_6
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=4]
+        adj_cu_3 = adj_cu_3 + adj_cu_5
+        adj_u_2_10 = adj_u_2_10 - adj_cu_5
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
+        adj_cu_4 = wp.float64(0.05555555555555555) * adj_feq_3 * rho_17 * (wp.float64(1.0) * cu_4 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_3 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
+        adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_3 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
+        adj_cu_3 = adj_cu_3 + wp.float64(3.0) * adj_cu_4
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=3]
+        adj_u_1_10 = adj_u_1_10 - adj_cu_3
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
+        adj_cu_2 = wp.float64(0.05555555555555555) * adj_feq_2 * rho_17 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_2 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
+        adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_2 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
+        adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_cu_2
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
+        adj_cu_1 = wp.float64(0.05555555555555555) * adj_feq_1 * rho_17 * (wp.float64(1.0) * cu_1 + wp.float64(1.0))
+        adj_rho_17 = adj_rho_17 + adj_feq_1 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
+        adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_1 * rho_17)
+        # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
+        adj_cu = wp.float64(3.0) * adj_cu_1
+        # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=1]
+        adj_u_2_10 = adj_u_2_10 - adj_cu
+        # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
+        adj_rho_17 = adj_rho_17 + adj_feq_0 * (-wp.float64(0.3333333333333333) * usqr + wp.float64(0.3333333333333333))
+        adj_usqr = adj_usqr - (wp.float64(0.3333333333333333) * adj_feq_0 * rho_17)
+        # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
+        adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_usqr * u_0_10
+        adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_usqr * u_1_10
+        adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_usqr * u_2_10
+        # adj of: first_moment.py:37  u /= rho
+        adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
+        adj_u_2_9 = adj_u_2_10 / rho_17
+        adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
+        adj_u_1_9 = adj_u_1_10 / rho_17
+        adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
+        adj_u_0_9 = adj_u_0_10 / rho_17
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18]
+        adj_f_0_18 = adj_f_0_18 + adj_u_1_9
+        adj_u_1_8 = adj_u_1_9
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=18]
+        adj_f_0_18 = adj_f_0_18 + adj_u_0_9
+        adj_u_0_8 = adj_u_0_9
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=17]
+        adj_f_0_17 = adj_f_0_17 - adj_u_1_8
+        adj_u_1_7 = adj_u_1_8
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17]
+        adj_f_0_17 = adj_f_0_17 + adj_u_0_8
+        adj_u_0_7 = adj_u_0_8
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=16]
+        adj_f_0_16 = adj_f_0_16 + adj_u_2_9
+        adj_u_2_8 = adj_u_2_9
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=16]
+        adj_f_0_16 = adj_f_0_16 + adj_u_0_7
+        adj_u_0_6 = adj_u_0_7
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=15]
+        adj_f_0_15 = adj_f_0_15 - adj_u_2_8
+        adj_u_2_7 = adj_u_2_8
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15]
+        adj_f_0_15 = adj_f_0_15 + adj_u_0_6
+        adj_u_0_5 = adj_u_0_6
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=14]
+        adj_f_0_14 = adj_f_0_14 + adj_u_0_5
+        adj_u_0_4 = adj_u_0_5
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=13]
+        adj_f_0_13 = adj_f_0_13 + adj_u_1_7
+        adj_u_1_6 = adj_u_1_7
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
+        adj_f_0_13 = adj_f_0_13 - adj_u_0_4
+        adj_u_0_3 = adj_u_0_4
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
+        adj_f_0_12 = adj_f_0_12 - adj_u_1_6
+        adj_u_1_5 = adj_u_1_6
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
+        adj_f_0_12 = adj_f_0_12 - adj_u_0_3
+        adj_u_0_2 = adj_u_0_3
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
+        adj_f_0_11 = adj_f_0_11 + adj_u_2_7
+        adj_u_2_6 = adj_u_2_7
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
+        adj_f_0_11 = adj_f_0_11 - adj_u_0_2
+        adj_u_0_1 = adj_u_0_2
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
+        adj_f_0_10 = adj_f_0_10 - adj_u_2_6
+        adj_u_2_5 = adj_u_2_6
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
+        adj_f_0_10 = adj_f_0_10 - adj_u_0_1
+        adj_u_0 = adj_u_0_1
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
+        adj_f_0_9 = adj_f_0_9 - adj_u_0
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
+        adj_f_0_8 = adj_f_0_8 + adj_u_2_5
+        adj_u_2_4 = adj_u_2_5
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=8]
+        adj_f_0_8 = adj_f_0_8 + adj_u_1_5
+        adj_u_1_4 = adj_u_1_5
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
+        adj_f_0_7 = adj_f_0_7 - adj_u_2_4
+        adj_u_2_3 = adj_u_2_4
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
+        adj_f_0_7 = adj_f_0_7 + adj_u_1_4
+        adj_u_1_3 = adj_u_1_4
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=6]
+        adj_f_0_6 = adj_f_0_6 + adj_u_1_3
+        adj_u_1_2 = adj_u_1_3
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=5]
+        adj_f_0_5 = adj_f_0_5 + adj_u_2_3
+        adj_u_2_2 = adj_u_2_3
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
+        adj_f_0_5 = adj_f_0_5 - adj_u_1_2
+        adj_u_1_1 = adj_u_1_2
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
+        adj_f_0_4 = adj_f_0_4 - adj_u_2_2
+        adj_u_2_1 = adj_u_2_2
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
+        adj_f_0_4 = adj_f_0_4 - adj_u_1_1
+        adj_u_1 = adj_u_1_1
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
+        adj_f_0_3 = adj_f_0_3 - adj_u_1
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
+        adj_f_0_2 = adj_f_0_2 + adj_u_2_1
+        adj_u_2 = adj_u_2_1
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
+        adj_f_0_1 = adj_f_0_1 - adj_u_2
+        # adj of: zero_moment.py:26  rho += f[l]  [l=18]
+        adj_f_0_18 = adj_f_0_18 + adj_rho_17
+        adj_rho_16 = adj_rho_17
+        # adj of: zero_moment.py:26  rho += f[l]  [l=17]
+        adj_f_0_17 = adj_f_0_17 + adj_rho_16
+        adj_rho_15 = adj_rho_16
+        # adj of: zero_moment.py:26  rho += f[l]  [l=16]
+        adj_f_0_16 = adj_f_0_16 + adj_rho_15
+        adj_rho_14 = adj_rho_15
+        # adj of: zero_moment.py:26  rho += f[l]  [l=15]
+        adj_f_0_15 = adj_f_0_15 + adj_rho_14
+        adj_rho_13 = adj_rho_14
+        # adj of: zero_moment.py:26  rho += f[l]  [l=14]
+        adj_f_0_14 = adj_f_0_14 + adj_rho_13
+        adj_rho_12 = adj_rho_13
+        # adj of: zero_moment.py:26  rho += f[l]  [l=13]
+        adj_f_0_13 = adj_f_0_13 + adj_rho_12
+        adj_rho_11 = adj_rho_12
+        # adj of: zero_moment.py:26  rho += f[l]  [l=12]
+        adj_f_0_12 = adj_f_0_12 + adj_rho_11
+        adj_rho_10 = adj_rho_11
+        # adj of: zero_moment.py:26  rho += f[l]  [l=11]
+        adj_f_0_11 = adj_f_0_11 + adj_rho_10
+        adj_rho_9 = adj_rho_10
+        # adj of: zero_moment.py:26  rho += f[l]  [l=10]
+        adj_f_0_10 = adj_f_0_10 + adj_rho_9
+        adj_rho_8 = adj_rho_9
+        # adj of: zero_moment.py:26  rho += f[l]  [l=9]
+        adj_f_0_9 = adj_f_0_9 + adj_rho_8
+        adj_rho_7 = adj_rho_8
+        # adj of: zero_moment.py:26  rho += f[l]  [l=8]
+        adj_f_0_8 = adj_f_0_8 + adj_rho_7
+        adj_rho_6 = adj_rho_7
+        # adj of: zero_moment.py:26  rho += f[l]  [l=7]
+        adj_f_0_7 = adj_f_0_7 + adj_rho_6
+        adj_rho_5 = adj_rho_6
+        # adj of: zero_moment.py:26  rho += f[l]  [l=6]
+        adj_f_0_6 = adj_f_0_6 + adj_rho_5
+        adj_rho_4 = adj_rho_5
+        # adj of: zero_moment.py:26  rho += f[l]  [l=5]
+        adj_f_0_5 = adj_f_0_5 + adj_rho_4
+        adj_rho_3 = adj_rho_4
+        # adj of: zero_moment.py:26  rho += f[l]  [l=4]
+        adj_f_0_4 = adj_f_0_4 + adj_rho_3
+        adj_rho_2 = adj_rho_3
+        # adj of: zero_moment.py:26  rho += f[l]  [l=3]
+        adj_f_0_3 = adj_f_0_3 + adj_rho_2
+        adj_rho_1 = adj_rho_2
+        # adj of: zero_moment.py:26  rho += f[l]  [l=2]
+        adj_f_0_2 = adj_f_0_2 + adj_rho_1
+        adj_rho = adj_rho_1
+        # adj of: zero_moment.py:26  rho += f[l]  [l=1]
+        adj_f_0_0 = adj_f_0_0 + adj_rho
+        adj_f_0_1 = adj_f_0_1 + adj_rho
+        # writes
+        if wp.static(fresh):
+            adj_f_0[0, i, j, k] = adj_f_0_0
+            adj_f_0[1, i, j, k_p1] = adj_f_0_1
+            adj_f_0[2, i, j, k_m1] = adj_f_0_2
+            adj_f_0[3, i, j_p1, k] = adj_f_0_3
+            adj_f_0[4, i, j_p1, k_p1] = adj_f_0_4
+            adj_f_0[5, i, j_p1, k_m1] = adj_f_0_5
+            adj_f_0[6, i, j_m1, k] = adj_f_0_6
+            adj_f_0[7, i, j_m1, k_p1] = adj_f_0_7
+            adj_f_0[8, i, j_m1, k_m1] = adj_f_0_8
+            adj_f_0[9, i_p1, j, k] = adj_f_0_9
+            adj_f_0[10, i_p1, j, k_p1] = adj_f_0_10
+            adj_f_0[11, i_p1, j, k_m1] = adj_f_0_11
+            adj_f_0[12, i_p1, j_p1, k] = adj_f_0_12
+            adj_f_0[13, i_p1, j_m1, k] = adj_f_0_13
+            adj_f_0[14, i_m1, j, k] = adj_f_0_14
+            adj_f_0[15, i_m1, j, k_p1] = adj_f_0_15
+            adj_f_0[16, i_m1, j, k_m1] = adj_f_0_16
+            adj_f_0[17, i_m1, j_p1, k] = adj_f_0_17
+            adj_f_0[18, i_m1, j_m1, k] = adj_f_0_18
+        else:
+            adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
+            adj_f_0[1, i, j, k_p1] = old_1 + adj_f_0_1
+            adj_f_0[2, i, j, k_m1] = old_2 + adj_f_0_2
+            adj_f_0[3, i, j_p1, k] = old_3 + adj_f_0_3
+            adj_f_0[4, i, j_p1, k_p1] = old_4 + adj_f_0_4
+            adj_f_0[5, i, j_p1, k_m1] = old_5 + adj_f_0_5
+            adj_f_0[6, i, j_m1, k] = old_6 + adj_f_0_6
+            adj_f_0[7, i, j_m1, k_p1] = old_7 + adj_f_0_7
+            adj_f_0[8, i, j_m1, k_m1] = old_8 + adj_f_0_8
+            adj_f_0[9, i_p1, j, k] = old_9 + adj_f_0_9
+            adj_f_0[10, i_p1, j, k_p1] = old_10 + adj_f_0_10
+            adj_f_0[11, i_p1, j, k_m1] = old_11 + adj_f_0_11
+            adj_f_0[12, i_p1, j_p1, k] = old_12 + adj_f_0_12
+            adj_f_0[13, i_p1, j_m1, k] = old_13 + adj_f_0_13
+            adj_f_0[14, i_m1, j, k] = old_14 + adj_f_0_14
+            adj_f_0[15, i_m1, j, k_p1] = old_15 + adj_f_0_15
+            adj_f_0[16, i_m1, j, k_m1] = old_16 + adj_f_0_16
+            adj_f_0[17, i_m1, j_p1, k] = old_17 + adj_f_0_17
+            adj_f_0[18, i_m1, j_m1, k] = old_18 + adj_f_0_18
+            adj_f_1[0, i, j, k] = wp.float64(0.0)
+            adj_f_1[1, i, j, k] = wp.float64(0.0)
+            adj_f_1[2, i, j, k] = wp.float64(0.0)
+            adj_f_1[3, i, j, k] = wp.float64(0.0)
+            adj_f_1[4, i, j, k] = wp.float64(0.0)
+            adj_f_1[5, i, j, k] = wp.float64(0.0)
+            adj_f_1[6, i, j, k] = wp.float64(0.0)
+            adj_f_1[7, i, j, k] = wp.float64(0.0)
+            adj_f_1[8, i, j, k] = wp.float64(0.0)
+            adj_f_1[9, i, j, k] = wp.float64(0.0)
+            adj_f_1[10, i, j, k] = wp.float64(0.0)
+            adj_f_1[11, i, j, k] = wp.float64(0.0)
+            adj_f_1[12, i, j, k] = wp.float64(0.0)
+            adj_f_1[13, i, j, k] = wp.float64(0.0)
+            adj_f_1[14, i, j, k] = wp.float64(0.0)
+            adj_f_1[15, i, j, k] = wp.float64(0.0)
+            adj_f_1[16, i, j, k] = wp.float64(0.0)
+            adj_f_1[17, i, j, k] = wp.float64(0.0)
+            adj_f_1[18, i, j, k] = wp.float64(0.0)
+        # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
+        if wp.static(not state_only):
+            adj_omega_cells[i, j, k] = adj_omega
+
+    adjoint.__name__ = adjoint.__qualname__ = name
+    return wp.kernel(enable_backward=False, module="unique")(adjoint)
 
 
-@wp.kernel
-def adjoint(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-    adj_omega_cells: wp.array3d(dtype=wp.float64),
-):
-    # Write-back: overwritten outputs get 0 (plus what reads of their old content contributed),
-    # the elements read get their adjoints added.
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    k_p1 = wp.where(k + 1 >= nz, k + 1 - nz, k + 1)
-    k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        adj_omega_cells[i, j, k] = wp.float64(0.0)
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    adj_fout_9 = adj_f_1[9, i, j, k]
-    adj_fout_10 = adj_f_1[10, i, j, k]
-    adj_fout_11 = adj_f_1[11, i, j, k]
-    adj_fout_12 = adj_f_1[12, i, j, k]
-    adj_fout_13 = adj_f_1[13, i, j, k]
-    adj_fout_14 = adj_f_1[14, i, j, k]
-    adj_fout_15 = adj_f_1[15, i, j, k]
-    adj_fout_16 = adj_f_1[16, i, j, k]
-    adj_fout_17 = adj_f_1[17, i, j, k]
-    adj_fout_18 = adj_f_1[18, i, j, k]
-    # current gradients of the elements this cell's reads came from: each has one writer (see
-    # the header), so they are all read here, up front, and written back at the end
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
-    old_0 = adj_f_0[0, i, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
-    old_1 = adj_f_0[1, i, j, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
-    old_2 = adj_f_0[2, i, j, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
-    old_3 = adj_f_0[3, i, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
-    old_4 = adj_f_0[4, i, j_p1, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
-    old_5 = adj_f_0[5, i, j_p1, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
-    old_6 = adj_f_0[6, i, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
-    old_7 = adj_f_0[7, i, j_m1, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
-    old_8 = adj_f_0[8, i, j_m1, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=9]
-    old_9 = adj_f_0[9, i_p1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=10]
-    old_10 = adj_f_0[10, i_p1, j, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=11]
-    old_11 = adj_f_0[11, i_p1, j, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=12]
-    old_12 = adj_f_0[12, i_p1, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=13]
-    old_13 = adj_f_0[13, i_p1, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=14]
-    old_14 = adj_f_0[14, i_m1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=15]
-    old_15 = adj_f_0[15, i_m1, j, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=16]
-    old_16 = adj_f_0[16, i_m1, j, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=17]
-    old_17 = adj_f_0[17, i_m1, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=18]
-    old_18 = adj_f_0[18, i_m1, j_m1, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j, k_p1]
-    f_0_2 = f_0[2, i, j, k_m1]
-    f_0_3 = f_0[3, i, j_p1, k]
-    f_0_4 = f_0[4, i, j_p1, k_p1]
-    f_0_5 = f_0[5, i, j_p1, k_m1]
-    f_0_6 = f_0[6, i, j_m1, k]
-    f_0_7 = f_0[7, i, j_m1, k_p1]
-    f_0_8 = f_0[8, i, j_m1, k_m1]
-    f_0_9 = f_0[9, i_p1, j, k]
-    f_0_10 = f_0[10, i_p1, j, k_p1]
-    f_0_11 = f_0[11, i_p1, j, k_m1]
-    f_0_12 = f_0[12, i_p1, j_p1, k]
-    f_0_13 = f_0[13, i_p1, j_m1, k]
-    f_0_14 = f_0[14, i_m1, j, k]
-    f_0_15 = f_0[15, i_m1, j, k_p1]
-    f_0_16 = f_0[16, i_m1, j, k_m1]
-    f_0_17 = f_0[17, i_m1, j_p1, k]
-    f_0_18 = f_0[18, i_m1, j_m1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    rho_8 = f_0_9 + rho_7
-    rho_9 = f_0_10 + rho_8
-    rho_10 = f_0_11 + rho_9
-    rho_11 = f_0_12 + rho_10
-    rho_12 = f_0_13 + rho_11
-    rho_13 = f_0_14 + rho_12
-    rho_14 = f_0_15 + rho_13
-    rho_15 = f_0_16 + rho_14
-    rho_16 = f_0_17 + rho_15
-    rho_17 = f_0_18 + rho_16
-    u_2 = -f_0_1
-    u_2_1 = f_0_2 + u_2
-    u_1 = -f_0_3
-    u_1_1 = -f_0_4 + u_1
-    u_2_2 = -f_0_4 + u_2_1
-    u_1_2 = -f_0_5 + u_1_1
-    u_2_3 = f_0_5 + u_2_2
-    u_1_3 = f_0_6 + u_1_2
-    u_1_4 = f_0_7 + u_1_3
-    u_2_4 = -f_0_7 + u_2_3
-    u_1_5 = f_0_8 + u_1_4
-    u_2_5 = f_0_8 + u_2_4
-    u_0 = -f_0_9
-    u_0_1 = -f_0_10 + u_0
-    u_2_6 = -f_0_10 + u_2_5
-    u_0_2 = -f_0_11 + u_0_1
-    u_2_7 = f_0_11 + u_2_6
-    u_0_3 = -f_0_12 + u_0_2
-    u_1_6 = -f_0_12 + u_1_5
-    u_0_4 = -f_0_13 + u_0_3
-    u_1_7 = f_0_13 + u_1_6
-    u_0_5 = f_0_14 + u_0_4
-    u_0_6 = f_0_15 + u_0_5
-    u_2_8 = -f_0_15 + u_2_7
-    u_0_7 = f_0_16 + u_0_6
-    u_2_9 = f_0_16 + u_2_8
-    u_0_8 = f_0_17 + u_0_7
-    u_1_8 = -f_0_17 + u_1_7
-    u_0_9 = f_0_18 + u_0_8
-    u_1_9 = f_0_18 + u_1_8
-    u_0_10 = u_0_9 / rho_17
-    u_1_10 = u_1_9 / rho_17
-    u_2_10 = u_2_9 / rho_17
-    usqr = wp.float64(1.5) * (u_0_10 * u_0_10) + wp.float64(1.5) * (u_1_10 * u_1_10) + wp.float64(1.5) * (u_2_10 * u_2_10)
-    feq_0 = wp.float64(0.3333333333333333) * rho_17 * (-usqr + wp.float64(1.0))
-    cu = -u_2_10
-    cu_1 = wp.float64(3.0) * cu
-    feq_1 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_2 = wp.float64(3.0) * u_2_10
-    feq_2 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = -u_1_10
-    cu_4 = wp.float64(3.0) * cu_3
-    feq_3 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_5 = cu_3 - u_2_10
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = cu_3 + u_2_10
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * u_1_10
-    feq_6 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_1_10 - u_2_10
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = u_1_10 + u_2_10
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_14 = -u_0_10
-    cu_15 = wp.float64(3.0) * cu_14
-    feq_9 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_16 = cu_14 - u_2_10
-    cu_17 = wp.float64(3.0) * cu_16
-    feq_10 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_18 = cu_14 + u_2_10
-    cu_19 = wp.float64(3.0) * cu_18
-    feq_11 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_20 = cu_14 - u_1_10
-    cu_21 = wp.float64(3.0) * cu_20
-    feq_12 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_22 = cu_14 + u_1_10
-    cu_23 = wp.float64(3.0) * cu_22
-    feq_13 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_24 = wp.float64(3.0) * u_0_10
-    feq_14 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_25 = u_0_10 - u_2_10
-    cu_26 = wp.float64(3.0) * cu_25
-    feq_15 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_27 = u_0_10 + u_2_10
-    cu_28 = wp.float64(3.0) * cu_27
-    feq_16 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_29 = u_0_10 - u_1_10
-    cu_30 = wp.float64(3.0) * cu_29
-    feq_17 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_31 = u_0_10 + u_1_10
-    cu_32 = wp.float64(3.0) * cu_31
-    feq_18 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fneq_9 = f_0_9 - feq_9
-    fneq_10 = f_0_10 - feq_10
-    fneq_11 = f_0_11 - feq_11
-    fneq_12 = f_0_12 - feq_12
-    fneq_13 = f_0_13 - feq_13
-    fneq_14 = f_0_14 - feq_14
-    fneq_15 = f_0_15 - feq_15
-    fneq_16 = f_0_16 - feq_16
-    fneq_17 = f_0_17 - feq_17
-    fneq_18 = f_0_18 - feq_18
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    fout_9 = f_0_9 - fneq_9 * omega
-    fout_10 = f_0_10 - fneq_10 * omega
-    fout_11 = f_0_11 - fneq_11 * omega
-    fout_12 = f_0_12 - fneq_12 * omega
-    fout_13 = f_0_13 - fneq_13 * omega
-    fout_14 = f_0_14 - fneq_14 * omega
-    fout_15 = f_0_15 - fneq_15 * omega
-    fout_16 = f_0_16 - fneq_16 * omega
-    fout_17 = f_0_17 - fneq_17 * omega
-    fout_18 = f_0_18 - fneq_18 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_18 = adj_fout_18
-    adj_fneq_18 = -(adj_fout_18 * omega)
-    adj_omega = -(adj_fout_18 * fneq_18)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_17 = adj_fout_17
-    adj_fneq_17 = -(adj_fout_17 * omega)
-    adj_omega = adj_omega - (adj_fout_17 * fneq_17)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_16 = adj_fout_16
-    adj_fneq_16 = -(adj_fout_16 * omega)
-    adj_omega = adj_omega - (adj_fout_16 * fneq_16)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_15 = adj_fout_15
-    adj_fneq_15 = -(adj_fout_15 * omega)
-    adj_omega = adj_omega - (adj_fout_15 * fneq_15)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_14 = adj_fout_14
-    adj_fneq_14 = -(adj_fout_14 * omega)
-    adj_omega = adj_omega - (adj_fout_14 * fneq_14)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_13 = adj_fout_13
-    adj_fneq_13 = -(adj_fout_13 * omega)
-    adj_omega = adj_omega - (adj_fout_13 * fneq_13)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_12 = adj_fout_12
-    adj_fneq_12 = -(adj_fout_12 * omega)
-    adj_omega = adj_omega - (adj_fout_12 * fneq_12)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_11 = adj_fout_11
-    adj_fneq_11 = -(adj_fout_11 * omega)
-    adj_omega = adj_omega - (adj_fout_11 * fneq_11)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_10 = adj_fout_10
-    adj_fneq_10 = -(adj_fout_10 * omega)
-    adj_omega = adj_omega - (adj_fout_10 * fneq_10)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_9 = adj_fout_9
-    adj_fneq_9 = -(adj_fout_9 * omega)
-    adj_omega = adj_omega - (adj_fout_9 * fneq_9)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    adj_omega = adj_omega - (adj_fout_8 * fneq_8)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    adj_omega = adj_omega - (adj_fout_7 * fneq_7)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    adj_omega = adj_omega - (adj_fout_6 * fneq_6)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    adj_omega = adj_omega - (adj_fout_5 * fneq_5)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    adj_omega = adj_omega - (adj_fout_4 * fneq_4)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    adj_omega = adj_omega - (adj_fout_3 * fneq_3)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    adj_omega = adj_omega - (adj_fout_2 * fneq_2)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    adj_omega = adj_omega - (adj_fout_1 * fneq_1)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    adj_omega = adj_omega - (adj_fout_0 * fneq_0)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_18 = adj_f_0_18 + adj_fneq_18
-    adj_feq_18 = -adj_fneq_18
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_17 = adj_f_0_17 + adj_fneq_17
-    adj_feq_17 = -adj_fneq_17
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_16 = adj_f_0_16 + adj_fneq_16
-    adj_feq_16 = -adj_fneq_16
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_15 = adj_f_0_15 + adj_fneq_15
-    adj_feq_15 = -adj_fneq_15
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_14 = adj_f_0_14 + adj_fneq_14
-    adj_feq_14 = -adj_fneq_14
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_13 = adj_f_0_13 + adj_fneq_13
-    adj_feq_13 = -adj_fneq_13
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_12 = adj_f_0_12 + adj_fneq_12
-    adj_feq_12 = -adj_fneq_12
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_11 = adj_f_0_11 + adj_fneq_11
-    adj_feq_11 = -adj_fneq_11
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_10 = adj_f_0_10 + adj_fneq_10
-    adj_feq_10 = -adj_fneq_10
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_9 = adj_f_0_9 + adj_fneq_9
-    adj_feq_9 = -adj_fneq_9
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=18]
-    adj_cu_32 = wp.float64(0.027777777777777776) * adj_feq_18 * rho_17 * (wp.float64(1.0) * cu_32 + wp.float64(1.0))
-    adj_rho_17 = adj_feq_18 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_18 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=18]
-    adj_cu_31 = wp.float64(3.0) * adj_cu_32
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=18]
-    adj_u_0_10 = adj_cu_31
-    adj_u_1_10 = adj_cu_31
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=17]
-    adj_cu_30 = wp.float64(0.027777777777777776) * adj_feq_17 * rho_17 * (wp.float64(1.0) * cu_30 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_17 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_17 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=17]
-    adj_cu_29 = wp.float64(3.0) * adj_cu_30
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=17]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_29
-    adj_u_1_10 = adj_u_1_10 - adj_cu_29
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=16]
-    adj_cu_28 = wp.float64(0.027777777777777776) * adj_feq_16 * rho_17 * (wp.float64(1.0) * cu_28 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_16 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_16 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=16]
-    adj_cu_27 = wp.float64(3.0) * adj_cu_28
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=16]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_27
-    adj_u_2_10 = adj_cu_27
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=15]
-    adj_cu_26 = wp.float64(0.027777777777777776) * adj_feq_15 * rho_17 * (wp.float64(1.0) * cu_26 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_15 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_15 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=15]
-    adj_cu_25 = wp.float64(3.0) * adj_cu_26
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=15]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_25
-    adj_u_2_10 = adj_u_2_10 - adj_cu_25
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=14]
-    adj_cu_24 = wp.float64(0.05555555555555555) * adj_feq_14 * rho_17 * (wp.float64(1.0) * cu_24 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_14 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_14 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=14]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_cu_24
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=13]
-    adj_cu_23 = wp.float64(0.027777777777777776) * adj_feq_13 * rho_17 * (wp.float64(1.0) * cu_23 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_13 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_13 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=13]
-    adj_cu_22 = wp.float64(3.0) * adj_cu_23
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=13]
-    adj_cu_14 = adj_cu_22
-    adj_u_1_10 = adj_u_1_10 + adj_cu_22
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=12]
-    adj_cu_21 = wp.float64(0.027777777777777776) * adj_feq_12 * rho_17 * (wp.float64(1.0) * cu_21 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_12 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_12 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=12]
-    adj_cu_20 = wp.float64(3.0) * adj_cu_21
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=12]
-    adj_cu_14 = adj_cu_14 + adj_cu_20
-    adj_u_1_10 = adj_u_1_10 - adj_cu_20
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=11]
-    adj_cu_19 = wp.float64(0.027777777777777776) * adj_feq_11 * rho_17 * (wp.float64(1.0) * cu_19 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_11 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_11 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=11]
-    adj_cu_18 = wp.float64(3.0) * adj_cu_19
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=11]
-    adj_cu_14 = adj_cu_14 + adj_cu_18
-    adj_u_2_10 = adj_u_2_10 + adj_cu_18
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=10]
-    adj_cu_17 = wp.float64(0.027777777777777776) * adj_feq_10 * rho_17 * (wp.float64(1.0) * cu_17 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_10 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_10 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=10]
-    adj_cu_16 = wp.float64(3.0) * adj_cu_17
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=10]
-    adj_cu_14 = adj_cu_14 + adj_cu_16
-    adj_u_2_10 = adj_u_2_10 - adj_cu_16
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=9]
-    adj_cu_15 = wp.float64(0.05555555555555555) * adj_feq_9 * rho_17 * (wp.float64(1.0) * cu_15 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_9 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_9 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=9]
-    adj_cu_14 = adj_cu_14 + wp.float64(3.0) * adj_cu_15
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=9]
-    adj_u_0_10 = adj_u_0_10 - adj_cu_14
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_17 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_8 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=8]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_12
-    adj_u_2_10 = adj_u_2_10 + adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_17 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=7]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_10
-    adj_u_2_10 = adj_u_2_10 - adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.05555555555555555) * adj_feq_6 * rho_17 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_6 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_6 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_17 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=5]
-    adj_cu_3 = adj_cu_7
-    adj_u_2_10 = adj_u_2_10 + adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_17 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=4]
-    adj_cu_3 = adj_cu_3 + adj_cu_5
-    adj_u_2_10 = adj_u_2_10 - adj_cu_5
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_4 = wp.float64(0.05555555555555555) * adj_feq_3 * rho_17 * (wp.float64(1.0) * cu_4 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_3 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_3 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_cu_3 = adj_cu_3 + wp.float64(3.0) * adj_cu_4
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=3]
-    adj_u_1_10 = adj_u_1_10 - adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.05555555555555555) * adj_feq_2 * rho_17 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_2 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_2 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu_1 = wp.float64(0.05555555555555555) * adj_feq_1 * rho_17 * (wp.float64(1.0) * cu_1 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_1 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_1 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_cu = wp.float64(3.0) * adj_cu_1
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=1]
-    adj_u_2_10 = adj_u_2_10 - adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_17 = adj_rho_17 + adj_feq_0 * (-wp.float64(0.3333333333333333) * usqr + wp.float64(0.3333333333333333))
-    adj_usqr = adj_usqr - (wp.float64(0.3333333333333333) * adj_feq_0 * rho_17)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_usqr * u_0_10
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_usqr * u_1_10
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_usqr * u_2_10
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
-    adj_u_2_9 = adj_u_2_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
-    adj_u_1_9 = adj_u_1_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
-    adj_u_0_9 = adj_u_0_10 / rho_17
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_1_9
-    adj_u_1_8 = adj_u_1_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_0_9
-    adj_u_0_8 = adj_u_0_9
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=17]
-    adj_f_0_17 = adj_f_0_17 - adj_u_1_8
-    adj_u_1_7 = adj_u_1_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_u_0_8
-    adj_u_0_7 = adj_u_0_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_2_9
-    adj_u_2_8 = adj_u_2_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_0_7
-    adj_u_0_6 = adj_u_0_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=15]
-    adj_f_0_15 = adj_f_0_15 - adj_u_2_8
-    adj_u_2_7 = adj_u_2_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_u_0_6
-    adj_u_0_5 = adj_u_0_6
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_u_0_5
-    adj_u_0_4 = adj_u_0_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_u_1_7
-    adj_u_1_6 = adj_u_1_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
-    adj_f_0_13 = adj_f_0_13 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_1_6
-    adj_u_1_5 = adj_u_1_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_u_2_7
-    adj_u_2_6 = adj_u_2_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
-    adj_f_0_11 = adj_f_0_11 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_2_6
-    adj_u_2_5 = adj_u_2_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
-    adj_f_0_9 = adj_f_0_9 - adj_u_0
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_2_5
-    adj_u_2_4 = adj_u_2_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_1_5
-    adj_u_1_4 = adj_u_1_5
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
-    adj_f_0_7 = adj_f_0_7 - adj_u_2_4
-    adj_u_2_3 = adj_u_2_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_2_3
-    adj_u_2_2 = adj_u_2_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_2_2
-    adj_u_2_1 = adj_u_2_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
-    adj_f_0_3 = adj_f_0_3 - adj_u_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_u_2_1
-    adj_u_2 = adj_u_2_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
-    adj_f_0_1 = adj_f_0_1 - adj_u_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_rho_17
-    adj_rho_16 = adj_rho_17
-    # adj of: zero_moment.py:26  rho += f[l]  [l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_rho_16
-    adj_rho_15 = adj_rho_16
-    # adj of: zero_moment.py:26  rho += f[l]  [l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_rho_15
-    adj_rho_14 = adj_rho_15
-    # adj of: zero_moment.py:26  rho += f[l]  [l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_rho_14
-    adj_rho_13 = adj_rho_14
-    # adj of: zero_moment.py:26  rho += f[l]  [l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_rho_13
-    adj_rho_12 = adj_rho_13
-    # adj of: zero_moment.py:26  rho += f[l]  [l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_rho_12
-    adj_rho_11 = adj_rho_12
-    # adj of: zero_moment.py:26  rho += f[l]  [l=12]
-    adj_f_0_12 = adj_f_0_12 + adj_rho_11
-    adj_rho_10 = adj_rho_11
-    # adj of: zero_moment.py:26  rho += f[l]  [l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_rho_10
-    adj_rho_9 = adj_rho_10
-    # adj of: zero_moment.py:26  rho += f[l]  [l=10]
-    adj_f_0_10 = adj_f_0_10 + adj_rho_9
-    adj_rho_8 = adj_rho_9
-    # adj of: zero_moment.py:26  rho += f[l]  [l=9]
-    adj_f_0_9 = adj_f_0_9 + adj_rho_8
-    adj_rho_7 = adj_rho_8
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
-    adj_f_0[1, i, j, k_p1] = old_1 + adj_f_0_1
-    adj_f_0[2, i, j, k_m1] = old_2 + adj_f_0_2
-    adj_f_0[3, i, j_p1, k] = old_3 + adj_f_0_3
-    adj_f_0[4, i, j_p1, k_p1] = old_4 + adj_f_0_4
-    adj_f_0[5, i, j_p1, k_m1] = old_5 + adj_f_0_5
-    adj_f_0[6, i, j_m1, k] = old_6 + adj_f_0_6
-    adj_f_0[7, i, j_m1, k_p1] = old_7 + adj_f_0_7
-    adj_f_0[8, i, j_m1, k_m1] = old_8 + adj_f_0_8
-    adj_f_0[9, i_p1, j, k] = old_9 + adj_f_0_9
-    adj_f_0[10, i_p1, j, k_p1] = old_10 + adj_f_0_10
-    adj_f_0[11, i_p1, j, k_m1] = old_11 + adj_f_0_11
-    adj_f_0[12, i_p1, j_p1, k] = old_12 + adj_f_0_12
-    adj_f_0[13, i_p1, j_m1, k] = old_13 + adj_f_0_13
-    adj_f_0[14, i_m1, j, k] = old_14 + adj_f_0_14
-    adj_f_0[15, i_m1, j, k_p1] = old_15 + adj_f_0_15
-    adj_f_0[16, i_m1, j, k_m1] = old_16 + adj_f_0_16
-    adj_f_0[17, i_m1, j_p1, k] = old_17 + adj_f_0_17
-    adj_f_0[18, i_m1, j_m1, k] = old_18 + adj_f_0_18
-    adj_f_1[0, i, j, k] = wp.float64(0.0)
-    adj_f_1[1, i, j, k] = wp.float64(0.0)
-    adj_f_1[2, i, j, k] = wp.float64(0.0)
-    adj_f_1[3, i, j, k] = wp.float64(0.0)
-    adj_f_1[4, i, j, k] = wp.float64(0.0)
-    adj_f_1[5, i, j, k] = wp.float64(0.0)
-    adj_f_1[6, i, j, k] = wp.float64(0.0)
-    adj_f_1[7, i, j, k] = wp.float64(0.0)
-    adj_f_1[8, i, j, k] = wp.float64(0.0)
-    adj_f_1[9, i, j, k] = wp.float64(0.0)
-    adj_f_1[10, i, j, k] = wp.float64(0.0)
-    adj_f_1[11, i, j, k] = wp.float64(0.0)
-    adj_f_1[12, i, j, k] = wp.float64(0.0)
-    adj_f_1[13, i, j, k] = wp.float64(0.0)
-    adj_f_1[14, i, j, k] = wp.float64(0.0)
-    adj_f_1[15, i, j, k] = wp.float64(0.0)
-    adj_f_1[16, i, j, k] = wp.float64(0.0)
-    adj_f_1[17, i, j, k] = wp.float64(0.0)
-    adj_f_1[18, i, j, k] = wp.float64(0.0)
-    # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
-    adj_omega_cells[i, j, k] = adj_omega
-
-
-
-@wp.kernel
-def adjoint_fresh(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-    adj_omega_cells: wp.array3d(dtype=wp.float64),
-):
-    # The same, for gradient arrays known to be zero where written and outputs' gradients not
-    # needed: the elements read get their adjoints written, nothing is cleared.
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    k_p1 = wp.where(k + 1 >= nz, k + 1 - nz, k + 1)
-    k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        adj_omega_cells[i, j, k] = wp.float64(0.0)
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    adj_fout_9 = adj_f_1[9, i, j, k]
-    adj_fout_10 = adj_f_1[10, i, j, k]
-    adj_fout_11 = adj_f_1[11, i, j, k]
-    adj_fout_12 = adj_f_1[12, i, j, k]
-    adj_fout_13 = adj_f_1[13, i, j, k]
-    adj_fout_14 = adj_f_1[14, i, j, k]
-    adj_fout_15 = adj_f_1[15, i, j, k]
-    adj_fout_16 = adj_f_1[16, i, j, k]
-    adj_fout_17 = adj_f_1[17, i, j, k]
-    adj_fout_18 = adj_f_1[18, i, j, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j, k_p1]
-    f_0_2 = f_0[2, i, j, k_m1]
-    f_0_3 = f_0[3, i, j_p1, k]
-    f_0_4 = f_0[4, i, j_p1, k_p1]
-    f_0_5 = f_0[5, i, j_p1, k_m1]
-    f_0_6 = f_0[6, i, j_m1, k]
-    f_0_7 = f_0[7, i, j_m1, k_p1]
-    f_0_8 = f_0[8, i, j_m1, k_m1]
-    f_0_9 = f_0[9, i_p1, j, k]
-    f_0_10 = f_0[10, i_p1, j, k_p1]
-    f_0_11 = f_0[11, i_p1, j, k_m1]
-    f_0_12 = f_0[12, i_p1, j_p1, k]
-    f_0_13 = f_0[13, i_p1, j_m1, k]
-    f_0_14 = f_0[14, i_m1, j, k]
-    f_0_15 = f_0[15, i_m1, j, k_p1]
-    f_0_16 = f_0[16, i_m1, j, k_m1]
-    f_0_17 = f_0[17, i_m1, j_p1, k]
-    f_0_18 = f_0[18, i_m1, j_m1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    rho_8 = f_0_9 + rho_7
-    rho_9 = f_0_10 + rho_8
-    rho_10 = f_0_11 + rho_9
-    rho_11 = f_0_12 + rho_10
-    rho_12 = f_0_13 + rho_11
-    rho_13 = f_0_14 + rho_12
-    rho_14 = f_0_15 + rho_13
-    rho_15 = f_0_16 + rho_14
-    rho_16 = f_0_17 + rho_15
-    rho_17 = f_0_18 + rho_16
-    u_2 = -f_0_1
-    u_2_1 = f_0_2 + u_2
-    u_1 = -f_0_3
-    u_1_1 = -f_0_4 + u_1
-    u_2_2 = -f_0_4 + u_2_1
-    u_1_2 = -f_0_5 + u_1_1
-    u_2_3 = f_0_5 + u_2_2
-    u_1_3 = f_0_6 + u_1_2
-    u_1_4 = f_0_7 + u_1_3
-    u_2_4 = -f_0_7 + u_2_3
-    u_1_5 = f_0_8 + u_1_4
-    u_2_5 = f_0_8 + u_2_4
-    u_0 = -f_0_9
-    u_0_1 = -f_0_10 + u_0
-    u_2_6 = -f_0_10 + u_2_5
-    u_0_2 = -f_0_11 + u_0_1
-    u_2_7 = f_0_11 + u_2_6
-    u_0_3 = -f_0_12 + u_0_2
-    u_1_6 = -f_0_12 + u_1_5
-    u_0_4 = -f_0_13 + u_0_3
-    u_1_7 = f_0_13 + u_1_6
-    u_0_5 = f_0_14 + u_0_4
-    u_0_6 = f_0_15 + u_0_5
-    u_2_8 = -f_0_15 + u_2_7
-    u_0_7 = f_0_16 + u_0_6
-    u_2_9 = f_0_16 + u_2_8
-    u_0_8 = f_0_17 + u_0_7
-    u_1_8 = -f_0_17 + u_1_7
-    u_0_9 = f_0_18 + u_0_8
-    u_1_9 = f_0_18 + u_1_8
-    u_0_10 = u_0_9 / rho_17
-    u_1_10 = u_1_9 / rho_17
-    u_2_10 = u_2_9 / rho_17
-    usqr = wp.float64(1.5) * (u_0_10 * u_0_10) + wp.float64(1.5) * (u_1_10 * u_1_10) + wp.float64(1.5) * (u_2_10 * u_2_10)
-    feq_0 = wp.float64(0.3333333333333333) * rho_17 * (-usqr + wp.float64(1.0))
-    cu = -u_2_10
-    cu_1 = wp.float64(3.0) * cu
-    feq_1 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_2 = wp.float64(3.0) * u_2_10
-    feq_2 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = -u_1_10
-    cu_4 = wp.float64(3.0) * cu_3
-    feq_3 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_5 = cu_3 - u_2_10
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = cu_3 + u_2_10
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * u_1_10
-    feq_6 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_1_10 - u_2_10
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = u_1_10 + u_2_10
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_14 = -u_0_10
-    cu_15 = wp.float64(3.0) * cu_14
-    feq_9 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_16 = cu_14 - u_2_10
-    cu_17 = wp.float64(3.0) * cu_16
-    feq_10 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_18 = cu_14 + u_2_10
-    cu_19 = wp.float64(3.0) * cu_18
-    feq_11 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_20 = cu_14 - u_1_10
-    cu_21 = wp.float64(3.0) * cu_20
-    feq_12 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_22 = cu_14 + u_1_10
-    cu_23 = wp.float64(3.0) * cu_22
-    feq_13 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_24 = wp.float64(3.0) * u_0_10
-    feq_14 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_25 = u_0_10 - u_2_10
-    cu_26 = wp.float64(3.0) * cu_25
-    feq_15 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_27 = u_0_10 + u_2_10
-    cu_28 = wp.float64(3.0) * cu_27
-    feq_16 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_29 = u_0_10 - u_1_10
-    cu_30 = wp.float64(3.0) * cu_29
-    feq_17 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_31 = u_0_10 + u_1_10
-    cu_32 = wp.float64(3.0) * cu_31
-    feq_18 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fneq_9 = f_0_9 - feq_9
-    fneq_10 = f_0_10 - feq_10
-    fneq_11 = f_0_11 - feq_11
-    fneq_12 = f_0_12 - feq_12
-    fneq_13 = f_0_13 - feq_13
-    fneq_14 = f_0_14 - feq_14
-    fneq_15 = f_0_15 - feq_15
-    fneq_16 = f_0_16 - feq_16
-    fneq_17 = f_0_17 - feq_17
-    fneq_18 = f_0_18 - feq_18
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    fout_9 = f_0_9 - fneq_9 * omega
-    fout_10 = f_0_10 - fneq_10 * omega
-    fout_11 = f_0_11 - fneq_11 * omega
-    fout_12 = f_0_12 - fneq_12 * omega
-    fout_13 = f_0_13 - fneq_13 * omega
-    fout_14 = f_0_14 - fneq_14 * omega
-    fout_15 = f_0_15 - fneq_15 * omega
-    fout_16 = f_0_16 - fneq_16 * omega
-    fout_17 = f_0_17 - fneq_17 * omega
-    fout_18 = f_0_18 - fneq_18 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_18 = adj_fout_18
-    adj_fneq_18 = -(adj_fout_18 * omega)
-    adj_omega = -(adj_fout_18 * fneq_18)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_17 = adj_fout_17
-    adj_fneq_17 = -(adj_fout_17 * omega)
-    adj_omega = adj_omega - (adj_fout_17 * fneq_17)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_16 = adj_fout_16
-    adj_fneq_16 = -(adj_fout_16 * omega)
-    adj_omega = adj_omega - (adj_fout_16 * fneq_16)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_15 = adj_fout_15
-    adj_fneq_15 = -(adj_fout_15 * omega)
-    adj_omega = adj_omega - (adj_fout_15 * fneq_15)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_14 = adj_fout_14
-    adj_fneq_14 = -(adj_fout_14 * omega)
-    adj_omega = adj_omega - (adj_fout_14 * fneq_14)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_13 = adj_fout_13
-    adj_fneq_13 = -(adj_fout_13 * omega)
-    adj_omega = adj_omega - (adj_fout_13 * fneq_13)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_12 = adj_fout_12
-    adj_fneq_12 = -(adj_fout_12 * omega)
-    adj_omega = adj_omega - (adj_fout_12 * fneq_12)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_11 = adj_fout_11
-    adj_fneq_11 = -(adj_fout_11 * omega)
-    adj_omega = adj_omega - (adj_fout_11 * fneq_11)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_10 = adj_fout_10
-    adj_fneq_10 = -(adj_fout_10 * omega)
-    adj_omega = adj_omega - (adj_fout_10 * fneq_10)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_9 = adj_fout_9
-    adj_fneq_9 = -(adj_fout_9 * omega)
-    adj_omega = adj_omega - (adj_fout_9 * fneq_9)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    adj_omega = adj_omega - (adj_fout_8 * fneq_8)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    adj_omega = adj_omega - (adj_fout_7 * fneq_7)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    adj_omega = adj_omega - (adj_fout_6 * fneq_6)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    adj_omega = adj_omega - (adj_fout_5 * fneq_5)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    adj_omega = adj_omega - (adj_fout_4 * fneq_4)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    adj_omega = adj_omega - (adj_fout_3 * fneq_3)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    adj_omega = adj_omega - (adj_fout_2 * fneq_2)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    adj_omega = adj_omega - (adj_fout_1 * fneq_1)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    adj_omega = adj_omega - (adj_fout_0 * fneq_0)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_18 = adj_f_0_18 + adj_fneq_18
-    adj_feq_18 = -adj_fneq_18
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_17 = adj_f_0_17 + adj_fneq_17
-    adj_feq_17 = -adj_fneq_17
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_16 = adj_f_0_16 + adj_fneq_16
-    adj_feq_16 = -adj_fneq_16
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_15 = adj_f_0_15 + adj_fneq_15
-    adj_feq_15 = -adj_fneq_15
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_14 = adj_f_0_14 + adj_fneq_14
-    adj_feq_14 = -adj_fneq_14
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_13 = adj_f_0_13 + adj_fneq_13
-    adj_feq_13 = -adj_fneq_13
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_12 = adj_f_0_12 + adj_fneq_12
-    adj_feq_12 = -adj_fneq_12
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_11 = adj_f_0_11 + adj_fneq_11
-    adj_feq_11 = -adj_fneq_11
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_10 = adj_f_0_10 + adj_fneq_10
-    adj_feq_10 = -adj_fneq_10
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_9 = adj_f_0_9 + adj_fneq_9
-    adj_feq_9 = -adj_fneq_9
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=18]
-    adj_cu_32 = wp.float64(0.027777777777777776) * adj_feq_18 * rho_17 * (wp.float64(1.0) * cu_32 + wp.float64(1.0))
-    adj_rho_17 = adj_feq_18 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_18 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=18]
-    adj_cu_31 = wp.float64(3.0) * adj_cu_32
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=18]
-    adj_u_0_10 = adj_cu_31
-    adj_u_1_10 = adj_cu_31
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=17]
-    adj_cu_30 = wp.float64(0.027777777777777776) * adj_feq_17 * rho_17 * (wp.float64(1.0) * cu_30 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_17 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_17 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=17]
-    adj_cu_29 = wp.float64(3.0) * adj_cu_30
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=17]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_29
-    adj_u_1_10 = adj_u_1_10 - adj_cu_29
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=16]
-    adj_cu_28 = wp.float64(0.027777777777777776) * adj_feq_16 * rho_17 * (wp.float64(1.0) * cu_28 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_16 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_16 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=16]
-    adj_cu_27 = wp.float64(3.0) * adj_cu_28
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=16]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_27
-    adj_u_2_10 = adj_cu_27
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=15]
-    adj_cu_26 = wp.float64(0.027777777777777776) * adj_feq_15 * rho_17 * (wp.float64(1.0) * cu_26 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_15 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_15 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=15]
-    adj_cu_25 = wp.float64(3.0) * adj_cu_26
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=15]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_25
-    adj_u_2_10 = adj_u_2_10 - adj_cu_25
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=14]
-    adj_cu_24 = wp.float64(0.05555555555555555) * adj_feq_14 * rho_17 * (wp.float64(1.0) * cu_24 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_14 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_14 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=14]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_cu_24
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=13]
-    adj_cu_23 = wp.float64(0.027777777777777776) * adj_feq_13 * rho_17 * (wp.float64(1.0) * cu_23 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_13 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_13 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=13]
-    adj_cu_22 = wp.float64(3.0) * adj_cu_23
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=13]
-    adj_cu_14 = adj_cu_22
-    adj_u_1_10 = adj_u_1_10 + adj_cu_22
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=12]
-    adj_cu_21 = wp.float64(0.027777777777777776) * adj_feq_12 * rho_17 * (wp.float64(1.0) * cu_21 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_12 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_12 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=12]
-    adj_cu_20 = wp.float64(3.0) * adj_cu_21
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=12]
-    adj_cu_14 = adj_cu_14 + adj_cu_20
-    adj_u_1_10 = adj_u_1_10 - adj_cu_20
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=11]
-    adj_cu_19 = wp.float64(0.027777777777777776) * adj_feq_11 * rho_17 * (wp.float64(1.0) * cu_19 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_11 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_11 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=11]
-    adj_cu_18 = wp.float64(3.0) * adj_cu_19
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=11]
-    adj_cu_14 = adj_cu_14 + adj_cu_18
-    adj_u_2_10 = adj_u_2_10 + adj_cu_18
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=10]
-    adj_cu_17 = wp.float64(0.027777777777777776) * adj_feq_10 * rho_17 * (wp.float64(1.0) * cu_17 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_10 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_10 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=10]
-    adj_cu_16 = wp.float64(3.0) * adj_cu_17
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=10]
-    adj_cu_14 = adj_cu_14 + adj_cu_16
-    adj_u_2_10 = adj_u_2_10 - adj_cu_16
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=9]
-    adj_cu_15 = wp.float64(0.05555555555555555) * adj_feq_9 * rho_17 * (wp.float64(1.0) * cu_15 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_9 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_9 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=9]
-    adj_cu_14 = adj_cu_14 + wp.float64(3.0) * adj_cu_15
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=9]
-    adj_u_0_10 = adj_u_0_10 - adj_cu_14
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_17 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_8 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=8]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_12
-    adj_u_2_10 = adj_u_2_10 + adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_17 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=7]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_10
-    adj_u_2_10 = adj_u_2_10 - adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.05555555555555555) * adj_feq_6 * rho_17 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_6 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_6 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_17 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=5]
-    adj_cu_3 = adj_cu_7
-    adj_u_2_10 = adj_u_2_10 + adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_17 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=4]
-    adj_cu_3 = adj_cu_3 + adj_cu_5
-    adj_u_2_10 = adj_u_2_10 - adj_cu_5
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_4 = wp.float64(0.05555555555555555) * adj_feq_3 * rho_17 * (wp.float64(1.0) * cu_4 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_3 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_3 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_cu_3 = adj_cu_3 + wp.float64(3.0) * adj_cu_4
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=3]
-    adj_u_1_10 = adj_u_1_10 - adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.05555555555555555) * adj_feq_2 * rho_17 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_2 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_2 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu_1 = wp.float64(0.05555555555555555) * adj_feq_1 * rho_17 * (wp.float64(1.0) * cu_1 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_1 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_1 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_cu = wp.float64(3.0) * adj_cu_1
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=1]
-    adj_u_2_10 = adj_u_2_10 - adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_17 = adj_rho_17 + adj_feq_0 * (-wp.float64(0.3333333333333333) * usqr + wp.float64(0.3333333333333333))
-    adj_usqr = adj_usqr - (wp.float64(0.3333333333333333) * adj_feq_0 * rho_17)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_usqr * u_0_10
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_usqr * u_1_10
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_usqr * u_2_10
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
-    adj_u_2_9 = adj_u_2_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
-    adj_u_1_9 = adj_u_1_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
-    adj_u_0_9 = adj_u_0_10 / rho_17
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_1_9
-    adj_u_1_8 = adj_u_1_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_0_9
-    adj_u_0_8 = adj_u_0_9
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=17]
-    adj_f_0_17 = adj_f_0_17 - adj_u_1_8
-    adj_u_1_7 = adj_u_1_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_u_0_8
-    adj_u_0_7 = adj_u_0_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_2_9
-    adj_u_2_8 = adj_u_2_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_0_7
-    adj_u_0_6 = adj_u_0_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=15]
-    adj_f_0_15 = adj_f_0_15 - adj_u_2_8
-    adj_u_2_7 = adj_u_2_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_u_0_6
-    adj_u_0_5 = adj_u_0_6
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_u_0_5
-    adj_u_0_4 = adj_u_0_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_u_1_7
-    adj_u_1_6 = adj_u_1_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
-    adj_f_0_13 = adj_f_0_13 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_1_6
-    adj_u_1_5 = adj_u_1_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_u_2_7
-    adj_u_2_6 = adj_u_2_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
-    adj_f_0_11 = adj_f_0_11 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_2_6
-    adj_u_2_5 = adj_u_2_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
-    adj_f_0_9 = adj_f_0_9 - adj_u_0
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_2_5
-    adj_u_2_4 = adj_u_2_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_1_5
-    adj_u_1_4 = adj_u_1_5
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
-    adj_f_0_7 = adj_f_0_7 - adj_u_2_4
-    adj_u_2_3 = adj_u_2_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_2_3
-    adj_u_2_2 = adj_u_2_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_2_2
-    adj_u_2_1 = adj_u_2_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
-    adj_f_0_3 = adj_f_0_3 - adj_u_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_u_2_1
-    adj_u_2 = adj_u_2_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
-    adj_f_0_1 = adj_f_0_1 - adj_u_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_rho_17
-    adj_rho_16 = adj_rho_17
-    # adj of: zero_moment.py:26  rho += f[l]  [l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_rho_16
-    adj_rho_15 = adj_rho_16
-    # adj of: zero_moment.py:26  rho += f[l]  [l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_rho_15
-    adj_rho_14 = adj_rho_15
-    # adj of: zero_moment.py:26  rho += f[l]  [l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_rho_14
-    adj_rho_13 = adj_rho_14
-    # adj of: zero_moment.py:26  rho += f[l]  [l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_rho_13
-    adj_rho_12 = adj_rho_13
-    # adj of: zero_moment.py:26  rho += f[l]  [l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_rho_12
-    adj_rho_11 = adj_rho_12
-    # adj of: zero_moment.py:26  rho += f[l]  [l=12]
-    adj_f_0_12 = adj_f_0_12 + adj_rho_11
-    adj_rho_10 = adj_rho_11
-    # adj of: zero_moment.py:26  rho += f[l]  [l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_rho_10
-    adj_rho_9 = adj_rho_10
-    # adj of: zero_moment.py:26  rho += f[l]  [l=10]
-    adj_f_0_10 = adj_f_0_10 + adj_rho_9
-    adj_rho_8 = adj_rho_9
-    # adj of: zero_moment.py:26  rho += f[l]  [l=9]
-    adj_f_0_9 = adj_f_0_9 + adj_rho_8
-    adj_rho_7 = adj_rho_8
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = adj_f_0_0
-    adj_f_0[1, i, j, k_p1] = adj_f_0_1
-    adj_f_0[2, i, j, k_m1] = adj_f_0_2
-    adj_f_0[3, i, j_p1, k] = adj_f_0_3
-    adj_f_0[4, i, j_p1, k_p1] = adj_f_0_4
-    adj_f_0[5, i, j_p1, k_m1] = adj_f_0_5
-    adj_f_0[6, i, j_m1, k] = adj_f_0_6
-    adj_f_0[7, i, j_m1, k_p1] = adj_f_0_7
-    adj_f_0[8, i, j_m1, k_m1] = adj_f_0_8
-    adj_f_0[9, i_p1, j, k] = adj_f_0_9
-    adj_f_0[10, i_p1, j, k_p1] = adj_f_0_10
-    adj_f_0[11, i_p1, j, k_m1] = adj_f_0_11
-    adj_f_0[12, i_p1, j_p1, k] = adj_f_0_12
-    adj_f_0[13, i_p1, j_m1, k] = adj_f_0_13
-    adj_f_0[14, i_m1, j, k] = adj_f_0_14
-    adj_f_0[15, i_m1, j, k_p1] = adj_f_0_15
-    adj_f_0[16, i_m1, j, k_m1] = adj_f_0_16
-    adj_f_0[17, i_m1, j_p1, k] = adj_f_0_17
-    adj_f_0[18, i_m1, j_m1, k] = adj_f_0_18
-    # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
-    adj_omega_cells[i, j, k] = adj_omega
-
-
-
-@wp.kernel(enable_backward=False, module="unique")
-def adjoint_state(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-):
-    # Write-back: overwritten outputs get 0 (plus what reads of their old content contributed),
-    # the elements read get their adjoints added.
-    # Without the per-cell adjoints of the scalar parameters, for steps whose caller asks for
-    # none (compiled on first use: module 'unique').
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    k_p1 = wp.where(k + 1 >= nz, k + 1 - nz, k + 1)
-    k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    adj_fout_9 = adj_f_1[9, i, j, k]
-    adj_fout_10 = adj_f_1[10, i, j, k]
-    adj_fout_11 = adj_f_1[11, i, j, k]
-    adj_fout_12 = adj_f_1[12, i, j, k]
-    adj_fout_13 = adj_f_1[13, i, j, k]
-    adj_fout_14 = adj_f_1[14, i, j, k]
-    adj_fout_15 = adj_f_1[15, i, j, k]
-    adj_fout_16 = adj_f_1[16, i, j, k]
-    adj_fout_17 = adj_f_1[17, i, j, k]
-    adj_fout_18 = adj_f_1[18, i, j, k]
-    # current gradients of the elements this cell's reads came from: each has one writer (see
-    # the header), so they are all read here, up front, and written back at the end
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
-    old_0 = adj_f_0[0, i, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
-    old_1 = adj_f_0[1, i, j, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
-    old_2 = adj_f_0[2, i, j, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
-    old_3 = adj_f_0[3, i, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
-    old_4 = adj_f_0[4, i, j_p1, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
-    old_5 = adj_f_0[5, i, j_p1, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
-    old_6 = adj_f_0[6, i, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
-    old_7 = adj_f_0[7, i, j_m1, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
-    old_8 = adj_f_0[8, i, j_m1, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=9]
-    old_9 = adj_f_0[9, i_p1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=10]
-    old_10 = adj_f_0[10, i_p1, j, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=11]
-    old_11 = adj_f_0[11, i_p1, j, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=12]
-    old_12 = adj_f_0[12, i_p1, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=13]
-    old_13 = adj_f_0[13, i_p1, j_m1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=14]
-    old_14 = adj_f_0[14, i_m1, j, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=15]
-    old_15 = adj_f_0[15, i_m1, j, k_p1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=16]
-    old_16 = adj_f_0[16, i_m1, j, k_m1]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=17]
-    old_17 = adj_f_0[17, i_m1, j_p1, k]
-    # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=18]
-    old_18 = adj_f_0[18, i_m1, j_m1, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j, k_p1]
-    f_0_2 = f_0[2, i, j, k_m1]
-    f_0_3 = f_0[3, i, j_p1, k]
-    f_0_4 = f_0[4, i, j_p1, k_p1]
-    f_0_5 = f_0[5, i, j_p1, k_m1]
-    f_0_6 = f_0[6, i, j_m1, k]
-    f_0_7 = f_0[7, i, j_m1, k_p1]
-    f_0_8 = f_0[8, i, j_m1, k_m1]
-    f_0_9 = f_0[9, i_p1, j, k]
-    f_0_10 = f_0[10, i_p1, j, k_p1]
-    f_0_11 = f_0[11, i_p1, j, k_m1]
-    f_0_12 = f_0[12, i_p1, j_p1, k]
-    f_0_13 = f_0[13, i_p1, j_m1, k]
-    f_0_14 = f_0[14, i_m1, j, k]
-    f_0_15 = f_0[15, i_m1, j, k_p1]
-    f_0_16 = f_0[16, i_m1, j, k_m1]
-    f_0_17 = f_0[17, i_m1, j_p1, k]
-    f_0_18 = f_0[18, i_m1, j_m1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    rho_8 = f_0_9 + rho_7
-    rho_9 = f_0_10 + rho_8
-    rho_10 = f_0_11 + rho_9
-    rho_11 = f_0_12 + rho_10
-    rho_12 = f_0_13 + rho_11
-    rho_13 = f_0_14 + rho_12
-    rho_14 = f_0_15 + rho_13
-    rho_15 = f_0_16 + rho_14
-    rho_16 = f_0_17 + rho_15
-    rho_17 = f_0_18 + rho_16
-    u_2 = -f_0_1
-    u_2_1 = f_0_2 + u_2
-    u_1 = -f_0_3
-    u_1_1 = -f_0_4 + u_1
-    u_2_2 = -f_0_4 + u_2_1
-    u_1_2 = -f_0_5 + u_1_1
-    u_2_3 = f_0_5 + u_2_2
-    u_1_3 = f_0_6 + u_1_2
-    u_1_4 = f_0_7 + u_1_3
-    u_2_4 = -f_0_7 + u_2_3
-    u_1_5 = f_0_8 + u_1_4
-    u_2_5 = f_0_8 + u_2_4
-    u_0 = -f_0_9
-    u_0_1 = -f_0_10 + u_0
-    u_2_6 = -f_0_10 + u_2_5
-    u_0_2 = -f_0_11 + u_0_1
-    u_2_7 = f_0_11 + u_2_6
-    u_0_3 = -f_0_12 + u_0_2
-    u_1_6 = -f_0_12 + u_1_5
-    u_0_4 = -f_0_13 + u_0_3
-    u_1_7 = f_0_13 + u_1_6
-    u_0_5 = f_0_14 + u_0_4
-    u_0_6 = f_0_15 + u_0_5
-    u_2_8 = -f_0_15 + u_2_7
-    u_0_7 = f_0_16 + u_0_6
-    u_2_9 = f_0_16 + u_2_8
-    u_0_8 = f_0_17 + u_0_7
-    u_1_8 = -f_0_17 + u_1_7
-    u_0_9 = f_0_18 + u_0_8
-    u_1_9 = f_0_18 + u_1_8
-    u_0_10 = u_0_9 / rho_17
-    u_1_10 = u_1_9 / rho_17
-    u_2_10 = u_2_9 / rho_17
-    usqr = wp.float64(1.5) * (u_0_10 * u_0_10) + wp.float64(1.5) * (u_1_10 * u_1_10) + wp.float64(1.5) * (u_2_10 * u_2_10)
-    feq_0 = wp.float64(0.3333333333333333) * rho_17 * (-usqr + wp.float64(1.0))
-    cu = -u_2_10
-    cu_1 = wp.float64(3.0) * cu
-    feq_1 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_2 = wp.float64(3.0) * u_2_10
-    feq_2 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = -u_1_10
-    cu_4 = wp.float64(3.0) * cu_3
-    feq_3 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_5 = cu_3 - u_2_10
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = cu_3 + u_2_10
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * u_1_10
-    feq_6 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_1_10 - u_2_10
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = u_1_10 + u_2_10
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_14 = -u_0_10
-    cu_15 = wp.float64(3.0) * cu_14
-    feq_9 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_16 = cu_14 - u_2_10
-    cu_17 = wp.float64(3.0) * cu_16
-    feq_10 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_18 = cu_14 + u_2_10
-    cu_19 = wp.float64(3.0) * cu_18
-    feq_11 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_20 = cu_14 - u_1_10
-    cu_21 = wp.float64(3.0) * cu_20
-    feq_12 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_22 = cu_14 + u_1_10
-    cu_23 = wp.float64(3.0) * cu_22
-    feq_13 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_24 = wp.float64(3.0) * u_0_10
-    feq_14 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_25 = u_0_10 - u_2_10
-    cu_26 = wp.float64(3.0) * cu_25
-    feq_15 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_27 = u_0_10 + u_2_10
-    cu_28 = wp.float64(3.0) * cu_27
-    feq_16 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_29 = u_0_10 - u_1_10
-    cu_30 = wp.float64(3.0) * cu_29
-    feq_17 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_31 = u_0_10 + u_1_10
-    cu_32 = wp.float64(3.0) * cu_31
-    feq_18 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fneq_9 = f_0_9 - feq_9
-    fneq_10 = f_0_10 - feq_10
-    fneq_11 = f_0_11 - feq_11
-    fneq_12 = f_0_12 - feq_12
-    fneq_13 = f_0_13 - feq_13
-    fneq_14 = f_0_14 - feq_14
-    fneq_15 = f_0_15 - feq_15
-    fneq_16 = f_0_16 - feq_16
-    fneq_17 = f_0_17 - feq_17
-    fneq_18 = f_0_18 - feq_18
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    fout_9 = f_0_9 - fneq_9 * omega
-    fout_10 = f_0_10 - fneq_10 * omega
-    fout_11 = f_0_11 - fneq_11 * omega
-    fout_12 = f_0_12 - fneq_12 * omega
-    fout_13 = f_0_13 - fneq_13 * omega
-    fout_14 = f_0_14 - fneq_14 * omega
-    fout_15 = f_0_15 - fneq_15 * omega
-    fout_16 = f_0_16 - fneq_16 * omega
-    fout_17 = f_0_17 - fneq_17 * omega
-    fout_18 = f_0_18 - fneq_18 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_18 = adj_fout_18
-    adj_fneq_18 = -(adj_fout_18 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_17 = adj_fout_17
-    adj_fneq_17 = -(adj_fout_17 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_16 = adj_fout_16
-    adj_fneq_16 = -(adj_fout_16 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_15 = adj_fout_15
-    adj_fneq_15 = -(adj_fout_15 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_14 = adj_fout_14
-    adj_fneq_14 = -(adj_fout_14 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_13 = adj_fout_13
-    adj_fneq_13 = -(adj_fout_13 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_12 = adj_fout_12
-    adj_fneq_12 = -(adj_fout_12 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_11 = adj_fout_11
-    adj_fneq_11 = -(adj_fout_11 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_10 = adj_fout_10
-    adj_fneq_10 = -(adj_fout_10 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_9 = adj_fout_9
-    adj_fneq_9 = -(adj_fout_9 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_18 = adj_f_0_18 + adj_fneq_18
-    adj_feq_18 = -adj_fneq_18
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_17 = adj_f_0_17 + adj_fneq_17
-    adj_feq_17 = -adj_fneq_17
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_16 = adj_f_0_16 + adj_fneq_16
-    adj_feq_16 = -adj_fneq_16
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_15 = adj_f_0_15 + adj_fneq_15
-    adj_feq_15 = -adj_fneq_15
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_14 = adj_f_0_14 + adj_fneq_14
-    adj_feq_14 = -adj_fneq_14
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_13 = adj_f_0_13 + adj_fneq_13
-    adj_feq_13 = -adj_fneq_13
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_12 = adj_f_0_12 + adj_fneq_12
-    adj_feq_12 = -adj_fneq_12
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_11 = adj_f_0_11 + adj_fneq_11
-    adj_feq_11 = -adj_fneq_11
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_10 = adj_f_0_10 + adj_fneq_10
-    adj_feq_10 = -adj_fneq_10
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_9 = adj_f_0_9 + adj_fneq_9
-    adj_feq_9 = -adj_fneq_9
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=18]
-    adj_cu_32 = wp.float64(0.027777777777777776) * adj_feq_18 * rho_17 * (wp.float64(1.0) * cu_32 + wp.float64(1.0))
-    adj_rho_17 = adj_feq_18 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_18 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=18]
-    adj_cu_31 = wp.float64(3.0) * adj_cu_32
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=18]
-    adj_u_0_10 = adj_cu_31
-    adj_u_1_10 = adj_cu_31
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=17]
-    adj_cu_30 = wp.float64(0.027777777777777776) * adj_feq_17 * rho_17 * (wp.float64(1.0) * cu_30 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_17 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_17 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=17]
-    adj_cu_29 = wp.float64(3.0) * adj_cu_30
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=17]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_29
-    adj_u_1_10 = adj_u_1_10 - adj_cu_29
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=16]
-    adj_cu_28 = wp.float64(0.027777777777777776) * adj_feq_16 * rho_17 * (wp.float64(1.0) * cu_28 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_16 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_16 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=16]
-    adj_cu_27 = wp.float64(3.0) * adj_cu_28
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=16]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_27
-    adj_u_2_10 = adj_cu_27
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=15]
-    adj_cu_26 = wp.float64(0.027777777777777776) * adj_feq_15 * rho_17 * (wp.float64(1.0) * cu_26 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_15 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_15 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=15]
-    adj_cu_25 = wp.float64(3.0) * adj_cu_26
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=15]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_25
-    adj_u_2_10 = adj_u_2_10 - adj_cu_25
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=14]
-    adj_cu_24 = wp.float64(0.05555555555555555) * adj_feq_14 * rho_17 * (wp.float64(1.0) * cu_24 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_14 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_14 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=14]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_cu_24
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=13]
-    adj_cu_23 = wp.float64(0.027777777777777776) * adj_feq_13 * rho_17 * (wp.float64(1.0) * cu_23 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_13 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_13 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=13]
-    adj_cu_22 = wp.float64(3.0) * adj_cu_23
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=13]
-    adj_cu_14 = adj_cu_22
-    adj_u_1_10 = adj_u_1_10 + adj_cu_22
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=12]
-    adj_cu_21 = wp.float64(0.027777777777777776) * adj_feq_12 * rho_17 * (wp.float64(1.0) * cu_21 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_12 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_12 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=12]
-    adj_cu_20 = wp.float64(3.0) * adj_cu_21
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=12]
-    adj_cu_14 = adj_cu_14 + adj_cu_20
-    adj_u_1_10 = adj_u_1_10 - adj_cu_20
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=11]
-    adj_cu_19 = wp.float64(0.027777777777777776) * adj_feq_11 * rho_17 * (wp.float64(1.0) * cu_19 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_11 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_11 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=11]
-    adj_cu_18 = wp.float64(3.0) * adj_cu_19
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=11]
-    adj_cu_14 = adj_cu_14 + adj_cu_18
-    adj_u_2_10 = adj_u_2_10 + adj_cu_18
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=10]
-    adj_cu_17 = wp.float64(0.027777777777777776) * adj_feq_10 * rho_17 * (wp.float64(1.0) * cu_17 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_10 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_10 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=10]
-    adj_cu_16 = wp.float64(3.0) * adj_cu_17
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=10]
-    adj_cu_14 = adj_cu_14 + adj_cu_16
-    adj_u_2_10 = adj_u_2_10 - adj_cu_16
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=9]
-    adj_cu_15 = wp.float64(0.05555555555555555) * adj_feq_9 * rho_17 * (wp.float64(1.0) * cu_15 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_9 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_9 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=9]
-    adj_cu_14 = adj_cu_14 + wp.float64(3.0) * adj_cu_15
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=9]
-    adj_u_0_10 = adj_u_0_10 - adj_cu_14
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_17 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_8 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=8]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_12
-    adj_u_2_10 = adj_u_2_10 + adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_17 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=7]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_10
-    adj_u_2_10 = adj_u_2_10 - adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.05555555555555555) * adj_feq_6 * rho_17 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_6 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_6 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_17 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=5]
-    adj_cu_3 = adj_cu_7
-    adj_u_2_10 = adj_u_2_10 + adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_17 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=4]
-    adj_cu_3 = adj_cu_3 + adj_cu_5
-    adj_u_2_10 = adj_u_2_10 - adj_cu_5
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_4 = wp.float64(0.05555555555555555) * adj_feq_3 * rho_17 * (wp.float64(1.0) * cu_4 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_3 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_3 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_cu_3 = adj_cu_3 + wp.float64(3.0) * adj_cu_4
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=3]
-    adj_u_1_10 = adj_u_1_10 - adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.05555555555555555) * adj_feq_2 * rho_17 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_2 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_2 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu_1 = wp.float64(0.05555555555555555) * adj_feq_1 * rho_17 * (wp.float64(1.0) * cu_1 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_1 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_1 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_cu = wp.float64(3.0) * adj_cu_1
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=1]
-    adj_u_2_10 = adj_u_2_10 - adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_17 = adj_rho_17 + adj_feq_0 * (-wp.float64(0.3333333333333333) * usqr + wp.float64(0.3333333333333333))
-    adj_usqr = adj_usqr - (wp.float64(0.3333333333333333) * adj_feq_0 * rho_17)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_usqr * u_0_10
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_usqr * u_1_10
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_usqr * u_2_10
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
-    adj_u_2_9 = adj_u_2_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
-    adj_u_1_9 = adj_u_1_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
-    adj_u_0_9 = adj_u_0_10 / rho_17
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_1_9
-    adj_u_1_8 = adj_u_1_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_0_9
-    adj_u_0_8 = adj_u_0_9
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=17]
-    adj_f_0_17 = adj_f_0_17 - adj_u_1_8
-    adj_u_1_7 = adj_u_1_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_u_0_8
-    adj_u_0_7 = adj_u_0_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_2_9
-    adj_u_2_8 = adj_u_2_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_0_7
-    adj_u_0_6 = adj_u_0_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=15]
-    adj_f_0_15 = adj_f_0_15 - adj_u_2_8
-    adj_u_2_7 = adj_u_2_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_u_0_6
-    adj_u_0_5 = adj_u_0_6
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_u_0_5
-    adj_u_0_4 = adj_u_0_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_u_1_7
-    adj_u_1_6 = adj_u_1_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
-    adj_f_0_13 = adj_f_0_13 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_1_6
-    adj_u_1_5 = adj_u_1_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_u_2_7
-    adj_u_2_6 = adj_u_2_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
-    adj_f_0_11 = adj_f_0_11 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_2_6
-    adj_u_2_5 = adj_u_2_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
-    adj_f_0_9 = adj_f_0_9 - adj_u_0
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_2_5
-    adj_u_2_4 = adj_u_2_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_1_5
-    adj_u_1_4 = adj_u_1_5
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
-    adj_f_0_7 = adj_f_0_7 - adj_u_2_4
-    adj_u_2_3 = adj_u_2_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_2_3
-    adj_u_2_2 = adj_u_2_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_2_2
-    adj_u_2_1 = adj_u_2_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
-    adj_f_0_3 = adj_f_0_3 - adj_u_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_u_2_1
-    adj_u_2 = adj_u_2_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
-    adj_f_0_1 = adj_f_0_1 - adj_u_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_rho_17
-    adj_rho_16 = adj_rho_17
-    # adj of: zero_moment.py:26  rho += f[l]  [l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_rho_16
-    adj_rho_15 = adj_rho_16
-    # adj of: zero_moment.py:26  rho += f[l]  [l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_rho_15
-    adj_rho_14 = adj_rho_15
-    # adj of: zero_moment.py:26  rho += f[l]  [l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_rho_14
-    adj_rho_13 = adj_rho_14
-    # adj of: zero_moment.py:26  rho += f[l]  [l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_rho_13
-    adj_rho_12 = adj_rho_13
-    # adj of: zero_moment.py:26  rho += f[l]  [l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_rho_12
-    adj_rho_11 = adj_rho_12
-    # adj of: zero_moment.py:26  rho += f[l]  [l=12]
-    adj_f_0_12 = adj_f_0_12 + adj_rho_11
-    adj_rho_10 = adj_rho_11
-    # adj of: zero_moment.py:26  rho += f[l]  [l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_rho_10
-    adj_rho_9 = adj_rho_10
-    # adj of: zero_moment.py:26  rho += f[l]  [l=10]
-    adj_f_0_10 = adj_f_0_10 + adj_rho_9
-    adj_rho_8 = adj_rho_9
-    # adj of: zero_moment.py:26  rho += f[l]  [l=9]
-    adj_f_0_9 = adj_f_0_9 + adj_rho_8
-    adj_rho_7 = adj_rho_8
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = old_0 + adj_f_0_0
-    adj_f_0[1, i, j, k_p1] = old_1 + adj_f_0_1
-    adj_f_0[2, i, j, k_m1] = old_2 + adj_f_0_2
-    adj_f_0[3, i, j_p1, k] = old_3 + adj_f_0_3
-    adj_f_0[4, i, j_p1, k_p1] = old_4 + adj_f_0_4
-    adj_f_0[5, i, j_p1, k_m1] = old_5 + adj_f_0_5
-    adj_f_0[6, i, j_m1, k] = old_6 + adj_f_0_6
-    adj_f_0[7, i, j_m1, k_p1] = old_7 + adj_f_0_7
-    adj_f_0[8, i, j_m1, k_m1] = old_8 + adj_f_0_8
-    adj_f_0[9, i_p1, j, k] = old_9 + adj_f_0_9
-    adj_f_0[10, i_p1, j, k_p1] = old_10 + adj_f_0_10
-    adj_f_0[11, i_p1, j, k_m1] = old_11 + adj_f_0_11
-    adj_f_0[12, i_p1, j_p1, k] = old_12 + adj_f_0_12
-    adj_f_0[13, i_p1, j_m1, k] = old_13 + adj_f_0_13
-    adj_f_0[14, i_m1, j, k] = old_14 + adj_f_0_14
-    adj_f_0[15, i_m1, j, k_p1] = old_15 + adj_f_0_15
-    adj_f_0[16, i_m1, j, k_m1] = old_16 + adj_f_0_16
-    adj_f_0[17, i_m1, j_p1, k] = old_17 + adj_f_0_17
-    adj_f_0[18, i_m1, j_m1, k] = old_18 + adj_f_0_18
-    adj_f_1[0, i, j, k] = wp.float64(0.0)
-    adj_f_1[1, i, j, k] = wp.float64(0.0)
-    adj_f_1[2, i, j, k] = wp.float64(0.0)
-    adj_f_1[3, i, j, k] = wp.float64(0.0)
-    adj_f_1[4, i, j, k] = wp.float64(0.0)
-    adj_f_1[5, i, j, k] = wp.float64(0.0)
-    adj_f_1[6, i, j, k] = wp.float64(0.0)
-    adj_f_1[7, i, j, k] = wp.float64(0.0)
-    adj_f_1[8, i, j, k] = wp.float64(0.0)
-    adj_f_1[9, i, j, k] = wp.float64(0.0)
-    adj_f_1[10, i, j, k] = wp.float64(0.0)
-    adj_f_1[11, i, j, k] = wp.float64(0.0)
-    adj_f_1[12, i, j, k] = wp.float64(0.0)
-    adj_f_1[13, i, j, k] = wp.float64(0.0)
-    adj_f_1[14, i, j, k] = wp.float64(0.0)
-    adj_f_1[15, i, j, k] = wp.float64(0.0)
-    adj_f_1[16, i, j, k] = wp.float64(0.0)
-    adj_f_1[17, i, j, k] = wp.float64(0.0)
-    adj_f_1[18, i, j, k] = wp.float64(0.0)
-
-
-
-@wp.kernel(enable_backward=False, module="unique")
-def adjoint_fresh_state(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    adj_f_0: wp.array4d(dtype=wp.float64),
-    adj_f_1: wp.array4d(dtype=wp.float64),
-):
-    # The same, for gradient arrays known to be zero where written and outputs' gradients not
-    # needed: the elements read get their adjoints written, nothing is cleared.
-    # Without the per-cell adjoints of the scalar parameters, for steps whose caller asks for
-    # none (compiled on first use: module 'unique').
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    k_p1 = wp.where(k + 1 >= nz, k + 1 - nz, k + 1)
-    k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        # kept cell: the output's adjoint is the adjoint of its old content
-        return
-    # seeds: adjoints of the values this cell wrote
-    adj_fout_0 = adj_f_1[0, i, j, k]
-    adj_fout_1 = adj_f_1[1, i, j, k]
-    adj_fout_2 = adj_f_1[2, i, j, k]
-    adj_fout_3 = adj_f_1[3, i, j, k]
-    adj_fout_4 = adj_f_1[4, i, j, k]
-    adj_fout_5 = adj_f_1[5, i, j, k]
-    adj_fout_6 = adj_f_1[6, i, j, k]
-    adj_fout_7 = adj_f_1[7, i, j, k]
-    adj_fout_8 = adj_f_1[8, i, j, k]
-    adj_fout_9 = adj_f_1[9, i, j, k]
-    adj_fout_10 = adj_f_1[10, i, j, k]
-    adj_fout_11 = adj_f_1[11, i, j, k]
-    adj_fout_12 = adj_f_1[12, i, j, k]
-    adj_fout_13 = adj_f_1[13, i, j, k]
-    adj_fout_14 = adj_f_1[14, i, j, k]
-    adj_fout_15 = adj_f_1[15, i, j, k]
-    adj_fout_16 = adj_f_1[16, i, j, k]
-    adj_fout_17 = adj_f_1[17, i, j, k]
-    adj_fout_18 = adj_f_1[18, i, j, k]
-    # replay of the forward cell program
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j, k_p1]
-    f_0_2 = f_0[2, i, j, k_m1]
-    f_0_3 = f_0[3, i, j_p1, k]
-    f_0_4 = f_0[4, i, j_p1, k_p1]
-    f_0_5 = f_0[5, i, j_p1, k_m1]
-    f_0_6 = f_0[6, i, j_m1, k]
-    f_0_7 = f_0[7, i, j_m1, k_p1]
-    f_0_8 = f_0[8, i, j_m1, k_m1]
-    f_0_9 = f_0[9, i_p1, j, k]
-    f_0_10 = f_0[10, i_p1, j, k_p1]
-    f_0_11 = f_0[11, i_p1, j, k_m1]
-    f_0_12 = f_0[12, i_p1, j_p1, k]
-    f_0_13 = f_0[13, i_p1, j_m1, k]
-    f_0_14 = f_0[14, i_m1, j, k]
-    f_0_15 = f_0[15, i_m1, j, k_p1]
-    f_0_16 = f_0[16, i_m1, j, k_m1]
-    f_0_17 = f_0[17, i_m1, j_p1, k]
-    f_0_18 = f_0[18, i_m1, j_m1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    rho_8 = f_0_9 + rho_7
-    rho_9 = f_0_10 + rho_8
-    rho_10 = f_0_11 + rho_9
-    rho_11 = f_0_12 + rho_10
-    rho_12 = f_0_13 + rho_11
-    rho_13 = f_0_14 + rho_12
-    rho_14 = f_0_15 + rho_13
-    rho_15 = f_0_16 + rho_14
-    rho_16 = f_0_17 + rho_15
-    rho_17 = f_0_18 + rho_16
-    u_2 = -f_0_1
-    u_2_1 = f_0_2 + u_2
-    u_1 = -f_0_3
-    u_1_1 = -f_0_4 + u_1
-    u_2_2 = -f_0_4 + u_2_1
-    u_1_2 = -f_0_5 + u_1_1
-    u_2_3 = f_0_5 + u_2_2
-    u_1_3 = f_0_6 + u_1_2
-    u_1_4 = f_0_7 + u_1_3
-    u_2_4 = -f_0_7 + u_2_3
-    u_1_5 = f_0_8 + u_1_4
-    u_2_5 = f_0_8 + u_2_4
-    u_0 = -f_0_9
-    u_0_1 = -f_0_10 + u_0
-    u_2_6 = -f_0_10 + u_2_5
-    u_0_2 = -f_0_11 + u_0_1
-    u_2_7 = f_0_11 + u_2_6
-    u_0_3 = -f_0_12 + u_0_2
-    u_1_6 = -f_0_12 + u_1_5
-    u_0_4 = -f_0_13 + u_0_3
-    u_1_7 = f_0_13 + u_1_6
-    u_0_5 = f_0_14 + u_0_4
-    u_0_6 = f_0_15 + u_0_5
-    u_2_8 = -f_0_15 + u_2_7
-    u_0_7 = f_0_16 + u_0_6
-    u_2_9 = f_0_16 + u_2_8
-    u_0_8 = f_0_17 + u_0_7
-    u_1_8 = -f_0_17 + u_1_7
-    u_0_9 = f_0_18 + u_0_8
-    u_1_9 = f_0_18 + u_1_8
-    u_0_10 = u_0_9 / rho_17
-    u_1_10 = u_1_9 / rho_17
-    u_2_10 = u_2_9 / rho_17
-    usqr = wp.float64(1.5) * (u_0_10 * u_0_10) + wp.float64(1.5) * (u_1_10 * u_1_10) + wp.float64(1.5) * (u_2_10 * u_2_10)
-    feq_0 = wp.float64(0.3333333333333333) * rho_17 * (-usqr + wp.float64(1.0))
-    cu = -u_2_10
-    cu_1 = wp.float64(3.0) * cu
-    feq_1 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_2 = wp.float64(3.0) * u_2_10
-    feq_2 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = -u_1_10
-    cu_4 = wp.float64(3.0) * cu_3
-    feq_3 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_5 = cu_3 - u_2_10
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = cu_3 + u_2_10
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * u_1_10
-    feq_6 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_1_10 - u_2_10
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = u_1_10 + u_2_10
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_14 = -u_0_10
-    cu_15 = wp.float64(3.0) * cu_14
-    feq_9 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_16 = cu_14 - u_2_10
-    cu_17 = wp.float64(3.0) * cu_16
-    feq_10 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_18 = cu_14 + u_2_10
-    cu_19 = wp.float64(3.0) * cu_18
-    feq_11 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_20 = cu_14 - u_1_10
-    cu_21 = wp.float64(3.0) * cu_20
-    feq_12 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_22 = cu_14 + u_1_10
-    cu_23 = wp.float64(3.0) * cu_22
-    feq_13 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_24 = wp.float64(3.0) * u_0_10
-    feq_14 = wp.float64(0.05555555555555555) * rho_17 * (-usqr + cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_25 = u_0_10 - u_2_10
-    cu_26 = wp.float64(3.0) * cu_25
-    feq_15 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_27 = u_0_10 + u_2_10
-    cu_28 = wp.float64(3.0) * cu_27
-    feq_16 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_29 = u_0_10 - u_1_10
-    cu_30 = wp.float64(3.0) * cu_29
-    feq_17 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_31 = u_0_10 + u_1_10
-    cu_32 = wp.float64(3.0) * cu_31
-    feq_18 = wp.float64(0.027777777777777776) * rho_17 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fneq_9 = f_0_9 - feq_9
-    fneq_10 = f_0_10 - feq_10
-    fneq_11 = f_0_11 - feq_11
-    fneq_12 = f_0_12 - feq_12
-    fneq_13 = f_0_13 - feq_13
-    fneq_14 = f_0_14 - feq_14
-    fneq_15 = f_0_15 - feq_15
-    fneq_16 = f_0_16 - feq_16
-    fneq_17 = f_0_17 - feq_17
-    fneq_18 = f_0_18 - feq_18
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    fout_9 = f_0_9 - fneq_9 * omega
-    fout_10 = f_0_10 - fneq_10 * omega
-    fout_11 = f_0_11 - fneq_11 * omega
-    fout_12 = f_0_12 - fneq_12 * omega
-    fout_13 = f_0_13 - fneq_13 * omega
-    fout_14 = f_0_14 - fneq_14 * omega
-    fout_15 = f_0_15 - fneq_15 * omega
-    fout_16 = f_0_16 - fneq_16 * omega
-    fout_17 = f_0_17 - fneq_17 * omega
-    fout_18 = f_0_18 - fneq_18 * omega
-    # reverse sweep
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_18 = adj_fout_18
-    adj_fneq_18 = -(adj_fout_18 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_17 = adj_fout_17
-    adj_fneq_17 = -(adj_fout_17 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_16 = adj_fout_16
-    adj_fneq_16 = -(adj_fout_16 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_15 = adj_fout_15
-    adj_fneq_15 = -(adj_fout_15 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_14 = adj_fout_14
-    adj_fneq_14 = -(adj_fout_14 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_13 = adj_fout_13
-    adj_fneq_13 = -(adj_fout_13 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_12 = adj_fout_12
-    adj_fneq_12 = -(adj_fout_12 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_11 = adj_fout_11
-    adj_fneq_11 = -(adj_fout_11 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_10 = adj_fout_10
-    adj_fneq_10 = -(adj_fout_10 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_9 = adj_fout_9
-    adj_fneq_9 = -(adj_fout_9 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_8 = adj_fout_8
-    adj_fneq_8 = -(adj_fout_8 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_7 = adj_fout_7
-    adj_fneq_7 = -(adj_fout_7 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_6 = adj_fout_6
-    adj_fneq_6 = -(adj_fout_6 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_5 = adj_fout_5
-    adj_fneq_5 = -(adj_fout_5 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_4 = adj_fout_4
-    adj_fneq_4 = -(adj_fout_4 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_3 = adj_fout_3
-    adj_fneq_3 = -(adj_fout_3 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_2 = adj_fout_2
-    adj_fneq_2 = -(adj_fout_2 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_1 = adj_fout_1
-    adj_fneq_1 = -(adj_fout_1 * omega)
-    # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
-    adj_f_0_0 = adj_fout_0
-    adj_fneq_0 = -(adj_fout_0 * omega)
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_18 = adj_f_0_18 + adj_fneq_18
-    adj_feq_18 = -adj_fneq_18
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_17 = adj_f_0_17 + adj_fneq_17
-    adj_feq_17 = -adj_fneq_17
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_16 = adj_f_0_16 + adj_fneq_16
-    adj_feq_16 = -adj_fneq_16
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_15 = adj_f_0_15 + adj_fneq_15
-    adj_feq_15 = -adj_fneq_15
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_14 = adj_f_0_14 + adj_fneq_14
-    adj_feq_14 = -adj_fneq_14
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_13 = adj_f_0_13 + adj_fneq_13
-    adj_feq_13 = -adj_fneq_13
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_12 = adj_f_0_12 + adj_fneq_12
-    adj_feq_12 = -adj_fneq_12
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_11 = adj_f_0_11 + adj_fneq_11
-    adj_feq_11 = -adj_fneq_11
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_10 = adj_f_0_10 + adj_fneq_10
-    adj_feq_10 = -adj_fneq_10
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_9 = adj_f_0_9 + adj_fneq_9
-    adj_feq_9 = -adj_fneq_9
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_8 = adj_f_0_8 + adj_fneq_8
-    adj_feq_8 = -adj_fneq_8
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_7 = adj_f_0_7 + adj_fneq_7
-    adj_feq_7 = -adj_fneq_7
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_6 = adj_f_0_6 + adj_fneq_6
-    adj_feq_6 = -adj_fneq_6
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_5 = adj_f_0_5 + adj_fneq_5
-    adj_feq_5 = -adj_fneq_5
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_4 = adj_f_0_4 + adj_fneq_4
-    adj_feq_4 = -adj_fneq_4
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_3 = adj_f_0_3 + adj_fneq_3
-    adj_feq_3 = -adj_fneq_3
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_2 = adj_f_0_2 + adj_fneq_2
-    adj_feq_2 = -adj_fneq_2
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_1 = adj_f_0_1 + adj_fneq_1
-    adj_feq_1 = -adj_fneq_1
-    # adj of: bgk.py:32  fneq = f - feq
-    adj_f_0_0 = adj_f_0_0 + adj_fneq_0
-    adj_feq_0 = -adj_fneq_0
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=18]
-    adj_cu_32 = wp.float64(0.027777777777777776) * adj_feq_18 * rho_17 * (wp.float64(1.0) * cu_32 + wp.float64(1.0))
-    adj_rho_17 = adj_feq_18 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = -(wp.float64(0.027777777777777776) * adj_feq_18 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=18]
-    adj_cu_31 = wp.float64(3.0) * adj_cu_32
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=18]
-    adj_u_0_10 = adj_cu_31
-    adj_u_1_10 = adj_cu_31
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=17]
-    adj_cu_30 = wp.float64(0.027777777777777776) * adj_feq_17 * rho_17 * (wp.float64(1.0) * cu_30 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_17 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_30 * (wp.float64(0.5) * cu_30 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_17 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=17]
-    adj_cu_29 = wp.float64(3.0) * adj_cu_30
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=17]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_29
-    adj_u_1_10 = adj_u_1_10 - adj_cu_29
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=16]
-    adj_cu_28 = wp.float64(0.027777777777777776) * adj_feq_16 * rho_17 * (wp.float64(1.0) * cu_28 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_16 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_28 * (wp.float64(0.5) * cu_28 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_16 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=16]
-    adj_cu_27 = wp.float64(3.0) * adj_cu_28
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=16]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_27
-    adj_u_2_10 = adj_cu_27
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=15]
-    adj_cu_26 = wp.float64(0.027777777777777776) * adj_feq_15 * rho_17 * (wp.float64(1.0) * cu_26 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_15 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_26 * (wp.float64(0.5) * cu_26 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_15 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=15]
-    adj_cu_25 = wp.float64(3.0) * adj_cu_26
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=15]
-    adj_u_0_10 = adj_u_0_10 + adj_cu_25
-    adj_u_2_10 = adj_u_2_10 - adj_cu_25
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=14]
-    adj_cu_24 = wp.float64(0.05555555555555555) * adj_feq_14 * rho_17 * (wp.float64(1.0) * cu_24 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_14 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_24 * (wp.float64(0.5) * cu_24 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_14 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=14]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_cu_24
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=13]
-    adj_cu_23 = wp.float64(0.027777777777777776) * adj_feq_13 * rho_17 * (wp.float64(1.0) * cu_23 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_13 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_13 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=13]
-    adj_cu_22 = wp.float64(3.0) * adj_cu_23
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=1, l=13]
-    adj_cu_14 = adj_cu_22
-    adj_u_1_10 = adj_u_1_10 + adj_cu_22
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=12]
-    adj_cu_21 = wp.float64(0.027777777777777776) * adj_feq_12 * rho_17 * (wp.float64(1.0) * cu_21 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_12 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_12 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=12]
-    adj_cu_20 = wp.float64(3.0) * adj_cu_21
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=12]
-    adj_cu_14 = adj_cu_14 + adj_cu_20
-    adj_u_1_10 = adj_u_1_10 - adj_cu_20
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=11]
-    adj_cu_19 = wp.float64(0.027777777777777776) * adj_feq_11 * rho_17 * (wp.float64(1.0) * cu_19 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_11 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_11 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=11]
-    adj_cu_18 = wp.float64(3.0) * adj_cu_19
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=11]
-    adj_cu_14 = adj_cu_14 + adj_cu_18
-    adj_u_2_10 = adj_u_2_10 + adj_cu_18
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=10]
-    adj_cu_17 = wp.float64(0.027777777777777776) * adj_feq_10 * rho_17 * (wp.float64(1.0) * cu_17 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_10 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_10 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=10]
-    adj_cu_16 = wp.float64(3.0) * adj_cu_17
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=10]
-    adj_cu_14 = adj_cu_14 + adj_cu_16
-    adj_u_2_10 = adj_u_2_10 - adj_cu_16
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=9]
-    adj_cu_15 = wp.float64(0.05555555555555555) * adj_feq_9 * rho_17 * (wp.float64(1.0) * cu_15 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_9 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_9 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=9]
-    adj_cu_14 = adj_cu_14 + wp.float64(3.0) * adj_cu_15
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=0, l=9]
-    adj_u_0_10 = adj_u_0_10 - adj_cu_14
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=8]
-    adj_cu_13 = wp.float64(0.027777777777777776) * adj_feq_8 * rho_17 * (wp.float64(1.0) * cu_13 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_8 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_8 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=8]
-    adj_cu_12 = wp.float64(3.0) * adj_cu_13
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=8]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_12
-    adj_u_2_10 = adj_u_2_10 + adj_cu_12
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=7]
-    adj_cu_11 = wp.float64(0.027777777777777776) * adj_feq_7 * rho_17 * (wp.float64(1.0) * cu_11 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_7 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_7 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=7]
-    adj_cu_10 = wp.float64(3.0) * adj_cu_11
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=7]
-    adj_u_1_10 = adj_u_1_10 + adj_cu_10
-    adj_u_2_10 = adj_u_2_10 - adj_cu_10
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=6]
-    adj_cu_9 = wp.float64(0.05555555555555555) * adj_feq_6 * rho_17 * (wp.float64(1.0) * cu_9 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_6 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_6 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=6]
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_cu_9
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=5]
-    adj_cu_8 = wp.float64(0.027777777777777776) * adj_feq_5 * rho_17 * (wp.float64(1.0) * cu_8 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_5 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_5 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=5]
-    adj_cu_7 = wp.float64(3.0) * adj_cu_8
-    # adj of: quadratic_equilibrium.py:49  cu += u[d]  [d=2, l=5]
-    adj_cu_3 = adj_cu_7
-    adj_u_2_10 = adj_u_2_10 + adj_cu_7
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=4]
-    adj_cu_6 = wp.float64(0.027777777777777776) * adj_feq_4 * rho_17 * (wp.float64(1.0) * cu_6 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_4 * (-wp.float64(0.027777777777777776) * usqr + wp.float64(0.027777777777777776) * cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(0.027777777777777776))
-    adj_usqr = adj_usqr - (wp.float64(0.027777777777777776) * adj_feq_4 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=4]
-    adj_cu_5 = wp.float64(3.0) * adj_cu_6
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=4]
-    adj_cu_3 = adj_cu_3 + adj_cu_5
-    adj_u_2_10 = adj_u_2_10 - adj_cu_5
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=3]
-    adj_cu_4 = wp.float64(0.05555555555555555) * adj_feq_3 * rho_17 * (wp.float64(1.0) * cu_4 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_3 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_3 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=3]
-    adj_cu_3 = adj_cu_3 + wp.float64(3.0) * adj_cu_4
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=1, l=3]
-    adj_u_1_10 = adj_u_1_10 - adj_cu_3
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=2]
-    adj_cu_2 = wp.float64(0.05555555555555555) * adj_feq_2 * rho_17 * (wp.float64(1.0) * cu_2 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_2 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_2 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=2]
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_cu_2
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=1]
-    adj_cu_1 = wp.float64(0.05555555555555555) * adj_feq_1 * rho_17 * (wp.float64(1.0) * cu_1 + wp.float64(1.0))
-    adj_rho_17 = adj_rho_17 + adj_feq_1 * (-wp.float64(0.05555555555555555) * usqr + wp.float64(0.05555555555555555) * cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(0.05555555555555555))
-    adj_usqr = adj_usqr - (wp.float64(0.05555555555555555) * adj_feq_1 * rho_17)
-    # adj of: quadratic_equilibrium.py:52  cu *= self.compute_dtype(3.0)  [l=1]
-    adj_cu = wp.float64(3.0) * adj_cu_1
-    # adj of: quadratic_equilibrium.py:51  cu -= u[d]  [d=2, l=1]
-    adj_u_2_10 = adj_u_2_10 - adj_cu
-    # adj of: quadratic_equilibrium.py:58  feq[l] = rho * _w[l] * (self.compute_dtype(1.0) + cu * (self.compute_dtype(1.0) + self.compute_dtype(0.5) * cu) - usqr)  [l=0]
-    adj_rho_17 = adj_rho_17 + adj_feq_0 * (-wp.float64(0.3333333333333333) * usqr + wp.float64(0.3333333333333333))
-    adj_usqr = adj_usqr - (wp.float64(0.3333333333333333) * adj_feq_0 * rho_17)
-    # adj of: quadratic_equilibrium.py:55  usqr = self.compute_dtype(1.5) * wp.dot(u, u)  [l=0]
-    adj_u_0_10 = adj_u_0_10 + wp.float64(3.0) * adj_usqr * u_0_10
-    adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_usqr * u_1_10
-    adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_usqr * u_2_10
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
-    adj_u_2_9 = adj_u_2_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
-    adj_u_1_9 = adj_u_1_10 / rho_17
-    # adj of: first_moment.py:37  u /= rho
-    adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
-    adj_u_0_9 = adj_u_0_10 / rho_17
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_1_9
-    adj_u_1_8 = adj_u_1_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_u_0_9
-    adj_u_0_8 = adj_u_0_9
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=17]
-    adj_f_0_17 = adj_f_0_17 - adj_u_1_8
-    adj_u_1_7 = adj_u_1_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_u_0_8
-    adj_u_0_7 = adj_u_0_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_2_9
-    adj_u_2_8 = adj_u_2_9
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_u_0_7
-    adj_u_0_6 = adj_u_0_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=15]
-    adj_f_0_15 = adj_f_0_15 - adj_u_2_8
-    adj_u_2_7 = adj_u_2_8
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_u_0_6
-    adj_u_0_5 = adj_u_0_6
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_u_0_5
-    adj_u_0_4 = adj_u_0_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_u_1_7
-    adj_u_1_6 = adj_u_1_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
-    adj_f_0_13 = adj_f_0_13 - adj_u_0_4
-    adj_u_0_3 = adj_u_0_4
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_1_6
-    adj_u_1_5 = adj_u_1_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
-    adj_f_0_12 = adj_f_0_12 - adj_u_0_3
-    adj_u_0_2 = adj_u_0_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_u_2_7
-    adj_u_2_6 = adj_u_2_7
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
-    adj_f_0_11 = adj_f_0_11 - adj_u_0_2
-    adj_u_0_1 = adj_u_0_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_2_6
-    adj_u_2_5 = adj_u_2_6
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
-    adj_f_0_10 = adj_f_0_10 - adj_u_0_1
-    adj_u_0 = adj_u_0_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
-    adj_f_0_9 = adj_f_0_9 - adj_u_0
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_2_5
-    adj_u_2_4 = adj_u_2_5
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_u_1_5
-    adj_u_1_4 = adj_u_1_5
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
-    adj_f_0_7 = adj_f_0_7 - adj_u_2_4
-    adj_u_2_3 = adj_u_2_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_u_1_4
-    adj_u_1_3 = adj_u_1_4
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_u_1_3
-    adj_u_1_2 = adj_u_1_3
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_u_2_3
-    adj_u_2_2 = adj_u_2_3
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
-    adj_f_0_5 = adj_f_0_5 - adj_u_1_2
-    adj_u_1_1 = adj_u_1_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_2_2
-    adj_u_2_1 = adj_u_2_2
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
-    adj_f_0_4 = adj_f_0_4 - adj_u_1_1
-    adj_u_1 = adj_u_1_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
-    adj_f_0_3 = adj_f_0_3 - adj_u_1
-    # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_u_2_1
-    adj_u_2 = adj_u_2_1
-    # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
-    adj_f_0_1 = adj_f_0_1 - adj_u_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=18]
-    adj_f_0_18 = adj_f_0_18 + adj_rho_17
-    adj_rho_16 = adj_rho_17
-    # adj of: zero_moment.py:26  rho += f[l]  [l=17]
-    adj_f_0_17 = adj_f_0_17 + adj_rho_16
-    adj_rho_15 = adj_rho_16
-    # adj of: zero_moment.py:26  rho += f[l]  [l=16]
-    adj_f_0_16 = adj_f_0_16 + adj_rho_15
-    adj_rho_14 = adj_rho_15
-    # adj of: zero_moment.py:26  rho += f[l]  [l=15]
-    adj_f_0_15 = adj_f_0_15 + adj_rho_14
-    adj_rho_13 = adj_rho_14
-    # adj of: zero_moment.py:26  rho += f[l]  [l=14]
-    adj_f_0_14 = adj_f_0_14 + adj_rho_13
-    adj_rho_12 = adj_rho_13
-    # adj of: zero_moment.py:26  rho += f[l]  [l=13]
-    adj_f_0_13 = adj_f_0_13 + adj_rho_12
-    adj_rho_11 = adj_rho_12
-    # adj of: zero_moment.py:26  rho += f[l]  [l=12]
-    adj_f_0_12 = adj_f_0_12 + adj_rho_11
-    adj_rho_10 = adj_rho_11
-    # adj of: zero_moment.py:26  rho += f[l]  [l=11]
-    adj_f_0_11 = adj_f_0_11 + adj_rho_10
-    adj_rho_9 = adj_rho_10
-    # adj of: zero_moment.py:26  rho += f[l]  [l=10]
-    adj_f_0_10 = adj_f_0_10 + adj_rho_9
-    adj_rho_8 = adj_rho_9
-    # adj of: zero_moment.py:26  rho += f[l]  [l=9]
-    adj_f_0_9 = adj_f_0_9 + adj_rho_8
-    adj_rho_7 = adj_rho_8
-    # adj of: zero_moment.py:26  rho += f[l]  [l=8]
-    adj_f_0_8 = adj_f_0_8 + adj_rho_7
-    adj_rho_6 = adj_rho_7
-    # adj of: zero_moment.py:26  rho += f[l]  [l=7]
-    adj_f_0_7 = adj_f_0_7 + adj_rho_6
-    adj_rho_5 = adj_rho_6
-    # adj of: zero_moment.py:26  rho += f[l]  [l=6]
-    adj_f_0_6 = adj_f_0_6 + adj_rho_5
-    adj_rho_4 = adj_rho_5
-    # adj of: zero_moment.py:26  rho += f[l]  [l=5]
-    adj_f_0_5 = adj_f_0_5 + adj_rho_4
-    adj_rho_3 = adj_rho_4
-    # adj of: zero_moment.py:26  rho += f[l]  [l=4]
-    adj_f_0_4 = adj_f_0_4 + adj_rho_3
-    adj_rho_2 = adj_rho_3
-    # adj of: zero_moment.py:26  rho += f[l]  [l=3]
-    adj_f_0_3 = adj_f_0_3 + adj_rho_2
-    adj_rho_1 = adj_rho_2
-    # adj of: zero_moment.py:26  rho += f[l]  [l=2]
-    adj_f_0_2 = adj_f_0_2 + adj_rho_1
-    adj_rho = adj_rho_1
-    # adj of: zero_moment.py:26  rho += f[l]  [l=1]
-    adj_f_0_0 = adj_f_0_0 + adj_rho
-    adj_f_0_1 = adj_f_0_1 + adj_rho
-    # writes
-    adj_f_0[0, i, j, k] = adj_f_0_0
-    adj_f_0[1, i, j, k_p1] = adj_f_0_1
-    adj_f_0[2, i, j, k_m1] = adj_f_0_2
-    adj_f_0[3, i, j_p1, k] = adj_f_0_3
-    adj_f_0[4, i, j_p1, k_p1] = adj_f_0_4
-    adj_f_0[5, i, j_p1, k_m1] = adj_f_0_5
-    adj_f_0[6, i, j_m1, k] = adj_f_0_6
-    adj_f_0[7, i, j_m1, k_p1] = adj_f_0_7
-    adj_f_0[8, i, j_m1, k_m1] = adj_f_0_8
-    adj_f_0[9, i_p1, j, k] = adj_f_0_9
-    adj_f_0[10, i_p1, j, k_p1] = adj_f_0_10
-    adj_f_0[11, i_p1, j, k_m1] = adj_f_0_11
-    adj_f_0[12, i_p1, j_p1, k] = adj_f_0_12
-    adj_f_0[13, i_p1, j_m1, k] = adj_f_0_13
-    adj_f_0[14, i_m1, j, k] = adj_f_0_14
-    adj_f_0[15, i_m1, j, k_p1] = adj_f_0_15
-    adj_f_0[16, i_m1, j, k_m1] = adj_f_0_16
-    adj_f_0[17, i_m1, j_p1, k] = adj_f_0_17
-    adj_f_0[18, i_m1, j_m1, k] = adj_f_0_18
-
+adjoint = _adjoint_variant("adjoint", fresh=False, state_only=False)
+adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
+adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
+adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 

@@ -199,51 +199,93 @@ def _read_and_overwritten(program: Program, accesses: Accesses) -> set:
     return {access.array for access in accesses.loads.values() if access.array in stored}
 
 
-_WRITE_BACK = ("Write-back: overwritten outputs get 0 (plus what reads of their old content contributed),",
-               "the elements read get their adjoints added.")
-_FRESH = ("The same, for gradient arrays known to be zero where written and outputs' gradients not",
-          "needed: the elements read get their adjoints written, nothing is cleared.")
-_STATE = ("Without the per-cell adjoints of the scalar parameters, for steps whose caller asks for",
-          "none (compiled on first use: module 'unique').")
+_ADJOINT_COMMENT = (
+    "One body, compiled per variant (wp.static flags; each variant its own module, compiled on first launch):",
+    "fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),",
+    "  the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where",
+    "  written and outputs' gradients not needed, the elements read get their adjoints written, nothing",
+    "  is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers).",
+)
 
 
 @dataclass(frozen=True)
-class KernelPlan:
-    """One adjoint kernel variant as the template's ``adjoint_kernel`` macro prints it."""
+class AdjointVariant:
+    """One compiled variant of the adjoint body; its name comes from manifest.adjoint_kernel_name."""
 
     name: str
-    decorator: str
+    fresh: bool
+    state_only: bool
+
+
+@dataclass(frozen=True)
+class AdjointPlan:
+    """The module's one adjoint body, as the template prints it, and the variants compiled from it."""
+
     params: list
-    comment: tuple
     kept: list  # a kept cell's writes before its early return
-    reads: list  # {"origin", "line"}: gradients read up front (accumulating variants only)
+    reads: list  # gradients read up front (not fresh)
     groups: list  # {"origin", "lines"}: the reverse sweep
     writes: list
-    parameter_lines: list  # per-cell adjoints of scalar parameters (full variants only)
+    parameter_lines: list  # per-cell adjoints of scalar parameters (not state_only)
+    variants: list
+    comment: tuple = _ADJOINT_COMMENT
 
 
-def _adjoint_kernels(fresh: bool, has_parameters: bool, params: list, state_params: list, kept: list, state_kept: list,
-                     write_back_reads: list, write_back_writes: list, fresh_writes: list, groups: list,
-                     state_groups: list, parameter_lines: list) -> list[KernelPlan]:
-    """The adjoint kernels a module defines: ``adjoint`` (accumulating) and ``adjoint_fresh``, and
-    where the program has scalar parameters ``adjoint_state`` and ``adjoint_fresh_state``, the
-    same without the parameters' per-cell adjoints. Those keep the replayed non-equilibrium parts
-    (for BGK: what ``d/d omega`` needs) out of the registers: D3Q19 FP32 ``adjoint_fresh`` needs 72
-    registers instead of 120."""
-    plans = []
-    for state_only in (False, True)[: 1 + has_parameters]:
-        for is_fresh in (False, True)[: 1 + fresh]:
-            plans.append(KernelPlan(
-                name=adjoint_kernel_name(is_fresh, state_only),
-                decorator='@wp.kernel(enable_backward=False, module="unique")' if state_only else "@wp.kernel",
-                params=state_params if state_only else params,
-                comment=(_FRESH if is_fresh else _WRITE_BACK) + (_STATE if state_only else ()),
-                kept=state_kept if state_only else kept,
-                reads=[] if is_fresh else write_back_reads,
-                groups=state_groups if state_only else groups,
-                writes=fresh_writes if is_fresh else write_back_writes,
-                parameter_lines=[] if state_only else parameter_lines))
-    return plans
+def _static_if(flag: str, lines: list, otherwise: list | None = None) -> list:
+    """``lines`` compiled only where the variant flag expression ``flag`` holds (``otherwise`` else)."""
+    if not lines and not otherwise:
+        return []
+    out = [f"if wp.static({flag}):"] + [f"    {line}" for line in lines or ["pass"]]
+    if otherwise:
+        out += ["else:"] + [f"    {line}" for line in otherwise]
+    return out
+
+
+def _without_parameters(flagged: list, has_parameters: bool) -> list:
+    """(line, parameter-only) pairs as lines; runs of parameter-only lines compiled only where
+    the variant keeps parameter adjoints."""
+    out, run = [], []
+    for line, parameter_only in flagged + [(None, False)]:
+        if parameter_only and has_parameters:
+            run.append(line)
+            continue
+        if run:
+            out += _static_if("not state_only", run)
+            run = []
+        if line is not None:
+            out.append(line)
+    return out
+
+
+def _collapsed_reads(reads: list) -> list:
+    """The up-front reads, with one ``# adj of:`` comment per run of reads of the same origin."""
+    out, origin = [], None
+    for read in reads:
+        if read["origin"] != origin:
+            origin = read["origin"]
+            out.append(f"# adj of: {origin}")
+        out.append(read["line"])
+    return out
+
+
+def _adjoint_plan(fresh: bool, has_parameters: bool, params: list, kept: list, parameter_kept: list, reads: list,
+                  write_back: list, fresh_writes: list, slot_lines: list, groups: list, parameter_lines: list) -> AdjointPlan:
+    """The adjoint body and its variants: ``adjoint`` (accumulating) and, where nothing is updated
+    in place, ``adjoint_fresh``; where the program has scalar parameters also ``adjoint_state`` and
+    ``adjoint_fresh_state``, the same without the parameters' per-cell adjoints. Those keep the
+    replayed non-equilibrium parts (for BGK: what ``d/d omega`` needs) out of the registers: D3Q19
+    FP32 ``adjoint_fresh`` needs 72 registers instead of 120."""
+    variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only), is_fresh, state_only)
+                for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
+    guard = (lambda flag, lines: _static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
+    return AdjointPlan(
+        params=params,
+        kept=kept + guard("not state_only", parameter_kept),
+        reads=_static_if("not fresh", _collapsed_reads(reads)) if fresh else _collapsed_reads(reads),
+        groups=groups,
+        writes=(_static_if("fresh", fresh_writes, write_back) if fresh else write_back) + slot_lines,
+        parameter_lines=guard("not state_only", parameter_lines),
+        variants=variants)
 
 
 def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses, sources: list,
@@ -284,19 +326,18 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         destinations[f"{grads[array]}[{lines.store_index(index)}]"] = {"cleared": True, "terms": [], "origin": None,
                                                                        "dtype": program.param(array).dtype}
     slot_terms: dict = {}  # slot -> adjoints of the reads that use it (one element read through two index expressions shares it)
-    groups, state_groups = [], []
+    groups = []
     parameter_adjoints = {variable for _, variable in adjoint.parameters if variable}
     for group in adjoint.groups:
-        body, state_body = [], []
+        body = []  # (line, whether it updates a parameter's adjoint)
         for update in group.updates:
             if update.first:
-                body.append(f"{update.target} = {print_(update.expr, program.compute_dtype)}")
+                line = f"{update.target} = {print_(update.expr, program.compute_dtype)}"
             elif update.expr.could_extract_minus_sign():
-                body.append(f"{update.target} = {update.target} - {print_.atom(-update.expr, program.compute_dtype)}")
+                line = f"{update.target} = {update.target} - {print_.atom(-update.expr, program.compute_dtype)}"
             else:
-                body.append(f"{update.target} = {update.target} + {print_(update.expr, program.compute_dtype)}")
-            if update.target not in parameter_adjoints:
-                state_body.append(body[-1])
+                line = f"{update.target} = {update.target} + {print_(update.expr, program.compute_dtype)}"
+            body.append((line, update.target in parameter_adjoints))
         if group.scatter is not None:
             array, index, name, symbol = group.scatter
             slot = accesses.slot_of(accesses.loads[symbol])
@@ -309,9 +350,9 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
                 slot_terms.setdefault(slot, []).append(name)
             continue
-        groups.append({"origin": group.origin, "lines": body})
-        if state_body:
-            state_groups.append({"origin": group.origin, "lines": state_body})
+        repeated = bool(groups) and groups[-1]["source"] == group.origin  # one comment per run of groups
+        groups.append({"source": group.origin, "origin": None if repeated else group.origin,
+                       "lines": _without_parameters(body, bool(adjoint.parameters))})
     write_back_reads, write_back_writes, fresh_writes = [], [], []
     for target, entry in sorted(destinations.items(), key=lambda item: _population_order(item[0])):
         # the terms are adjoints (compute precision); the element is in the array's precision
@@ -344,14 +385,11 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     slot_lines += [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}"
                    for slot in range(len(accesses.slots)) if str(slot) not in written_slots]
     slot_lines = _merge_ifs(slot_lines)
-    write_back_writes += slot_lines
-    fresh_writes += slot_lines
     # a kept cell returns early, but still owns its slots and parameter cells: it writes zeros
     # there, so the runtime never has to clear these scratch arrays
     kept_lines = [f"{naming.SLOTS}[{slot}, {thread}] = {compute_zero}" for slot in range(len(accesses.slots))]
-    state_kept_lines = list(kept_lines)
-    kept_lines += [f"{naming.parameter_cells(name)}[{thread}] = {print_.number(0, program.param(name).dtype)}"
-                   for name, _ in adjoint.parameters]
+    parameter_kept_lines = [f"{naming.parameter_cells(name)}[{thread}] = {print_.number(0, program.param(name).dtype)}"
+                            for name, _ in adjoint.parameters]
     forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
     adjoint_params = forward_params + [f"{grads[p.name]}: {p.annotation()}" for p in program.params if p.differentiable]
     seed_params = [f"{naming.seed_array(a)}: {program.param(a).annotation()}" for a in accesses.in_place]
@@ -373,7 +411,6 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
             prepare_body.append(f"{naming.seed_array(array)}{element} = wp.where({moved}, {grads[array]}{element}, {zero_value})")
             prepare_body.append(f"{grads[array]}{element} = wp.where({moved}, {zero_value}, {grads[array]}{element})")
     parameter_lines = []
-    state_params = list(adjoint_params)  # the variants without parameter adjoints take no cell arrays
     for name, adjoint_variable in adjoint.parameters:
         cells = naming.parameter_cells(name)
         adjoint_params.append(f"{cells}: wp.array{len(program.thread)}d(dtype=wp.{program.param(name).dtype})")
@@ -383,7 +420,6 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     if accesses.slots:
         slot_param = f"{naming.SLOTS}: wp.array4d(dtype=wp.{program.compute_dtype})"
         adjoint_params.append(slot_param)
-        state_params.append(slot_param)
         reference_param = program.param(reference)
         id_param = program.param(id_symbol_load.array) if (id_symbol_load := _load_of(program, id_symbol)) else None
         gather_params = [f"{reference}: {reference_param.annotation()}", slot_param]
@@ -408,14 +444,13 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
                 reader_id = reader_ids[reader]
                 gather_body += [f"if {_id_condition(print_, reader_id, slot_needs[slot])}:", f"    {target} = {target} + {slot_value}"]
     gather_body = _merge_ifs(gather_body)
-    adjoint_kernels = _adjoint_kernels(fresh, bool(adjoint.parameters), adjoint_params, state_params, kept_lines,
-                                       state_kept_lines, write_back_reads, write_back_writes, fresh_writes, groups,
-                                       state_groups, parameter_lines)
+    adjoint_body = _adjoint_plan(fresh, bool(adjoint.parameters), adjoint_params, kept_lines, parameter_kept_lines,
+                                 write_back_reads, write_back_writes, fresh_writes, slot_lines, groups, parameter_lines)
     manifest = Manifest(
         configuration=config.label,
         program_sha256=identity,
         source_sha256={f.symbol: f.sha256 for f in sorted(sources, key=lambda f: f.symbol)},
-        kernels=tuple(["forward"] + [plan.name for plan in adjoint_kernels] + ["adjoint_prepare"] * bool(prepare_body)
+        kernels=tuple(["forward"] + [variant.name for variant in adjoint_body.variants] + ["adjoint_prepare"] * bool(prepare_body)
                       + ["adjoint_gather"] * bool(gather_body)),
         parameters=tuple(name for name, _ in adjoint.parameters),
         slot_count=len(accesses.slots),
@@ -445,12 +480,13 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
         "in_place_seeds": in_place_seeds,
         "prepare_params": prepare_params,
         "prepare_body": prepare_body,
-        "adjoint_kernels": adjoint_kernels,
+        "adjoint": adjoint_body,
         "manifest": manifest.to_source(),
         "gather_params": gather_params,
         "gather_body": gather_body,
         "statement_count": len(program.statements),
-        "adjoint_update_count": sum(len(g["lines"]) for g in groups) + len(write_back_writes),
+        "adjoint_update_count": sum(not line.startswith("if wp.static") for g in groups for line in g["lines"])
+        + len(write_back_writes) + len(slot_lines),
     }
     environment = _environment()
     body = environment.get_template("module_body.py.j2").render(context)

@@ -229,7 +229,8 @@ class DifferentiableStep:
         wanted = f_0.device.is_cuda if self.state_kernels is None else self.state_kernels
         state_only = wanted and not targets and self.manifest.has(adjoint_kernel_name(fresh, state_only=True))
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
-        cells = {} if state_only else {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.manifest.parameters}
+        # (every variant takes them: one body; the state-only variants leave them unwritten)
+        cells = {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.manifest.parameters}
         inputs += list(cells.values())
         slots = None
         if self.manifest.slot_count:
