@@ -229,14 +229,7 @@ def run_parts(args) -> dict:
     adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
 
     def timed(fn) -> float:
-        for _ in range(3):
-            fn()
-        wp.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            fn()
-        wp.synchronize()
-        return time.perf_counter() - start
+        return _timed(wp, fn, args.steps)
 
     parts = {
         "xlb_forward_s": _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, args.steps),
