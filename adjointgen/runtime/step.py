@@ -1,8 +1,9 @@
 """Runtime: an XLB stepper's call signature, backed by the generated forward and adjoint kernels.
 
 ``differentiable(stepper)`` finds the generated module of the stepper's configuration (in
-``adjointgen.generated``, checked against the hashes of the stepper's own source functionals),
-or generates one into a cache directory on first use (with a log line). It never falls back to
+``generated/``, when its manifest's program identity is the stepper's), or generates one into a
+cache directory on first use (with a log line); :mod:`adjointgen.runtime.modules` checks every
+file before it is used. It never falls back to
 Warp's automatic adjoint. The returned step launches the forward kernel off the tape and, inside
 a ``wp.Tape``, records the adjoint kernel with ``Tape.record_func``; ``tape.backward()`` then turns
 ``f_0.grad`` and ``f_1.grad`` (the adjoints of the two arrays as the step left them) into the
@@ -257,7 +258,7 @@ class DifferentiableStep:
         # A recorded step keeps a copy of the inputs its adjoint reads: f_0 always (so XLB's
         # ping-pong loop, which overwrites f_0 one step later, differentiates correctly), and f_1
         # when a boundary condition reads data from it (ZouHe's and Regularized's prescribed
-        # values); the forward itself may overwrite both (OVERWRITTEN_INPUTS).
+        # values); the forward itself may overwrite both (manifest.overwritten_inputs).
         saved = {}
         if tape is not None:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask)
