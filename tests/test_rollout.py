@@ -11,6 +11,7 @@ import warp as wp
 
 from adjointgen.config import Configuration
 from adjointgen.errors import RuntimeArgumentError
+from adjointgen.runtime.plan import binomial_forward_steps  # checked against checkpoint_schedules in test_plan.py
 from adjointgen.runtime.rollout import checkpointed_rollout
 from adjointgen.tools.verify import GeneratedSide, _enable_x64, jax_vjp, random_state, relative_error
 
@@ -43,19 +44,6 @@ def test_twenty_steps_equal_xlb_jax(label, shape, tolerance):
     assert relative_error(ours, reference) <= tolerance
 
 
-def _griewank_forward_steps(steps: int, snapshots: int) -> int:
-    """The fewest forward steps that reverse ``steps`` steps with ``snapshots`` stored states when a
-    stored state is the adjoint's input (Griewank and Walther, binomial checkpointing): r * T -
-    C(s + r, r - 1), r the least repetition number with C(s + r, s) >= T; plus the last step, whose
-    result is the rollout's output."""
-    from math import comb
-
-    repetitions = 1
-    while comb(snapshots + repetitions, snapshots) < steps:
-        repetitions += 1
-    return repetitions * steps - comb(snapshots + repetitions, repetitions - 1) + 1
-
-
 @pytest.mark.parametrize("label, snapshot_arrays", [
     ("D2Q9/BGK/FP64FP64/channel", 2),  # ZouHe keeps data in f_1: a stored state is a pair
     ("D2Q9/BGK/FP64FP64", 1),  # nothing reads f_1 before the next step overwrites it: f_0 alone
@@ -86,7 +74,7 @@ def test_the_number_of_snapshots_does_not_change_a_bit(label, snapshot_arrays, m
         assert result.stats.peak_stored_states <= snapshots + 1  # snapshots + the inputs of one step
         # what the memory costs: recomputation, and no more than the binomial optimum (no forward
         # step whose result nothing reads: the adjoint replays a step from its input)
-        assert result.stats.forward_steps == _griewank_forward_steps(STEPS, snapshots) > STEPS
+        assert result.stats.forward_steps == binomial_forward_steps(STEPS, snapshots) > STEPS
     # clones of the last rollout (3 snapshots... 8): the work pair and the final pair (2 + 2), each
     # step input kept for the adjoint (f_0, and f_1 where read), each snapshot (snapshot_arrays)
     stored.clear()

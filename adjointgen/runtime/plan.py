@@ -87,6 +87,7 @@ class RolloutPlan:
     snapshot_bytes: int  # one stored state (or kept step input, when every input is kept)
     fixed_bytes: int  # work pair, final pair, adjoint pair, one step's kept input
     forward_steps: int
+    storage: Storage  # what a stored state holds (the rollout follows it)
 
     @property
     def stores_every_input(self) -> bool:
@@ -129,11 +130,16 @@ def fixed_bytes(array_bytes: int, stored: Storage) -> int:
     return 6 * array_bytes + stored.input_arrays * array_bytes
 
 
+def array_bytes_of(f_0) -> int:
+    """Bytes of one population array like ``f_0``."""
+    return f_0.size * wp.types.type_size_in_bytes(f_0.dtype)
+
+
 def plan_for_snapshots(steps: int, snapshots: int, array_bytes: int, stored: Storage) -> RolloutPlan:
     every = snapshots >= steps
     per_state = (stored.input_arrays if every else stored.snapshot_arrays) * array_bytes
     fixed = 6 * array_bytes if every else fixed_bytes(array_bytes, stored)
-    return RolloutPlan(steps, snapshots, array_bytes, per_state, fixed, binomial_forward_steps(steps, snapshots))
+    return RolloutPlan(steps, snapshots, array_bytes, per_state, fixed, binomial_forward_steps(steps, snapshots), stored)
 
 
 def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto") -> RolloutPlan:
@@ -142,7 +148,7 @@ def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto") -> RolloutPlan:
     ``f_0``'s grid and ``bc_mask``'s cells."""
     budget = AUTO_FRACTION * free_memory(f_0.device) if memory == "auto" else parse_memory(memory)
     stored = storage(step, bc_mask)
-    array_bytes = f_0.size * wp.types.type_size_in_bytes(f_0.dtype)
+    array_bytes = array_bytes_of(f_0)
     every = plan_for_snapshots(steps, steps, array_bytes, stored)
     if every.memory_bytes <= budget:
         return every

@@ -31,7 +31,7 @@ import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.runtime.plan import RolloutPlan, plan_for_snapshots, plan_rollout, storage
+from adjointgen.runtime.plan import RolloutPlan, array_bytes_of, plan_for_snapshots, plan_rollout, storage
 from adjointgen.runtime.step import paused_tape
 
 __all__ = ["checkpointed_rollout", "RolloutResult", "plan_rollout", "RolloutPlan"]
@@ -122,16 +122,17 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
     if memory is not None:
         plan = plan_rollout(step, f_0, bc_mask, steps, memory)
     else:
-        plan = plan_for_snapshots(steps, snapshots, f_0.size * wp.types.type_size_in_bytes(f_0.dtype), storage(step, bc_mask))
+        plan = plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
     with paused_tape() as tape:
-        result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan.snapshots, start_timestep, progress)
+        result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress)
         result.plan = plan
     if tape is not None:
         _record(tape, step, result, f_0, f_1, omega)
     return result
 
 
-def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress) -> RolloutResult:
+def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress) -> RolloutResult:
+    snapshots = plan.snapshots
 
     schedule = _schedule(steps, snapshots)
     store_all = schedule is None
@@ -152,7 +153,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, sta
     # what a stored state holds (plan.Storage): f_1 only when a step reads it (a boundary condition
     # keeps data there, or a solid cell keeps its old output); a step may run straight from a
     # stored state that holds f_0 alone when it updates nothing in place
-    stored = storage(step, bc_mask)
+    stored = plan.storage
     reads_f_1, kept_cells, step_from_stored = stored.reads_f_1, stored.kept_cells, stored.step_from_stored
     snapshot_f_1 = stored.snapshot_arrays == 2
 
