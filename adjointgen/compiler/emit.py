@@ -22,7 +22,7 @@ from adjointgen.compiler import guards
 from adjointgen.compiler import naming
 from adjointgen.compiler.access import Accesses
 from adjointgen.config import Configuration
-from adjointgen.compiler.ir import Assign, Load, Program
+from adjointgen.compiler.ir import Load, Program
 from adjointgen.compiler.printer import WarpPrinter
 from adjointgen.compiler.reverse import Adjoint
 
@@ -93,8 +93,7 @@ def _needed(program: Program, conditions) -> list:
     for statement in reversed(program.statements):
         if str(statement.target) in needed:
             found.append(statement)
-            if isinstance(statement, Assign):
-                needed |= {s.name for s in statement.expr.free_symbols}
+            needed |= {s.name for s in statement.uses()}
     found.reverse()
     return found
 

@@ -127,8 +127,7 @@ def analyse(program: Program, id_symbol) -> dict:
                 _visit(sympy.sympify(expr), EVERYWHERE, id_symbol, needs)
     for statement in reversed(program.statements):
         need = needs.get(statement.target.name, Need())
-        parts = statement.index if isinstance(statement, Load) else (statement.expr,)
-        for expr in parts:
+        for expr in statement.operands():
             _visit(sympy.sympify(expr), need, id_symbol, needs)
     return {name: need for name, need in needs.items() if need.guardable and name != id_symbol.name}
 
@@ -149,8 +148,7 @@ def schedule(statements: list, guards: dict, id_symbol=None) -> list:
     users: dict = {n: [] for n in range(len(statements))}
     waiting = []
     for n, statement in enumerate(statements):
-        parts = statement.index if isinstance(statement, Load) else (statement.expr,)
-        used = {position[s.name] for e in parts for s in sympy.sympify(e).free_symbols if s.name in position}
+        used = {position[s.name] for s in statement.uses() if s.name in position}
         if statement.target.name in guards and id_symbol is not None and id_symbol.name in position:
             used.add(position[id_symbol.name])
         for u in used:

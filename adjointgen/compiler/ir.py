@@ -4,6 +4,10 @@ A :class:`Program` is straight-line code for one lattice cell in static single a
 Floating-point values live in :class:`Assign` statements (one per source assignment, so a
 statement's right-hand side stays small); integer and boolean values (indices, masks) stay
 inline as sympy expressions. Memory is touched only by :class:`Load` and :class:`Store`.
+
+Every statement answers ``operands()`` (the expressions it reads) and ``uses()`` (their free
+symbols): the one definition of "what a statement depends on" that dead-code removal, the guard
+analysis, reverse mode and the emitter share.
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ class Param:
         return f"wp.{self.dtype}"
 
 
+def _free_symbols(exprs) -> frozenset:
+    """The symbols the expressions (sympy, or plain numbers) mention."""
+    return frozenset().union(*(sympy.sympify(e).free_symbols for e in exprs))
+
+
 @dataclass
 class Load:
     target: sympy.Symbol
@@ -71,12 +80,25 @@ class Load:
     index: tuple
     origin: str
 
+    def operands(self) -> tuple:
+        """The index expressions (integer, inline)."""
+        return tuple(self.index)
+
+    def uses(self) -> frozenset:
+        return _free_symbols(self.operands())
+
 
 @dataclass
 class Assign:
     target: sympy.Symbol
     expr: sympy.Expr
     origin: str
+
+    def operands(self) -> tuple:
+        return (self.expr,)
+
+    def uses(self) -> frozenset:
+        return _free_symbols(self.operands())
 
 
 @dataclass
@@ -87,6 +109,13 @@ class Store:
     origin: str
     keep: object = None  # a sympy boolean: where it holds, the cell keeps the array's old value
     when: object = None  # a sympy boolean: the store happens only where it holds (None: always)
+
+    def operands(self) -> tuple:
+        """The stored value, the index expressions and the conditions that are set."""
+        return (self.value, *self.index) + tuple(c for c in (self.keep, self.when) if c is not None)
+
+    def uses(self) -> frozenset:
+        return _free_symbols(self.operands())
 
 
 @dataclass

@@ -609,24 +609,13 @@ def _function_def(module: cst.Module) -> cst.FunctionDef:
 
 
 def eliminate_dead_code(program: Program) -> Program:
-    live: set = set()
-    for store in program.stores:
-        live |= {str(s) for s in sympy.sympify(store.value).free_symbols}
-        for index in store.index:
-            live |= {str(s) for s in sympy.sympify(index).free_symbols}
-        for condition in (store.keep, store.when):
-            if condition is not None:
-                live |= {str(s) for s in condition.free_symbols}
+    live = {str(s) for store in program.stores for s in store.uses()}
     kept = []
     for statement in reversed(program.statements):
         if str(statement.target) not in live:
             continue
         kept.append(statement)
-        if isinstance(statement, Assign):
-            live |= {str(s) for s in statement.expr.free_symbols}
-        else:
-            for index in statement.index:
-                live |= {str(s) for s in sympy.sympify(index).free_symbols}
+        live |= {str(s) for s in statement.uses()}
     program.statements = list(reversed(kept))
     return program
 

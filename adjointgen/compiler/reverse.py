@@ -97,7 +97,7 @@ def always_used(program: Program) -> set:
                 _used_outside_branches(sympy.sympify(expr), always)
     for statement in reversed(program.statements):
         if statement.target.name in always:
-            for expr in (statement.index if isinstance(statement, Load) else (statement.expr,)):
+            for expr in statement.operands():
                 _used_outside_branches(sympy.sympify(expr), always)
     return always
 
@@ -155,7 +155,7 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
                                     scatter=(statement.array, statement.index, name, str(statement.target))))
             continue
         group = Group(statement.origin, f"{statement.target} = {statement.expr}")
-        operands = sorted((s for s in statement.expr.free_symbols if s.name in floats), key=lambda s: s.name)
+        operands = sorted((s for s in statement.uses() if s.name in floats), key=lambda s: s.name)
         for operand in operands:
             partial = sympy.diff(statement.expr, operand)
             if partial == 0:
