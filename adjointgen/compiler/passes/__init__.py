@@ -11,8 +11,10 @@ from .resolve import Resolve
 from .unroll import Unroll
 from .fold import Fold
 from .branchless import Branchless
+from .fixed_point import FixedPoint
 
-# unroll and fold run twice: folding can turn a trip count into a literal (``nt = _d * (_d + 1) // 2``)
-SOURCE_PASSES = (Locate(), Modernise(), Resolve(), Unroll(), Resolve(), Fold(), Unroll(), Fold(), Branchless())
+# unroll, resolve and fold enable each other (folding can turn a trip count into a literal,
+# ``nt = _d * (_d + 1) // 2``; unrolling makes table indices literal): repeated until nothing changes
+SOURCE_PASSES = (Locate(), Modernise(), Resolve(), FixedPoint(Unroll(), Resolve(), Fold()), Branchless())
 
-__all__ = ["PassContext", "SOURCE_PASSES", "Locate", "Modernise", "Resolve", "Unroll", "Fold", "Branchless"]
+__all__ = ["PassContext", "SOURCE_PASSES", "Locate", "Modernise", "Resolve", "Unroll", "Fold", "FixedPoint", "Branchless"]
