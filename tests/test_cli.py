@@ -29,6 +29,15 @@ def test_build_writes_byte_identical_files(tmp_path):
     assert fresh == (cli.generated_dir() / "d3q19_bgk_fp32fp32.py").read_bytes()
 
 
+def test_build_explain_prints_every_stage_and_writes_the_same_file(tmp_path, capsys):
+    assert cli.main(["build", "--explain", "--config", "D2Q9/BGK/FP32FP32", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for stage in ("source after the passes", "per-cell program", "access proof", "reverse mode", "guards"):
+        assert stage in out, stage
+    fresh = (tmp_path / "d2q9_bgk_fp32fp32.py").read_bytes()
+    assert fresh == (cli.generated_dir() / "d2q9_bgk_fp32fp32.py").read_bytes()
+
+
 @pytest.fixture
 def copy_of_generated(tmp_path):
     shutil.copy(cli.generated_dir() / "d2q9_bgk_fp32fp32.py", tmp_path)

@@ -287,8 +287,8 @@ def _adjoint_plan(fresh: bool, has_parameters: bool, params: list, kept: list, p
         variants=variants)
 
 
-def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses, sources: list,
-                  identity: str) -> str:
+def render_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses,
+                  cell_guards: guards.CellGuards, sources: list, identity: str) -> str:
     lines = _Lines(program, accesses)
     print_ = lines.print
     prologue_statements, body_statements = _split_prologue(program, adjoint.keep)
@@ -299,8 +299,7 @@ def render_module(config: Configuration, program: Program, adjoint: Adjoint, acc
     prologue += [lines.statement(s) for s in prologue_statements]
     exit_condition = print_(adjoint.keep, "bool") if adjoint.keep is not None else None
 
-    id_symbol = guards.cell_id_symbol(program)
-    needs = guards.analyse(program, id_symbol)  # boundary ids at which each value matters
+    id_symbol, needs = cell_guards.id_symbol, cell_guards.needs  # boundary ids at which each value matters
     cell_lines = _guarded_body(program, lines, body_statements, id_symbol, needs)  # forward and replay
     forward_body = cell_lines + [line for store in program.stores for line in _store_lines(print_, program, lines, store)]
 

@@ -132,6 +132,21 @@ def analyse(program: Program, id_symbol) -> dict:
     return {name: need for name, need in needs.items() if need.guardable and name != id_symbol.name}
 
 
+@dataclass(frozen=True)
+class CellGuards:
+    """The guard stage's result: the symbol of the cell's own boundary id (None where the program
+    reads none) and ``needs``, :func:`analyse`'s {statement target name: :class:`Need`}."""
+
+    id_symbol: sympy.Symbol | None
+    needs: dict
+
+
+def cell_guards(program: Program) -> CellGuards:
+    """The guard analysis of ``program``, for the emitter."""
+    id_symbol = cell_id_symbol(program)
+    return CellGuards(id_symbol, analyse(program, id_symbol))
+
+
 def cell_id_symbol(program: Program, array: str = "bc_mask"):
     """The symbol of the cell's own boundary id: the load of ``array`` at the thread's cell."""
     own = tuple(program.thread)

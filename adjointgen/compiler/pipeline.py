@@ -1,46 +1,94 @@
-"""The whole generator as one function: read, rewrite, lower, check accesses, differentiate, emit.
+"""The whole generator as a driver that names every stage and keeps every stage's result.
 
-    source = generate(stepper, config)
+    source = generate(stepper, config)                 # the module text
+    record = run_pipeline(stepper, config)             # every intermediate result, typed
 
-reads as the stages it runs:
+Stages, each a function of the previous results (:class:`Intermediates` has one field each):
 
-1. ``frontend``   the stepper kernel and, transitively, every @wp.func it calls, with namespaces;
-2. ``passes``     locate, modernise, resolve, unroll, resolve, fold, branchless (per functional);
+1. ``frontend``   the stepper kernel; every @wp.func it calls is found by the passes;
+2. ``passes``     locate, modernise, resolve, then unroll/resolve/fold to a fixed point, then
+                  branchless (per functional, :mod:`adjointgen.compiler.passes`);
 3. ``lower``      one straight-line per-cell program in SSA form;
 4. ``access``     streaming reads classified; proof that the adjoint's scatter has no races;
 5. ``reverse``    reverse mode, statement by statement, with sympy partials;
-6. ``emit``       the Jinja template renders forward and adjoint kernels with provenance.
+6. ``guards``     the boundary ids at which each value matters (the cell-kind guards);
+7. ``plan``       one plan per kernel: its parameters and prepared lines, and the manifest;
+8. ``emit``       the Jinja templates render the plans, with provenance and the body hash.
 
-``keep`` (a dict) receives the intermediate result of every stage for inspection
-(``adjointgen build --explain`` prints them).
+``adjointgen build --explain`` prints the record (:meth:`Intermediates.explain`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import libcst as cst
 
 from adjointgen.compiler import access
 from adjointgen.compiler import emit
 from adjointgen.compiler import frontend
+from adjointgen.compiler import guards
 from adjointgen.compiler import lower as lowering
 from adjointgen.compiler import parameters
 from adjointgen.compiler import reverse
-from adjointgen.config import Configuration
-from adjointgen.compiler.ir import Param
+from adjointgen.compiler.access import Accesses
+from adjointgen.compiler.ir import Param, Program
 from adjointgen.compiler.passes import SOURCE_PASSES, PassContext
+from adjointgen.config import Configuration
 
 
-def process_functionals(kernel: frontend.Functional, keep: dict | None = None, lifts: dict | None = None) -> dict:
-    """Run the source passes over the kernel and every functional it reaches.
-    Returns {symbol: (functional, processed module)}; the kernel's early-exit variables are in
-    ``keep["exit_guards"]`` when ``keep`` is given. ``lifts`` (from
-    :func:`adjointgen.compiler.parameters.lifted_parameters`) names closure values that become kernel
-    parameters."""
+@dataclass(frozen=True)
+class ProcessedFunctionals:
+    """The passes' result: every functional the kernel reaches, after the source passes."""
+
+    modules: dict  # symbol -> (frontend.Functional, libcst Module after the passes), the kernel first
+    exit_guards: tuple  # the kernel's early-exit variables (branchless pass)
+
+    @property
+    def sources(self) -> list:
+        return [functional for functional, _ in self.modules.values()]
+
+
+@dataclass
+class Intermediates:
+    """One result per stage of one :func:`run_pipeline` (None: the stage has not run)."""
+
+    config: Configuration
+    kernel: frontend.Functional | None = None
+    lifts: dict = field(default_factory=dict)  # parameters.lifted_parameters (empty unless boundary_parameters)
+    passes: ProcessedFunctionals | None = None
+    program: Program | None = None
+    accesses: Accesses | None = None
+    adjoint: reverse.Adjoint | None = None
+    guards: guards.CellGuards | None = None
+    text: str | None = None
+
+    def explain(self) -> list[str]:
+        """The record as text, stage by stage (``adjointgen build --explain``)."""
+        out = [f"==== {self.config.label}: source after the passes"]
+        for symbol, (_, module) in self.passes.modules.items():
+            out.append(f"---- {symbol}\n{module.code}")
+        program = self.program
+        out.append(f"==== per-cell program: {len(program.statements)} statements, {len(program.stores)} stores")
+        for statement in program.statements:
+            out.append(f"  {statement.target} <- {getattr(statement, 'expr', None) or (statement.array, statement.index)}")
+        out.append("==== access proof")
+        out += [f"  {line}" for line in self.accesses.proof]
+        out.append(f"==== reverse mode: {len(self.adjoint.groups)} groups, {len(self.adjoint.seeds)} seeds")
+        out.append(f"==== guards: boundary id {self.guards.id_symbol}, {len(self.guards.needs)} guarded values")
+        out += [f"  {name}: ids {sorted(need.ids)}" for name, need in sorted(self.guards.needs.items())]
+        return out
+
+
+def process_functionals(kernel: frontend.Functional, lifts: dict | None = None) -> ProcessedFunctionals:
+    """Run the source passes over the kernel and every functional it reaches. ``lifts`` (from
+    :func:`adjointgen.compiler.parameters.lifted_parameters`) names closure values that become
+    kernel parameters."""
     functions: dict = {kernel.symbol: kernel}
     processed: dict = {}
     counter = 0
+    exit_guards: tuple = ()
     while len(processed) < len(functions):
         symbol = next(s for s in functions if s not in processed)
         functional = functions[symbol]
@@ -51,20 +99,16 @@ def process_functionals(kernel: frontend.Functional, keep: dict | None = None, l
         counter = ctx.fresh_counter
         processed[symbol] = (functional, module)
         if symbol == kernel.symbol:
-            exit_guards = list(ctx.exit_guards)
-        if keep is not None:
-            keep.setdefault("passes", {})[symbol] = module.code
-    if keep is not None:
-        keep["exit_guards"] = exit_guards
-    return processed
+            exit_guards = tuple(ctx.exit_guards)
+    return ProcessedFunctionals(processed, exit_guards)
 
 
-def program_identity(processed: dict) -> str:
+def program_identity(processed: ProcessedFunctionals) -> str:
     """SHA-256 of every functional after the source passes: it changes with the XLB sources and
     with every build-time constant they resolve (boundary ids, prescribed values, lattice)."""
     digest = hashlib.sha256()
-    for symbol in sorted(processed):
-        digest.update(f"{symbol}\n{processed[symbol][1].code}\n".encode())
+    for symbol in sorted(processed.modules):
+        digest.update(f"{symbol}\n{processed.modules[symbol][1].code}\n".encode())
     return digest.hexdigest()
 
 
@@ -84,15 +128,31 @@ def kernel_params(config: Configuration, lifted_names=()) -> list[Param]:
     ] + [Param(name, "scalar", compute) for name in lifted_names]
 
 
-def generate(stepper, config: Configuration, keep: dict | None = None, boundary_parameters: bool = False) -> str:
-    kernel = frontend.stepper_kernel(stepper)
-    keep = {} if keep is None else keep
-    lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
-    processed = process_functionals(kernel, keep, lifts)
-    params = kernel_params(config, parameters.scalar_names(lifts))
-    program = lowering.lower(kernel, processed, params[4].dtype, params, config.name, keep["exit_guards"])
-    accesses = access.analyse(program, unit_axes=tuple(range(config.dim, 3)))
-    adjoint = reverse.differentiate(program, accesses)
-    keep.update(program=program, accesses=accesses, adjoint=adjoint)
-    sources = [functional for functional, _ in processed.values()]
-    return emit.render_module(config, program, adjoint, accesses, sources, program_identity(processed))
+def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = False) -> Intermediates:
+    """Every stage in order, each handed the earlier stages' results; returns all of them."""
+    record = Intermediates(config, kernel=frontend.stepper_kernel(stepper))
+    record.lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
+    record.passes = process_functionals(record.kernel, record.lifts)
+    params = kernel_params(config, parameters.scalar_names(record.lifts))
+    record.program = lowering.lower(record.kernel, record.passes.modules, params[4].dtype, params, config.name,
+                                    record.passes.exit_guards)
+    record.accesses = access.analyse(record.program, unit_axes=tuple(range(config.dim, 3)))
+    record.adjoint = reverse.differentiate(record.program, record.accesses)
+    record.guards = guards.cell_guards(record.program)
+    record.text = emit.render_module(config, record.program, record.adjoint, record.accesses, record.guards,
+                                     record.passes.sources, program_identity(record.passes))
+    return record
+
+
+def generate(stepper, config: Configuration, boundary_parameters: bool = False) -> str:
+    """The generated module's text for ``stepper`` built as ``config``.
+
+    Guarantees: the text is a function of the stepper's functionals (their source and the
+    build-time values they resolve), ``config``, ``boundary_parameters``, adjointgen's version and
+    the templates, nothing else (no clock, no paths but package-relative ones), so regenerating is
+    byte-identical and ``adjointgen check`` can diff; its header records the program identity
+    (:func:`program_identity`, what the runtime matches a stepper against) and the SHA-256 of the
+    body; its MANIFEST lists the kernels it defines. Raises an
+    :class:`~adjointgen.errors.AdjointgenError` (and emits nothing) for what it cannot
+    differentiate."""
+    return run_pipeline(stepper, config, boundary_parameters).text

@@ -45,41 +45,28 @@ def _configurations(args) -> list[Configuration]:
     return default_configurations(Path.cwd())
 
 
-def render(config: Configuration, keep: dict | None = None) -> str:
-    from adjointgen.compiler.pipeline import generate
+def render(config: Configuration, explain: bool = False) -> str:
+    from adjointgen.compiler.pipeline import run_pipeline
     from adjointgen.xlb.support import make_stepper
 
     stepper = make_stepper(config, "warp", GENERATED_SHAPE[config.dim])
-    return generate(stepper, config, keep)
+    record = run_pipeline(stepper, config)
+    if explain:
+        print("\n".join(record.explain()))
+    return record.text
 
 
 def cmd_build(args) -> int:
     out = Path(args.out) if args.out else generated_dir()
     out.mkdir(parents=True, exist_ok=True)
     for config in _configurations(args):
-        keep = {} if args.explain else None
-        text = render(config, keep)
-        if keep is not None:
-            _explain(config, keep)
+        text = render(config, args.explain)
         path = out / f"{config.name}.py"
         status = "unchanged" if path.exists() and path.read_text() == text else "written"
         if status == "written":
             path.write_text(text)
         print(f"{status:>9}  {path}  ({config.label})")
     return 0
-
-
-def _explain(config: Configuration, keep: dict):
-    print(f"==== {config.label}: source after the passes")
-    for symbol, text in keep["passes"].items():
-        print(f"---- {symbol}\n{text}")
-    program = keep["program"]
-    print(f"==== per-cell program: {len(program.statements)} statements, {len(program.stores)} stores")
-    for statement in program.statements:
-        print(f"  {statement.target} <- {getattr(statement, 'expr', None) or (statement.array, statement.index)}")
-    print("==== access proof")
-    for line in keep["accesses"].proof:
-        print(f"  {line}")
 
 
 def cmd_check(args) -> int:
