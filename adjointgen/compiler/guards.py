@@ -14,9 +14,9 @@ a store made only where ``Eq(bc_id, k)`` holds needs it only at ``k``;
 a finite set of ids without 0 (the interior) gets that set as its guard.
 
 :func:`schedule` orders the statements for emission so that statements with the same guard are
-adjacent (a stable list scheduling that keeps every statement after what it uses), so the
-emitter can put each run of them in one ``if bc_id == ...:`` block, with a typed default
-assigned before the block.
+adjacent (a stable list scheduling that keeps every statement after what it uses), so
+:func:`adjointgen.compiler.lines.guarded_body` can put each run of them in one
+``if bc_id == ...:`` block, with a typed default assigned before the block.
 
 The forward kernel and the adjoint's replay of it are guarded. The value a guarded statement has
 outside its guard (a typed zero) is never selected into an output, so the forward result is
@@ -142,7 +142,7 @@ class CellGuards:
 
 
 def cell_guards(program: Program) -> CellGuards:
-    """The guard analysis of ``program``, for the emitter."""
+    """The guard analysis of ``program``, the pipeline's guards stage."""
     id_symbol = cell_id_symbol(program)
     return CellGuards(id_symbol, analyse(program, id_symbol))
 

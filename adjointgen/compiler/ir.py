@@ -7,7 +7,7 @@ inline as sympy expressions. Memory is touched only by :class:`Load` and :class:
 
 Every statement answers ``operands()`` (the expressions it reads) and ``uses()`` (their free
 symbols): the one definition of "what a statement depends on" that dead-code removal, the guard
-analysis, reverse mode and the emitter share.
+analysis, reverse mode and the kernel plans share.
 """
 
 from __future__ import annotations

@@ -1,14 +1,99 @@
-"""Names that appear in generated code, in one place."""
+"""Names that appear in generated code, in one place: :class:`Namer` builds every name the
+generated kernels introduce besides the program's own variables.
+
+Guarantees: the same request (a kind of name and what it names) always gets the same name;
+a name requested for two different things, or equal to a variable of the per-cell program (a
+statement target, a kernel parameter, a thread index), raises :class:`NameCollision` instead of
+generating code in which one silently shadows the other. Numbered names (``old_N``,
+``moved_N``, ``<id>_reader_N``) count per kind, from 0, in the order they are first requested.
+"""
 
 from __future__ import annotations
 
+from adjointgen.errors import AdjointgenError
+
 AXIS_SIZES = ("nx", "ny", "nz")
-SLOTS = "adj_slots"  # per-thread slots for reads that are not scattered directly
 
 
-def grad_param(array: str) -> str:
-    """The kernel parameter holding the gradient of ``array``."""
-    return f"adj_{array}"
+class NameCollision(AdjointgenError):
+    """Two different things in one generated module would get the same name."""
+
+
+class Namer:
+    """The owner of a generated module's names (one per module; reverse mode and the kernel plans
+    ask it for theirs)."""
+
+    def __init__(self, program_names=()):
+        self._owner: dict = {name: ("program variable", name) for name in program_names}
+        self._names: dict = {}  # (kind, subject) -> name
+        self._counts: dict = {}  # kind -> numbered names given so far
+
+    @classmethod
+    def for_program(cls, program) -> "Namer":
+        """A namer that refuses every name the per-cell program already uses."""
+        names = set(program.dtypes) | {p.name for p in program.params} | {t.name for t in program.thread}
+        return cls(names | set(program.shapes))
+
+    def _claim(self, kind: str, subject, name: str) -> str:
+        key = (kind, subject)
+        if key in self._names:
+            return self._names[key]
+        owner = self._owner.get(name)
+        if owner is not None:
+            raise NameCollision(f"generated name {name!r} for the {kind} of {subject!r} is already the {owner[0]} "
+                                f"{owner[1]!r}; rename that variable in the source, or change the scheme in "
+                                "adjointgen/compiler/naming.py")
+        self._owner[name] = key
+        self._names[key] = name
+        return name
+
+    def _numbered(self, kind: str, stem: str, subject) -> str:
+        if (kind, subject) in self._names:
+            return self._names[(kind, subject)]
+        number = self._counts.get(kind, 0)
+        self._counts[kind] = number + 1
+        return self._claim(kind, subject, f"{stem}_{number}")
+
+    def adjoint(self, variable) -> str:
+        """The adjoint variable of a program variable or scalar parameter."""
+        return self._claim("adjoint", str(variable), f"adj_{variable}")
+
+    def gradient(self, array: str) -> str:
+        """The kernel parameter holding the gradient of ``array``."""
+        return self._claim("gradient", array, f"adj_{array}")
+
+    def seed(self, array: str) -> str:
+        """The seed array adjoint_prepare fills for an array updated in place."""
+        return self._claim("seed array", array, f"seed_{array}")
+
+    def parameter_cells(self, parameter: str) -> str:
+        """The adjoint kernel's output array of per-cell adjoints of a scalar parameter."""
+        return self._claim("per-cell adjoints", parameter, f"adj_{parameter}_cells")
+
+    def slots(self) -> str:
+        """The per-thread slots for reads that are not scattered directly."""
+        return self._claim("slots", "", "adj_slots")
+
+    def axis_size(self, axis: int) -> str:
+        return self._claim("grid size", axis, AXIS_SIZES[axis])
+
+    def neighbour(self, thread: str, shift: int) -> str:
+        """The coordinate ``(thread - shift) mod n`` (the thread's own coordinate for shift 0)."""
+        if shift == 0:
+            return thread
+        return self._claim("neighbour coordinate", (thread, shift), f"{thread}_m{shift}" if shift > 0 else f"{thread}_p{-shift}")
+
+    def old(self, element: str) -> str:
+        """The variable holding the gradient of ``element`` as read before the write-back."""
+        return self._numbered("old value", "old", element)
+
+    def moved(self, element: str) -> str:
+        """adjoint_prepare's condition that ``element``'s gradient moves to its seed array."""
+        return self._numbered("move condition", "moved", element)
+
+    def reader_id(self, id_variable: str, reader: str) -> str:
+        """The boundary id of the cell at the coordinates ``reader`` (adjoint_gather)."""
+        return self._numbered("reader id", f"{id_variable}_reader", reader)
 
 
 def module_name(config_name: str) -> str:
@@ -23,13 +108,3 @@ def relative_source_path(filename: str) -> str:
         if anchor in parts:
             return "/".join(parts[parts.index(anchor) + 1:])
     return "/".join(parts[-3:])
-
-
-def parameter_cells(parameter: str) -> str:
-    """The adjoint kernel's output array of per-cell adjoints of a scalar parameter."""
-    return f"adj_{parameter}_cells"
-
-
-def seed_array(array: str) -> str:
-    """The seed array adjoint_prepare fills for an array updated in place."""
-    return f"seed_{array}"

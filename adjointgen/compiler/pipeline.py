@@ -31,9 +31,11 @@ from adjointgen.compiler import frontend
 from adjointgen.compiler import guards
 from adjointgen.compiler import lower as lowering
 from adjointgen.compiler import parameters
+from adjointgen.compiler import plan
 from adjointgen.compiler import reverse
 from adjointgen.compiler.access import Accesses
-from adjointgen.compiler.ir import Param, Program
+from adjointgen.compiler.ir import Assign, Param, Program
+from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.passes import SOURCE_PASSES, PassContext
 from adjointgen.config import Configuration
 
@@ -59,9 +61,11 @@ class Intermediates:
     lifts: dict = field(default_factory=dict)  # parameters.lifted_parameters (empty unless boundary_parameters)
     passes: ProcessedFunctionals | None = None
     program: Program | None = None
+    names: Namer | None = None  # the owner of every generated name (reverse mode and the plans)
     accesses: Accesses | None = None
     adjoint: reverse.Adjoint | None = None
     guards: guards.CellGuards | None = None
+    plan: plan.ModulePlan | None = None
     text: str | None = None
 
     def explain(self) -> list[str]:
@@ -72,12 +76,14 @@ class Intermediates:
         program = self.program
         out.append(f"==== per-cell program: {len(program.statements)} statements, {len(program.stores)} stores")
         for statement in program.statements:
-            out.append(f"  {statement.target} <- {getattr(statement, 'expr', None) or (statement.array, statement.index)}")
+            read = statement.expr if isinstance(statement, Assign) else (statement.array, statement.index)
+            out.append(f"  {statement.target} <- {read}")
         out.append("==== access proof")
         out += [f"  {line}" for line in self.accesses.proof]
         out.append(f"==== reverse mode: {len(self.adjoint.groups)} groups, {len(self.adjoint.seeds)} seeds")
         out.append(f"==== guards: boundary id {self.guards.id_symbol}, {len(self.guards.needs)} guarded values")
         out += [f"  {name}: ids {sorted(need.ids)}" for name, need in sorted(self.guards.needs.items())]
+        out.append(f"==== kernels: {', '.join(self.plan.manifest.kernels)}")
         return out
 
 
@@ -137,10 +143,12 @@ def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = Fal
     record.program = lowering.lower(record.kernel, record.passes.modules, params[4].dtype, params, config.name,
                                     record.passes.exit_guards)
     record.accesses = access.analyse(record.program, unit_axes=tuple(range(config.dim, 3)))
-    record.adjoint = reverse.differentiate(record.program, record.accesses)
+    record.names = Namer.for_program(record.program)
+    record.adjoint = reverse.differentiate(record.program, record.accesses, record.names)
     record.guards = guards.cell_guards(record.program)
-    record.text = emit.render_module(config, record.program, record.adjoint, record.accesses, record.guards,
-                                     record.passes.sources, program_identity(record.passes))
+    record.plan = plan.plan_module(config, record.program, record.adjoint, record.accesses, record.guards, record.names,
+                                   record.passes.sources, program_identity(record.passes))
+    record.text = emit.render_module(record.plan)
     return record
 
 

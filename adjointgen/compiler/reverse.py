@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from adjointgen.compiler.access import Accesses
+from adjointgen.compiler.naming import Namer
 from adjointgen.errors import UnsupportedConstruct
 from adjointgen.compiler.ir import FLOAT_TYPES, Load, Program, Select
 
@@ -102,19 +103,39 @@ def always_used(program: Program) -> set:
     return always
 
 
-def adjoint_name(symbol) -> str:
-    return f"adj_{symbol}"
+def differentiate(program: Program, accesses: Accesses, names: Namer | None = None) -> Adjoint:
+    """The adjoint of ``program``, statement by statement.
 
-
-def differentiate(program: Program, accesses: Accesses) -> Adjoint:
+    Guarantees: every floating-point value the stores depend on gets an adjoint variable (named
+    by ``names``, the module's :class:`~adjointgen.compiler.naming.Namer`) defined by its first
+    update, before any use, in the reverse of the forward order; each differentiable load yields
+    one scatter of its adjoint to the element it read; partials that are identically zero are
+    dropped; products with partials that may involve discarded select branches are zero-safe
+    (:func:`_times`); ``seeds``, ``clears`` and ``prepared`` together say how the output
+    gradients enter and are cleared (in place: through adjoint_prepare's seed arrays).
+    Raises :class:`~adjointgen.errors.UnsupportedConstruct` for stores under different early
+    exits."""
+    names = names or Namer.for_program(program)
     keeps = {str(s.keep) for s in program.stores}
     if len(keeps) > 1:
         raise UnsupportedConstruct(program.name, "stores guarded by different early-exit conditions",
                                    "one early return per kernel is supported")
-    floats = {str(s.target) for s in program.statements if program.is_float(s.target)}
     scalar_params = [p.name for p in program.params if p.kind == "scalar" and p.dtype in FLOAT_TYPES]
-    floats |= set(scalar_params)
-    defined: set[str] = set()
+    floats = {str(s.target) for s in program.statements if program.is_float(s.target)} | set(scalar_params)
+    defined: set[str] = set()  # the variables whose adjoint is defined so far
+    seeds, clears, prepared = _seeds(program, accesses, floats, names, defined)
+    groups = _reverse_sweep(program, floats - set(scalar_params), names, defined)
+    keep = program.stores[0].keep if program.stores else None
+    # per-cell contributions to the adjoints of floating-point scalar parameters (omega): the
+    # runtime reduces them over the grid
+    parameters = [(name, names.adjoint(name) if name in defined else None) for name in scalar_params]
+    return Adjoint(seeds=seeds, clears=clears, groups=groups, keep=keep, parameters=parameters,
+                   prepared=[(array, index, condition) for (array, index), condition in prepared.items()])
+
+
+def _seeds(program: Program, accesses: Accesses, floats: set, names: Namer, defined: set) -> tuple[list, list, dict]:
+    """The seeds of the stored values' adjoints, the output elements cleared, and (in place) the
+    elements adjoint_prepare moves, with the condition under which each moves."""
     seeds, clears, prepared = [], [], {}
     for position, store in enumerate(program.stores):
         in_place = store.array in accesses.in_place
@@ -132,42 +153,42 @@ def differentiate(program: Program, accesses: Accesses) -> Adjoint:
             clears.append((store.array, store.index))
         value = sympy.sympify(store.value)
         if isinstance(value, sympy.Symbol) and value.name in floats and condition is not sympy.false:
-            name = adjoint_name(value)
-            seeds.append(Seed(name, store.array, store.index, name in defined, in_place,
+            seeds.append(Seed(names.adjoint(value), store.array, store.index, value.name in defined, in_place,
                               None if condition is sympy.true else condition))
-            defined.add(name)
+            defined.add(value.name)
+    return seeds, clears, prepared
 
+
+def _reverse_sweep(program: Program, variables: set, names: Namer, defined: set) -> list:
+    """The groups of the reverse sweep, last statement first, for the statements whose adjoint
+    is defined (something stored depends on them). ``variables``: the floating-point program
+    variables (the scalar parameters are in ``defined`` once they get an update)."""
+    floats = variables | {p.name for p in program.params if p.kind == "scalar" and p.dtype in FLOAT_TYPES}
     # a value that only reaches the outputs through a branch of a select may be garbage where that
     # branch is not taken, and its adjoint is then exactly zero: its statement's partials (finite
     # or not) and any partial that involves such a value get zero-safe products (see _times)
     always = always_used(program)
-    variables = frozenset(sympy.Symbol(name, real=True) for name in floats - set(scalar_params))
-    discardable = frozenset(v for v in variables if v.name not in always)
+    symbols = frozenset(sympy.Symbol(name, real=True) for name in variables)
+    discardable = frozenset(v for v in symbols if v.name not in always)
     groups = []
     for statement in reversed(program.statements):
-        name = adjoint_name(statement.target)
-        if name not in defined:
+        if statement.target.name not in defined:
             continue  # nothing depends on this statement
-        adj = sympy.Symbol(name, real=True)
+        name = names.adjoint(statement.target)
         if isinstance(statement, Load):
             if program.param(statement.array).differentiable:
                 groups.append(Group(statement.origin, f"{statement.target} = {statement.array}[...]",
                                     scatter=(statement.array, statement.index, name, str(statement.target))))
             continue
+        adj = sympy.Symbol(name, real=True)
         group = Group(statement.origin, f"{statement.target} = {statement.expr}")
-        operands = sorted((s for s in statement.uses() if s.name in floats), key=lambda s: s.name)
-        for operand in operands:
+        for operand in sorted((s for s in statement.uses() if s.name in floats), key=lambda s: s.name):
             partial = sympy.diff(statement.expr, operand)
             if partial == 0:
                 continue
-            target = adjoint_name(operand)
-            guarded = discardable if statement.target.name in always else variables
-            group.updates.append(Update(target, _times(adj, partial, guarded), target not in defined))
-            defined.add(target)
+            target = names.adjoint(operand)
+            guarded = discardable if statement.target.name in always else symbols
+            group.updates.append(Update(target, _times(adj, partial, guarded), operand.name not in defined))
+            defined.add(operand.name)
         groups.append(group)
-    keep = program.stores[0].keep if program.stores else None
-    # per-cell contributions to the adjoints of floating-point scalar parameters (omega): the
-    # runtime reduces them over the grid
-    parameters = [(name, adjoint_name(name) if adjoint_name(name) in defined else None) for name in scalar_params]
-    return Adjoint(seeds=seeds, clears=clears, groups=groups, keep=keep, parameters=parameters,
-                   prepared=[(array, index, condition) for (array, index), condition in prepared.items()])
+    return groups

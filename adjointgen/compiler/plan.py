@@ -1,0 +1,482 @@
+"""Kernel plans: what each generated kernel is, as prepared lists of lines, between reverse mode
+and the templates.
+
+One frozen record per kernel: :class:`ForwardPlan`; :class:`AdjointPlan`, the one adjoint body
+and the ``wp.static`` variants compiled from it; :class:`PreparePlan` (``adjoint_prepare``,
+arrays updated in place) and :class:`GatherPlan` (``adjoint_gather``, the slots); with the
+shared :class:`CellPlan` (thread index, grid sizes, neighbour coordinates, the early exit, the
+guarded cell program) and the :class:`~adjointgen.manifest.Manifest`, they make a
+:class:`ModulePlan`, which :func:`adjointgen.compiler.emit.render_module` only prints.
+
+Guarantees: every decision about generated code is made here or in :mod:`~adjointgen.compiler.lines`;
+the forward kernel and the adjoint share one prologue; the branchless program keeps the old
+value of every output element where the exit condition holds, and the plans render that
+uniform select as an early ``return`` (the same semantics, without evaluating the cell), which is
+safe because this is our explicit adjoint, not Warp's automatic one. A kernel whose plan has an
+empty body is not generated and not listed in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from adjointgen.compiler import guards
+from adjointgen.compiler.access import Accesses
+from adjointgen.compiler.ir import Load, Program
+from adjointgen.compiler.naming import Namer
+from adjointgen.compiler.lines import (Lines, convert, guarded_body, merge_ifs, needed, population_order, split_prologue,
+                                       static_if, without_parameters)
+from adjointgen.compiler.reverse import Adjoint
+from adjointgen.config import Configuration
+from adjointgen.manifest import Manifest, adjoint_kernel_name
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """What the forward kernel and the adjoint's replay share."""
+
+    prologue: list  # thread index, grid sizes, neighbour coordinates, what the exit condition needs
+    exit_condition: str | None  # where it holds, the cell keeps its old output
+    lines: list  # the guarded cell program without its stores (the adjoint replays it)
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    params: list
+    body: list  # the cell program and its stores
+
+
+_ADJOINT_COMMENT = (
+    "One body, compiled per variant (wp.static flags; each variant its own module, compiled on first launch):",
+    "fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),",
+    "  the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where",
+    "  written and outputs' gradients not needed, the elements read get their adjoints written, nothing",
+    "  is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers).",
+)
+
+
+@dataclass(frozen=True)
+class AdjointVariant:
+    """One compiled variant of the adjoint body; its name comes from manifest.adjoint_kernel_name."""
+
+    name: str
+    fresh: bool
+    state_only: bool
+
+
+@dataclass(frozen=True)
+class SweepGroup:
+    """The reverse sweep's lines for one forward statement."""
+
+    source: str  # the forward statement's origin
+    origin: str | None  # the same, or None where the previous group had it (one comment per run)
+    lines: list
+
+
+@dataclass(frozen=True)
+class AdjointPlan:
+    """The module's one adjoint body, as the template prints it, and the variants compiled from it."""
+
+    params: list
+    kept: list  # a kept cell's writes before its early return
+    seeds: list  # adjoints of the values the cell stored, from the outputs' gradients
+    reads: list  # gradients read up front (not fresh)
+    replay: list  # the cell program again (CellPlan.lines)
+    in_place_seeds: list  # seeds of elements updated in place, from the seed arrays
+    groups: list  # SweepGroup: the reverse sweep
+    writes: list
+    parameter_lines: list  # per-cell adjoints of scalar parameters (not state_only)
+    variants: list
+    comment: tuple = _ADJOINT_COMMENT
+
+
+@dataclass(frozen=True)
+class PreparePlan:
+    """``adjoint_prepare`` (arrays updated in place; empty body: not generated)."""
+
+    params: list = field(default_factory=list)
+    body: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GatherPlan:
+    """``adjoint_gather`` (reads through slots; empty body: not generated)."""
+
+    params: list = field(default_factory=list)
+    body: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    config: Configuration
+    identity: str  # pipeline.program_identity
+    sources: list  # the functionals read (frontend.Functional), sorted by symbol
+    proof: list  # the access proof, for the header
+    statement_count: int
+    adjoint_update_count: int
+    cell: CellPlan
+    forward: ForwardPlan
+    adjoint: AdjointPlan
+    prepare: PreparePlan
+    gather: GatherPlan
+    manifest: Manifest
+
+
+@dataclass
+class _Destination:
+    """An element the adjoint writes (one writer, by the access proof)."""
+
+    cleared: bool  # an output element: its old content was overwritten
+    dtype: str
+    origin: str | None
+    terms: list = field(default_factory=list)  # adjoint variables added to it
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    groups: list  # SweepGroup
+    destinations: dict  # written element -> _Destination
+    slot_terms: dict  # slot -> adjoint variables of the reads through it
+
+
+@dataclass(frozen=True)
+class _WriteBack:
+    reads: list  # (origin, line): gradients read up front
+    writes: list  # accumulating writes
+    fresh_writes: list  # the writes of the fresh variant
+
+
+@dataclass(frozen=True)
+class AdjointParts:
+    """What :func:`_adjoint_plan` assembles into the one adjoint body."""
+
+    fresh: bool  # an adjoint_fresh variant exists (nothing updated in place)
+    has_parameters: bool  # state_only variants exist
+    params: list
+    kept: list
+    parameter_kept: list
+    seeds: list
+    in_place_seeds: list
+    replay: list
+    sweep: _Sweep
+    write_back: _WriteBack
+    slot_lines: list
+    parameter_lines: list
+
+
+class _Context:
+    """The inputs every plan builder reads (stage results and the line printer)."""
+
+    def __init__(self, program: Program, adjoint: Adjoint, accesses: Accesses, cell_guards: guards.CellGuards, names: Namer):
+        self.program, self.adjoint, self.accesses, self.guards, self.names = program, adjoint, accesses, cell_guards, names
+        self.lines = Lines(program, accesses, names)
+        self.print = self.lines.print
+        self.grads = {p.name: names.gradient(p.name) for p in program.params if p.differentiable}
+        self.reference = next(p.name for p in program.params if p.differentiable)
+        self.forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
+        self.seed_params = [f"{names.seed(a)}: {program.param(a).annotation()}" for a in accesses.in_place]
+        self.slot_needs = _slot_needs(accesses, cell_guards.needs)
+
+    def dtype(self, name: str) -> str:
+        return self.program.param(name).dtype
+
+    def zero(self, dtype: str) -> str:
+        return self.print.number(0, dtype)
+
+
+def _slot_needs(accesses: Accesses, needs: dict) -> dict:
+    """{slot: the boundary ids at which its reads can have a non-zero adjoint} for the slots whose
+    every read is guarded (see :mod:`adjointgen.compiler.guards`); elsewhere their adjoint is exactly zero
+    (select semantics), so the slot is neither written nor gathered there."""
+    found: dict = {}
+    unguarded = set()
+    for name, access in accesses.loads.items():
+        slot = accesses.slot_of(access)
+        if slot is None:
+            continue
+        if name not in needs:
+            unguarded.add(slot)
+        else:
+            found[slot] = found[slot].union(needs[name]) if slot in found else needs[name]
+    return {slot: need for slot, need in found.items() if slot not in unguarded}
+
+
+def _cell_plan(c: _Context) -> CellPlan:
+    prologue_statements, body_statements = split_prologue(c.program, c.adjoint.keep)
+    prologue = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions()
+    prologue += [c.lines.statement(s) for s in prologue_statements]
+    exit_condition = c.print(c.adjoint.keep, "bool") if c.adjoint.keep is not None else None
+    return CellPlan(prologue, exit_condition, guarded_body(c.lines, body_statements, c.guards))
+
+
+def _forward_plan(c: _Context, cell: CellPlan) -> ForwardPlan:
+    return ForwardPlan(c.forward_params, cell.lines + [line for store in c.program.stores for line in c.lines.store(store)])
+
+
+def _seed_lines(c: _Context) -> tuple[list, list]:
+    """The seeds from the outputs' gradients, and those from the seed arrays (in place)."""
+    seeds, in_place_seeds = [], []
+    for seed in c.adjoint.seeds:
+        source = c.names.seed(seed.array) if seed.in_place else c.grads[seed.array]
+        read = f"{source}[{c.lines.store_index(seed.index)}]"
+        dtype = c.dtype(seed.array)
+        if seed.condition is not None:
+            read = f"wp.where({c.print(seed.condition, 'bool')}, {read}, {c.zero(dtype)})"
+        read = convert(read, dtype, c.program.compute_dtype)  # adjoints live in the compute precision
+        line = f"{seed.variable} = {seed.variable} + {read}" if seed.accumulate else f"{seed.variable} = {read}"
+        (in_place_seeds if seed.in_place else seeds).append(line)
+    return seeds, in_place_seeds
+
+
+def _update_line(c: _Context, update) -> str:
+    compute = c.program.compute_dtype
+    if update.first:
+        return f"{update.target} = {c.print(update.expr, compute)}"
+    if update.expr.could_extract_minus_sign():
+        return f"{update.target} = {update.target} - {c.print.atom(-update.expr, compute)}"
+    return f"{update.target} = {update.target} + {c.print(update.expr, compute)}"
+
+
+def _sweep(c: _Context) -> _Sweep:
+    """The reverse sweep's groups, and where the adjoints of the reads go: straight back to the
+    element read (primary reads), or into the reader's slot."""
+    destinations = {f"{c.grads[array]}[{c.lines.store_index(index)}]": _Destination(True, c.dtype(array), None)
+                    for array, index in c.adjoint.clears}
+    slot_terms: dict = {}  # one element read through two index expressions shares a slot
+    groups: list = []
+    parameter_adjoints = {variable for _, variable in c.adjoint.parameters if variable}
+    for group in c.adjoint.groups:
+        if group.scatter is not None:
+            array, index, name, symbol = group.scatter
+            slot = c.accesses.slot_of(c.accesses.loads[symbol])
+            if slot is None:  # the primary read of this population: scattered straight back
+                target = c.lines.index(symbol, c.grads[array], index)
+                entry = destinations.setdefault(target, _Destination(False, c.dtype(array), group.origin))
+                entry.terms.append(name)
+                entry.origin = entry.origin or group.origin
+            else:  # another read of it: the reader's own slot, gathered in adjoint_gather
+                slot_terms.setdefault(slot, []).append(name)
+            continue
+        body = [(_update_line(c, update), update.target in parameter_adjoints) for update in group.updates]
+        repeated = bool(groups) and groups[-1].source == group.origin  # one comment per run of groups
+        groups.append(SweepGroup(group.origin, None if repeated else group.origin,
+                                 without_parameters(body, bool(c.adjoint.parameters))))
+    return _Sweep(groups, destinations, slot_terms)
+
+
+def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
+    """Every element the adjoint writes has exactly one writer (the access proof), so all reads of
+    gradient arrays can come before any write. Emitting them that way lets the compiler issue them
+    together; interleaved read-modify-writes would each wait a full memory round trip, since it
+    cannot prove the addresses distinct."""
+    zero = c.zero(c.dtype(c.program.stores[0].array)) if c.program.stores else "0"
+    reads, writes, fresh_writes = [], [], []
+    for target, entry in sorted(sweep.destinations.items(), key=lambda item: population_order(item[0])):
+        # the terms are adjoints (compute precision); the element is in the array's precision
+        added = convert(" + ".join(entry.terms), c.program.compute_dtype, entry.dtype) if entry.terms else None
+        if added is not None or not entry.cleared:
+            fresh_writes.append(f"{target} = {added or zero}")
+        if not entry.cleared:
+            old = c.names.old(target)
+            reads.append((entry.origin, f"{old} = {target}"))
+            added = f"{old} + {added}" if added else old
+        writes.append(f"{target} = {added or zero}")
+    return _WriteBack(reads, writes, fresh_writes)
+
+
+def _slot_lines(c: _Context, slot_terms: dict) -> list:
+    """Each slot written: the reads' adjoints where the read can matter, zero where none used it."""
+    lines = []
+    for slot, terms in sorted(slot_terms.items()):
+        line = f"{c.names.slots()}[{slot}, {c.lines.thread}] = {' + '.join(terms)}"
+        if slot not in c.slot_needs:
+            lines.append(line)
+        elif c.slot_needs[slot].ids:  # written (and gathered) only where the read can matter
+            lines += [f"if {c.lines.id_condition(c.guards.id_symbol, c.slot_needs[slot])}:", f"    {line}"]
+    written = {str(slot) for slot in slot_terms}
+    zero = c.zero(c.program.compute_dtype)
+    lines += [f"{c.names.slots()}[{slot}, {c.lines.thread}] = {zero}"
+              for slot in range(len(c.accesses.slots)) if str(slot) not in written]
+    return merge_ifs(lines)
+
+
+def _kept_lines(c: _Context) -> tuple[list, list]:
+    """A kept cell returns early, but still owns its slots and parameter cells: it writes zeros
+    there, so the runtime never has to clear these scratch arrays."""
+    zero = c.zero(c.program.compute_dtype)
+    slots = [f"{c.names.slots()}[{slot}, {c.lines.thread}] = {zero}" for slot in range(len(c.accesses.slots))]
+    parameters = [f"{c.names.parameter_cells(name)}[{c.lines.thread}] = {c.zero(c.dtype(name))}"
+                  for name, _ in c.adjoint.parameters]
+    return slots, parameters
+
+
+def _adjoint_params(c: _Context) -> list:
+    params = c.forward_params + [f"{c.grads[p.name]}: {p.annotation()}" for p in c.program.params if p.differentiable]
+    params += c.seed_params
+    params += [f"{c.names.parameter_cells(name)}: wp.array{len(c.program.thread)}d(dtype=wp.{c.dtype(name)})"
+               for name, _ in c.adjoint.parameters]
+    if c.accesses.slots:
+        params.append(_slot_param(c))
+    return params
+
+
+def _slot_param(c: _Context) -> str:
+    return f"{c.names.slots()}: wp.array4d(dtype=wp.{c.program.compute_dtype})"
+
+
+def _parameter_lines(c: _Context) -> list:
+    """Per-cell adjoints of the scalar parameters (zero where nothing depends on one)."""
+    return [f"{c.names.parameter_cells(name)}[{c.lines.thread}] = {variable or c.zero(c.dtype(name))}"
+            for name, variable in c.adjoint.parameters]
+
+
+def _collapsed_reads(reads: list) -> list:
+    """The up-front reads, with one ``# adj of:`` comment per run of reads of the same origin."""
+    out, current = [], None
+    for origin, line in reads:
+        if origin != current:
+            current = origin
+            out.append(f"# adj of: {origin}")
+        out.append(line)
+    return out
+
+
+def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
+    """The adjoint body and its variants: ``adjoint`` (accumulating) and, where nothing is updated
+    in place, ``adjoint_fresh``; where the program has scalar parameters also ``adjoint_state`` and
+    ``adjoint_fresh_state``, the same without the parameters' per-cell adjoints. Those keep the
+    replayed non-equilibrium parts (for BGK: what ``d/d omega`` needs) out of the registers: D3Q19
+    FP32 ``adjoint_fresh`` needs 72 registers instead of 120.
+
+    adjoint_fresh is for callers that know the gradients the adjoint would add to are zero and do
+    not need the outputs' gradients cleared (a rollout's reverse sweep of a step that writes every
+    cell and keeps no data in place): 3 state arrays of traffic instead of 5. Only where every
+    element of a gradient array has exactly one writer among the cells, its primary read (nothing
+    in place; other reads go through slots, which adjoint_gather adds afterwards); kept cells
+    (bc_mask 255) must also be absent, which only the caller can know."""
+    fresh, has_parameters = parts.fresh, parts.has_parameters
+    variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only), is_fresh, state_only)
+                for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
+    guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
+    reads = _collapsed_reads(parts.write_back.reads)
+    write_back = parts.write_back.writes
+    return AdjointPlan(
+        params=parts.params,
+        kept=parts.kept + guard("not state_only", parts.parameter_kept),
+        seeds=parts.seeds,
+        reads=static_if("not fresh", reads) if fresh else reads,
+        replay=parts.replay,
+        in_place_seeds=parts.in_place_seeds,
+        groups=parts.sweep.groups,
+        writes=(static_if("fresh", parts.write_back.fresh_writes, write_back) if fresh else write_back) + parts.slot_lines,
+        parameter_lines=guard("not state_only", parts.parameter_lines),
+        variants=variants)
+
+
+def _adjoint(c: _Context, cell: CellPlan) -> tuple[AdjointPlan, int]:
+    """The adjoint plan, and its count of updates per cell (for the header)."""
+    seeds, in_place_seeds = _seed_lines(c)
+    sweep = _sweep(c)
+    write_back = _write_back(c, sweep)
+    slot_lines = _slot_lines(c, sweep.slot_terms)
+    kept, parameter_kept = _kept_lines(c)
+    plan = _adjoint_plan(AdjointParts(
+        fresh=not c.accesses.in_place, has_parameters=bool(c.adjoint.parameters), params=_adjoint_params(c), kept=kept,
+        parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds, replay=cell.lines, sweep=sweep,
+        write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
+    updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
+    return plan, updates + len(write_back.writes) + len(slot_lines)
+
+
+def _prepare_plan(c: _Context, cell: CellPlan) -> PreparePlan:
+    """For arrays updated in place: move the gradient of each element the cell overwrote into the
+    seed array and clear it (own elements only, so no races)."""
+    if not c.accesses.in_place:
+        return PreparePlan()
+    params = c.forward_params + [f"{c.grads[a]}: {c.program.param(a).annotation()}" for a in c.accesses.in_place]
+    body = c.lines.grid_lines(c.reference) + [c.lines.statement(s) for s in needed(
+        c.program, [c.adjoint.keep] + [condition for _, _, condition in c.adjoint.prepared])]
+    if cell.exit_condition:
+        body += [f"if {cell.exit_condition}:", "    return  # a kept cell overwrote nothing"]
+    for array, index, condition in c.adjoint.prepared:
+        element, zero, grad = f"[{c.lines.store_index(index)}]", c.zero(c.dtype(array)), c.grads[array]
+        moved = c.names.moved(f"{array}{element}")
+        body.append(f"{moved} = {c.print(condition, 'bool')}")
+        body.append(f"{c.names.seed(array)}{element} = wp.where({moved}, {grad}{element}, {zero})")
+        body.append(f"{grad}{element} = wp.where({moved}, {zero}, {grad}{element})")
+    return PreparePlan(params + c.seed_params, body)
+
+
+def _load_of(program: Program, symbol) -> Load | None:
+    """The load statement that defines ``symbol`` (None if there is none)."""
+    if symbol is None:
+        return None
+    return next((s for s in program.statements if isinstance(s, Load) and s.target == symbol), None)
+
+
+def _gather_plan(c: _Context) -> GatherPlan:
+    """Each thread adds to its own elements what the readers left in their slots; a slot written
+    only at some boundary ids is gathered only where the reader's id is one of them."""
+    if not c.accesses.slots:
+        return GatherPlan()
+    id_symbol = c.guards.id_symbol
+    id_load = _load_of(c.program, id_symbol)
+    params = [f"{c.reference}: {c.program.param(c.reference).annotation()}", _slot_param(c)]
+    params += [f"{id_load.array}: {c.program.param(id_load.array).annotation()}"] if id_load is not None else []
+    params += [f"{c.grads[a]}: {c.program.param(a).annotation()}" for a in sorted({s.array for s in c.accesses.slots})]
+    body = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions(c.accesses.slots, negate=True)
+    reader_ids: dict = {}  # reader coordinates -> the variable holding that cell's boundary id
+    for slot, access in enumerate(c.accesses.slots):
+        target = f"{c.grads[access.array]}[{access.population}, {c.lines.thread}]"
+        reader = ", ".join(c.lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
+        value = convert(f"{c.names.slots()}[{slot}, {reader}]", c.program.compute_dtype, c.dtype(access.array))
+        if slot not in c.slot_needs:
+            body.append(f"{target} = {target} + {value}")
+        elif c.slot_needs[slot].ids:  # the reader's id says whether it wrote the slot
+            if reader not in reader_ids:
+                reader_ids[reader] = sympy.Symbol(c.names.reader_id(str(id_symbol), reader))
+                c.print.dtypes[reader_ids[reader].name] = c.program.dtypes[str(id_symbol)]
+                body.append(f"{reader_ids[reader]} = {id_load.array}[{c.lines.store_index(id_load.index[:1])}, {reader}]")
+            body += [f"if {c.lines.id_condition(reader_ids[reader], c.slot_needs[slot])}:", f"    {target} = {target} + {value}"]
+    return GatherPlan(params, merge_ifs(body))
+
+
+def _read_and_overwritten(program: Program, accesses: Accesses) -> set:
+    """Output arrays whose old content the cell program reads (their values are gone after the
+    forward, so a recorded step keeps a copy)."""
+    stored = {s.array for s in program.stores}
+    return {access.array for access in accesses.loads.values() if access.array in stored}
+
+
+def _manifest(config: Configuration, c: _Context, identity: str, sources: list, kernels: list) -> Manifest:
+    accesses = c.accesses
+    return Manifest(
+        configuration=config.label,
+        program_sha256=identity,
+        source_sha256={f.symbol: f.sha256 for f in sources},
+        kernels=tuple(kernels),
+        parameters=tuple(name for name, _ in c.adjoint.parameters),
+        slot_count=len(accesses.slots),
+        gather_into=tuple(sorted({s.array for s in accesses.slots})),
+        in_place=tuple(accesses.in_place),
+        overwritten_inputs=tuple(sorted(set(accesses.in_place) | _read_and_overwritten(c.program, accesses))),
+    )
+
+
+def plan_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses,
+                cell_guards: guards.CellGuards, names: Namer, sources: list, identity: str) -> ModulePlan:
+    """The plans of every kernel of the module, and its manifest (which lists exactly the kernels
+    planned with a body); ``names`` is the module's namer, the one reverse mode used."""
+    c = _Context(program, adjoint, accesses, cell_guards, names)
+    cell = _cell_plan(c)
+    adjoint_plan, update_count = _adjoint(c, cell)
+    prepare, gather = _prepare_plan(c, cell), _gather_plan(c)
+    kernels = (["forward"] + [variant.name for variant in adjoint_plan.variants] + ["adjoint_prepare"] * bool(prepare.body)
+               + ["adjoint_gather"] * bool(gather.body))
+    sources = sorted(sources, key=lambda f: f.symbol)
+    return ModulePlan(config=config, identity=identity, sources=sources, proof=accesses.proof,
+                      statement_count=len(program.statements), adjoint_update_count=update_count, cell=cell,
+                      forward=_forward_plan(c, cell), adjoint=adjoint_plan, prepare=prepare, gather=gather,
+                      manifest=_manifest(config, c, identity, sources, kernels))
