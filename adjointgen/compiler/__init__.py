@@ -1,9 +1,11 @@
 """The compiler: XLB-style Warp functionals in, a Python module of explicit Warp kernels out.
 
-Stages, in the order :func:`adjointgen.compiler.pipeline.generate` runs them: ``frontend``
-(read the stepper kernel and every functional it calls), ``passes`` (source rewrites),
-``lower`` (one straight-line per-cell program, ``ir``), ``access`` (streaming reads and the
-race-freedom proof), ``guards`` (boundary ids at which each value matters), ``reverse``
-(reverse mode with sympy partials), ``emit`` (lines for the Jinja templates). Nothing here
-imports Warp's runtime or launches a kernel.
+Stages, in the order :func:`adjointgen.compiler.pipeline.run_pipeline` runs them (each result
+kept in :class:`~adjointgen.compiler.pipeline.Intermediates`): ``frontend`` (read the stepper
+kernel), ``passes`` (source rewrites of it and every functional it calls), ``lower`` (one
+straight-line per-cell program, ``ir``), ``access`` (streaming reads and the race-freedom
+proof), ``reverse`` (reverse mode with sympy partials), ``guards`` (boundary ids at which each
+value matters), ``plan`` (one plan per kernel, from ``lines``), ``emit`` (the Jinja templates
+print the plans). ``naming`` owns every generated name. Nothing here imports Warp's runtime or
+launches a kernel.
 """
