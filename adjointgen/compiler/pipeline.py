@@ -134,11 +134,15 @@ def kernel_params(config: Configuration, lifted_names=()) -> list[Param]:
     ] + [Param(name, "scalar", compute) for name in lifted_names]
 
 
-def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = False) -> Intermediates:
-    """Every stage in order, each handed the earlier stages' results; returns all of them."""
+def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = False,
+                 passes: ProcessedFunctionals | None = None) -> Intermediates:
+    """Every stage in order, each handed the earlier stages' results; returns all of them.
+    ``passes``: the source passes' result for this same stepper and ``boundary_parameters``, when
+    the caller has it already (the runtime computes it for the program identity): the passes are
+    the slowest stage, so they are not run twice."""
     record = Intermediates(config, kernel=frontend.stepper_kernel(stepper))
     record.lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
-    record.passes = process_functionals(record.kernel, record.lifts)
+    record.passes = passes if passes is not None else process_functionals(record.kernel, record.lifts)
     params = kernel_params(config, parameters.scalar_names(record.lifts))
     record.program = lowering.lower(record.kernel, record.passes.modules, params[4].dtype, params, config.name,
                                     record.passes.exit_guards)
@@ -152,7 +156,8 @@ def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = Fal
     return record
 
 
-def generate(stepper, config: Configuration, boundary_parameters: bool = False) -> str:
+def generate(stepper, config: Configuration, boundary_parameters: bool = False,
+             passes: ProcessedFunctionals | None = None) -> str:
     """The generated module's text for ``stepper`` built as ``config``.
 
     Guarantees: the text is a function of the stepper's functionals (their source and the
@@ -163,4 +168,4 @@ def generate(stepper, config: Configuration, boundary_parameters: bool = False) 
     body; its MANIFEST lists the kernels it defines. Raises an
     :class:`~adjointgen.errors.AdjointgenError` (and emits nothing) for what it cannot
     differentiate."""
-    return run_pipeline(stepper, config, boundary_parameters).text
+    return run_pipeline(stepper, config, boundary_parameters, passes).text

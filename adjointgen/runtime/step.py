@@ -27,21 +27,30 @@ from adjointgen.runtime.modules import GeneratedModule
 from adjointgen.config import Configuration
 from adjointgen.errors import RuntimeArgumentError
 
-def stepper_identity(stepper, boundary_parameters: bool = False) -> str:
-    """The identity a generated module must carry to serve ``stepper`` (see pipeline.program_identity)."""
+def _processed(stepper, boundary_parameters: bool):
     from adjointgen.compiler.frontend import stepper_kernel
-    from adjointgen.compiler.pipeline import process_functionals, program_identity
+    from adjointgen.compiler.pipeline import process_functionals
 
     lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
-    return program_identity(process_functionals(stepper_kernel(stepper), lifts=lifts))
+    return process_functionals(stepper_kernel(stepper), lifts=lifts)
+
+
+def stepper_identity(stepper, boundary_parameters: bool = False) -> str:
+    """The identity a generated module must carry to serve ``stepper`` (see pipeline.program_identity)."""
+    from adjointgen.compiler.pipeline import program_identity
+
+    return program_identity(_processed(stepper, boundary_parameters))
 
 
 def load_module(stepper, config: Configuration, boundary_parameters: bool = False) -> GeneratedModule:
-    """The checked generated module for ``stepper`` (see :mod:`adjointgen.runtime.modules`)."""
-    from adjointgen.compiler.pipeline import generate
+    """The checked generated module for ``stepper`` (see :mod:`adjointgen.runtime.modules`). The
+    source passes run once: their result gives the identity and, if the module must be
+    generated, feeds the rest of the pipeline."""
+    from adjointgen.compiler.pipeline import generate, program_identity
 
-    return modules.load_module(stepper, config, stepper_identity(stepper, boundary_parameters),
-                               lambda: generate(stepper, config, boundary_parameters=boundary_parameters))
+    processed = _processed(stepper, boundary_parameters)
+    return modules.load_module(stepper, config, program_identity(processed),
+                               lambda: generate(stepper, config, boundary_parameters=boundary_parameters, passes=processed))
 
 
 @wp.kernel(enable_backward=False)
