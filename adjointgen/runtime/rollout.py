@@ -32,6 +32,8 @@ from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Re
 
 from adjointgen.errors import RuntimeArgumentError
 from adjointgen.runtime.plan import RolloutPlan, array_bytes_of, plan_for_snapshots, plan_rollout, storage
+from adjointgen.runtime import launches
+from adjointgen.runtime.launches import PackedForward
 from adjointgen.runtime.step import paused_tape
 
 __all__ = ["checkpointed_rollout", "RolloutResult", "plan_rollout", "RolloutPlan"]
@@ -163,6 +165,10 @@ class _Sweep:
         self.stored = plan.storage
         self.actions = iter(self.schedule) if self.schedule is not None else iter(())
         self.shapes = (f_0, f_1)  # arrays shaped and typed like the adjoints
+        # the forward and adjoint launches, packed once (runtime.launches; CUDA graphs for runs of steps)
+        self.forwards = PackedForward(step, tuple(self.work), bc_mask, missing_mask, self.omega_value, self.lifted_values,
+                                      launches.GRAPHS)
+        self.adjoint_step = None  # a PackedAdjoint, from the first reverse step
 
     # ------------------------------------------------------------------ forward
     def store(self, pair, with_f_1: bool = True) -> tuple:
@@ -178,19 +184,28 @@ class _Sweep:
             if self.current[1] is not None:
                 wp.copy(work[1], self.current[1])
             self.current = work
-        for n in range(n0, n1):
+        n = n0
+        while n < n1:
+            if not keep_inputs and self.current is work:  # a run on the work pair: graphs of two steps where there are
+                pairs = self.forwards.pairs(work[0], (n1 - n) // 2)  # (after a pair, work[0] holds the state again)
+                if pairs:
+                    n = self._ran(n, 2 * pairs, bar)
+                    continue
             if keep_inputs:
                 self.adj_deps[n] = self.store(self.current, with_f_1=self.stored.reads_f_1)
             # from a stored state (step_from_stored), the first step reads it where it is and writes
             # the new state into the work pair: no copy; the pair's other array is then stale,
             # which nothing reads
-            self.step.forward(self.current[0], work[1], self.bc_mask, self.missing_mask, self.omega_value,
-                              self.start_timestep + n, self.lifted_values, check=False)
+            self.forwards.step(self.current[0], work[1], self.start_timestep + n)
             work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
             self.current = work
-            self.stats.forward_steps += 1
-            bar.update()
+            n = self._ran(n, 1, bar)
         self.position = n1
+
+    def _ran(self, n: int, count: int, bar) -> int:
+        self.stats.forward_steps += count
+        bar.update(count)
+        return n + count
 
     def restore(self, n: int, delete: bool):
         self.current = self.ram.pop(n) if delete else self.ram[n]
@@ -284,9 +299,14 @@ class _Sweep:
             # the step read inputs (f_0, f_1) and left (f_0', new); the state after it is
             # (new, f_0'): its adjoints are (adjoints[0], adjoints[1]) in that order
             f_1_input = inputs[1] if inputs[1] is not None else self.work[1]  # not read by this module
-            self.step.adjoint(inputs[0], f_1_input, self.bc_mask, self.missing_mask, self.omega_value,
-                              self.start_timestep + n, adjoints[1], adjoints[0], self.adj_omega, self.lifted_values,
-                              self.adj_parameters, fresh=self.fresh, check=False)
+            if self.adjoint_step is None:
+                self.adjoint_step = self.step.adjoint_launches(
+                    inputs[0], f_1_input, self.bc_mask, self.missing_mask, self.omega_value, self.start_timestep + n,
+                    adjoints[1], adjoints[0], self.adj_omega, self.lifted_values, self.adj_parameters, fresh=self.fresh)
+            else:
+                self.adjoint_step.set(f_0=inputs[0], f_1=f_1_input, timestep=self.start_timestep + n, adj_f_0=adjoints[1],
+                                      adj_f_1=adjoints[0])
+            self.adjoint_step.run()
             adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
             if self.observe is not None:
                 self.observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])

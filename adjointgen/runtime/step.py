@@ -24,6 +24,7 @@ import warp as wp
 from adjointgen.compiler import parameters
 from adjointgen.runtime import modules
 from adjointgen.manifest import adjoint_kernel_name
+from adjointgen.runtime.launches import PackedAdjoint
 from adjointgen.runtime.modules import GeneratedModule
 from adjointgen.runtime.plan import has_kept_cells
 from adjointgen.config import Configuration
@@ -227,16 +228,34 @@ class DifferentiableStep:
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
+        self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
+                              adj_parameters, fresh).run()
+
+    def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
+        """The forward launch, packed (a ``warp.Launch``: ``.launch()`` runs it; parameter 0 is f_0,
+        1 f_1, 5 the timestep), for callers that run it many times (:mod:`adjointgen.runtime.launches`)."""
+        lifted_values = self.parameter_values() if lifted_values is None else lifted_values
+        return wp.launch(self.kernel("forward"), dim=f_0.shape[1:], record_cmd=True, device=f_0.device, record_tape=False,
+                         inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values])
+
+    def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
+                         lifted_values=None, adj_parameters=None, fresh: bool = False) -> PackedAdjoint:
+        """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
+        f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values]
+        roles = {"f_0": 0, "f_1": 1, "timestep": 5}  # parameter indices of the state's arrays in every kernel but the gather
         grads = {"f_0": adj_f_0, "f_1": adj_f_1}
         inputs = state + [adj_f_0, adj_f_1]
+        device, dim = f_0.device, f_0.shape[1:]
+        launches = []
         in_place = self.manifest.in_place
         if in_place:
             # elements the step overwrote in place: their gradients move to seed arrays first
             seeds = [self._scratch(f"seed_{name}", f_0.shape, f_0.device, f_0.dtype) for name in in_place]
-            wp.launch(self.kernel("adjoint_prepare"), dim=f_0.shape[1:], inputs=state + [grads[n] for n in in_place] + seeds,
-                      device=f_0.device, record_tape=False)
+            prepare = wp.launch(self.kernel("adjoint_prepare"), dim=dim, inputs=state + [grads[n] for n in in_place] + seeds,
+                                device=device, record_tape=False, record_cmd=True)
+            launches.append((prepare, {**roles, **{f"adj_{n}": len(state) + i for i, n in enumerate(in_place)}}))
             inputs += seeds
         targets = [("omega", adj_omega, 0)] if adj_omega is not None else []
         for name, grad in (adj_parameters or {}).items():
@@ -259,15 +278,19 @@ class DifferentiableStep:
             kernel = self.kernel(self.manifest.adjoint_kernel(fresh, state_only))
         except KeyError as exc:
             raise RuntimeArgumentError(exc.args[0]) from None
-        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False, block_dim=self.block_dim)
+        main = wp.launch(kernel, dim=dim, inputs=inputs, device=device, record_tape=False, block_dim=self.block_dim,
+                         record_cmd=True)
+        launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1}))
         if slots is not None:
-            wp.launch(self.kernel("adjoint_gather"), dim=f_0.shape[1:],
-                      inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)],
-                      device=f_0.device, record_tape=False)
+            gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
+                               inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
+            launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
+        reductions = []
         for scalar, grad, component in targets:
-            total = wp.zeros(1, dtype=self.compute_dtype, device=f_0.device)
-            wp.utils.array_sum(cells[scalar], out=total)
-            wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=f_0.device, record_tape=False)
+            total = wp.zeros(1, dtype=self.compute_dtype, device=device)
+            add = wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=device, record_tape=False, record_cmd=True)
+            reductions.append((cells[scalar], total, add))
+        return PackedAdjoint(launches, reductions)
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         tape = _active_tape()
