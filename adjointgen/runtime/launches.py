@@ -82,8 +82,8 @@ class PackedForward:
     def pairs(self, f_0, count: int) -> int:
         """Run ``count`` pairs of steps from the work pair's ``f_0`` (after them ``f_0`` holds the
         state again) as replays of one graph; returns the pairs run (0 where there are no graphs)."""
-        if self.graphs is None or id(f_0) not in self.fixed or count < 1:
-            return 0
+        if self.graphs is None or id(f_0) not in self.fixed or count < 1 or f_0.device.is_capturing:
+            return 0  # (inside a caller's own capture the launches are captured into theirs)
         graph = self.graphs.get(id(f_0))
         if graph is None:
             with wp.ScopedCapture(device=f_0.device, force_module_load=False) as capture:
