@@ -127,14 +127,19 @@ def run(cases, size: int, steps: int, memory=None, snapshots: int | None = None)
 
 
 def markdown(results: dict) -> str:
+    from adjointgen.runtime.plan import format_bytes
+
+    def gb(value):
+        return "-" if value != value else format_bytes(value * 1e9)  # NaN: not measured (CPU)
+
     lines = [f"Rollout gradients on {results['device']} (Warp {results['warp']}, {results['date']}), T = {results['steps']}",
              "", "| case | grid | snapshots | plan memory | forward steps | XLB forward | gradient | / forward "
              "| floor / forward | / floor | extra memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in results["cases"]:
         lines.append(f"| {case['case']} | {'x'.join(map(str, case['grid']))} | {case['snapshots']} | "
-                     f"{case['plan_memory_gb']:.3g} GB | {case['forward_steps']} | {case['xlb_forward_s']:.3f} s | "
+                     f"{gb(case['plan_memory_gb'])} | {case['forward_steps']} | {case['xlb_forward_s']:.3f} s | "
                      f"{case['gradient_s']:.3f} s | {case['ratio_to_forward']:.2f}x | {case['ratio_floor_to_forward']:.2f}x | "
-                     f"{case['ratio_to_floor']:.2f} | {case['extra_memory_gb']:.3g} GB |")
+                     f"{case['ratio_to_floor']:.2f} | {gb(case['extra_memory_gb'])} |")
     return "\n".join(lines) + "\n"
 
 
