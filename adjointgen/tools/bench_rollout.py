@@ -58,6 +58,15 @@ def _memory(wp, device, high: bool = False) -> float:
     return float(wp.get_mempool_used_mem_high(device) if high else wp.get_mempool_used_mem_current(device))
 
 
+def _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps: int, fresh: bool) -> tuple[float, float]:
+    """Seconds per generated forward step and per adjoint step (the one the reverse sweep runs)."""
+    adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
+    forward = timed(wp, lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, [], check=False), steps)
+    adjoint = timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=fresh, check=False),
+                    steps)
+    return forward / steps, adjoint / steps
+
+
 def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | None = None) -> dict:
     import warp as wp
 
@@ -83,11 +92,7 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
         plan = adjointgen.plan_rollout(step, f_0, bc_mask, steps, memory)
     stored = plan.storage
     fresh = step.manifest.has("adjoint_fresh") and not stored.reads_f_1 and not stored.kept_cells
-    adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
-    forward_step = timed(wp, lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, [], check=False), steps) / steps
-    adjoint_step = timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=fresh,
-                                                  check=False), steps) / steps
-    del adj_0, adj_1
+    forward_step, adjoint_step = _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps, fresh)
     expected = plan.expected_seconds(forward_step, adjoint_step)
     print(f"{label} {'x'.join(map(str, shape))}, T={steps}: plan {plan}; expected {expected:.3f} s "
           f"(XLB's forward rollout {forward:.3f} s)", file=sys.stderr)
