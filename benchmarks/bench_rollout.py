@@ -15,6 +15,8 @@ XLB's own kernels):
 - ``parts``: the pieces of a rollout's backward timed alone over T calls (generated forward step,
   generated adjoint step, copying a step's input).
 
+``adjointgen bench --rollout`` (adjointgen/tools/bench_rollout.py) is the ``adjointgen`` mode for one
+plan, with the floor, from the CLI; this script keeps the other modes and several plans per process.
 Each mode times XLB's Warp forward over its own T in the same process for its ratio. Usage (on the
 device machine): ``python benchmarks/bench_rollout.py --mode adjointgen --size 192 --steps 1000
 --snapshots 15 --out $OUT``.
@@ -57,28 +59,15 @@ def _memory(wp, device, high: bool = False) -> float:
 
 
 def _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps: int) -> float:
-    a, b = wp.clone(f_0), wp.clone(f_1)
-    for t in range(3):  # warm-up
-        a, b = stepper(a, b, bc_mask, missing_mask, 1.6, t)
-        a, b = b, a
-    wp.synchronize()
-    start = time.perf_counter()
-    for t in range(steps):
-        a, b = stepper(a, b, bc_mask, missing_mask, 1.6, t)
-        a, b = b, a
-    wp.synchronize()
-    return time.perf_counter() - start
+    from adjointgen.tools.bench_rollout import xlb_forward_rollout  # after _source_tree_packages()
+
+    return xlb_forward_rollout(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps)
 
 
 def _timed(wp, fn, steps: int) -> float:
-    for _ in range(3):
-        fn()
-    wp.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    wp.synchronize()
-    return time.perf_counter() - start
+    from adjointgen.tools.bench_rollout import timed
+
+    return timed(wp, fn, steps)
 
 
 def run_adjointgen(args) -> dict:

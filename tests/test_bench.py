@@ -24,3 +24,16 @@ def test_bench_writes_every_row(tmp_path, capsys):
 
 def test_bench_refuses_unknown_skips(capsys):
     assert cli.main(["bench", "--skip", "warp"]) == 2
+
+
+def test_bench_rollout_writes_the_plan_and_the_floor(tmp_path, capsys):
+    assert cli.main(["bench", "--rollout", "--config", "D2Q9/BGK/FP32FP32", "--size", "16", "--steps", "20",
+                     "--snapshots", "3", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "rollout.json").read_text())
+    (case,) = results["cases"]
+    assert results["device"].lower() == "cpu" and case["steps"] == 20 and case["snapshots"] == 3
+    assert case["forward_steps"] == case["plan_forward_steps"] > 20  # what was planned ran
+    assert case["adjoint_kernel"] == "adjoint_fresh" and case["gradient_finite"]
+    assert case["floor_s"] > 0 and case["ratio_to_forward"] > 0
+    assert "plan 20 steps: 3 snapshots" in capsys.readouterr().err
+    assert "| D2Q9/BGK/FP32FP32 | 16x16 | 3 |" in (tmp_path / "rollout.md").read_text()

@@ -32,6 +32,8 @@ from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Re
 
 from adjointgen.errors import RuntimeArgumentError
 from adjointgen.runtime.plan import RolloutPlan, array_bytes_of, plan_for_snapshots, plan_rollout, storage
+from adjointgen.runtime import launches
+from adjointgen.runtime.launches import PackedForward
 from adjointgen.runtime.step import paused_tape
 
 __all__ = ["checkpointed_rollout", "RolloutResult", "plan_rollout", "RolloutPlan"]
@@ -132,154 +134,183 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
 
 
 def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress) -> RolloutResult:
-    snapshots = plan.snapshots
+    sweep = _Sweep(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress)
+    return sweep.forward_sweep()
 
-    schedule = _schedule(steps, snapshots)
-    store_all = schedule is None
-    omega_value = step.kernel_omega(omega)
-    lifted_values = step.parameter_values()
-    stats = _Stats()
-    ram: dict[int, tuple] = {}  # step -> stored state pair
-    adj_deps: dict[int, tuple] = {}  # step -> the state pair that step reads (for its adjoint)
-    borrowed: set[int] = set()  # steps whose adj_deps entry is the pair holding the state, not a copy
-    work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]
-    # the pair holding the state at `position`: the work pair, or after a restore the stored pair
-    # itself (read only; copied into the work pair only when a step must run from it)
-    current = work
-    position = 0
 
-    # the adjoint of a step reads its input f_0, and its input f_1 only when a boundary
-    # condition keeps data there: otherwise a step's inputs are kept without f_1 (half the copying)
-    # what a stored state holds (plan.Storage): f_1 only when a step reads it (a boundary condition
-    # keeps data there, or a solid cell keeps its old output); a step may run straight from a
-    # stored state that holds f_0 alone when it updates nothing in place
-    stored = plan.storage
-    reads_f_1, kept_cells, step_from_stored = stored.reads_f_1, stored.kept_cells, stored.step_from_stored
-    snapshot_f_1 = stored.snapshot_arrays == 2
+class _Sweep:
+    """One rollout: the forward sweep, then (once) the reverse sweep, following the plan's schedule.
 
-    def store(pair, with_f_1: bool = True) -> tuple:
-        stats.hold(1)
+    The state at ``position`` is held by ``current``: the work pair, or after a restore the stored
+    pair itself (read only; copied into the work pair only when a step must run from it). The
+    adjoint of a step reads its input f_0, and its input f_1 only when a boundary condition keeps
+    data there: otherwise a step's inputs are kept without f_1 (half the copying). What a stored
+    state holds follows ``plan.storage``: f_1 only when a step reads it (a boundary condition keeps
+    data there, or a solid cell keeps its old output); a step may run straight from a stored state
+    that holds f_0 alone when it updates nothing in place."""
+
+    def __init__(self, step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress):
+        self.step, self.bc_mask, self.missing_mask, self.steps = step, bc_mask, missing_mask, steps
+        self.start_timestep, self.progress = start_timestep, progress
+        self.schedule = _schedule(steps, plan.snapshots)
+        self.omega_value = step.kernel_omega(omega)
+        self.lifted_values = step.parameter_values()
+        self.stats = _Stats()
+        self.ram: dict[int, tuple] = {}  # step -> stored state pair
+        self.adj_deps: dict[int, tuple] = {}  # step -> the state pair that step reads (for its adjoint)
+        self.borrowed: set[int] = set()  # steps whose adj_deps entry is the pair holding the state, not a copy
+        self.work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]
+        self.current = self.work
+        self.position = 0
+        self.stored = plan.storage
+        self.actions = iter(self.schedule) if self.schedule is not None else iter(())
+        self.shapes = (f_0, f_1)  # arrays shaped and typed like the adjoints
+        # the forward and adjoint launches, packed once (runtime.launches; CUDA graphs for runs of steps)
+        self.forwards = PackedForward(step, tuple(self.work), bc_mask, missing_mask, self.omega_value, self.lifted_values,
+                                      launches.GRAPHS)
+        self.adjoint_step = None  # a PackedAdjoint, from the first reverse step
+
+    # ------------------------------------------------------------------ forward
+    def store(self, pair, with_f_1: bool = True) -> tuple:
+        self.stats.hold(1)
         return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False) if with_f_1 else None)
 
-    def advance(n0: int, n1: int, keep_inputs: bool, bar):
-        nonlocal position, current
-        if position != n0:
-            raise AssertionError(f"schedule asks to advance from {n0}, the work state is at {position}")
-        if n1 > n0 and current is not work and not step_from_stored:
-            wp.copy(work[0], current[0])
-            if current[1] is not None:
-                wp.copy(work[1], current[1])
-            current = work
-        for n in range(n0, n1):
+    def advance(self, n0: int, n1: int, keep_inputs: bool, bar):
+        if self.position != n0:
+            raise AssertionError(f"schedule asks to advance from {n0}, the work state is at {self.position}")
+        work = self.work
+        if n1 > n0 and self.current is not work and not self.stored.step_from_stored:
+            wp.copy(work[0], self.current[0])
+            if self.current[1] is not None:
+                wp.copy(work[1], self.current[1])
+            self.current = work
+        n = n0
+        while n < n1:
+            if not keep_inputs and self.current is work:  # a run on the work pair: graphs of two steps where there are
+                pairs = self.forwards.pairs(work[0], (n1 - n) // 2)  # (after a pair, work[0] holds the state again)
+                if pairs:
+                    n = self._ran(n, 2 * pairs, bar)
+                    continue
             if keep_inputs:
-                adj_deps[n] = store(current, with_f_1=reads_f_1)
+                self.adj_deps[n] = self.store(self.current, with_f_1=self.stored.reads_f_1)
             # from a stored state (step_from_stored), the first step reads it where it is and writes
             # the new state into the work pair: no copy; the pair's other array is then stale,
             # which nothing reads
-            step.forward(current[0], work[1], bc_mask, missing_mask, omega_value, start_timestep + n, lifted_values,
-                         check=False)
+            self.forwards.step(self.current[0], work[1], self.start_timestep + n)
             work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
-            current = work
-            stats.forward_steps += 1
-            bar.update()
-        position = n1
+            self.current = work
+            n = self._ran(n, 1, bar)
+        self.position = n1
 
-    def restore(n: int, delete: bool):
-        nonlocal position, current
-        current = ram.pop(n) if delete else ram[n]
+    def _ran(self, n: int, count: int, bar) -> int:
+        self.stats.forward_steps += count
+        bar.update(count)
+        return n + count
+
+    def restore(self, n: int, delete: bool):
+        self.current = self.ram.pop(n) if delete else self.ram[n]
         if delete:
-            stats.hold(-1)
-        position = n
+            self.stats.hold(-1)
+        self.position = n
 
-    def forward_action(action, following, bar):
+    def forward_action(self, action, following, bar):
         """Run a schedule's ``Forward``. Where it ends in the step that the ``following`` action
         reverses, that last step is not run: its adjoint replays it from its input, which is the
         state the pair already holds, so that pair is handed to the adjoint as it is (no forward
         step whose result nothing reads, no copy of a state already held)."""
-        n0, n1 = action.n0, min(action.n1, steps)
+        n0, n1 = action.n0, min(action.n1, self.steps)
         if action.write_ics:
-            ram[n0] = store(current, with_f_1=snapshot_f_1)
-            stats.snapshots_written += 1
+            self.ram[n0] = self.store(self.current, with_f_1=self.stored.snapshot_arrays == 2)
+            self.stats.snapshots_written += 1
         if action.write_adj_deps and isinstance(following, Reverse) and following.n1 == n1:
-            advance(n0, n1 - 1, True, bar)
-            adj_deps[n1 - 1] = (current[0], current[1])
-            borrowed.add(n1 - 1)
-            stats.borrowed_inputs += 1
+            self.advance(n0, n1 - 1, True, bar)
+            self.adj_deps[n1 - 1] = (self.current[0], self.current[1])
+            self.borrowed.add(n1 - 1)
+            self.stats.borrowed_inputs += 1
         else:
-            advance(n0, n1, action.write_adj_deps, bar)
+            self.advance(n0, n1, action.write_adj_deps, bar)
 
-    bar = _progress(steps, "forward", progress)
-    actions = iter(schedule) if schedule is not None else iter(())
-    if store_all:
-        advance(0, steps, True, bar)
-    for action in actions:
-        if isinstance(action, Forward):
-            forward_action(action, None, bar)  # the forward sweep: every step runs (its end is the result)
-        elif isinstance(action, EndForward):
-            break
-        else:
-            raise AssertionError(f"unexpected action before the end of the forward sweep: {action}")
-    bar.close()
-    final = (wp.clone(work[0], requires_grad=False), wp.clone(work[1], requires_grad=False))
-    result = RolloutResult(final[0], final[1], stats)
+    def forward_sweep(self) -> RolloutResult:
+        bar = _progress(self.steps, "forward", self.progress)
+        if self.schedule is None:
+            self.advance(0, self.steps, True, bar)
+        for action in self.actions:
+            if isinstance(action, Forward):
+                self.forward_action(action, None, bar)  # the forward sweep: every step runs (its end is the result)
+            elif isinstance(action, EndForward):
+                break
+            else:
+                raise AssertionError(f"unexpected action before the end of the forward sweep: {action}")
+        bar.close()
+        result = RolloutResult(wp.clone(self.work[0], requires_grad=False), wp.clone(self.work[1], requires_grad=False),
+                               self.stats)
+        result._backward = self.backward
+        return result
 
-    def backward(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters):
-        adjoints = [wp.zeros_like(f_0, requires_grad=False), wp.zeros_like(f_1, requires_grad=False)]  # of the state
-        if adj_f_0 is not None:
-            wp.copy(adjoints[0], adj_f_0)
-        if adj_f_1 is not None:
-            wp.copy(adjoints[1], adj_f_1)
-        reverse_bar = _progress(steps, "reverse", progress)
+    # ------------------------------------------------------------------ reverse
+    def backward(self, adj_f_0, adj_f_1, observe, adj_omega, adj_parameters):
+        adjoints = [wp.zeros_like(a, requires_grad=False) for a in self.shapes]  # of the state
+        for adjoint, given in zip(adjoints, (adj_f_0, adj_f_1)):
+            if given is not None:
+                wp.copy(adjoint, given)
         # Where nothing but the final state has a cotangent and no cell is kept, the adjoint each
         # step would add to is zero (the next step overwrote that buffer everywhere) and the one it
         # would clear is overwritten by the step before: adjoint_fresh moves 3 arrays instead of 5
         # (and the step must not read f_1, whose adjoint would not be zero at the end)
-        fresh = (step.manifest.has("adjoint_fresh") and observe is None and adj_f_1 is None
-                 and not reads_f_1 and not kept_cells)
-
-        def reverse(n1: int, n0: int):
-            for n in range(n1 - 1, n0 - 1, -1):
-                inputs = adj_deps.pop(n)
-                if n in borrowed:
-                    borrowed.discard(n)
-                else:
-                    stats.hold(-1)
-                # the step read inputs (f_0, f_1) and left (f_0', new); the state after it is
-                # (new, f_0'): its adjoints are (adjoints[0], adjoints[1]) in that order
-                f_1_input = inputs[1] if inputs[1] is not None else work[1]  # not read by this module
-                step.adjoint(inputs[0], f_1_input, bc_mask, missing_mask, omega_value, start_timestep + n,
-                             adjoints[1], adjoints[0], adj_omega, lifted_values, adj_parameters, fresh=fresh, check=False)
-                adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
-                if observe is not None:
-                    observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
-                reverse_bar.update()
-
-        if store_all:
-            reverse(steps, 0)
+        stored = self.stored
+        self.fresh = (self.step.manifest.has("adjoint_fresh") and observe is None and adj_f_1 is None
+                      and not stored.reads_f_1 and not stored.kept_cells)
+        self.adjoints, self.observe, self.adj_omega, self.adj_parameters = adjoints, observe, adj_omega, adj_parameters
+        self.reverse_bar = _progress(self.steps, "reverse", self.progress)
+        if self.schedule is None:
+            self.reverse(self.steps, 0)
         else:
-            plan = list(actions)  # the reverse sweep's actions, read one ahead by forward_action
-            for index, action in enumerate(plan):
-                if isinstance(action, Reverse):
-                    reverse(action.n1, action.n0)
-                elif isinstance(action, (Copy, Move)):
-                    if action.from_storage != StorageType.RAM or action.to_storage != StorageType.WORK:
-                        raise AssertionError(f"unexpected storage action {action}")
-                    restore(action.n, isinstance(action, Move))
-                elif isinstance(action, Forward):
-                    forward_action(action, plan[index + 1] if index + 1 < len(plan) else None, _progress(0, "", False))
-                elif isinstance(action, EndReverse):
-                    break
-                else:
-                    raise AssertionError(f"unexpected action {action}")
-        reverse_bar.close()
-        if fresh:  # the initial f_1 is not read by such a step: its adjoint is zero (never cleared above)
+            self.reverse_sweep(list(self.actions))  # the reverse sweep's actions, read one ahead by forward_action
+        self.reverse_bar.close()
+        if self.fresh:  # the initial f_1 is not read by such a step: its adjoint is zero (never cleared above)
             adjoints[1].zero_()
-        stats.hold(-len(ram))
-        ram.clear()
+        self.stats.hold(-len(self.ram))
+        self.ram.clear()
         return adjoints[0], adjoints[1]
 
-    result._backward = backward
-    return result
+    def reverse_sweep(self, plan: list):
+        for index, action in enumerate(plan):
+            if isinstance(action, Reverse):
+                self.reverse(action.n1, action.n0)
+            elif isinstance(action, (Copy, Move)):
+                if action.from_storage != StorageType.RAM or action.to_storage != StorageType.WORK:
+                    raise AssertionError(f"unexpected storage action {action}")
+                self.restore(action.n, isinstance(action, Move))
+            elif isinstance(action, Forward):
+                self.forward_action(action, plan[index + 1] if index + 1 < len(plan) else None, _progress(0, "", False))
+            elif isinstance(action, EndReverse):
+                break
+            else:
+                raise AssertionError(f"unexpected action {action}")
+
+    def reverse(self, n1: int, n0: int):
+        adjoints = self.adjoints
+        for n in range(n1 - 1, n0 - 1, -1):
+            inputs = self.adj_deps.pop(n)
+            if n in self.borrowed:
+                self.borrowed.discard(n)
+            else:
+                self.stats.hold(-1)
+            # the step read inputs (f_0, f_1) and left (f_0', new); the state after it is
+            # (new, f_0'): its adjoints are (adjoints[0], adjoints[1]) in that order
+            f_1_input = inputs[1] if inputs[1] is not None else self.work[1]  # not read by this module
+            if self.adjoint_step is None:
+                self.adjoint_step = self.step.adjoint_launches(
+                    inputs[0], f_1_input, self.bc_mask, self.missing_mask, self.omega_value, self.start_timestep + n,
+                    adjoints[1], adjoints[0], self.adj_omega, self.lifted_values, self.adj_parameters, fresh=self.fresh)
+            else:
+                self.adjoint_step.set(f_0=inputs[0], f_1=f_1_input, timestep=self.start_timestep + n, adj_f_0=adjoints[1],
+                                      adj_f_1=adjoints[0])
+            self.adjoint_step.run()
+            adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
+            if self.observe is not None:
+                self.observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
+            self.reverse_bar.update()
 
 
 def _record(tape, step, result: RolloutResult, f_0, f_1, omega):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import weakref
 from typing import Any
 
 import warp as wp
@@ -23,7 +24,9 @@ import warp as wp
 from adjointgen.compiler import parameters
 from adjointgen.runtime import modules
 from adjointgen.manifest import adjoint_kernel_name
+from adjointgen.runtime.launches import PackedAdjoint
 from adjointgen.runtime.modules import GeneratedModule
+from adjointgen.runtime.plan import has_kept_cells
 from adjointgen.config import Configuration
 from adjointgen.errors import RuntimeArgumentError
 
@@ -90,10 +93,15 @@ class DifferentiableStep:
     """``step(f_0, f_1, bc_mask, missing_mask, omega, timestep) -> (f_0, f_1)``, like the XLB
     stepper it wraps (the second array returned holds the new state)."""
 
+    # steps recorded next to each other on a tape with fresh adjoints where that is exact (see
+    # _TapeRecord); False: every recorded step runs the accumulating adjoint
+    tape_fusion = True
+
     def __init__(self, stepper, generated: GeneratedModule, config: Configuration, boundary_parameters: bool = False):
         self.stepper = stepper
-        self.module = generated.module  # the generated Python module (its kernels)
+        self.generated = generated  # the loaded module; its kernels through self.kernel(name)
         self.manifest = generated.manifest  # what it declares: kernel variants, arrays read and written
+        self._kept_cells = weakref.WeakKeyDictionary()  # bc_mask -> whether a cell is kept (read once)
         self.config = config
         self.q = stepper.velocity_set.q
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
@@ -116,6 +124,15 @@ class DifferentiableStep:
             self._scalars[entry.name] = entry.scalar_names()
             self.parameters[entry.name] = wp.array([initial[n] for n in entry.scalar_names()],
                                                    dtype=self.compute_dtype, requires_grad=True)
+
+    @property
+    def module(self):
+        """The generated Python module."""
+        return self.generated.module
+
+    def kernel(self, name: str):
+        """The generated kernel ``name`` (one the manifest lists: checked when the module was loaded)."""
+        return self.generated.kernel(name)
 
     def parameter_values(self) -> list:
         """The lifted parameters' current values, in kernel order (read back from the arrays)."""
@@ -195,7 +212,7 @@ class DifferentiableStep:
         if check:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
-        wp.launch(self.module.forward, dim=f_0.shape[1:],
+        wp.launch(self.kernel("forward"), dim=f_0.shape[1:],
                   inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values],
                   device=f_0.device, record_tape=False)
 
@@ -220,16 +237,34 @@ class DifferentiableStep:
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
+        self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
+                              adj_parameters, fresh).run()
+
+    def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
+        """The forward launch, packed (a ``warp.Launch``: ``.launch()`` runs it; parameter 0 is f_0,
+        1 f_1, 5 the timestep), for callers that run it many times (:mod:`adjointgen.runtime.launches`)."""
+        lifted_values = self.parameter_values() if lifted_values is None else lifted_values
+        return wp.launch(self.kernel("forward"), dim=f_0.shape[1:], record_cmd=True, device=f_0.device, record_tape=False,
+                         inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values])
+
+    def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
+                         lifted_values=None, adj_parameters=None, fresh: bool = False) -> PackedAdjoint:
+        """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
+        f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values]
+        roles = {"f_0": 0, "f_1": 1, "timestep": 5}  # parameter indices of the state's arrays in every kernel but the gather
         grads = {"f_0": adj_f_0, "f_1": adj_f_1}
         inputs = state + [adj_f_0, adj_f_1]
+        device, dim = f_0.device, f_0.shape[1:]
+        launches = []
         in_place = self.manifest.in_place
         if in_place:
             # elements the step overwrote in place: their gradients move to seed arrays first
             seeds = [self._scratch(f"seed_{name}", f_0.shape, f_0.device, f_0.dtype) for name in in_place]
-            wp.launch(self.module.adjoint_prepare, dim=f_0.shape[1:], inputs=state + [grads[n] for n in in_place] + seeds,
-                      device=f_0.device, record_tape=False)
+            prepare = wp.launch(self.kernel("adjoint_prepare"), dim=dim, inputs=state + [grads[n] for n in in_place] + seeds,
+                                device=device, record_tape=False, record_cmd=True)
+            launches.append((prepare, {**roles, **{f"adj_{n}": len(state) + i for i, n in enumerate(in_place)}}))
             inputs += seeds
         targets = [("omega", adj_omega, 0)] if adj_omega is not None else []
         for name, grad in (adj_parameters or {}).items():
@@ -249,52 +284,70 @@ class DifferentiableStep:
             slots = self._scratch("slots", (self.manifest.slot_count, *f_0.shape[1:]), f_0.device)
             inputs.append(slots)
         try:
-            kernel = getattr(self.module, self.manifest.adjoint_kernel(fresh, state_only))
+            kernel = self.kernel(self.manifest.adjoint_kernel(fresh, state_only))
         except KeyError as exc:
             raise RuntimeArgumentError(exc.args[0]) from None
-        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, device=f_0.device, record_tape=False, block_dim=self.block_dim)
+        main = wp.launch(kernel, dim=dim, inputs=inputs, device=device, record_tape=False, block_dim=self.block_dim,
+                         record_cmd=True)
+        launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1}))
         if slots is not None:
-            wp.launch(self.module.adjoint_gather, dim=f_0.shape[1:],
-                      inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)],
-                      device=f_0.device, record_tape=False)
+            gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
+                               inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
+            launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
+        reductions = []
         for scalar, grad, component in targets:
-            total = wp.zeros(1, dtype=self.compute_dtype, device=f_0.device)
-            wp.utils.array_sum(cells[scalar], out=total)
-            wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=f_0.device, record_tape=False)
+            total = wp.zeros(1, dtype=self.compute_dtype, device=device)
+            add = wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=device, record_tape=False, record_cmd=True)
+            reductions.append((cells[scalar], total, add))
+        return PackedAdjoint(launches, reductions)
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         tape = _active_tape()
+        if tape is None:
+            self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
+            return f_0, f_1
+        self.check_arrays(f_0, f_1, bc_mask, missing_mask)
+        for name, array in (("f_0", f_0), ("f_1", f_1)):
+            if array.grad is None:
+                raise RuntimeArgumentError(
+                    f"{name} has no gradient array; create it with requires_grad=True "
+                    f"(or set {name}.requires_grad = True) before recording the step on a wp.Tape")
+        # omega and the lifted parameters are read back once per call (a read-back waits for the device)
+        omega_value, lifted_values = self.kernel_omega(omega), self.parameter_values()
         # A recorded step keeps a copy of the inputs its adjoint reads: f_0 always (so XLB's
         # ping-pong loop, which overwrites f_0 one step later, differentiates correctly), and f_1
         # when a boundary condition reads data from it (ZouHe's and Regularized's prescribed
         # values); the forward itself may overwrite both (manifest.overwritten_inputs).
-        saved = {}
-        if tape is not None:
-            self.check_arrays(f_0, f_1, bc_mask, missing_mask)
-            read_from_f_1 = self.manifest.reads_f_1
-            with paused_tape():
-                saved = {"f_0": wp.clone(f_0, requires_grad=False)}
-                if read_from_f_1:
-                    saved["f_1"] = wp.clone(f_1, requires_grad=False)
-        self.forward(f_0, f_1, bc_mask, missing_mask, omega, timestep)
-        if tape is not None:
-            for name, array in (("f_0", f_0), ("f_1", f_1)):
-                if array.grad is None:
-                    raise RuntimeArgumentError(
-                        f"{name} has no gradient array; create it with requires_grad=True "
-                        f"(or set {name}.requires_grad = True) before recording the step on a wp.Tape")
-            omega_value, step_value, lifted_values = self.kernel_omega(omega), timestep, self.parameter_values()
-            adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
-            adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
-
-            def backward():
-                self.adjoint(saved.get("f_0", f_0), saved.get("f_1", f_1), bc_mask, missing_mask, omega_value, step_value,
-                             f_0.grad, f_1.grad, adj_omega, lifted_values, adj_parameters)
-
-            recorded = [f_0, f_1] + ([omega] if adj_omega is not None else [])
-            recorded += [array for array in self.parameters.values() if array.requires_grad]
-            tape.record_func(backward=backward, arrays=recorded)
+        with paused_tape():
+            saved_f_0 = wp.clone(f_0, requires_grad=False)
+            saved_f_1 = wp.clone(f_1, requires_grad=False) if self.manifest.reads_f_1 else f_1
+        self.forward(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, check=False)
+        adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
+        adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
+        record = _TapeRecord(self, (saved_f_0, saved_f_1, bc_mask, missing_mask, omega_value, timestep), lifted_values,
+                             f_0, f_1, adj_omega, adj_parameters, self._fusable(bc_mask))
+        previous = tape.launches[-1] if tape.launches else None
+        if isinstance(previous, _TapeRecord) and previous.fusable and record.fusable:
+            previous.next_f_1, record.previous_f_0 = f_1, previous.f_0  # adjacent: see _TapeRecord
+        recorded = [f_0, f_1] + ([omega] if adj_omega is not None else [])
+        recorded += [array for array in self.parameters.values() if array.requires_grad]
+        tape.record_func(backward=record, arrays=recorded)
         return f_0, f_1
+
+    def _fusable(self, bc_mask) -> bool:
+        """Whether a recorded step on ``bc_mask`` may join a fused pair (see _TapeRecord): its
+        ``adjoint_fresh`` writes every element of ``adj_f_0`` and its accumulating adjoint clears
+        every element of ``adj_f_1`` (no kept cells, nothing in place), and it reads no ``f_1``.
+        Whether ``bc_mask`` has kept cells is read back once per mask (a mask edited in place
+        after its first recorded step needs ``tape_fusion = False``)."""
+        manifest = self.manifest
+        if not (self.tape_fusion and manifest.has("adjoint_fresh") and not manifest.in_place
+                and not manifest.reads_f_1 and "f_1" not in manifest.gather_into):
+            return False
+        kept = self._kept_cells.get(bc_mask)
+        if kept is None:
+            kept = self._kept_cells[bc_mask] = has_kept_cells(bc_mask)
+        return not kept
 
     def prescribed_value_gradient(self, bc, bc_mask, f_1_grad):
         """For a ZouHe or Regularized condition ``bc`` of the stepper: ``d loss / d`` its prescribed
@@ -308,6 +361,52 @@ class DifferentiableStep:
                 "(ZouHeBC, RegularizedBC); EquilibriumBC's values are step.parameters with differentiable(..., boundary_parameters=True)")
         cells = bc_mask.numpy()[0] == bc.id
         return f_1_grad.numpy()[0][cells]
+
+
+def _same_buffer(a, b) -> bool:
+    return (a is not None and b is not None and a.ptr == b.ptr and a.shape == b.shape and a.strides == b.strides
+            and a.dtype == b.dtype and a.device == b.device)
+
+
+class _TapeRecord:
+    """One step recorded on a ``wp.Tape``: ``tape.backward()`` calls it to run the step's adjoint.
+
+    Fused pairs. Take step k recorded with (f_0, f_1) = (A, B) and step k+1 recorded right after it
+    (the next entry of the tape) with f_1 = A, as in XLB's ping-pong loop. The backward pass runs
+    k+1's adjoint, then k's, with nothing in between. The accumulating adjoint of k+1 clears every
+    element of its adj_f_1 = A.grad (no kept cells); that of k then adds into A.grad, i.e. writes
+    into zeros. So k may run ``adjoint_fresh`` (write A.grad: every element has one writer) and k+1
+    need not clear A.grad, which k overwrites before anything reads it: the pair's observable
+    result (the gradients between non-adjacent entries of the tape) is exactly the accumulating
+    one, 0 + x = x, whatever the gradient arrays held before. Only the buffers matter, so the
+    condition, evaluated when the adjoints run, is that k's ``f_0.grad`` and k+1's ``f_1.grad`` are
+    one buffer; both steps must be fusable (``DifferentiableStep._fusable``).
+
+    A step then runs: ``adjoint_fresh`` when the step after it is fused with it (its adj_f_1 cleared
+    too, unless the step before it is fused with it and overwrites that); else the accumulating
+    ``adjoint`` (the last step of a run, whose adj_f_0 may hold a loss's cotangent)."""
+
+    __slots__ = ("step", "inputs", "lifted_values", "f_0", "f_1", "adj_omega", "adj_parameters", "fusable", "next_f_1", "previous_f_0")
+
+    def __init__(self, step, inputs, lifted_values, f_0, f_1, adj_omega, adj_parameters, fusable: bool):
+        # inputs: the adjoint's (f_0, f_1, bc_mask, missing_mask, omega, timestep), f_0 a saved copy
+        self.step, self.inputs, self.lifted_values, self.f_0, self.f_1 = step, inputs, lifted_values, f_0, f_1
+        self.adj_omega, self.adj_parameters, self.fusable = adj_omega, adj_parameters, fusable
+        self.next_f_1 = None  # f_1 of the step recorded right after this one, when both are fusable
+        self.previous_f_0 = None  # f_0 of the step recorded right before this one, when both are fusable
+
+    def kernels(self) -> tuple[bool, bool]:
+        """(fresh: write adj_f_0, cleared later: the step before overwrites adj_f_1)."""
+        fresh = self.next_f_1 is not None and _same_buffer(self.f_0.grad, self.next_f_1.grad)
+        cleared_later = self.previous_f_0 is not None and _same_buffer(self.f_1.grad, self.previous_f_0.grad)
+        return fresh, cleared_later
+
+    def __call__(self):
+        fresh, cleared_later = self.kernels()
+        self.step.adjoint(*self.inputs, self.f_0.grad, self.f_1.grad, self.adj_omega, self.lifted_values, self.adj_parameters,
+                          fresh=fresh)
+        if fresh and not cleared_later:
+            self.f_1.grad.zero_()  # what the accumulating adjoint would have cleared (every cell)
 
 
 def differentiable(stepper, boundary_parameters: bool = False) -> DifferentiableStep:

@@ -5,6 +5,7 @@
     adjointgen verify [--config ...] [--shape 8x8]
     adjointgen lint   PATH_OR_MODULE... [--velocity-set D3Q19] [--format json]
     adjointgen bench  [--config ...] [--size 192] [--out DIR]   # on a GPU: times every way to step
+    adjointgen bench --rollout [--steps 1000] [--memory 20GB]  # a rollout's gradient, its plan and floor
 
 Without ``--config`` the configurations come from ``[tool.adjointgen]`` in ./pyproject.toml if it
 has one, else from the packaged ``adjointgen/configurations.toml``.
@@ -172,6 +173,10 @@ def cmd_bench(args) -> int:
               f"many minutes and gigabytes on a CPU, and CPU times say nothing about GPU kernels). Run it on a GPU, "
               f"or pass --size {CPU_BENCH_MAX_SIZE} or less for a quick CPU smoke run.", file=sys.stderr)
         return 2
+    if args.rollout:  # the T-step rollout's gradient (tools/bench_rollout.py); by default the first case only
+        from adjointgen.tools import bench_rollout
+
+        return bench_rollout.cmd(args, cases if args.config or args.config_file else cases[:1])
     results = run(cases, args.size, args.repeats, args.inner, skip)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,6 +236,10 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--inner", type=int, default=10, help="calls per timed batch")
     bench.add_argument("--skip", metavar="tape,jax", help="leave out Warp's tape and/or XLB-JAX rows")
     bench.add_argument("--out", default="bench-results", help="directory for bench.json and bench.md")
+    bench.add_argument("--rollout", action="store_true", help="time a T-step rollout's gradient instead (rollout.json, rollout.md)")
+    bench.add_argument("--steps", type=int, default=1000, help="--rollout: steps T")
+    bench.add_argument("--memory", default="20GB", help="--rollout: the plan's memory budget (bytes, 20GB, auto)")
+    bench.add_argument("--snapshots", type=int, help="--rollout: stored states (instead of --memory)")
     bench.set_defaults(run=cmd_bench)
     return main
 

@@ -1,0 +1,163 @@
+"""``adjointgen bench --rollout``: a T-step rollout's gradient against XLB's forward rollout, one device.
+
+For each configuration on an N^d grid (the state of ``adjointgen bench``), in one process:
+
+- ``xlb_forward_s``: XLB's Warp stepper rolled out T steps (two buffers, swapped): the yardstick;
+- the plan (:func:`adjointgen.runtime.plan.plan_rollout` for ``--memory``, or ``--snapshots``),
+  printed before the run: stored states, bytes, forward steps, expected time;
+- the generated forward step and the adjoint the reverse sweep runs (``adjoint_fresh`` where the
+  rollout uses it), each timed alone over T calls: the floor for that memory is the plan's forward
+  steps x the forward step + T x the adjoint step;
+- ``gradient_s``: ``checkpointed_rollout`` forward and backward (d/d f_0 of ``<c, f_T>``), with the
+  forward steps it ran and the peak extra device memory (Warp's mempool high-water mark over what
+  was in use before; CUDA only).
+Results: ``rollout.json`` and ``rollout.md`` in ``--out``, with the device name and the date.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+
+def timed(wp, fn, calls: int) -> float:
+    """Seconds for ``calls`` calls of ``fn`` after three warm-up calls, synchronised around."""
+    for _ in range(3):
+        fn()
+    wp.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    wp.synchronize()
+    return time.perf_counter() - start
+
+
+def xlb_forward_rollout(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps: int, omega=1.6) -> float:
+    """Seconds for ``steps`` steps of XLB's own loop (warm-up first)."""
+    a, b = wp.clone(f_0), wp.clone(f_1)
+
+    def run(count):
+        nonlocal a, b
+        for t in range(count):
+            a, b = stepper(a, b, bc_mask, missing_mask, omega, t)
+            a, b = b, a
+
+    run(3)
+    wp.synchronize()
+    start = time.perf_counter()
+    run(steps)
+    wp.synchronize()
+    return time.perf_counter() - start
+
+
+def _memory(wp, device, high: bool = False) -> float:
+    if not device.is_cuda:
+        return float("nan")
+    return float(wp.get_mempool_used_mem_high(device) if high else wp.get_mempool_used_mem_current(device))
+
+
+def _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps: int, fresh: bool) -> tuple[float, float]:
+    """Seconds per generated forward step and per adjoint step (the one the reverse sweep runs)."""
+    adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
+    forward = timed(wp, lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, [], check=False), steps)
+    adjoint = timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=fresh, check=False),
+                    steps)
+    return forward / steps, adjoint / steps
+
+
+def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | None = None) -> dict:
+    import warp as wp
+
+    import adjointgen
+    from adjointgen.config import Configuration
+    from adjointgen.runtime.plan import plan_for_snapshots, storage, array_bytes_of
+    from adjointgen.tools.bench import tiled_state
+    from adjointgen.xlb.support import make_stepper, prepare_fields
+
+    config = Configuration.parse(label)
+    shape = (size,) * config.dim
+    stepper = make_stepper(config, "warp", shape)
+    step = adjointgen.differentiable(stepper)
+    _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+    f_0 = wp.array(tiled_state(config, size, np.float64 if config.is_fp64 else np.float32), dtype=f_1.dtype)
+    omega = wp.float64(1.6) if config.is_fp64 else 1.6
+    device = f_0.device
+    forward = xlb_forward_rollout(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps, omega)
+
+    if snapshots is not None:
+        plan = plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
+    else:
+        plan = adjointgen.plan_rollout(step, f_0, bc_mask, steps, memory)
+    stored = plan.storage
+    fresh = step.manifest.has("adjoint_fresh") and not stored.reads_f_1 and not stored.kept_cells
+    forward_step, adjoint_step = _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps, fresh)
+    expected = plan.expected_seconds(forward_step, adjoint_step)
+    print(f"{label} {'x'.join(map(str, shape))}, T={steps}: plan {plan}; expected {expected:.3f} s "
+          f"(XLB's forward rollout {forward:.3f} s)", file=sys.stderr)
+
+    # warm-up of the rollout's own path (a short rollout), then the timed one
+    adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, 4, 2, progress=False).backward(adj_f_0=f_0)
+    cotangent = wp.clone(f_0)
+    wp.synchronize()
+    base = _memory(wp, device)
+    start = time.perf_counter()
+    result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, steps, plan.snapshots,
+                                             progress=False)
+    gradient, _ = result.backward(adj_f_0=cotangent)
+    wp.synchronize()
+    total = time.perf_counter() - start
+    high = _memory(wp, device, high=True)
+    return {
+        "case": config.label, "grid": list(shape), "steps": steps, "plan": str(plan), "snapshots": plan.snapshots,
+        "plan_memory_gb": plan.memory_bytes / 1e9, "plan_forward_steps": plan.forward_steps,
+        "forward_steps": result.stats.forward_steps, "xlb_forward_s": forward, "gradient_s": total,
+        "ratio_to_forward": total / forward, "ag_forward_step_ms": 1e3 * forward_step,
+        "adjoint_kernel": "adjoint_fresh" if fresh else "adjoint", "ag_adjoint_step_ms": 1e3 * adjoint_step,
+        "floor_s": expected, "ratio_floor_to_forward": expected / forward, "ratio_to_floor": total / expected,
+        "extra_memory_gb": (high - base) / 1e9, "gradient_finite": bool(np.isfinite(gradient.numpy()).all()),
+    }
+
+
+def run(cases, size: int, steps: int, memory=None, snapshots: int | None = None) -> dict:
+    import warp as wp
+
+    wp.init()
+    results = {"device": wp.get_device().name, "warp": wp.__version__, "date": time.strftime("%Y-%m-%d"),
+               "size": size, "steps": steps, "memory": memory, "cases": []}
+    for label in cases:
+        results["cases"].append(run_case(label, size, steps, memory, snapshots))
+    return results
+
+
+def markdown(results: dict) -> str:
+    from adjointgen.runtime.plan import format_bytes
+
+    def gb(value):
+        return "-" if value != value else format_bytes(value * 1e9)  # NaN: not measured (CPU)
+
+    lines = [f"Rollout gradients on {results['device']} (Warp {results['warp']}, {results['date']}), T = {results['steps']}",
+             "", "| case | grid | snapshots | plan memory | forward steps | XLB forward | gradient | / forward "
+             "| floor / forward | / floor | extra memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for case in results["cases"]:
+        lines.append(f"| {case['case']} | {'x'.join(map(str, case['grid']))} | {case['snapshots']} | "
+                     f"{gb(case['plan_memory_gb'])} | {case['forward_steps']} | {case['xlb_forward_s']:.3f} s | "
+                     f"{case['gradient_s']:.3f} s | {case['ratio_to_forward']:.2f}x | {case['ratio_floor_to_forward']:.2f}x | "
+                     f"{case['ratio_to_floor']:.2f} | {gb(case['extra_memory_gb'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd(args, cases) -> int:
+    """``adjointgen bench --rollout`` (arguments parsed by tools/cli.py)."""
+    import json
+    from pathlib import Path
+
+    results = run(cases, args.size, args.steps, args.memory, args.snapshots)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rollout.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (out / "rollout.md").write_text(table)
+    print(table)
+    return 0 if all(case["gradient_finite"] for case in results["cases"]) else 1
