@@ -30,6 +30,15 @@ def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto"):
     return _plan(step, f_0, bc_mask, steps, memory)
 
 
+def quiet(enabled: bool = True) -> None:
+    """Silence Warp's module-load lines and banner, JAX's backend-fallback warnings and XLB's backend
+    prints (``quiet(False)`` restores them); warnings and errors still show. Process-wide settings of
+    Warp and JAX, so importing adjointgen leaves them alone. See :mod:`adjointgen.verbosity`."""
+    from adjointgen.verbosity import quiet as _quiet
+
+    _quiet(enabled)
+
+
 def register(cls):
     """Class decorator: make a user's XLB-style collision or boundary condition known to the
     generator (see :mod:`adjointgen.xlb.user`)."""
@@ -46,4 +55,4 @@ def register_mix(name: str):
     return _register_mix(name)
 
 
-__all__ = ["__version__", "differentiable", "checkpointed_rollout", "plan_rollout", "register", "register_mix"]
+__all__ = ["__version__", "differentiable", "checkpointed_rollout", "plan_rollout", "quiet", "register", "register_mix"]
