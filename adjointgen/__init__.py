@@ -2,6 +2,12 @@
 
 __version__ = "0.1.0"
 
+# XLB 0.3.1 imports names that current Warp moved or removed; re-bind the missing ones so that a
+# script's `import adjointgen; import xlb` works (adjointgen/xlb/compat.py; never overrides a name)
+from adjointgen.xlb import compat as _compat  # noqa: E402
+
+_compat.apply_on_import()
+
 
 def differentiable(stepper, boundary_parameters: bool = False):
     """Wrap an XLB Warp stepper into a step with the same signature whose gradient flows
