@@ -52,8 +52,9 @@ def main(argv=None):
     step = torch_step(adjointgen.differentiable(stepper))
     _, f_1, bc_mask, missing_mask = stepper.prepare_fields()
     f_1, bc_mask, missing_mask = (wp.to_torch(a) for a in (f_1, bc_mask, missing_mask))  # zero-copy views
-    c = torch.tensor(np.asarray(stepper.velocity_set._c, dtype=np.float32))  # (2, 9)
-    w = torch.tensor(np.asarray(stepper.velocity_set.w, dtype=np.float32))  # (9,)
+    device = f_1.device  # Warp's default device: a GPU if there is one
+    c = torch.tensor(np.asarray(stepper.velocity_set._c, dtype=np.float32), device=device)  # (2, 9)
+    w = torch.tensor(np.asarray(stepper.velocity_set.w, dtype=np.float32), device=device)  # (9,)
 
     def equilibrium(u):  # density 1, velocity u (2, nx, ny, 1) -> populations (9, nx, ny, 1)
         cu = torch.einsum("dq,dxyz->qxyz", c, u)
@@ -66,7 +67,7 @@ def main(argv=None):
             f_0, other = other, f_0  # XLB's loop: the new state becomes f_0
         return torch.einsum("dq,qxyz->dxyz", c, f_0) / f_0.sum(0)
 
-    truth = torch.from_numpy(true_velocity(args.grid))
+    truth = torch.from_numpy(true_velocity(args.grid)).to(device)
     observed = velocity_after_steps(truth).detach()
     u_0 = torch.zeros_like(truth, requires_grad=True)
     optimizer = torch.optim.Adam([u_0], lr=args.lr)

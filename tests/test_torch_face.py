@@ -37,28 +37,34 @@ def _setup(label: str, shape: tuple):
     return step, f_0, f_1.numpy(), bc_mask, missing_mask, cotangent
 
 
+def _tensor(array, like, requires_grad=True):
+    """A float64 tensor of ``array`` on the device of the Warp array ``like`` (Warp's default device)."""
+    return torch.tensor(array, device=wp.device_to_torch(like.device), requires_grad=requires_grad)
+
+
 def _torch_gradients(step, f_0, f_1, bc_mask, missing_mask, cotangent):
     face = torch_step(step)
+    x0, x1, seed = _tensor(f_0, bc_mask), _tensor(f_1, bc_mask), _tensor(cotangent, bc_mask, False)
     bc_mask, missing_mask = wp.to_torch(bc_mask), wp.to_torch(missing_mask)  # masks as tensors (gradcheck: Warp arrays)
-    x0, x1 = (torch.tensor(a, requires_grad=True) for a in (f_0, f_1))
-    omega = torch.tensor(OMEGA, dtype=torch.float64, requires_grad=True)
+    omega = torch.tensor(OMEGA, dtype=torch.float64, device=x0.device, requires_grad=True)
     state, other = x0, x1
     for t in range(STEPS):
         state, other = face(state, other, bc_mask, missing_mask, omega, t)
         state, other = other, state  # XLB's loop: the new state becomes f_0
-    (torch.from_numpy(cotangent) * state).sum().backward()
-    return x0.grad.numpy(), x1.grad.numpy(), float(omega.grad)
+    (seed * state).sum().backward()
+    return x0.grad.cpu().numpy(), x1.grad.cpu().numpy(), float(omega.grad)
 
 
 def _warp_gradients(step, f_0, f_1, bc_mask, missing_mask, cotangent):
-    x0, x1 = (wp.array(a, dtype=wp.float64, requires_grad=True) for a in (f_0, f_1))
-    omega = wp.array([OMEGA], dtype=wp.float64, requires_grad=True)
+    device = bc_mask.device
+    x0, x1 = (wp.array(a, dtype=wp.float64, device=device, requires_grad=True) for a in (f_0, f_1))
+    omega = wp.array([OMEGA], dtype=wp.float64, device=device, requires_grad=True)
     state, other = x0, x1
     with wp.Tape() as tape:
         for t in range(STEPS):
             state, other = step(state, other, bc_mask, missing_mask, omega, t)
             state, other = other, state
-    tape.backward(grads={state: wp.array(cotangent, dtype=wp.float64)})
+    tape.backward(grads={state: wp.array(cotangent, dtype=wp.float64, device=device)})
     return x0.grad.numpy(), x1.grad.numpy(), float(omega.grad.numpy()[0])
 
 
@@ -95,8 +101,8 @@ def test_the_comparison_rejects_a_wrong_gradient():
 
 def _gradcheck_inputs():
     step, f_0, f_1, bc_mask, missing_mask, _ = _setup("D2Q9/BGK/FP64FP64", (4, 3))
-    x0, x1 = (torch.tensor(a, requires_grad=True) for a in (f_0, f_1))
-    omega = torch.tensor([OMEGA], dtype=torch.float64, requires_grad=True)
+    x0, x1 = _tensor(f_0, bc_mask), _tensor(f_1, bc_mask)
+    omega = torch.tensor([OMEGA], dtype=torch.float64, device=x0.device, requires_grad=True)
     return torch_step(step), (x0, x1, omega), bc_mask, missing_mask
 
 
@@ -125,9 +131,9 @@ def test_wrong_inputs_are_clear_errors():
     step, f_0, f_1, bc_mask, missing_mask, _ = _setup(*CASES[0])
     face = torch_step(step)
     with pytest.raises(RuntimeArgumentError, match="dtype"):
-        face(torch.tensor(f_0, dtype=torch.float32), torch.tensor(f_1, dtype=torch.float32), bc_mask, missing_mask, OMEGA)
+        face(_tensor(f_0, bc_mask).float(), _tensor(f_1, bc_mask).float(), bc_mask, missing_mask, OMEGA)
     with pytest.raises(RuntimeArgumentError, match="one element"):
-        face(torch.tensor(f_0), torch.tensor(f_1), bc_mask, missing_mask, torch.ones(2, dtype=torch.float64))
+        face(_tensor(f_0, bc_mask), _tensor(f_1, bc_mask), bc_mask, missing_mask, torch.ones(2, dtype=torch.float64))
 
 
 def test_missing_torch_is_a_clear_error(monkeypatch):
