@@ -97,8 +97,7 @@ def _function_class():
             with _stream(new_1):
                 step.forward(_warp(new_0, "f_0"), _warp(new_1, "f_1"), *ctx.masks, ctx.omega, timestep)
             ctx.save_for_backward(f_0, f_1)
-            ctx.omega_like = omega if isinstance(omega, torch.Tensor) else None
-            ctx.mark_non_differentiable(*(m for m in (bc_mask, missing_mask) if isinstance(m, torch.Tensor)))
+            ctx.omega_meta = (omega.shape, omega.dtype) if isinstance(omega, torch.Tensor) else None
             return new_0, new_1
 
         @staticmethod
@@ -107,16 +106,15 @@ def _function_class():
             f_0, f_1 = ctx.saved_tensors
             adj = [torch.zeros_like(f, memory_format=torch.contiguous_format) if g is None
                    else g.to(f.dtype).clone(memory_format=torch.contiguous_format) for f, g in ((f_0, grad_0), (f_1, grad_1))]
-            omega = ctx.omega_like
             adj_omega = None
-            if omega is not None and ctx.needs_input_grad[5]:
+            if ctx.omega_meta is not None and ctx.needs_input_grad[5]:
                 adj_omega = torch.zeros(1, dtype=torch.float64 if ctx.step.compute_dtype == wp.float64 else torch.float32,
                                         device=f_0.device)
             with _stream(f_0):
                 ctx.step.adjoint(_warp(f_0, "f_0"), _warp(f_1, "f_1"), *ctx.masks, ctx.omega, ctx.timestep,
                                  _warp(adj[0], "grad of f_0_new"), _warp(adj[1], "grad of f_1_new"),
                                  None if adj_omega is None else wp.from_torch(adj_omega))
-            grad_omega = None if adj_omega is None else adj_omega.reshape(omega.shape).to(omega.dtype)
+            grad_omega = None if adj_omega is None else adj_omega.reshape(ctx.omega_meta[0]).to(ctx.omega_meta[1])
             return None, adj[0], adj[1], None, None, grad_omega, None
 
     return WarpStep
