@@ -2,6 +2,12 @@
 
 __version__ = "0.1.0"
 
+# XLB 0.3.1 imports names that current Warp moved or removed; re-bind the missing ones so that a
+# script's `import adjointgen; import xlb` works (adjointgen/xlb/compat.py; never overrides a name)
+from adjointgen.xlb import compat as _compat  # noqa: E402
+
+_compat.apply_on_import()
+
 
 def differentiable(stepper, boundary_parameters: bool = False):
     """Wrap an XLB Warp stepper into a step with the same signature whose gradient flows
@@ -30,6 +36,15 @@ def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto"):
     return _plan(step, f_0, bc_mask, steps, memory)
 
 
+def quiet(enabled: bool = True) -> None:
+    """Silence Warp's module-load lines and banner, JAX's backend-fallback warnings and XLB's backend
+    prints (``quiet(False)`` restores them); warnings and errors still show. Process-wide settings of
+    Warp and JAX, so importing adjointgen leaves them alone. See :mod:`adjointgen.verbosity`."""
+    from adjointgen.verbosity import quiet as _quiet
+
+    _quiet(enabled)
+
+
 def register(cls):
     """Class decorator: make a user's XLB-style collision or boundary condition known to the
     generator (see :mod:`adjointgen.xlb.user`)."""
@@ -46,4 +61,4 @@ def register_mix(name: str):
     return _register_mix(name)
 
 
-__all__ = ["__version__", "differentiable", "checkpointed_rollout", "plan_rollout", "register", "register_mix"]
+__all__ = ["__version__", "differentiable", "checkpointed_rollout", "plan_rollout", "quiet", "register", "register_mix"]

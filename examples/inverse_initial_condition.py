@@ -5,11 +5,13 @@ numbers); the loss is the mean squared difference between the density after ``--
 and a target pattern. Its gradient comes from adjointgen's generated adjoint kernels through
 ``adjointgen.checkpointed_rollout`` (binomial checkpointing, ``--snapshots`` stored states), and
 the same problem is solved with XLB's JAX backend and ``jax.value_and_grad`` for comparison of
-the loss curves and the wall time. Both use the same Adam steps from the same start (seeded).
+the loss curves and the wall time. Both use Adam from the same start (seeded), with the same
+settings: Warp's ``warp.optim.Adam`` on the Warp array f_0, optax's ``adam`` on the JAX side.
 
 Writes into --out: target_and_result.png (target, density after N steps from the first guess
 and from the optimised f_0) and loss.png (loss against iteration for both; wall times in the
-legend), plus results.json.
+legend; below, their relative difference), plus results.json. Needs matplotlib and optax
+(``pip install adjointgen[examples]``).
 
 CPU, reduced (a few minutes):  python examples/inverse_initial_condition.py
 GPU, full size:                 python examples/inverse_initial_condition.py --grid 128 --steps 200 --iterations 200
@@ -46,48 +48,46 @@ def equilibrium_at_rest(rho: np.ndarray) -> np.ndarray:
     return (w[:, None, None, None] * rho[None, :, :, None]).astype(np.float32)  # XLB's 2D fields: (q, nx, ny, 1)
 
 
-class Adam:
-    def __init__(self, lr: float):
-        self.lr, self.m, self.v, self.t = lr, 0.0, 0.0, 0
-
-    def step(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
-        self.t += 1
-        self.m = 0.9 * self.m + 0.1 * g
-        self.v = 0.999 * self.v + 0.001 * g * g
-        m_hat = self.m / (1 - 0.9**self.t)
-        v_hat = self.v / (1 - 0.999**self.t)
-        return (x - self.lr * m_hat / (np.sqrt(v_hat) + 1e-12)).astype(np.float32)
+ADAM_EPS = 1e-12  # the gradients are ~1e-7 per population: Adam's usual 1e-8 would swamp them
 
 
 def solve_with_adjointgen(f_start, target, steps, iterations, snapshots, lr, progress):
     import warp as wp
+    import warp.optim
     from tqdm import tqdm
 
     n = target.shape[0]
     stepper = make_stepper(CONFIG, "warp", (n, n))
     f_0, f_1, bc_mask, missing_mask = stepper.prepare_fields()
     step = adjointgen.differentiable(stepper)
-    adam, x, losses = Adam(lr), f_start.copy(), []
+    f_0.assign(f_start)
+    # the unknown is f_0 itself (a rollout leaves its inputs as they were); Warp's Adam updates 1D
+    # float32 arrays, so it gets flat views of f_0 and of the gradient
+    adam, losses = wp.optim.Adam([f_0.flatten()], lr=lr, eps=ADAM_EPS), []
     start = time.perf_counter()
     for _ in tqdm(range(iterations), desc="adjointgen", disable=not progress):
-        f_0.assign(x)
         result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, OMEGA, steps, snapshots, progress=False)
         rho = result.f_0.numpy().sum(axis=0)[..., 0]  # the newest state is f_0 of the result
         residual = rho - target
         losses.append(float(np.mean(residual**2)))
         adj = np.broadcast_to((2.0 * residual / residual.size)[None, :, :, None], result.f_0.shape).astype(np.float32)
         grad_f_0, _ = result.backward(adj_f_0=wp.array(adj, dtype=wp.float32, device=result.f_0.device))
-        x = adam.step(x, grad_f_0.numpy())
+        adam.step([grad_f_0.flatten()])
     wall = time.perf_counter() - start
-    f_0.assign(x)
     final = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, OMEGA, steps, snapshots, progress=False)
-    return x, final.f_0.numpy().sum(axis=0)[..., 0], losses, wall
+    return f_0.numpy(), final.f_0.numpy().sum(axis=0)[..., 0], losses, wall
 
 
 def solve_with_jax(f_start, target, steps, iterations, lr, progress):
     import jax
     import jax.numpy as jnp
     from tqdm import tqdm
+
+    try:
+        import optax
+    except ModuleNotFoundError:
+        raise SystemExit("the XLB-JAX comparison uses optax's Adam: pip install optax (or adjointgen[examples]), "
+                         "or pass --no-jax") from None
 
     n = target.shape[0]
     stepper = make_stepper(CONFIG, "jax", (n, n))
@@ -107,16 +107,23 @@ def solve_with_jax(f_start, target, steps, iterations, lr, progress):
     def loss(f):
         return jnp.mean((density(f) - goal) ** 2)
 
-    value_and_grad = jax.jit(jax.value_and_grad(loss))
-    adam, x, losses = Adam(lr), f_start.copy(), []
-    value_and_grad(jnp.asarray(x))[0].block_until_ready()  # compile outside the timed loop
+    adam = optax.adam(lr, eps=ADAM_EPS)
+
+    @jax.jit
+    def iteration(f, state):
+        value, grad = jax.value_and_grad(loss)(f)
+        updates, state = adam.update(grad, state)
+        return optax.apply_updates(f, updates), state, value
+
+    x = jnp.asarray(f_start)
+    state, losses = adam.init(x), []
+    iteration(x, state)[2].block_until_ready()  # compile outside the timed loop
     start = time.perf_counter()
     for _ in tqdm(range(iterations), desc="XLB-JAX", disable=not progress):
-        value, grad = value_and_grad(jnp.asarray(x))
+        x, state, value = iteration(x, state)
         losses.append(float(value))
-        x = adam.step(x, np.asarray(grad))
     wall = time.perf_counter() - start
-    return x, np.asarray(density(jnp.asarray(x))), losses, wall
+    return np.asarray(x), np.asarray(density(x)), losses, wall
 
 
 def plot(out: Path, target, first, result, curves):
@@ -137,14 +144,30 @@ def plot(out: Path, target, first, result, curves):
     fig.savefig(out / "target_and_result.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for label, (losses, wall) in curves.items():
-        ax.semilogy(np.arange(1, len(losses) + 1), losses, label=f"{label} ({wall:.1f} s)")
-    ax.set_xlabel("Adam iteration")
-    ax.set_ylabel("mean squared density error")
-    ax.legend()
-    ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(out / "loss.png", dpi=110)
+    plot_losses(plt, out / "loss.png", curves)
+
+
+def plot_losses(plt, path: Path, curves: dict):
+    """The loss curves (distinct lines and markers: they lie on top of each other) and, with two,
+    their relative difference in a second panel."""
+    two = len(curves) == 2
+    fig, axes = plt.subplots(2 if two else 1, 1, figsize=(6, 6 if two else 4), sharex=True, squeeze=False,
+                             height_ratios=[2, 1] if two else None, constrained_layout=True)
+    styles = [dict(linestyle="-", marker="o", markevery=10, markersize=5),
+              dict(linestyle="--", marker="x", markevery=(5, 10), markersize=6)]
+    for style, (label, (losses, wall)) in zip(styles, curves.items()):
+        axes[0, 0].semilogy(np.arange(1, len(losses) + 1), losses, label=f"{label} ({wall:.1f} s)", **style)
+    axes[0, 0].set_ylabel("mean squared density error")
+    axes[0, 0].legend()
+    if two:
+        (a, _), (b, _) = curves.values()
+        difference = np.abs(np.asarray(a) - np.asarray(b)) / np.asarray(b)
+        axes[1, 0].semilogy(np.arange(1, len(a) + 1), np.maximum(difference, 1e-12), color="k")
+        axes[1, 0].set_ylabel("relative difference\n|first - second| / second")
+    axes[-1, 0].set_xlabel("Adam iteration")
+    for ax in axes[:, 0]:
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -161,6 +184,7 @@ def main(argv=None):
     parser.add_argument("--no-figures", action="store_true", help="results.json only (a machine without matplotlib)")
     parser.add_argument("--out", default="examples/output/inverse_initial_condition")
     args = parser.parse_args(argv)
+    adjointgen.quiet()  # no Warp module-load lines between the progress bars
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

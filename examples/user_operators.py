@@ -23,21 +23,17 @@ step (or ``adjointgen.xlb.support.make_stepper`` with a ``.../TRT/...`` configur
 from functools import partial
 from typing import Any
 
-import adjointgen
-import adjointgen.xlb.compat
-
-adjointgen.xlb.compat.apply()  # lets XLB 0.3.1 import on current Warp
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import warp as wp  # noqa: E402
-from jax import jit  # noqa: E402
-from jax import lax  # noqa: E402
-from xlb.compute_backend import ComputeBackend  # noqa: E402
-from xlb.operator import Operator  # noqa: E402
-from xlb.operator.boundary_condition import HalfwayBounceBackBC  # noqa: E402
-from xlb.operator.boundary_condition.boundary_condition import BoundaryCondition, ImplementationStep  # noqa: E402
-from xlb.operator.collision.collision import Collision  # noqa: E402
+import adjointgen  # first: lets XLB 0.3.1 import on current Warp (adjointgen.xlb.compat)
+import jax.numpy as jnp
+import numpy as np
+import warp as wp
+from jax import jit
+from jax import lax
+from xlb.compute_backend import ComputeBackend
+from xlb.operator import Operator
+from xlb.operator.boundary_condition import HalfwayBounceBackBC
+from xlb.operator.boundary_condition.boundary_condition import BoundaryCondition, ImplementationStep
+from xlb.operator.collision.collision import Collision
 
 MAGIC = 0.25
 

@@ -93,10 +93,24 @@ def test_configuration_file_and_pyproject_table(tmp_path, capsys):
     assert [c.label for c in default_configurations(tmp_path)] == ["D3Q27/BGK/FP64FP64"]
 
 
-def test_verify_prints_a_table_and_exits_zero():
+def test_verify_prints_a_table_and_exits_zero_quietly():
     result = _run("verify", "--config", "D2Q9/BGK/FP64FP64")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| D2Q9/BGK/FP64FP64" in result.stdout and "PASS" in result.stdout
+    # quiet by default: the table (header, rule, one row), a blank line and the summary, nothing of
+    # Warp's module loads and banner or XLB's "CPU fallback" prints (18 lines before)
+    assert len(result.stdout.splitlines()) == 5, result.stdout
+    chatter = [line for line in (result.stdout + result.stderr).splitlines()
+               if line.startswith(("Module ", "Warp 1.", "No GPU support")) or "CPU fallback" in line]
+    assert chatter == []
+
+
+def test_verbose_brings_warps_messages_back():
+    quiet = _run("check", "--config", "D2Q9/BGK/FP32FP32")
+    verbose = _run("-v", "check", "--config", "D2Q9/BGK/FP32FP32")
+    assert quiet.returncode == verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert "initialized:" not in quiet.stdout and "initialized:" in verbose.stdout  # Warp's banner
+    assert quiet.stdout.strip().splitlines() == [line for line in verbose.stdout.strip().splitlines() if line.startswith("ok ")]
 
 
 def test_missing_xlb_is_a_clear_error_and_nothing_is_written(tmp_path, monkeypatch, capsys):

@@ -190,7 +190,9 @@ def cmd_bench(args) -> int:
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="adjointgen", description="Explicit adjoint Warp kernels for XLB steppers.",
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    main.add_argument("-v", "--verbose", action="store_true", help="log what is generated and loaded")
+    main.add_argument("-v", "--verbose", action="store_true",
+                      help="also show Warp's module-load lines and banner, JAX's and XLB's backend messages, and "
+                           "adjointgen's info log (what is generated and loaded)")
     main.add_argument("--version", action="version", version=f"adjointgen {__version__}")
     commands = main.add_subparsers(dest="command", required=True)
 
@@ -247,9 +249,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    import warp as wp
+    from adjointgen.verbosity import quiet
 
-    wp.config.quiet = not args.verbose
+    quiet(not args.verbose)
     try:
         return args.run(args)
     except AdjointgenError as exc:

@@ -10,17 +10,19 @@ current Warp:
   ``wp.vector``: the ``wp.vec`` shim is that builtin for Warp's code generator and the old type
   constructor when called from Python.
 
-:func:`apply` re-binds those names (only where they are missing) and must run before the first
-``import xlb``. It is explicit on purpose: adjointgen calls it from its own entry points
-(:func:`adjointgen.xlb.support.import_xlb`), and users who import XLB themselves call
-``adjointgen.xlb.compat.apply()`` first. It never changes behaviour that current Warp still has.
+:func:`apply` re-binds those names (only where they are missing, never over a name Warp has) and
+must run before the first ``import xlb``. ``import adjointgen`` runs it (:func:`apply_on_import`),
+so a script that starts ``import adjointgen; import xlb`` works; it never changes behaviour that
+current Warp still has. Where ``import xlb`` already failed in this process (a notebook whose
+first cell imported xlb), importing adjointgen re-binds the names, imports xlb again and says so;
+if that still fails, it says what to do.
 """
 
 from __future__ import annotations
 
 import sys
 
-__all__ = ["apply", "applied_shims", "key_stepper_kernel"]
+__all__ = ["apply", "apply_on_import", "applied_shims", "key_stepper_kernel"]
 
 _applied: list[str] = []
 
@@ -75,10 +77,47 @@ def apply() -> list[str]:
     xlb_module = sys.modules.get("xlb")
     if xlb_module is not None and not hasattr(xlb_module, "init"):
         raise RuntimeError(
-            "xlb was imported before adjointgen.xlb.compat.apply() and its import failed; "
-            "call adjointgen.xlb.compat.apply() before the first `import xlb`."
+            "xlb is half-imported in this process (its import failed before adjointgen re-bound the Warp names "
+            f"XLB 0.3.1 needs); {RESTART}"
         )
     return list(_applied)
+
+
+RESTART = "restart Python and put `import adjointgen` before `import xlb` (adjointgen.xlb.compat)"
+
+
+def _failed_xlb_import() -> bool:
+    """Whether ``import xlb`` was tried in this process and failed: Python drops ``xlb`` itself
+    from ``sys.modules`` but keeps the submodules that finished loading."""
+    return "xlb" not in sys.modules and any(name.startswith("xlb.") for name in list(sys.modules))
+
+
+def apply_on_import() -> list[str]:
+    """What ``import adjointgen`` runs: :func:`apply`, then, if an earlier ``import xlb`` failed,
+    import it again now that the names are there (with a warning saying so), or raise an
+    ImportError saying what to do. Without Warp installed it does nothing."""
+    import importlib
+    import warnings
+
+    try:
+        import warp  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "warp":
+            raise
+        return []
+    retry = _failed_xlb_import()
+    shims = apply()
+    if not retry:
+        return shims
+    try:
+        importlib.import_module("xlb")
+    except ImportError as exc:
+        raise ImportError(f"an earlier `import xlb` failed on Warp {warp.config.version}, and importing it again after "
+                          f"adjointgen re-bound {', '.join(shims) or 'nothing'} failed too ({exc}); {RESTART}") from exc
+    warnings.warn(f"an earlier `import xlb` failed on Warp {warp.config.version} (XLB 0.3.1 needs {', '.join(shims)}); "
+                  "adjointgen re-bound those names and xlb imports now. Import adjointgen before xlb to avoid the error.",
+                  RuntimeWarning, stacklevel=3)
+    return shims
 
 
 def applied_shims() -> list[str]:

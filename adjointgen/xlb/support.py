@@ -13,6 +13,7 @@ import io
 
 import numpy as np
 
+from adjointgen import verbosity
 from adjointgen.xlb import compat
 from adjointgen.xlb import user
 from adjointgen.config import BUILTIN_COLLISIONS, Configuration
@@ -58,7 +59,8 @@ def make_stepper(config: Configuration, backend: str, grid_shape: tuple[int, ...
     velocity_set = getattr(xlb.velocity_set, config.velocity_set)(
         precision_policy=policy, compute_backend=compute_backend
     )
-    xlb.init(velocity_set=velocity_set, default_backend=compute_backend, default_precision_policy=policy)
+    with verbosity.xlb_prints():  # XLB prints which JAX devices it found
+        xlb.init(velocity_set=velocity_set, default_backend=compute_backend, default_precision_policy=policy)
     grid = grid_factory(grid_shape, compute_backend=compute_backend)
     forced = config.collision.startswith("Forced")
     options = {"force_vector": np.array(FORCE[: config.dim]), "forcing_scheme": "exact_difference"} if forced else {}
