@@ -107,7 +107,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     kernels = {}
     copy_target = wp.empty_like(f_0)
     times["copy"] = _timed(lambda: wp.copy(copy_target, f_0), sync, repeats, inner)
-    del copy_target
+    copy_target = None  # freed before the next rows
     times["xlb_forward"] = _timed(lambda: stepper(f_0, f_1, bc_mask, missing_mask, omega_x, 0), sync, repeats, inner)
     times["ag_forward"] = _timed(lambda: step.forward(f_0, f_1, bc_mask, missing_mask, omega, 0), sync, repeats, inner)
     kernels.update(_kernel_resources(wp, device, {"xlb stepper": getattr(stepper, "warp_kernel", None)}))
@@ -138,10 +138,8 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     extra.update(dict.fromkeys(("ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
                                 "ag_adjoint_fresh_omega"), memory.used() - before))
     ours = _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega)
-    kernels.update(_kernel_resources(wp, device, {name: getattr(step.module, name, None) for name in
-                                                  ("forward", "adjoint", "adjoint_fresh", "adjoint_state",
-                                                   "adjoint_fresh_state", "adjoint_gather", "adjoint_prepare")}))
-    del adj_f_0, adj_f_1
+    kernels.update(_kernel_resources(wp, device, {name: step.kernel(name) for name in step.manifest.kernels}))
+    adj_f_0 = adj_f_1 = None  # freed before Warp's tape and JAX run
 
     if "tape" not in skip:
         times["tape_backward"], extra["tape_backward"], notes["tape_backward"] = _tape(
@@ -151,9 +149,16 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         times.update(jax_times)
         extra.update(jax_extra)
 
+    bandwidth, rows = _rows(config, shape, f_0.shape[0], times, extra, notes)
+    return {"case": config.label, "grid": list(shape), "copy_GBps": bandwidth / 1e9, "rows": rows, "kernels": kernels}
+
+
+def _rows(config, shape: tuple, q: int, times: dict, extra: dict, notes: dict) -> tuple[float, dict]:
+    """(copy bandwidth in B/s, {row: ms, MLUPS, ratio to XLB's forward, % of the copy bandwidth that
+    the row's minimal traffic reaches, extra memory, note}) for the rows that were timed."""
     cells = int(np.prod(shape))
     word = 8 if config.is_fp64 else 4
-    state_bytes = f_0.shape[0] * cells * word
+    state_bytes = q * cells * word
     bandwidth = 2 * state_bytes / (times["copy"] * 1e-3)
     # minimal traffic: a forward reads f_0 and writes f_1; an adjoint also reads adj_f_1 and
     # read-modify-writes adj_f_0 (and clears adj_f_1 for the tape): 5 state arrays; masks 1 B/cell
@@ -171,7 +176,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         rows[name] = {"ms": ms, "mlups": cells / (ms * 1e-3) / 1e6, "ratio_to_xlb_forward": ms / times["xlb_forward"],
                       "percent_of_copy_bandwidth": 100 * (minimal[name] / (ms * 1e-3)) / bandwidth,
                       "extra_memory_gb": extra.get(name, float("nan")) / 1e9, "note": notes.get(name, "")}
-    return {"case": config.label, "grid": list(shape), "copy_GBps": bandwidth / 1e9, "rows": rows, "kernels": kernels}
+    return bandwidth, rows
 
 
 def _kernel_resources(wp, device, kernels: dict) -> dict:
@@ -261,6 +266,18 @@ def _jax(config, shape, state, cotangent, omega, repeats, inner):
             return float("nan")
 
     return times, {"jax_forward": memory(forward), "jax_grad": memory(grad)}
+
+
+def write_results(out, stem: str, results: dict, table: str) -> None:
+    """``<stem>.json`` and ``<stem>.md`` in the folder ``out`` (made if missing); the table printed."""
+    import json
+    from pathlib import Path
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / f"{stem}.md").write_text(table)
+    print(table)
 
 
 def markdown(results: dict) -> str:

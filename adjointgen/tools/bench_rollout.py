@@ -150,14 +150,8 @@ def markdown(results: dict) -> str:
 
 def cmd(args, cases) -> int:
     """``adjointgen bench --rollout`` (arguments parsed by tools/cli.py)."""
-    import json
-    from pathlib import Path
+    from adjointgen.tools.bench import write_results
 
     results = run(cases, args.size, args.steps, args.memory, args.snapshots)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rollout.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (out / "rollout.md").write_text(table)
-    print(table)
+    write_results(args.out, "rollout", results, markdown(results))
     return 0 if all(case["gradient_finite"] for case in results["cases"]) else 1

@@ -153,9 +153,7 @@ def cmd_lint(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import json
-
-    from adjointgen.tools.bench import DEFAULT_CASES, markdown, run
+    from adjointgen.tools.bench import DEFAULT_CASES, markdown, run, write_results
 
     if args.config_file or getattr(args, "source", None):
         cases = [c.label for c in _configurations(args)]
@@ -178,12 +176,7 @@ def cmd_bench(args) -> int:
 
         return bench_rollout.cmd(args, cases if args.config or args.config_file else cases[:1])
     results = run(cases, args.size, args.repeats, args.inner, skip)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (out / "bench.md").write_text(table)
-    print(table)
+    write_results(args.out, "bench", results, markdown(results))
     return 0
 
 
@@ -204,23 +197,26 @@ def parser() -> argparse.ArgumentParser:
                          help="a file of your own XLB-style operators (classes decorated with @adjointgen.register); repeatable")
         return sub
 
-    build = with_configs(commands.add_parser("build", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="generate modules into generated/"))
+    def command(name: str, help: str):
+        return commands.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, help=help)
+
+    build = with_configs(command("build", help="generate modules into generated/"))
     build.add_argument("--out", help="output directory (default: adjointgen's generated/ folder)")
     build.add_argument("--explain", action="store_true", help="print the intermediate result of every stage")
     build.set_defaults(run=cmd_build)
 
-    check = with_configs(commands.add_parser("check", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="fail if generated/ is stale or edited"))
+    check = with_configs(command("check", help="fail if generated/ is stale or edited"))
     check.add_argument("--dir", help="directory to check (default: adjointgen's generated/ folder)")
     check.add_argument("--max-diff-lines", type=int, default=60)
     check.set_defaults(run=cmd_check)
 
-    verify = with_configs(commands.add_parser("verify", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="check generated kernels against XLB-JAX and finite differences"))
+    verify = with_configs(command("verify", help="check generated kernels against XLB-JAX and finite differences"))
     verify.add_argument("--shape", help="grid size, e.g. 8x8 or 6x6x6 (default: small grids)")
     verify.add_argument("--extended", action="store_true",
                         help="also the larger set of boundary mixes and collision models (verify_extended)")
     verify.set_defaults(run=cmd_verify)
 
-    lint = commands.add_parser("lint", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="report where Warp's automatic adjoint is silently wrong")
+    lint = command("lint", help="report where Warp's automatic adjoint is silently wrong")
     lint.add_argument("paths", nargs="*", metavar="PATH_OR_MODULE", help="files, directories or importable module names")
     lint.add_argument("--velocity-set", metavar="DdQq", choices=VELOCITY_SETS, help="resolve velocity_set.q/.d loops for this set, e.g. D3Q19")
     lint.add_argument("--config", metavar="VS/COLLISION/PRECISION", help="take the velocity set from a configuration")
@@ -232,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
     lint.add_argument("--list-rules", action="store_true", help="print the rules and exit")
     lint.set_defaults(run=cmd_lint)
 
-    bench = with_configs(commands.add_parser("bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="time XLB's step, ours, its adjoint, Warp's tape and jax.grad"))
+    bench = with_configs(command("bench", help="time XLB's step, ours, its adjoint, Warp's tape and jax.grad"))
     bench.add_argument("--size", type=int, default=192, help="cells per axis (default 192)")
     bench.add_argument("--repeats", type=int, default=7)
     bench.add_argument("--inner", type=int, default=10, help="calls per timed batch")
