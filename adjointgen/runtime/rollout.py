@@ -92,17 +92,18 @@ class RolloutResult:
     plan: RolloutPlan | None = None  # what was planned (memory, forward steps); stats: what ran
     _backward: Callable | None = None
 
-    def backward(self, adj_f_0=None, adj_f_1=None, observe=None, adj_omega=None, adj_parameters=None):
+    def backward(self, adj_f_0=None, adj_f_1=None, observe=None, adj_omega=None, adj_parameters=None, adj_fields=None):
         """Pull back cotangents of the final state (``adj_f_0`` for ``f_0``, the newest state,
         ``adj_f_1`` for ``f_1``; arrays or None for zero). ``observe(t, f_0, f_1, adj_f_0,
         adj_f_1)`` is called for every earlier state ``t = steps - 1, ..., 0`` with the state and
         the adjoint arrays, to which it may add the gradient of a loss on that state. Returns the
         adjoints of the initial ``f_0`` and ``f_1`` (new arrays); ``adj_omega`` (a one-element
-        array) and ``adj_parameters`` ({name: array}) are accumulated into."""
+        array) and ``adj_parameters`` ({name: array}) are accumulated into, and so is ``adj_fields``
+        ({design field name: array shaped like ``step.fields[name]``})."""
         if self._backward is None:
             raise RuntimeArgumentError("this rollout can be run backward only once")
         run, self._backward = self._backward, None
-        return run(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters)
+        return run(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters, adj_fields)
 
 
 def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,
@@ -223,7 +224,7 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutP
     final = (wp.clone(work[0], requires_grad=False), wp.clone(work[1], requires_grad=False))
     result = RolloutResult(final[0], final[1], stats)
 
-    def backward(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters):
+    def backward(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters, adj_fields=None):
         adjoints = [wp.zeros_like(f_0, requires_grad=False), wp.zeros_like(f_1, requires_grad=False)]  # of the state
         if adj_f_0 is not None:
             wp.copy(adjoints[0], adj_f_0)
@@ -248,7 +249,8 @@ def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutP
                 # (new, f_0'): its adjoints are (adjoints[0], adjoints[1]) in that order
                 f_1_input = inputs[1] if inputs[1] is not None else work[1]  # not read by this module
                 step.adjoint(inputs[0], f_1_input, bc_mask, missing_mask, omega_value, start_timestep + n,
-                             adjoints[1], adjoints[0], adj_omega, lifted_values, adj_parameters, fresh=fresh, check=False)
+                             adjoints[1], adjoints[0], adj_omega, lifted_values, adj_parameters, fresh=fresh, check=False,
+                             adj_fields=adj_fields)
                 adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
                 if observe is not None:
                     observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
@@ -292,15 +294,17 @@ def _record(tape, step, result: RolloutResult, f_0, f_1, omega):
     result.f_1.requires_grad = True
     adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
     adj_parameters = {name: array.grad for name, array in step.parameters.items() if array.requires_grad}
+    adj_fields = {name: array.grad for name, array in step.fields.items() if array.requires_grad}  # design fields
 
     def tape_backward():
-        g0, g1 = result.backward(result.f_0.grad, result.f_1.grad, None, adj_omega, adj_parameters)
+        g0, g1 = result.backward(result.f_0.grad, result.f_1.grad, None, adj_omega, adj_parameters, adj_fields)
         for source, target in ((g0, f_0.grad), (g1, f_1.grad)):
             wp.launch(_accumulate, dim=source.size, inputs=[source.flatten(), target.flatten()], device=target.device,
                       record_tape=False)
 
     recorded = [f_0, f_1, result.f_0, result.f_1] + ([omega] if adj_omega is not None else [])
     recorded += [array for array in step.parameters.values() if array.requires_grad]
+    recorded += [array for array in step.fields.values() if array.requires_grad]
     tape.record_func(backward=tape_backward, arrays=recorded)
 
 
