@@ -144,19 +144,18 @@ def design_fields(names, shape: tuple, seed: int = 0) -> dict:
 
 
 def probe_cells(values: np.ndarray) -> list:
-    """Cells of a field (Warp layout) to check by finite differences: the first fluid (0), solid
-    (1) and gray cell, and the first fluid cell with a solid neighbour (an interface)."""
-    cells = list(zip(*np.nonzero(np.ones_like(values, dtype=bool))))
-    picks = [next((c for c in cells if test(values[c])), None) for test in (lambda v: v == 0.0, lambda v: v == 1.0,
-                                                                              lambda v: 0.0 < v < 1.0)]
+    """Cells of a field (Warp layout) to check by finite differences: the first solid (1) and gray
+    cell, the first fluid (0) cell with a solid neighbour (an interface) and the first without."""
     shape = values.shape[1:]
 
     def solid_neighbour(cell):
         return any(values[(0,) + tuple((cell[1 + a] + d * (a == b)) % shape[a] for a in range(3))] == 1.0
                    for b in range(3) if shape[b] > 1 for d in (-1, 1))
 
-    picks.append(next((c for c in cells if values[c] == 0.0 and solid_neighbour(c)), None))
-    return sorted({c for c in picks if c is not None})
+    tests = (lambda c: values[c] == 1.0, lambda c: 0.0 < values[c] < 1.0,
+             lambda c: values[c] == 0.0 and solid_neighbour(c), lambda c: values[c] == 0.0 and not solid_neighbour(c))
+    cells = list(np.ndindex(values.shape))
+    return sorted({pick for test in tests if (pick := next((c for c in cells if test(c)), None)) is not None})
 
 
 class GeneratedSide:
