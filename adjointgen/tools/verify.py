@@ -143,9 +143,10 @@ def design_fields(names, shape: tuple, seed: int = 0) -> dict:
     return {name: np.clip(rng.uniform(-0.5, 1.5, grid), 0.0, 1.0) for name in names}
 
 
-def probe_cells(values: np.ndarray) -> list:
+def probe_cells(values: np.ndarray, eligible: np.ndarray | None = None) -> list:
     """Cells of a field (Warp layout) to check by finite differences: the first solid (1) and gray
-    cell, the first fluid (0) cell with a solid neighbour (an interface) and the first without."""
+    cell, the first fluid (0) cell with a solid neighbour (an interface) and the first without,
+    among the ``eligible`` cells (a boolean mask like ``values``; default: all)."""
     shape = values.shape[1:]
 
     def solid_neighbour(cell):
@@ -154,7 +155,7 @@ def probe_cells(values: np.ndarray) -> list:
 
     tests = (lambda c: values[c] == 1.0, lambda c: 0.0 < values[c] < 1.0,
              lambda c: values[c] == 0.0 and solid_neighbour(c), lambda c: values[c] == 0.0 and not solid_neighbour(c))
-    cells = list(np.ndindex(values.shape))
+    cells = [c for c in np.ndindex(values.shape) if eligible is None or eligible[c]]
     return sorted({pick for test in tests if (pick := next((c for c in cells if test(c)), None)) is not None})
 
 
@@ -382,8 +383,11 @@ def field_fd(side: GeneratedSide, f0: np.ndarray, cotangent: np.ndarray, steps: 
     design field, over ``steps`` steps of the generated forward (use an FP64 side)."""
     side.rollout(f0, steps, cotangent)
     ours, finite = [], []
+    # cells without a boundary condition: there the collision's result is the cell's output (a
+    # full-way bounce-back cell discards it, and its field gradient is zero on both sides)
+    interior = side.bc_mask.numpy() == 0
     for name, values in side.field_values.items():
-        for cell in probe_cells(values):
+        for cell in probe_cells(values, interior):
             ours.append(side.field_gradients[name][cell])
             shifted = []
             for sign in (1, -1):
@@ -392,6 +396,8 @@ def field_fd(side: GeneratedSide, f0: np.ndarray, cotangent: np.ndarray, steps: 
                 moved[name][cell] += sign * eps
                 shifted.append(side.rollout(f0, steps, field_values=moved)[0])
             finite.append(float(np.sum((shifted[0] - shifted[1]) / (2 * eps) * cotangent)))
+    if not np.any(finite):
+        return np.array([np.inf]), np.array([1.0])  # nothing was probed: not a pass
     return np.array(ours), np.array(finite)
 
 
