@@ -9,13 +9,25 @@ from adjointgen.xlb import compat as _compat  # noqa: E402
 _compat.apply_on_import()
 
 
-def differentiable(stepper, boundary_parameters: bool = False):
+def differentiable(stepper, boundary_parameters: bool = False, fields: dict | None = None):
     """Wrap an XLB Warp stepper into a step with the same signature whose gradient flows
     through ``wp.Tape`` via generated adjoint kernels; ``boundary_parameters=True`` also gives
-    gradients with respect to prescribed boundary values. See :mod:`adjointgen.runtime.step`."""
+    gradients with respect to prescribed boundary values; ``fields={"porosity": gamma}`` passes
+    the design fields the stepper's operators read (Warp arrays ``(1, nx, ny, nz)``; with
+    ``requires_grad`` the tape fills their ``.grad``). See :mod:`adjointgen.runtime.step`."""
     from adjointgen.runtime.step import differentiable as _differentiable
 
-    return _differentiable(stepper, boundary_parameters)
+    return _differentiable(stepper, boundary_parameters, fields)
+
+
+def field(name: str, dtype=None):
+    """Inside an XLB-style operator's ``_construct_warp``: a ``@wp.func`` without arguments that
+    reads this cell's value of the design field ``name`` (see :mod:`adjointgen.xlb.fields`)."""
+    import warp as wp
+
+    from adjointgen.xlb.fields import field as _field
+
+    return _field(name, dtype or wp.float32)
 
 
 def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,
@@ -61,4 +73,4 @@ def register_mix(name: str):
     return _register_mix(name)
 
 
-__all__ = ["__version__", "differentiable", "checkpointed_rollout", "plan_rollout", "quiet", "register", "register_mix"]
+__all__ = ["__version__", "differentiable", "field", "checkpointed_rollout", "plan_rollout", "quiet", "register", "register_mix"]

@@ -19,6 +19,9 @@ VELOCITY_SETS = ("D2Q9", "D3Q19", "D3Q27")
 # "Forced<model>": XLB's ForcedCollision around <model>, exact-difference forcing, with the
 # force of adjointgen.xlb.support.FORCE (the stepper's force_vector)
 BUILTIN_COLLISIONS = ("BGK", "KBC", "SmagorinskyLESBGK", "ForcedBGK", "ForcedKBC", "ForcedSmagorinskyLESBGK")
+# adjointgen's own design operators (adjointgen.xlb.design: XLB-style collisions that read a
+# per-cell design field); registered like users' operators when a configuration names one
+DESIGN_COLLISIONS = ("PorousBGK",)
 COLLISIONS = BUILTIN_COLLISIONS  # plus the collisions users register (adjointgen.xlb.user.register)
 PRECISIONS = ("FP32FP32", "FP64FP64", "FP64FP32")  # compute precision, then store precision
 # built by adjointgen.xlb.support.boundary_conditions (see its docstring for each mix)
@@ -36,6 +39,8 @@ class Configuration:
     def __post_init__(self):
         from adjointgen.xlb import user
 
+        if self.collision not in BUILTIN_COLLISIONS + tuple(user.COLLISIONS) and self.collision in DESIGN_COLLISIONS:
+            user.load_design_operators()
         for value, allowed, what in (
             (self.velocity_set, VELOCITY_SETS, "velocity_set"),
             (self.collision, BUILTIN_COLLISIONS + tuple(user.COLLISIONS), "collision"),
@@ -82,6 +87,8 @@ class Configuration:
             )
         from adjointgen.xlb import user
 
+        if parts[1].lower() in (name.lower() for name in DESIGN_COLLISIONS):
+            user.load_design_operators()
         collision = next((c for c in BUILTIN_COLLISIONS + tuple(user.COLLISIONS) if c.lower() == parts[1].lower()), parts[1])
         return cls(parts[0].upper(), collision, parts[2].upper(), *(part.lower() for part in parts[3:]))
 

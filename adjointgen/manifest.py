@@ -19,6 +19,8 @@ from pathlib import Path
 from adjointgen.errors import DamagedModule
 
 FORMAT = 1
+#: manifest keys left out of a module's MANIFEST when empty (and read back as empty when absent)
+OPTIONAL_KEYS = ("fields",)
 HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
@@ -43,6 +45,10 @@ class Manifest:
     in_place: tuple[str, ...]  # arrays the step updates in place (adjoint_prepare runs first, a seed array each)
     overwritten_inputs: tuple[str, ...]  # inputs the forward overwrites but the adjoint reads (copied when recorded)
     format: int = FORMAT
+    # design fields (adjointgen.xlb.fields): kernel arrays (1, nx, ny, nz) after the scalar parameters,
+    # differentiable inputs whose per-cell adjoints every adjoint variant writes; written into the
+    # MANIFEST only when there are some, so modules without fields read as before
+    fields: tuple[str, ...] = ()
 
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
@@ -60,21 +66,24 @@ class Manifest:
         return "f_1" in self.overwritten_inputs
 
     def to_source(self) -> str:
-        """``MANIFEST = {...}``: deterministic, one key per line, valid Python (JSON without booleans)."""
-        return f"MANIFEST = {json.dumps(asdict(self), indent=4, sort_keys=True)}"
+        """``MANIFEST = {...}``: deterministic, one key per line, valid Python (JSON without booleans);
+        keys of :data:`OPTIONAL_KEYS` only where they are not empty."""
+        data = {key: value for key, value in asdict(self).items() if key not in OPTIONAL_KEYS or value}
+        return f"MANIFEST = {json.dumps(data, indent=4, sort_keys=True)}"
 
     @classmethod
     def from_mapping(cls, data, where: str) -> "Manifest":
         """The manifest read back from a module's ``MANIFEST``; :class:`DamagedModule` if it is not one."""
         expected = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != expected:
+        if not isinstance(data, dict) or not expected - set(OPTIONAL_KEYS) <= set(data) <= expected:
             found = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise DamagedModule(f"{where}: MANIFEST must have exactly the keys {sorted(expected)}; found {found}")
+            raise DamagedModule(f"{where}: MANIFEST must have exactly the keys {sorted(expected)} "
+                                f"({', '.join(OPTIONAL_KEYS)} optional); found {found}")
         if data["format"] != FORMAT:
             raise DamagedModule(f"{where}: manifest format {data['format']}, this adjointgen reads format {FORMAT}")
         manifest = cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
         types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int}
-        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs"):
+        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields"):
             types[name] = tuple
         for name, kind in types.items():
             if not isinstance(getattr(manifest, name), kind):

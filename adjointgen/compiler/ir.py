@@ -128,6 +128,7 @@ class Program:
     thread: tuple  # the thread index symbols, one per launch dimension
     shapes: dict = field(default_factory=dict)  # shape symbol name -> (array, axis)
     compute_dtype: str = "float32"
+    fields: tuple = ()  # design fields: array parameters read at the own cell, differentiable inputs
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)

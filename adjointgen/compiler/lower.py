@@ -27,6 +27,7 @@ import sympy
 from adjointgen.errors import UnsupportedConstruct
 from adjointgen.compiler.ir import FLOAT_TYPES, Assign, Load, Program, Select, Store
 from adjointgen.compiler.passes.base import code, literal_value, NotStatic, tag_of
+from adjointgen.xlb.fields import field_of
 
 _INT_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
@@ -579,6 +580,9 @@ class Lowering:
 
     def inline(self, symbol, args, env):
         functional, module = self.processed[symbol]
+        name = field_of(functional.pyfunc)
+        if name is not None:
+            return self.field_read(name, args)
         if symbol in self.call_stack:
             self.refuse(f"a recursive call of {symbol}", "unroll the recursion by hand; kernels cannot recurse")
         fdef = _function_def(module)
@@ -601,6 +605,18 @@ class Lowering:
         return result
 
 
+    def field_read(self, name: str, args) -> Scalar:
+        """A design field's reader (:func:`adjointgen.xlb.fields.field`): this cell's element
+        ``name[0, i, j, k]`` of the field's kernel array, in the compute precision."""
+        if args:
+            self.refuse(f"the field reader of {name!r} called with arguments", "call it without arguments: porosity()")
+        if len(self.thread) != 3 or name not in self.arg_types:
+            self.refuse(f"a read of the field {name!r} here", "read fields inside functionals the stepper kernel calls")
+        param = self.arg_types[name]
+        value = self.load(ArrayRef(name, param.dtype, param.ndim), (sympy.Integer(0), *self.thread))
+        return self.cast(value, self.compute_dtype)
+
+
 def _function_def(module: cst.Module) -> cst.FunctionDef:
     for node in module.body:
         if isinstance(node, cst.FunctionDef):
@@ -620,6 +636,9 @@ def eliminate_dead_code(program: Program) -> Program:
     return program
 
 
-def lower(kernel, processed: dict, compute_dtype: str, params: list, name: str, exit_guards=()) -> Program:
+def lower(kernel, processed: dict, compute_dtype: str, params: list, name: str, exit_guards=(), fields=()) -> Program:
+    """``fields``: the names of the design fields among ``params`` (kernel arrays read at the own cell)."""
     lowering = Lowering(kernel, processed, compute_dtype, {p.name: p for p in params}, exit_guards)
-    return lowering.run(name)
+    program = lowering.run(name)
+    program.fields = tuple(fields)
+    return program

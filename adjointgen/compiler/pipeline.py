@@ -38,6 +38,7 @@ from adjointgen.compiler.ir import Assign, Param, Program
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.passes import SOURCE_PASSES, PassContext
 from adjointgen.config import Configuration
+from adjointgen.xlb.fields import fields_of
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,22 @@ def process_functionals(kernel: frontend.Functional, lifts: dict | None = None) 
 
 def program_identity(processed: ProcessedFunctionals) -> str:
     """SHA-256 of every functional after the source passes: it changes with the XLB sources and
-    with every build-time constant they resolve (boundary ids, prescribed values, lattice)."""
+    with every build-time constant they resolve (boundary ids, prescribed values, lattice), and
+    with the design fields read (none: the digest is the same as before fields existed)."""
     digest = hashlib.sha256()
     for symbol in sorted(processed.modules):
         digest.update(f"{symbol}\n{processed.modules[symbol][1].code}\n".encode())
+    fields = fields_of(processed.sources)
+    if fields:
+        digest.update(f"fields: {', '.join(fields)}\n".encode())
     return digest.hexdigest()
 
 
-def kernel_params(config: Configuration, lifted_names=()) -> list[Param]:
+def kernel_params(config: Configuration, lifted_names=(), fields=()) -> list[Param]:
     """The XLB stepper kernel's parameters, typed for ``config`` (all parameters concrete, so
     the generated kernels are double throughout under FP64, whatever type the caller passes),
-    followed by the lifted boundary values."""
+    followed by the lifted boundary values and the design fields (arrays ``(1, nx, ny, nz)`` in
+    the store precision)."""
     store = "float64" if config.precision.endswith("FP64") else "float32"
     compute = "float64" if config.precision.startswith("FP64") else "float32"
     return [
@@ -131,7 +137,7 @@ def kernel_params(config: Configuration, lifted_names=()) -> list[Param]:
         Param("missing_mask", "array", "bool", 4),
         Param("omega", "scalar", compute),
         Param("timestep", "scalar", "int32"),
-    ] + [Param(name, "scalar", compute) for name in lifted_names]
+    ] + [Param(name, "scalar", compute) for name in lifted_names] + [Param(name, "array", store, 4) for name in fields]
 
 
 def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = False,
@@ -143,9 +149,10 @@ def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = Fal
     record = Intermediates(config, kernel=frontend.stepper_kernel(stepper))
     record.lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
     record.passes = passes if passes is not None else process_functionals(record.kernel, record.lifts)
-    params = kernel_params(config, parameters.scalar_names(record.lifts))
+    fields = fields_of(record.passes.sources)
+    params = kernel_params(config, parameters.scalar_names(record.lifts), fields)
     record.program = lowering.lower(record.kernel, record.passes.modules, params[4].dtype, params, config.name,
-                                    record.passes.exit_guards)
+                                    record.passes.exit_guards, fields)
     record.accesses = access.analyse(record.program, unit_axes=tuple(range(config.dim, 3)))
     record.names = Namer.for_program(record.program)
     record.adjoint = reverse.differentiate(record.program, record.accesses, record.names)

@@ -462,6 +462,7 @@ def _manifest(config: Configuration, c: _Context, identity: str, sources: list, 
         gather_into=tuple(sorted({s.array for s in accesses.slots})),
         in_place=tuple(accesses.in_place),
         overwritten_inputs=tuple(sorted(set(accesses.in_place) | _read_and_overwritten(c.program, accesses))),
+        fields=tuple(c.program.fields),
     )
 
 

@@ -94,17 +94,18 @@ class RolloutResult:
     plan: RolloutPlan | None = None  # what was planned (memory, forward steps); stats: what ran
     _backward: Callable | None = None
 
-    def backward(self, adj_f_0=None, adj_f_1=None, observe=None, adj_omega=None, adj_parameters=None):
+    def backward(self, adj_f_0=None, adj_f_1=None, observe=None, adj_omega=None, adj_parameters=None, adj_fields=None):
         """Pull back cotangents of the final state (``adj_f_0`` for ``f_0``, the newest state,
         ``adj_f_1`` for ``f_1``; arrays or None for zero). ``observe(t, f_0, f_1, adj_f_0,
         adj_f_1)`` is called for every earlier state ``t = steps - 1, ..., 0`` with the state and
         the adjoint arrays, to which it may add the gradient of a loss on that state. Returns the
         adjoints of the initial ``f_0`` and ``f_1`` (new arrays); ``adj_omega`` (a one-element
-        array) and ``adj_parameters`` ({name: array}) are accumulated into."""
+        array) and ``adj_parameters`` ({name: array}) are accumulated into, and so is ``adj_fields``
+        ({design field name: array shaped like ``step.fields[name]``})."""
         if self._backward is None:
             raise RuntimeArgumentError("this rollout can be run backward only once")
         run, self._backward = self._backward, None
-        return run(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters)
+        return run(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters, adj_fields)
 
 
 def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,
@@ -155,6 +156,7 @@ class _Sweep:
         self.schedule = _schedule(steps, plan.snapshots)
         self.omega_value = step.kernel_omega(omega)
         self.lifted_values = step.parameter_values()
+        self.field_values = step.field_arrays()  # the design fields, as they are when the rollout starts
         self.stats = _Stats()
         self.ram: dict[int, tuple] = {}  # step -> stored state pair
         self.adj_deps: dict[int, tuple] = {}  # step -> the state pair that step reads (for its adjoint)
@@ -248,7 +250,7 @@ class _Sweep:
         return result
 
     # ------------------------------------------------------------------ reverse
-    def backward(self, adj_f_0, adj_f_1, observe, adj_omega, adj_parameters):
+    def backward(self, adj_f_0, adj_f_1, observe, adj_omega, adj_parameters, adj_fields=None):
         adjoints = [wp.zeros_like(a, requires_grad=False) for a in self.shapes]  # of the state
         for adjoint, given in zip(adjoints, (adj_f_0, adj_f_1)):
             if given is not None:
@@ -261,6 +263,7 @@ class _Sweep:
         self.fresh = (self.step.manifest.has("adjoint_fresh") and observe is None and adj_f_1 is None
                       and not stored.reads_f_1 and not stored.kept_cells)
         self.adjoints, self.observe, self.adj_omega, self.adj_parameters = adjoints, observe, adj_omega, adj_parameters
+        self.adj_fields = adj_fields
         self.reverse_bar = _progress(self.steps, "reverse", self.progress)
         if self.schedule is None:
             self.reverse(self.steps, 0)
@@ -302,7 +305,8 @@ class _Sweep:
             if self.adjoint_step is None:
                 self.adjoint_step = self.step.adjoint_launches(
                     inputs[0], f_1_input, self.bc_mask, self.missing_mask, self.omega_value, self.start_timestep + n,
-                    adjoints[1], adjoints[0], self.adj_omega, self.lifted_values, self.adj_parameters, fresh=self.fresh)
+                    adjoints[1], adjoints[0], self.adj_omega, self.lifted_values, self.adj_parameters, fresh=self.fresh,
+                    adj_fields=self.adj_fields, field_values=self.field_values)
             else:
                 self.adjoint_step.set(f_0=inputs[0], f_1=f_1_input, timestep=self.start_timestep + n, adj_f_0=adjoints[1],
                                       adj_f_1=adjoints[0])
@@ -323,15 +327,17 @@ def _record(tape, step, result: RolloutResult, f_0, f_1, omega):
     result.f_1.requires_grad = True
     adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
     adj_parameters = {name: array.grad for name, array in step.parameters.items() if array.requires_grad}
+    adj_fields = {name: array.grad for name, array in step.fields.items() if array.requires_grad}  # design fields
 
     def tape_backward():
-        g0, g1 = result.backward(result.f_0.grad, result.f_1.grad, None, adj_omega, adj_parameters)
+        g0, g1 = result.backward(result.f_0.grad, result.f_1.grad, None, adj_omega, adj_parameters, adj_fields)
         for source, target in ((g0, f_0.grad), (g1, f_1.grad)):
             wp.launch(_accumulate, dim=source.size, inputs=[source.flatten(), target.flatten()], device=target.device,
                       record_tape=False)
 
     recorded = [f_0, f_1, result.f_0, result.f_1] + ([omega] if adj_omega is not None else [])
     recorded += [array for array in step.parameters.values() if array.requires_grad]
+    recorded += [array for array in step.fields.values() if array.requires_grad]
     tape.record_func(backward=tape_backward, arrays=recorded)
 
 

@@ -57,6 +57,12 @@ def load_module(stepper, config: Configuration, boundary_parameters: bool = Fals
 
 
 @wp.kernel(enable_backward=False)
+def _add_field(source: wp.array4d(dtype=Any), target: wp.array4d(dtype=Any)):
+    i, j, k = wp.tid()
+    target[0, i, j, k] = target[0, i, j, k] + source[0, i, j, k]
+
+
+@wp.kernel(enable_backward=False)
 def _add_into(source: wp.array(dtype=Any), target: wp.array(dtype=Any), index: int):
     target[index] = target[index] + source[0]
 
@@ -97,7 +103,8 @@ class DifferentiableStep:
     # _TapeRecord); False: every recorded step runs the accumulating adjoint
     tape_fusion = True
 
-    def __init__(self, stepper, generated: GeneratedModule, config: Configuration, boundary_parameters: bool = False):
+    def __init__(self, stepper, generated: GeneratedModule, config: Configuration, boundary_parameters: bool = False,
+                 fields: dict | None = None):
         self.stepper = stepper
         self.generated = generated  # the loaded module; its kernels through self.kernel(name)
         self.manifest = generated.manifest  # what it declares: kernel variants, arrays read and written
@@ -124,6 +131,12 @@ class DifferentiableStep:
             self._scalars[entry.name] = entry.scalar_names()
             self.parameters[entry.name] = wp.array([initial[n] for n in entry.scalar_names()],
                                                    dtype=self.compute_dtype, requires_grad=True)
+        # ---- design fields (adjointgen.xlb.fields): name -> Warp array (1, nx, ny, nz); with
+        # requires_grad, tape.backward() fills .grad. Replace an entry to change the design.
+        self.fields = dict(fields or {})
+        declared, given = set(self.manifest.fields), set(self.fields)
+        if declared != given:
+            raise RuntimeArgumentError(_fields_mismatch(config, declared, given))
 
     @property
     def module(self):
@@ -167,11 +180,27 @@ class DifferentiableStep:
         grid = grids["f_0"]
         if self.config.dim == 2 and grid[2] != 1:
             raise RuntimeArgumentError(f"a 2D lattice needs arrays of shape (q, nx, ny, 1); got {f_0.shape}")
+        self._check_fields(grid, f_0.device)
         devices = {str(a.device) for a in named.values()}
         if len(devices) != 1:
             raise RuntimeArgumentError(f"all arrays must be on one device; got {sorted(devices)}")
         if f_0.ptr == f_1.ptr:
             raise RuntimeArgumentError("f_0 and f_1 must be different buffers: the step reads f_0 and writes f_1")
+
+    def field_arrays(self) -> list:
+        """The design fields' arrays in kernel order (after the scalar parameters)."""
+        return [self.fields[name] for name in self.manifest.fields]
+
+    def _check_fields(self, grid: tuple, device) -> None:
+        for name in self.manifest.fields:
+            array = self.fields[name]
+            if not isinstance(array, wp.array) or array.shape != (1, *grid) or array.dtype != self.store_dtype:
+                found = (f"{array.shape} {wp.types.type_repr(array.dtype)}" if isinstance(array, wp.array)
+                         else type(array).__name__)
+                raise RuntimeArgumentError(f"the design field {name!r} must be a Warp array of shape {(1, *grid)} and dtype "
+                                           f"{self.store_dtype.__name__} (like bc_mask, in the store precision); got {found}")
+            if str(array.device) != str(device):
+                raise RuntimeArgumentError(f"the design field {name!r} is on {array.device}, the state on {device}")
 
     def _grid_blame(self, grids: dict) -> str:
         """Which arrays come from another grid: those that differ from the stepper's own grid
@@ -213,11 +242,13 @@ class DifferentiableStep:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         wp.launch(self.kernel("forward"), dim=f_0.shape[1:],
-                  inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values],
+                  inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
+                          *self.field_arrays()],
                   device=f_0.device, record_tape=False)
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
-                lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True):
+                lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
+                field_values=None):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -233,29 +264,36 @@ class DifferentiableStep:
         variants without per-cell parameter adjoints run (``adjoint_state``,
         ``adjoint_fresh_state``, where the manifest lists them, on CUDA devices unless
         ``self.state_kernels`` says otherwise): the same state gradients, from kernels that need
-        fewer registers. ``check=False``: the caller has checked the gradient arrays (a rollout, once)."""
+        fewer registers. ``check=False``: the caller has checked the gradient arrays (a rollout, once).
+        ``adj_fields`` ({field name: array shaped like the field}): the design fields' gradients,
+        always added to (also with ``fresh``); fields not named get a scratch gradient."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
-                              adj_parameters, fresh).run()
+                              adj_parameters, fresh, adj_fields, field_values).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
         """The forward launch, packed (a ``warp.Launch``: ``.launch()`` runs it; parameter 0 is f_0,
         1 f_1, 5 the timestep), for callers that run it many times (:mod:`adjointgen.runtime.launches`)."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         return wp.launch(self.kernel("forward"), dim=f_0.shape[1:], record_cmd=True, device=f_0.device, record_tape=False,
-                         inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values])
+                         inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
+                                 *self.field_arrays()])
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
-                         lifted_values=None, adj_parameters=None, fresh: bool = False) -> PackedAdjoint:
+                         lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
+                         field_values=None) -> PackedAdjoint:
         """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
-        f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs."""
+        f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs. ``field_values``:
+        the design fields' arrays the step ran with (default: ``self.fields`` as it is now)."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
-        state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values]
+        fields = self.field_arrays() if field_values is None else list(field_values)
+        state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields]
         roles = {"f_0": 0, "f_1": 1, "timestep": 5}  # parameter indices of the state's arrays in every kernel but the gather
         grads = {"f_0": adj_f_0, "f_1": adj_f_1}
-        inputs = state + [adj_f_0, adj_f_1]
+        field_grads = self._field_gradients(adj_fields or {}, fresh, fields)
+        inputs = state + [adj_f_0, adj_f_1] + [field_grads[name] for name in self.manifest.fields]
         device, dim = f_0.device, f_0.shape[1:]
         launches = []
         in_place = self.manifest.in_place
@@ -294,12 +332,32 @@ class DifferentiableStep:
             gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
                                inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
             launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
+        for name, target in (adj_fields or {}).items():  # fresh wrote into scratch: add it to the caller's
+            if field_grads[name] is not target:
+                add = wp.launch(_add_field, dim=dim, inputs=[field_grads[name], target], device=device, record_tape=False,
+                                record_cmd=True)
+                launches.append((add, {}))
         reductions = []
         for scalar, grad, component in targets:
             total = wp.zeros(1, dtype=self.compute_dtype, device=device)
             add = wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=device, record_tape=False, record_cmd=True)
             reductions.append((cells[scalar], total, add))
         return PackedAdjoint(launches, reductions)
+
+    def _field_gradients(self, adj_fields: dict, fresh: bool, field_values: list) -> dict:
+        """{field: the array the adjoint kernel writes its gradient into}: the caller's (added to),
+        or a scratch array (fresh variants write, so a caller's gradient is added afterwards)."""
+        unknown = set(adj_fields) - set(self.manifest.fields)
+        if unknown:
+            raise RuntimeArgumentError(f"adj_fields names {', '.join(sorted(unknown))}, which {self.config.label} does not read")
+        out = {}
+        for name, field_array in zip(self.manifest.fields, field_values):
+            given = adj_fields.get(name)
+            if given is not None and (given.shape != field_array.shape or given.dtype != field_array.dtype):
+                raise RuntimeArgumentError(f"adj_fields[{name!r}] must be shaped and typed like the field")
+            use_scratch = given is None or fresh
+            out[name] = self._scratch(f"adj_{name}", field_array.shape, field_array.device, field_array.dtype) if use_scratch else given
+        return out
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
         tape = _active_tape()
@@ -324,13 +382,16 @@ class DifferentiableStep:
         self.forward(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, check=False)
         adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
         adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
+        adj_fields = {name: array.grad for name, array in self.fields.items() if array.requires_grad}
+        # the design fields as they are now (the caller may put other arrays in step.fields later)
         record = _TapeRecord(self, (saved_f_0, saved_f_1, bc_mask, missing_mask, omega_value, timestep), lifted_values,
-                             f_0, f_1, adj_omega, adj_parameters, self._fusable(bc_mask))
+                             f_0, f_1, adj_omega, adj_parameters, self._fusable(bc_mask), adj_fields, self.field_arrays())
         previous = tape.launches[-1] if tape.launches else None
         if isinstance(previous, _TapeRecord) and previous.fusable and record.fusable:
             previous.next_f_1, record.previous_f_0 = f_1, previous.f_0  # adjacent: see _TapeRecord
         recorded = [f_0, f_1] + ([omega] if adj_omega is not None else [])
         recorded += [array for array in self.parameters.values() if array.requires_grad]
+        recorded += [array for array in self.fields.values() if array.requires_grad]
         tape.record_func(backward=record, arrays=recorded)
         return f_0, f_1
 
@@ -386,14 +447,17 @@ class _TapeRecord:
     too, unless the step before it is fused with it and overwrites that); else the accumulating
     ``adjoint`` (the last step of a run, whose adj_f_0 may hold a loss's cotangent)."""
 
-    __slots__ = ("step", "inputs", "lifted_values", "f_0", "f_1", "adj_omega", "adj_parameters", "fusable", "next_f_1", "previous_f_0")
+    __slots__ = ("step", "inputs", "lifted_values", "f_0", "f_1", "adj_omega", "adj_parameters", "fusable", "next_f_1", "previous_f_0",
+                 "adj_fields", "field_values")
 
-    def __init__(self, step, inputs, lifted_values, f_0, f_1, adj_omega, adj_parameters, fusable: bool):
+    def __init__(self, step, inputs, lifted_values, f_0, f_1, adj_omega, adj_parameters, fusable: bool, adj_fields: dict,
+                 field_values: list):
         # inputs: the adjoint's (f_0, f_1, bc_mask, missing_mask, omega, timestep), f_0 a saved copy
         self.step, self.inputs, self.lifted_values, self.f_0, self.f_1 = step, inputs, lifted_values, f_0, f_1
         self.adj_omega, self.adj_parameters, self.fusable = adj_omega, adj_parameters, fusable
         self.next_f_1 = None  # f_1 of the step recorded right after this one, when both are fusable
         self.previous_f_0 = None  # f_0 of the step recorded right before this one, when both are fusable
+        self.adj_fields, self.field_values = adj_fields, field_values  # design fields' gradients (always added to), values
 
     def kernels(self) -> tuple[bool, bool]:
         """(fresh: write adj_f_0, cleared later: the step before overwrites adj_f_1)."""
@@ -404,17 +468,28 @@ class _TapeRecord:
     def __call__(self):
         fresh, cleared_later = self.kernels()
         self.step.adjoint(*self.inputs, self.f_0.grad, self.f_1.grad, self.adj_omega, self.lifted_values, self.adj_parameters,
-                          fresh=fresh)
+                          fresh=fresh, adj_fields=self.adj_fields, field_values=self.field_values)
         if fresh and not cleared_later:
             self.f_1.grad.zero_()  # what the accumulating adjoint would have cleared (every cell)
 
 
-def differentiable(stepper, boundary_parameters: bool = False) -> DifferentiableStep:
+def _fields_mismatch(config: Configuration, declared: set, given: set) -> str:
+    if not declared:
+        return f"{config.label} reads no design field, but fields= names {', '.join(sorted(given))}"
+    missing, extra = sorted(declared - given), sorted(given - declared)
+    text = f"{config.label} reads the design field(s) {', '.join(sorted(declared))}: pass them as " \
+           f"adjointgen.differentiable(stepper, fields={{{', '.join(repr(n) + ': array' for n in sorted(declared))}}})"
+    return text + (f"; missing: {', '.join(missing)}" if missing else "") + (f"; not read: {', '.join(extra)}" if extra else "")
+
+
+def differentiable(stepper, boundary_parameters: bool = False, fields: dict | None = None) -> DifferentiableStep:
     """``boundary_parameters=True`` makes the prescribed values of boundary conditions (today:
     EquilibriumBC's rho and u) kernel parameters with gradients, held in ``step.parameters``.
     Off by default: the kernels then fold those values as constants, which is faster (the lid
-    of a 192^3 cavity: adjoint 4.7x instead of 6.1x XLB's forward on an H100)."""
+    of a 192^3 cavity: adjoint 4.7x instead of 6.1x XLB's forward on an H100). ``fields``: the
+    design fields the stepper's operators read ({name: Warp array (1, nx, ny, nz), store dtype})."""
     from adjointgen.xlb.support import configuration_of
 
     config = configuration_of(stepper)
-    return DifferentiableStep(stepper, load_module(stepper, config, boundary_parameters), config, boundary_parameters)
+    return DifferentiableStep(stepper, load_module(stepper, config, boundary_parameters), config, boundary_parameters,
+                              fields)

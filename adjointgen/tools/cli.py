@@ -118,6 +118,8 @@ def cmd_verify(args) -> int:
         configs += default_configurations(Path.cwd(), "verify_also")
         if args.extended:
             configs += default_configurations(Path.cwd(), "verify_extended")
+        if args.fields or args.extended:
+            configs += default_configurations(Path.cwd(), "verify_fields")
     for config in configs:
         shape = tuple(int(n) for n in args.shape.split("x")) if args.shape else None
         if shape is not None and len(shape) != config.dim:
@@ -213,7 +215,9 @@ def parser() -> argparse.ArgumentParser:
     verify = with_configs(command("verify", help="check generated kernels against XLB-JAX and finite differences"))
     verify.add_argument("--shape", help="grid size, e.g. 8x8 or 6x6x6 (default: small grids)")
     verify.add_argument("--extended", action="store_true",
-                        help="also the larger set of boundary mixes and collision models (verify_extended)")
+                        help="also the larger set of boundary mixes and collision models (verify_extended), and verify_fields")
+    verify.add_argument("--fields", action="store_true",
+                        help="also the design-field configurations (verify_fields: PorousBGK, d/d porosity per cell)")
     verify.set_defaults(run=cmd_verify)
 
     lint = command("lint", help="report where Warp's automatic adjoint is silently wrong")

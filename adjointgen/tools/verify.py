@@ -18,6 +18,12 @@ For one configuration, :func:`verify_configuration` measures
   built with ``boundary_parameters=True`` (whose ``d/d f_0`` must also still match XLB-JAX over
   one step; the worse of the two is shown), and ZouHe's and Regularized's prescribed value, which
   XLB keeps in ``f_1`` at the condition's cells (its gradient is ``f_1.grad`` there);
+- ``field`` and ``field_fd`` (configurations whose collision reads a design field, e.g.
+  ``PorousBGK``): ``d <c, F(f_0)> / d field`` per cell over 5 steps against ``jax.vjp`` of XLB's
+  JAX stepper running the operator's own JAX implementation with the field traced
+  (:func:`adjointgen.xlb.design.jax_step`), and, in FP64, at probe cells (fluid, solid, gray and
+  fluid next to solid) over 1 and 5 steps against central differences of the generated forward.
+  Their ``forward`` is against XLB-JAX (XLB's Warp stepper has no per-cell inputs);
 - ``fd``: (FP64 configurations) the projection test ``<J t, c>`` by central differences of the
   generated forward against ``<t, J^T c>`` from the generated adjoint, for random ``t``, ``c``,
   and the same for omega; the worse of the two is reported.
@@ -33,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adjointgen.config import Configuration
+from adjointgen.config import DESIGN_COLLISIONS, Configuration
 from adjointgen.xlb.support import make_stepper, prepare_fields
 
 TOLERANCES = {
@@ -129,6 +135,30 @@ def _dtype(config: Configuration):
     return np.float64 if config.precision.endswith("FP64") else np.float32
 
 
+def design_fields(names, shape: tuple, seed: int = 0) -> dict:
+    """{field name: values in Warp's layout (1, nx, ny, nz)}: about a quarter of the cells 0
+    (fluid), a quarter 1 (solid), the rest gray, so every kind of cell and interface occurs."""
+    grid = (1,) + tuple(shape) + (1,) * (3 - len(shape))
+    rng = np.random.default_rng(seed + 7)
+    return {name: np.clip(rng.uniform(-0.5, 1.5, grid), 0.0, 1.0) for name in names}
+
+
+def probe_cells(values: np.ndarray, eligible: np.ndarray | None = None) -> list:
+    """Cells of a field (Warp layout) to check by finite differences: the first solid (1) and gray
+    cell, the first fluid (0) cell with a solid neighbour (an interface) and the first without,
+    among the ``eligible`` cells (a boolean mask like ``values``; default: all)."""
+    shape = values.shape[1:]
+
+    def solid_neighbour(cell):
+        return any(values[(0,) + tuple((cell[1 + a] + d * (a == b)) % shape[a] for a in range(3))] == 1.0
+                   for b in range(3) if shape[b] > 1 for d in (-1, 1))
+
+    tests = (lambda c: values[c] == 1.0, lambda c: 0.0 < values[c] < 1.0,
+             lambda c: values[c] == 0.0 and solid_neighbour(c), lambda c: values[c] == 0.0 and not solid_neighbour(c))
+    cells = [c for c in np.ndindex(values.shape) if eligible is None or eligible[c]]
+    return sorted({pick for test in tests if (pick := next((c for c in cells if test(c)), None)) is not None})
+
+
 class GeneratedSide:
     """The generated kernels of one module, driven as a user would (wp.Tape)."""
 
@@ -141,24 +171,30 @@ class GeneratedSide:
         self.config = config
         self.stepper = make_stepper(config, "warp", shape)
         module = module or load_module(self.stepper, config, boundary_parameters)
-        self.step = DifferentiableStep(self.stepper, module, config, boundary_parameters)
+        # design fields the module reads: fixed values, new arrays (fresh gradients) per rollout
+        self.field_values = design_fields(module.manifest.fields, shape)
+        fields = {name: wp.array(values.astype(_dtype(config))) for name, values in self.field_values.items()}
+        self.step = DifferentiableStep(self.stepper, module, config, boundary_parameters, fields)
         _, f_1, self.bc_mask, self.missing_mask = prepare_fields(self.stepper, config)
         self.f1_prepared = f_1.numpy().astype(np.float64)
 
     def rollout(self, f0: np.ndarray, steps: int, cotangent: np.ndarray | None = None, omega: float = OMEGA,
-                f1: np.ndarray | None = None, cotangent_f0: np.ndarray | None = None):
+                f1: np.ndarray | None = None, cotangent_f0: np.ndarray | None = None, field_values: dict | None = None):
         """XLB's own loop on a ``wp.Tape`` (two buffers, swapped after each step), from ``f0`` and
         ``f1`` (default: the ``f_1`` of ``prepare_fields``, holding boundary data). Returns the
         final new state and, with a cotangent of it, the gradient with respect to ``f0``; then
         also ``self.f1_gradient`` and ``self.omega_gradient`` (omega is a one-element array).
         ``cotangent_f0`` adds a cotangent for the other final buffer (what the last step left in
-        its ``f_0``)."""
+        its ``f_0``). ``field_values`` replaces the design fields' values ({name: array});
+        ``self.field_gradients`` holds their gradients after a rollout with a cotangent."""
         wp = self.wp
         dtype = _dtype(self.config)
         f1 = self.f1_prepared if f1 is None else f1
         first = wp.array(f0.astype(dtype), requires_grad=True)
         second = wp.array(f1.astype(dtype), requires_grad=True)
         omega_array = wp.array([omega], dtype=self.step.compute_dtype, requires_grad=True)
+        for name, values in (field_values or self.field_values).items():
+            self.step.fields[name] = wp.array(values.astype(dtype), requires_grad=True)
         tape = wp.Tape()
         f_0, f_1 = first, second
         with tape:
@@ -176,6 +212,7 @@ class GeneratedSide:
         tape.backward(grads=grads)
         self.omega_gradient = float(omega_array.grad.numpy()[0])
         self.f1_gradient = second.grad.numpy().astype(np.float64)
+        self.field_gradients = {name: array.grad.numpy().astype(np.float64) for name, array in self.step.fields.items()}
         return result, first.grad.numpy().astype(np.float64)
 
 
@@ -194,7 +231,24 @@ def xlb_warp_forward(config: Configuration, shape: tuple, f0: np.ndarray) -> tup
 
 def jax_vjp(config: Configuration, shape: tuple, f0: np.ndarray, cotangent: np.ndarray, steps: int):
     """(final state, d<c, F(f0)>/d f0, d<c, F(f0)>/d omega) from XLB's JAX stepper, in Warp's
-    (q, nx, ny, nz) layout.
+    (q, nx, ny, nz) layout (see :func:`jax_reference`)."""
+    reference = jax_reference(config, shape, f0, cotangent, steps)
+    return reference.final, reference.grad, reference.grad_omega
+
+
+@dataclass
+class JaxReference:
+    final: np.ndarray  # the state after the steps, Warp layout
+    grad: np.ndarray  # d<c, F>/d f0
+    grad_omega: float
+    grad_fields: dict = field(default_factory=dict)  # design field name -> d<c, F>/d field, Warp layout (1, nx, ny, nz)
+
+
+def jax_reference(config: Configuration, shape: tuple, f0: np.ndarray, cotangent: np.ndarray, steps: int,
+                  fields: dict | None = None) -> JaxReference:
+    """The final state and ``jax.vjp`` of ``<c, F(f0)>`` through XLB's JAX stepper, in Warp's
+    layout. With design ``fields`` ({name: values, Warp layout}) the stepper's collision reads
+    them (:func:`adjointgen.xlb.design.jax_step`) and their gradients are returned too.
 
     XLB's JAX stepper has no solid nodes: where the Warp masks say ``bc_mask == 255`` (the
     ``obstacle`` mix), XLB's Warp kernel returns early and the cell keeps what its output buffer
@@ -214,20 +268,31 @@ def jax_vjp(config: Configuration, shape: tuple, f0: np.ndarray, cotangent: np.n
     # the buffer XLB's Warp loop passes as f_1 in the first step: prepare_fields' f_1
     first_f1 = jnp.asarray(warp_f_1.numpy().reshape(jax_shape).astype(dtype))
 
-    def run(f, omega):
+    names = sorted(fields or {})
+
+    def run(f, omega, *values):
         other = first_f1
         for t in range(steps):
-            _, new = stepper(f, f_1, bc_mask, missing_mask, omega, t)
+            if names:
+                from adjointgen.xlb.design import jax_step
+
+                _, new = jax_step(stepper, f, f_1, bc_mask, missing_mask, omega, t, dict(zip(names, values)))
+            else:
+                _, new = stepper(f, f_1, bc_mask, missing_mask, omega, t)
             if solid_mask.any():
                 new = jnp.where(solid, other, new)
             f, other = new, f
         return f
 
     x = jnp.asarray(f0.reshape(jax_shape).astype(dtype))
-    final, pullback = jax.vjp(run, x, jnp.asarray(OMEGA, dtype=dtype))
-    grad, grad_omega = pullback(jnp.asarray(cotangent.reshape(jax_shape).astype(dtype)))
-    return (np.asarray(final, np.float64).reshape(f0.shape), np.asarray(grad, np.float64).reshape(f0.shape),
-            float(grad_omega))
+    field_shape = (1,) + tuple(shape)
+    values = [jnp.asarray(fields[name].reshape(field_shape).astype(dtype)) for name in names]
+    final, pullback = jax.vjp(run, x, jnp.asarray(OMEGA, dtype=dtype), *values)
+    grad, grad_omega, *grad_values = pullback(jnp.asarray(cotangent.reshape(jax_shape).astype(dtype)))
+    warp_field_shape = fields[names[0]].shape if names else None
+    return JaxReference(np.asarray(final, np.float64).reshape(f0.shape), np.asarray(grad, np.float64).reshape(f0.shape),
+                        float(grad_omega),
+                        {name: np.asarray(g, np.float64).reshape(warp_field_shape) for name, g in zip(names, grad_values)})
 
 
 def fd_projection(side: GeneratedSide, f0: np.ndarray, seed: int, eps: float = 1e-6, steps: int = 1) -> float:
@@ -313,8 +378,45 @@ def aux_value_fd(side: GeneratedSide, f0: np.ndarray, cotangent: np.ndarray, ste
     return np.array(out)
 
 
+def field_fd(side: GeneratedSide, f0: np.ndarray, cotangent: np.ndarray, steps: int, eps: float = 1e-6) -> tuple:
+    """(the adjoint's, central differences') d<c, F>/d field at :func:`probe_cells` of every
+    design field, over ``steps`` steps of the generated forward (use an FP64 side)."""
+    side.rollout(f0, steps, cotangent)
+    ours, finite = [], []
+    # cells without a boundary condition: there the collision's result is the cell's output (a
+    # full-way bounce-back cell discards it, and its field gradient is zero on both sides)
+    interior = side.bc_mask.numpy() == 0
+    for name, values in side.field_values.items():
+        for cell in probe_cells(values, interior):
+            ours.append(side.field_gradients[name][cell])
+            shifted = []
+            for sign in (1, -1):
+                moved = dict(side.field_values)
+                moved[name] = values.copy()
+                moved[name][cell] += sign * eps
+                shifted.append(side.rollout(f0, steps, field_values=moved)[0])
+            finite.append(float(np.sum((shifted[0] - shifted[1]) / (2 * eps) * cotangent)))
+    if not np.any(finite):
+        return np.array([np.inf]), np.array([1.0])  # nothing was probed: not a pass
+    return np.array(ours), np.array(finite)
+
+
+def _field_checks(row: Row, side: GeneratedSide, f0: np.ndarray, cotangent: np.ndarray, checks) -> None:
+    """``field`` (per cell, 5 steps, against XLB-JAX with the field traced) and ``field_fd`` (FP64:
+    probe cells, 1 and 5 steps, against central differences of the generated forward)."""
+    config, tol = row.config, TOLERANCES[row.config.precision]
+    if "field" in checks:
+        side.rollout(f0, STEPS, cotangent)
+        reference = jax_reference(config, row.shape, f0, cotangent, STEPS, side.field_values)
+        row.results["field"] = (max(relative_error(side.field_gradients[name], reference.grad_fields[name])
+                                    for name in side.field_values), tol["grad"])
+    if "field_fd" in checks and config.is_fp64:
+        errors = [relative_error(*field_fd(side, f0, cotangent, steps)) for steps in (1, STEPS)]
+        row.results["field_fd"] = (max(errors), tol["fd"])
+
+
 def verify_configuration(config: Configuration, shape: tuple | None = None, module=None, seed: int = 0,
-                         checks=("forward", "grad_1", f"grad_{STEPS}", "omega", "bc_values", "fd")) -> Row:
+                         checks=("forward", "grad_1", f"grad_{STEPS}", "omega", "bc_values", "field", "field_fd", "fd")) -> Row:
     shape = tuple(shape or default_shape(config))
     tol = TOLERANCES[config.precision]
     row = Row(config, shape)
@@ -324,7 +426,12 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
     cotangent = np.random.default_rng(seed + 1).standard_normal(f0.shape)
     exact = cotangent.astype(np.float32).astype(np.float64) if not config.is_fp64 else cotangent
     side = GeneratedSide(config, shape, module)
-    if "forward" in checks and not xlb_warp_fails(config):
+    fields = side.field_values  # design fields: the oracle is XLB-JAX (XLB-Warp has no per-cell inputs)
+    if "forward" in checks and fields:
+        ours, _ = side.rollout(f0, 1)
+        row.results["forward"] = (relative_error(ours, jax_reference(config, shape, f0, cotangent, 1, fields).final),
+                                  tol["forward"])
+    elif "forward" in checks and not xlb_warp_fails(config):
         ours, _ = side.rollout(f0, 1)
         new, left_in_f_0 = xlb_warp_forward(config, shape, f0)
         row.results["forward"] = (max(relative_error(ours, new), relative_error(side.final_other, left_in_f_0)), tol["forward"])
@@ -340,7 +447,8 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
                 row.against_fd.add("omega")
         elif name in checks:
             _, ours = side.rollout(f0, steps, cotangent)
-            _, reference, reference_omega = jax_vjp(config, shape, f0, cotangent, steps)
+            jax_side = jax_reference(config, shape, f0, cotangent, steps, fields)
+            reference, reference_omega = jax_side.grad, jax_side.grad_omega
             row.results[name] = (relative_error(ours, reference), tol["grad"])
             if steps == STEPS and "omega" in checks:
                 if not config.is_fp64:
@@ -349,7 +457,7 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
                     # in ours. The reference is XLB-JAX in FP64 on the same FP32 inputs; XLB-JAX's
                     # own FP32 value is off it by 2.3e-6 to 3.4e-5 on the default rows (ours: 4.2e-6
                     # to 7.5e-5), hence the FP32 bound of 1e-4
-                    _, _, reference_omega = jax_vjp(config.with_precision("FP64FP64"), shape, f0, exact, steps)
+                    reference_omega = jax_reference(config.with_precision("FP64FP64"), shape, f0, exact, steps, fields).grad_omega
                 row.results["omega"] = (relative_error(side.omega_gradient, reference_omega), tol["omega"])
     if "bc_values" in checks:
         errors = []
@@ -372,6 +480,8 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
             errors.append(relative_error(state_gradient, jax_gradient))
         if errors:
             row.results["bc_values"] = (max(errors), bc_tolerance)
+    if fields:
+        _field_checks(row, side, f0, cotangent, checks)
     if "fd" in checks and tol["fd"] is not None:
         row.results["fd"] = (max(fd_projection(side, f0, seed + 2), fd_omega(side, f0, seed + 3)), tol["fd"])
     return row
@@ -379,9 +489,12 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
 
 def format_table(rows: list[Row]) -> str:
     """A Markdown table, one row per configuration."""
-    columns = ["forward", "grad_1", f"grad_{STEPS}", "omega", "bc_values", "fd"]
+    with_fields = any(row.config.collision in DESIGN_COLLISIONS for row in rows)
+    columns = ["forward", "grad_1", f"grad_{STEPS}", "omega", "bc_values"] + ["field", "field_fd"] * with_fields + ["fd"]
     titles = ["configuration", "grid", "forward vs XLB-Warp", "d/d f_0 vs XLB-JAX, 1 step", f"d/d f_0 vs XLB-JAX, {STEPS} steps",
-              f"d/d omega vs XLB-JAX, {STEPS} steps", f"d/d BC values vs FD (FP64), {STEPS} steps", "FD projection (FP64)", "result"]
+              f"d/d omega vs XLB-JAX, {STEPS} steps", f"d/d BC values vs FD (FP64), {STEPS} steps"]
+    titles += [f"d/d field vs XLB-JAX, {STEPS} steps", f"d/d field vs FD (FP64), probes, 1 and {STEPS} steps"] * with_fields
+    titles += ["FD projection (FP64)", "result"]
     table = []
     for row in rows:
         cells = [row.config.label, "x".join(map(str, row.shape))]
@@ -402,6 +515,9 @@ def format_table(rows: list[Row]) -> str:
     if notes:
         text += "\n\nFD: checked against FP64 finite differences of the generated forward, because XLB's two backends differ:\n"
         text += "\n".join(f"- {note}" for note in notes)
+    if with_fields:
+        text += ("\n\nDesign-field rows (" + ", ".join(sorted(DESIGN_COLLISIONS)) + "): forward against XLB-JAX with the "
+                 "field (XLB's own Warp stepper has no per-cell inputs).")
     skipped = sorted({row.config.label for row in rows if xlb_warp_fails(row.config)})
     if skipped:
         text += "\n\nNo forward parity for " + ", ".join(skipped) + ": XLB's own Warp stepper does not compile there."

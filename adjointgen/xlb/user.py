@@ -59,6 +59,12 @@ def register(cls: type) -> type:
     return cls
 
 
+def load_design_operators() -> None:
+    """Register the design operators shipped with adjointgen (:mod:`adjointgen.xlb.design`,
+    e.g. ``PorousBGK``); imported on first need, since it imports XLB."""
+    import adjointgen.xlb.design  # noqa: F401  (registers on import)
+
+
 def register_mix(name: str):
     """Decorator: ``@adjointgen.register_mix("lid")`` on ``def lid(grid, dim) -> [conditions]``
     makes ``.../lid`` a boundary mix of configurations (for build, verify and make_stepper)."""
