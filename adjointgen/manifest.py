@@ -6,7 +6,7 @@ and from then on asks the manifest, never the module, which kernels exist and wh
 step reads, overwrites or updates in place. :func:`check_body` is the other half of loading: a
 module whose body does not hash to the ``body-sha256`` in its header is never imported.
 
-Kernel-variant names are composed here only (:func:`adjoint_kernel_name`).
+Kernel-variant names are composed here only (:func:`adjoint_kernel_name`, :func:`forward_kernel_name`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ def adjoint_kernel_name(fresh: bool, state_only: bool) -> str:
     """``adjoint`` (accumulating), ``adjoint_fresh`` (writes into gradients known to be zero), each
     with ``_state`` when it leaves out the per-cell adjoints of scalar parameters."""
     return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "")
+
+
+def forward_kernel_name(save: bool) -> str:
+    """``forward``; ``forward_save``: the same cell program that also stores each element of ``f_0``
+    it reads through its primary read into ``saved_f_0`` (a copy of the step's input for the adjoint)."""
+    return "forward_save" if save else "forward"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
 """XLB's own loop recorded on a ``wp.Tape`` with adjointgen's step: time per step, fused pairs on
-and off (``step.tape_fusion``), against XLB's Warp forward step, and the gradients of both bitwise equal.
+and off (``step.tape_fusion``), the input saved by ``forward_save`` or copied (``step.save_in_forward``),
+against XLB's Warp forward step, and the gradients of all bitwise equal.
 
-Per step, the tape path runs: a copy of f_0 (the saved input), the forward, and in
+Per step, the tape path records: a copy of f_0 (``wp.clone``) and the forward, or ``forward_save``
+(the forward that stores each element of f_0 it reads into the saved input: one read of the
+state instead of two), and in
 ``tape.backward()`` the adjoint: accumulating (5 state arrays) without fusion; ``adjoint_fresh``
 (3 arrays) on every step but the last of a run with it. Reports the recording time (copy +
 forward), the backward time and their sum per step, each as a ratio to XLB's forward step
+(runs: ``accumulating`` and ``fused`` copy with wp.clone; ``fused_save`` saves in the forward)
 (median of ``--repeats`` runs of ``--steps`` steps each, after a warm-up run). Usage (on the device
 machine): ``python benchmarks/bench_tape.py --size 192 --steps 50 --out $OUT``; on a CPU for a
 smoke test: ``--size 16 --steps 4 --repeats 1``.
@@ -24,10 +28,10 @@ from bench_rollout import _setup, _xlb_forward  # noqa: E402
 from bench_step import _source_tree_packages  # noqa: E402
 
 
-def _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, steps: int, fusion: bool):
+def _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, steps: int, fusion: bool, save: bool):
     """(record seconds, backward seconds, gradient of the initial f_0 as NumPy)."""
     first, second = wp.clone(f_0, requires_grad=True), wp.clone(f_1, requires_grad=True)
-    step.tape_fusion = fusion
+    step.tape_fusion, step.save_in_forward = fusion, save
     tape = wp.Tape()
     wp.synchronize()
     start = time.perf_counter()
@@ -45,7 +49,7 @@ def _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, steps: int, 
     wp.synchronize()
     backward = time.perf_counter() - start
     gradient = first.grad.numpy()
-    step.tape_fusion = True
+    step.tape_fusion = step.save_in_forward = True
     return recorded, backward, gradient
 
 
@@ -69,21 +73,25 @@ def main(argv=None) -> int:
     forward_step = _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, 10 * args.steps) / (10 * args.steps)
     result = {"card": wp.get_device().name, "size": args.size, "steps": args.steps, "xlb_forward_step_ms": 1e3 * forward_step}
     gradients = {}
-    for fusion in (False, True):
-        _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, 2, fusion)  # warm-up (compiles)
-        runs = [_tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, args.steps, fusion)
+    result["forward_save_used"] = step._saves_in_forward(bc_mask)
+    for name, fusion, save in (("accumulating", False, False), ("fused", True, False), ("fused_save", True, True)):
+        _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, 2, fusion, save)  # warm-up (compiles)
+        runs = [_tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, args.steps, fusion, save)
                 for _ in range(args.repeats)]
-        gradients[fusion] = runs[-1][2]
+        gradients[name] = runs[-1][2]
         record = statistics.median(r[0] for r in runs) / args.steps
         backward = statistics.median(r[1] for r in runs) / args.steps
-        result["fused" if fusion else "accumulating"] = {
+        result[name] = {
             "record_step_ms": 1e3 * record, "backward_step_ms": 1e3 * backward, "tape_step_ms": 1e3 * (record + backward),
             "ratio_record": record / forward_step, "ratio_backward": backward / forward_step,
             "ratio_tape_step": (record + backward) / forward_step}
-    result["bitwise_equal"] = bool(np.array_equal(gradients[False], gradients[True]))
-    scale = float(np.max(np.abs(gradients[False])))
-    result["max_relative_difference"] = float(np.max(np.abs(gradients[True] - gradients[False]))) / scale
-    result["gradient_finite"] = bool(np.isfinite(gradients[True]).all())
+    result["record_save_over_clone"] = result["fused_save"]["record_step_ms"] / result["fused"]["record_step_ms"]
+    reference = gradients["accumulating"]
+    result["bitwise_equal"] = all(np.array_equal(reference, g) for g in gradients.values())
+    result["bitwise_equal_save_clone"] = bool(np.array_equal(gradients["fused"], gradients["fused_save"]))
+    scale = float(np.max(np.abs(reference)))
+    result["max_relative_difference"] = max(float(np.max(np.abs(g - reference))) for g in gradients.values()) / scale
+    result["gradient_finite"] = all(bool(np.isfinite(g).all()) for g in gradients.values())
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: bf8129666955feec4df44c2d054bead19d6cf7c90588de34a721850c9843cb98
+# body-sha256: 14335e78658f06fc92c8840aaa5e76f5a929f7f2c91fba2036adf2252f1b7cc7
 # ---- end of header ----
 import warp as wp
 
@@ -50,6 +50,7 @@ MANIFEST = {
     "in_place": [],
     "kernels": [
         "forward",
+        "forward_save",
         "adjoint",
         "adjoint_fresh",
         "adjoint_state",
@@ -259,6 +260,234 @@ def forward(
     fout_16 = f_0_16 - fneq_16 * omega
     fout_17 = f_0_17 - fneq_17 * omega
     fout_18 = f_0_18 - fneq_18 * omega
+    f_1[0, i, j, k] = fout_0
+    f_1[1, i, j, k] = fout_1
+    f_1[2, i, j, k] = fout_2
+    f_1[3, i, j, k] = fout_3
+    f_1[4, i, j, k] = fout_4
+    f_1[5, i, j, k] = fout_5
+    f_1[6, i, j, k] = fout_6
+    f_1[7, i, j, k] = fout_7
+    f_1[8, i, j, k] = fout_8
+    f_1[9, i, j, k] = fout_9
+    f_1[10, i, j, k] = fout_10
+    f_1[11, i, j, k] = fout_11
+    f_1[12, i, j, k] = fout_12
+    f_1[13, i, j, k] = fout_13
+    f_1[14, i, j, k] = fout_14
+    f_1[15, i, j, k] = fout_15
+    f_1[16, i, j, k] = fout_16
+    f_1[17, i, j, k] = fout_17
+    f_1[18, i, j, k] = fout_18
+
+
+@wp.kernel
+def forward_save(
+    f_0: wp.array4d(dtype=wp.float32),
+    f_1: wp.array4d(dtype=wp.float32),
+    bc_mask: wp.array4d(dtype=wp.uint8),
+    missing_mask: wp.array4d(dtype=wp.bool),
+    omega: wp.float32,
+    timestep: wp.int32,
+    saved_f_0: wp.array4d(dtype=wp.float32),
+):
+    # forward with a copy of its input: each element of f_0 is loaded by exactly one thread, at its
+    # primary read (a periodic shift of the grid, unguarded), and stored from there into saved_f_0;
+    # complete only where no cell is kept (bc_mask 255: such a cell returns before its loads)
+    i, j, k = wp.tid()
+    nx = f_0.shape[1]
+    ny = f_0.shape[2]
+    nz = f_0.shape[3]
+    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
+    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
+    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
+    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
+    k_p1 = wp.where(k + 1 >= nz, k + 1 - nz, k + 1)
+    k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
+    bc_mask_0 = bc_mask[0, i, j, k]
+    if bc_mask_0 == wp.uint8(255):
+        return  # the cell keeps its old output (solid node)
+    f_0_0 = f_0[0, i, j, k]
+    f_0_1 = f_0[1, i, j, k_p1]
+    f_0_2 = f_0[2, i, j, k_m1]
+    f_0_3 = f_0[3, i, j_p1, k]
+    f_0_4 = f_0[4, i, j_p1, k_p1]
+    f_0_5 = f_0[5, i, j_p1, k_m1]
+    f_0_6 = f_0[6, i, j_m1, k]
+    f_0_7 = f_0[7, i, j_m1, k_p1]
+    f_0_8 = f_0[8, i, j_m1, k_m1]
+    f_0_9 = f_0[9, i_p1, j, k]
+    f_0_10 = f_0[10, i_p1, j, k_p1]
+    f_0_11 = f_0[11, i_p1, j, k_m1]
+    f_0_12 = f_0[12, i_p1, j_p1, k]
+    f_0_13 = f_0[13, i_p1, j_m1, k]
+    f_0_14 = f_0[14, i_m1, j, k]
+    f_0_15 = f_0[15, i_m1, j, k_p1]
+    f_0_16 = f_0[16, i_m1, j, k_m1]
+    f_0_17 = f_0[17, i_m1, j_p1, k]
+    f_0_18 = f_0[18, i_m1, j_m1, k]
+    rho = f_0_0 + f_0_1
+    rho_1 = f_0_2 + rho
+    rho_2 = f_0_3 + rho_1
+    rho_3 = f_0_4 + rho_2
+    rho_4 = f_0_5 + rho_3
+    rho_5 = f_0_6 + rho_4
+    rho_6 = f_0_7 + rho_5
+    rho_7 = f_0_8 + rho_6
+    rho_8 = f_0_9 + rho_7
+    rho_9 = f_0_10 + rho_8
+    rho_10 = f_0_11 + rho_9
+    rho_11 = f_0_12 + rho_10
+    rho_12 = f_0_13 + rho_11
+    rho_13 = f_0_14 + rho_12
+    rho_14 = f_0_15 + rho_13
+    rho_15 = f_0_16 + rho_14
+    rho_16 = f_0_17 + rho_15
+    rho_17 = f_0_18 + rho_16
+    u_2 = -f_0_1
+    u_2_1 = f_0_2 + u_2
+    u_1 = -f_0_3
+    u_1_1 = -f_0_4 + u_1
+    u_2_2 = -f_0_4 + u_2_1
+    u_1_2 = -f_0_5 + u_1_1
+    u_2_3 = f_0_5 + u_2_2
+    u_1_3 = f_0_6 + u_1_2
+    u_1_4 = f_0_7 + u_1_3
+    u_2_4 = -f_0_7 + u_2_3
+    u_1_5 = f_0_8 + u_1_4
+    u_2_5 = f_0_8 + u_2_4
+    u_0 = -f_0_9
+    u_0_1 = -f_0_10 + u_0
+    u_2_6 = -f_0_10 + u_2_5
+    u_0_2 = -f_0_11 + u_0_1
+    u_2_7 = f_0_11 + u_2_6
+    u_0_3 = -f_0_12 + u_0_2
+    u_1_6 = -f_0_12 + u_1_5
+    u_0_4 = -f_0_13 + u_0_3
+    u_1_7 = f_0_13 + u_1_6
+    u_0_5 = f_0_14 + u_0_4
+    u_0_6 = f_0_15 + u_0_5
+    u_2_8 = -f_0_15 + u_2_7
+    u_0_7 = f_0_16 + u_0_6
+    u_2_9 = f_0_16 + u_2_8
+    u_0_8 = f_0_17 + u_0_7
+    u_1_8 = -f_0_17 + u_1_7
+    u_0_9 = f_0_18 + u_0_8
+    u_1_9 = f_0_18 + u_1_8
+    u_0_10 = u_0_9 / rho_17
+    u_1_10 = u_1_9 / rho_17
+    u_2_10 = u_2_9 / rho_17
+    usqr = wp.float32(1.5) * (u_0_10 * u_0_10) + wp.float32(1.5) * (u_1_10 * u_1_10) + wp.float32(1.5) * (u_2_10 * u_2_10)
+    feq_0 = wp.float32(0.3333333432674408) * rho_17 * (-usqr + wp.float32(1.0))
+    cu = -u_2_10
+    cu_1 = wp.float32(3.0) * cu
+    feq_1 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_1 * (wp.float32(0.5) * cu_1 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_2 = wp.float32(3.0) * u_2_10
+    feq_2 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_3 = -u_1_10
+    cu_4 = wp.float32(3.0) * cu_3
+    feq_3 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_4 * (wp.float32(0.5) * cu_4 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_5 = cu_3 - u_2_10
+    cu_6 = wp.float32(3.0) * cu_5
+    feq_4 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_7 = cu_3 + u_2_10
+    cu_8 = wp.float32(3.0) * cu_7
+    feq_5 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_9 = wp.float32(3.0) * u_1_10
+    feq_6 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_10 = u_1_10 - u_2_10
+    cu_11 = wp.float32(3.0) * cu_10
+    feq_7 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_12 = u_1_10 + u_2_10
+    cu_13 = wp.float32(3.0) * cu_12
+    feq_8 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_13 * (wp.float32(0.5) * cu_13 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_14 = -u_0_10
+    cu_15 = wp.float32(3.0) * cu_14
+    feq_9 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_15 * (wp.float32(0.5) * cu_15 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_16 = cu_14 - u_2_10
+    cu_17 = wp.float32(3.0) * cu_16
+    feq_10 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_17 * (wp.float32(0.5) * cu_17 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_18 = cu_14 + u_2_10
+    cu_19 = wp.float32(3.0) * cu_18
+    feq_11 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_19 * (wp.float32(0.5) * cu_19 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_20 = cu_14 - u_1_10
+    cu_21 = wp.float32(3.0) * cu_20
+    feq_12 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_21 * (wp.float32(0.5) * cu_21 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_22 = cu_14 + u_1_10
+    cu_23 = wp.float32(3.0) * cu_22
+    feq_13 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_23 * (wp.float32(0.5) * cu_23 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_24 = wp.float32(3.0) * u_0_10
+    feq_14 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_24 * (wp.float32(0.5) * cu_24 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_25 = u_0_10 - u_2_10
+    cu_26 = wp.float32(3.0) * cu_25
+    feq_15 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_26 * (wp.float32(0.5) * cu_26 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_27 = u_0_10 + u_2_10
+    cu_28 = wp.float32(3.0) * cu_27
+    feq_16 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_28 * (wp.float32(0.5) * cu_28 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_29 = u_0_10 - u_1_10
+    cu_30 = wp.float32(3.0) * cu_29
+    feq_17 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_30 * (wp.float32(0.5) * cu_30 + wp.float32(1.0)) + wp.float32(1.0))
+    cu_31 = u_0_10 + u_1_10
+    cu_32 = wp.float32(3.0) * cu_31
+    feq_18 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_32 * (wp.float32(0.5) * cu_32 + wp.float32(1.0)) + wp.float32(1.0))
+    fneq_0 = f_0_0 - feq_0
+    fneq_1 = f_0_1 - feq_1
+    fneq_2 = f_0_2 - feq_2
+    fneq_3 = f_0_3 - feq_3
+    fneq_4 = f_0_4 - feq_4
+    fneq_5 = f_0_5 - feq_5
+    fneq_6 = f_0_6 - feq_6
+    fneq_7 = f_0_7 - feq_7
+    fneq_8 = f_0_8 - feq_8
+    fneq_9 = f_0_9 - feq_9
+    fneq_10 = f_0_10 - feq_10
+    fneq_11 = f_0_11 - feq_11
+    fneq_12 = f_0_12 - feq_12
+    fneq_13 = f_0_13 - feq_13
+    fneq_14 = f_0_14 - feq_14
+    fneq_15 = f_0_15 - feq_15
+    fneq_16 = f_0_16 - feq_16
+    fneq_17 = f_0_17 - feq_17
+    fneq_18 = f_0_18 - feq_18
+    fout_0 = f_0_0 - fneq_0 * omega
+    fout_1 = f_0_1 - fneq_1 * omega
+    fout_2 = f_0_2 - fneq_2 * omega
+    fout_3 = f_0_3 - fneq_3 * omega
+    fout_4 = f_0_4 - fneq_4 * omega
+    fout_5 = f_0_5 - fneq_5 * omega
+    fout_6 = f_0_6 - fneq_6 * omega
+    fout_7 = f_0_7 - fneq_7 * omega
+    fout_8 = f_0_8 - fneq_8 * omega
+    fout_9 = f_0_9 - fneq_9 * omega
+    fout_10 = f_0_10 - fneq_10 * omega
+    fout_11 = f_0_11 - fneq_11 * omega
+    fout_12 = f_0_12 - fneq_12 * omega
+    fout_13 = f_0_13 - fneq_13 * omega
+    fout_14 = f_0_14 - fneq_14 * omega
+    fout_15 = f_0_15 - fneq_15 * omega
+    fout_16 = f_0_16 - fneq_16 * omega
+    fout_17 = f_0_17 - fneq_17 * omega
+    fout_18 = f_0_18 - fneq_18 * omega
+    # the copy of the input
+    saved_f_0[0, i, j, k] = f_0_0
+    saved_f_0[1, i, j, k_p1] = f_0_1
+    saved_f_0[2, i, j, k_m1] = f_0_2
+    saved_f_0[3, i, j_p1, k] = f_0_3
+    saved_f_0[4, i, j_p1, k_p1] = f_0_4
+    saved_f_0[5, i, j_p1, k_m1] = f_0_5
+    saved_f_0[6, i, j_m1, k] = f_0_6
+    saved_f_0[7, i, j_m1, k_p1] = f_0_7
+    saved_f_0[8, i, j_m1, k_m1] = f_0_8
+    saved_f_0[9, i_p1, j, k] = f_0_9
+    saved_f_0[10, i_p1, j, k_p1] = f_0_10
+    saved_f_0[11, i_p1, j, k_m1] = f_0_11
+    saved_f_0[12, i_p1, j_p1, k] = f_0_12
+    saved_f_0[13, i_p1, j_m1, k] = f_0_13
+    saved_f_0[14, i_m1, j, k] = f_0_14
+    saved_f_0[15, i_m1, j, k_p1] = f_0_15
+    saved_f_0[16, i_m1, j, k_m1] = f_0_16
+    saved_f_0[17, i_m1, j_p1, k] = f_0_17
+    saved_f_0[18, i_m1, j_m1, k] = f_0_18
     f_1[0, i, j, k] = fout_0
     f_1[1, i, j, k] = fout_1
     f_1[2, i, j, k] = fout_2

@@ -150,7 +150,7 @@ def test_a_reset_tape_starts_new_runs():
 
 
 def _with_a_solid_cell(side):
-    solid = side.bc_mask.numpy()
+    solid = side.bc_mask.numpy().copy()  # numpy() of a CPU array is a view of it
     solid[0, 1, 1, 0] = 255
     return wp.array(solid)
 

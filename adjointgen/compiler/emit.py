@@ -33,6 +33,8 @@ def _context(plan: ModulePlan) -> dict:
         "adjoint_update_count": plan.adjoint_update_count, "manifest": plan.manifest.to_source(),
         "prologue": plan.cell.prologue, "exit_condition": plan.cell.exit_condition,
         "forward_params": plan.forward.params, "forward_body": plan.forward.body,
+        "forward_save_params": plan.forward.save_params, "forward_save_body": plan.forward.save_body,
+        "forward_save_comment": plan.forward.save_comment,
         "adjoint": plan.adjoint, "seeds": plan.adjoint.seeds, "in_place_seeds": plan.adjoint.in_place_seeds,
         "replay": plan.adjoint.replay,
         "prepare_params": plan.prepare.params, "prepare_body": plan.prepare.body,

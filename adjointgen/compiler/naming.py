@@ -74,6 +74,10 @@ class Namer:
         """The per-thread slots for reads that are not scattered directly."""
         return self._claim("slots", "", "adj_slots")
 
+    def saved(self, array: str) -> str:
+        """forward_save's output array: the copy of ``array`` it stores while reading it."""
+        return self._claim("saved copy", array, f"saved_{array}")
+
     def axis_size(self, axis: int) -> str:
         return self._claim("grid size", axis, AXIS_SIZES[axis])
 

@@ -1,7 +1,8 @@
 """Kernel plans: what each generated kernel is, as prepared lists of lines, between reverse mode
 and the templates.
 
-One frozen record per kernel: :class:`ForwardPlan`; :class:`AdjointPlan`, the one adjoint body
+One frozen record per kernel: :class:`ForwardPlan` (``forward`` and, where its copy of ``f_0``
+is provably exact, ``forward_save``: the same lines plus the stores of that copy); :class:`AdjointPlan`, the one adjoint body
 and the ``wp.static`` variants compiled from it; :class:`PreparePlan` (``adjoint_prepare``,
 arrays updated in place) and :class:`GatherPlan` (``adjoint_gather``, the slots); with the
 shared :class:`CellPlan` (thread index, grid sizes, neighbour coordinates, the early exit, the
@@ -30,7 +31,7 @@ from adjointgen.compiler.lines import (Lines, convert, guarded_body, merge_ifs, 
                                        static_if, without_parameters)
 from adjointgen.compiler.reverse import Adjoint
 from adjointgen.config import Configuration
-from adjointgen.manifest import Manifest, adjoint_kernel_name
+from adjointgen.manifest import Manifest, adjoint_kernel_name, forward_kernel_name
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class CellPlan:
 class ForwardPlan:
     params: list
     body: list  # the cell program and its stores
+    # forward_save (empty body: not generated): the same lines, and before the stores those of
+    # the values its primary loads of the input read, into the copy (see _save_lines)
+    save_params: list = field(default_factory=list)
+    save_body: list = field(default_factory=list)
+    save_comment: tuple = ()
 
 
 _ADJOINT_COMMENT = (
@@ -211,8 +217,64 @@ def _cell_plan(c: _Context) -> CellPlan:
     return CellPlan(prologue, exit_condition, guarded_body(c.lines, body_statements, c.guards))
 
 
-def _forward_plan(c: _Context, cell: CellPlan) -> ForwardPlan:
-    return ForwardPlan(c.forward_params, cell.lines + [line for store in c.program.stores for line in c.lines.store(store)])
+def _save_lines(c: _Context, q: int) -> list:
+    """``forward_save``'s stores into the copy of its input, or [] where a copy made that way is
+    not provably complete and exact.
+
+    The copy is complete when every element of the input ``f_0`` (c.reference) is loaded by
+    exactly one thread, unconditionally: for each population ``0 <= l < q`` a load at the primary
+    shift (a periodic shift, a bijection of the grid: the access proof) that is printed outside
+    every guard and after the early exit; the copy stores that load's value at the same index.
+    Refused where the array is stored by the step (in place or an output: the copy must be of the
+    input), a population has no such load, a load of the array is in the prologue, or the exit
+    condition is other than ``bc_mask[0, own cell] == 255``. Cells that return early load nothing,
+    so their neighbours' elements are not copied: the runtime uses forward_save only on masks
+    without such cells (as for adjoint_fresh).
+
+    The stores come after the whole cell program, not after each load: the compiler cannot prove
+    the copy distinct from the input, so a store between two loads would hold the second back
+    until the first returned (every loaded value is top-level, unguarded, so still defined)."""
+    array = c.reference
+    if array in c.accesses.in_place or array in {s.array for s in c.program.stores}:
+        return []
+    prologue, body = split_prologue(c.program, c.adjoint.keep)
+    if any(isinstance(s, Load) and s.array == array for s in prologue):
+        return []
+    if c.adjoint.keep is not None:
+        id_load = _load_of(c.program, c.guards.id_symbol)
+        if (id_load is None or id_load.array != "bc_mask" or c.lines.store_index(id_load.index) != f"0, {c.lines.thread}"
+                or c.print(c.adjoint.keep, "bool") != f"{id_load.target} == wp.uint8(255)"):
+            return []
+    saved, found = c.names.saved(array), {}
+    for statement in body:
+        if not isinstance(statement, Load) or statement.array != array or str(statement.target) in c.guards.needs:
+            continue
+        access = c.accesses.loads.get(str(statement.target))
+        if access is None or access.population in found or c.accesses.primary.get((array, access.population)) != access.shifts:
+            continue
+        found[access.population] = f"{c.lines.index(statement.target, saved, statement.index)} = {statement.target}"
+    if set(found) != set(range(q)):
+        return []
+    return [found[population] for population in range(q)]
+
+
+_SAVE_COMMENT = (
+    "forward with a copy of its input: each element of {array} is loaded by exactly one thread, at its",
+    "primary read (a periodic shift of the grid, unguarded), and stored from there into {saved};",
+    "complete only where no cell is kept (bc_mask 255: such a cell returns before its loads)",
+)
+
+
+def _forward_plan(c: _Context, cell: CellPlan, q: int) -> ForwardPlan:
+    stores = [line for store in c.program.stores for line in c.lines.store(store)]
+    saves = _save_lines(c, q)
+    if not saves:
+        return ForwardPlan(c.forward_params, cell.lines + stores)
+    saved = c.names.saved(c.reference)
+    save_params = c.forward_params + [f"{saved}: {c.program.param(c.reference).annotation()}"]
+    comment = tuple(line.format(array=c.reference, saved=saved) for line in _SAVE_COMMENT)
+    return ForwardPlan(c.forward_params, cell.lines + stores, save_params,
+                       cell.lines + ["# the copy of the input"] + saves + stores, comment)
 
 
 def _seed_lines(c: _Context) -> tuple[list, list]:
@@ -474,10 +536,11 @@ def plan_module(config: Configuration, program: Program, adjoint: Adjoint, acces
     cell = _cell_plan(c)
     adjoint_plan, update_count = _adjoint(c, cell)
     prepare, gather = _prepare_plan(c, cell), _gather_plan(c)
-    kernels = (["forward"] + [variant.name for variant in adjoint_plan.variants] + ["adjoint_prepare"] * bool(prepare.body)
+    forward = _forward_plan(c, cell, int(config.velocity_set.split("Q")[1]))
+    kernels = (["forward"] + [forward_kernel_name(save=True)] * bool(forward.save_body) + [variant.name for variant in adjoint_plan.variants] + ["adjoint_prepare"] * bool(prepare.body)
                + ["adjoint_gather"] * bool(gather.body))
     sources = sorted(sources, key=lambda f: f.symbol)
     return ModulePlan(config=config, identity=identity, sources=sources, proof=accesses.proof,
                       statement_count=len(program.statements), adjoint_update_count=update_count, cell=cell,
-                      forward=_forward_plan(c, cell), adjoint=adjoint_plan, prepare=prepare, gather=gather,
+                      forward=forward, adjoint=adjoint_plan, prepare=prepare, gather=gather,
                       manifest=_manifest(config, c, identity, sources, kernels))

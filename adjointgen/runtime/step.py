@@ -10,6 +10,8 @@ a ``wp.Tape``, records the adjoint kernel with ``Tape.record_func``; ``tape.back
 adjoints of their contents before the step. A recorded step keeps a copy of the inputs its adjoint
 reads, so XLB's own loop (``f_0, f_1 = step(f_0, f_1, ...); f_0, f_1 = f_1, f_0``) can be recorded
 as it is, unlike with Warp's automatic tape, which sees the buffers as the last step left them.
+Where the module has ``forward_save`` and the mask no kept cell, the forward itself writes that
+copy while it reads ``f_0`` (``save_in_forward``); else ``wp.clone`` before the forward.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import warp as wp
 
 from adjointgen.compiler import parameters
 from adjointgen.runtime import modules
-from adjointgen.manifest import adjoint_kernel_name
+from adjointgen.manifest import adjoint_kernel_name, forward_kernel_name
 from adjointgen.runtime.launches import PackedAdjoint
 from adjointgen.runtime.modules import GeneratedModule
 from adjointgen.runtime.plan import has_kept_cells
@@ -102,6 +104,9 @@ class DifferentiableStep:
     # steps recorded next to each other on a tape with fresh adjoints where that is exact (see
     # _TapeRecord); False: every recorded step runs the accumulating adjoint
     tape_fusion = True
+    # a recorded step copies its input with forward_save (one extra write, no extra read) where
+    # that copy is exact (see _saves_in_forward); False: wp.clone, then forward
+    save_in_forward = True
 
     def __init__(self, stepper, generated: GeneratedModule, config: Configuration, boundary_parameters: bool = False,
                  fields: dict | None = None):
@@ -376,10 +381,17 @@ class DifferentiableStep:
         # ping-pong loop, which overwrites f_0 one step later, differentiates correctly), and f_1
         # when a boundary condition reads data from it (ZouHe's and Regularized's prescribed
         # values); the forward itself may overwrite both (manifest.overwritten_inputs).
-        with paused_tape():
-            saved_f_0 = wp.clone(f_0, requires_grad=False)
-            saved_f_1 = wp.clone(f_1, requires_grad=False) if self.manifest.reads_f_1 else f_1
-        self.forward(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, check=False)
+        if self._saves_in_forward(bc_mask):
+            with paused_tape():
+                saved_f_0 = wp.empty(f_0.shape, dtype=f_0.dtype, device=f_0.device)
+            saved_f_1 = f_1
+            wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
+                      inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, saved_f_0])
+        else:
+            with paused_tape():
+                saved_f_0 = wp.clone(f_0, requires_grad=False)
+                saved_f_1 = wp.clone(f_1, requires_grad=False) if self.manifest.reads_f_1 else f_1
+            self.forward(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, check=False)
         adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
         adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
         adj_fields = {name: array.grad for name, array in self.fields.items() if array.requires_grad}
@@ -405,10 +417,27 @@ class DifferentiableStep:
         if not (self.tape_fusion and manifest.has("adjoint_fresh") and not manifest.in_place
                 and not manifest.reads_f_1 and "f_1" not in manifest.gather_into):
             return False
+        return not self._has_kept_cells(bc_mask)
+
+    def _has_kept_cells(self, bc_mask) -> bool:
+        """Whether ``bc_mask`` has a kept cell (255), read back once per mask."""
         kept = self._kept_cells.get(bc_mask)
         if kept is None:
             kept = self._kept_cells[bc_mask] = has_kept_cells(bc_mask)
-        return not kept
+        return kept
+
+    def _saves_in_forward(self, bc_mask) -> bool:
+        """Whether a recorded step on ``bc_mask`` copies its input ``f_0`` with ``forward_save``:
+        the module has it (the compiler proved that every element of f_0 is loaded by exactly one
+        thread past the early exit: nothing in place, f_0 not written), no cell is kept (a kept
+        cell returns before its loads, so its neighbours' elements would not be copied) and the
+        adjoint reads no ``f_1`` (which would still need its own copy). Like :meth:`_fusable`, a
+        mask edited in place after its first recorded step needs ``save_in_forward = False``."""
+        manifest = self.manifest
+        if not (self.save_in_forward and manifest.has(forward_kernel_name(save=True)) and not manifest.in_place
+                and not manifest.reads_f_1):
+            return False
+        return not self._has_kept_cells(bc_mask)
 
     def prescribed_value_gradient(self, bc, bc_mask, f_1_grad):
         """For a ZouHe or Regularized condition ``bc`` of the stepper: ``d loss / d`` its prescribed
