@@ -386,7 +386,8 @@ class DifferentiableStep:
                 saved_f_0 = wp.empty(f_0.shape, dtype=f_0.dtype, device=f_0.device)
             saved_f_1 = f_1
             wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
-                      inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, saved_f_0])
+                      inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *self.field_arrays(),
+                              saved_f_0])
         else:
             with paused_tape():
                 saved_f_0 = wp.clone(f_0, requires_grad=False)
