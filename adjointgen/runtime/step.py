@@ -97,6 +97,41 @@ def paused_tape():
             runtime.tape = tape
 
 
+class SavedBuffers:
+    """Arrays that held copies of recorded steps' inputs, kept for the next recording.
+
+    Every step recorded on a tape keeps a copy of its input (a state-sized array). Allocating one
+    per step from the device's memory pool cost more than the forward step itself on an H200
+    (D3Q19 FP32 192^3: 1.1 ms per recorded step against 0.28 ms for XLB's forward), so a copy
+    whose record the tape has released (``tape.reset()``, or the tape dropped) comes back here
+    and serves the next recorded step of the same shape. The arrays stay allocated while the
+    step lives: ``step.saved_buffers.clear()`` gives them back."""
+
+    def __init__(self):
+        self._free: dict = {}  # (shape, dtype, device) -> [arrays]
+
+    @staticmethod
+    def _key(array) -> tuple:
+        return tuple(array.shape), array.dtype, str(array.device)
+
+    def take(self, like) -> wp.array:
+        """An array shaped, typed and placed like ``like`` (contents undefined)."""
+        free = self._free.get(self._key(like))
+        if free:
+            return free.pop()
+        return wp.empty(like.shape, dtype=like.dtype, device=like.device)
+
+    def give(self, arrays) -> None:
+        for array in arrays:
+            self._free.setdefault(self._key(array), []).append(array)
+
+    def clear(self) -> None:
+        self._free.clear()
+
+    def __len__(self) -> int:
+        return sum(len(arrays) for arrays in self._free.values())
+
+
 class DifferentiableStep:
     """``step(f_0, f_1, bc_mask, missing_mask, omega, timestep) -> (f_0, f_1)``, like the XLB
     stepper it wraps (the second array returned holds the new state)."""
@@ -119,6 +154,8 @@ class DifferentiableStep:
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
         self.compute_dtype = wp.float64 if config.precision.startswith("FP64") else wp.float32
         self._scratch_arrays: dict = {}
+        # copies of recorded steps' inputs, reused once their tape lets go of them (see SavedBuffers)
+        self.saved_buffers = SavedBuffers()
         # threads per block of the adjoint kernel's launch: 128 holds more warps per SM than Warp's default
         # 256 when the registers allow 3 blocks of 256 but 7 of 128 (benchmarks/NOTES.md v13)
         self.block_dim = 128
@@ -381,18 +418,7 @@ class DifferentiableStep:
         # ping-pong loop, which overwrites f_0 one step later, differentiates correctly), and f_1
         # when a boundary condition reads data from it (ZouHe's and Regularized's prescribed
         # values); the forward itself may overwrite both (manifest.overwritten_inputs).
-        if self._saves_in_forward(bc_mask):
-            with paused_tape():
-                saved_f_0 = wp.empty(f_0.shape, dtype=f_0.dtype, device=f_0.device)
-            saved_f_1 = f_1
-            wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
-                      inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *self.field_arrays(),
-                              saved_f_0])
-        else:
-            with paused_tape():
-                saved_f_0 = wp.clone(f_0, requires_grad=False)
-                saved_f_1 = wp.clone(f_1, requires_grad=False) if self.manifest.reads_f_1 else f_1
-            self.forward(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, check=False)
+        saved_f_0, saved_f_1 = self._forward_keeping_inputs(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values)
         adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
         adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
         adj_fields = {name: array.grad for name, array in self.fields.items() if array.requires_grad}
@@ -406,7 +432,30 @@ class DifferentiableStep:
         recorded += [array for array in self.parameters.values() if array.requires_grad]
         recorded += [array for array in self.fields.values() if array.requires_grad]
         tape.record_func(backward=record, arrays=recorded)
+        # the copies go back to self.saved_buffers when the tape lets go of the record (reset, or dropped)
+        weakref.finalize(record, self.saved_buffers.give, [array for array in (saved_f_0, saved_f_1) if array is not f_1])
         return f_0, f_1
+
+    def _forward_keeping_inputs(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values) -> tuple:
+        """Run the forward and return copies of the inputs its adjoint will read ``(f_0, f_1)``;
+        ``f_1`` itself where the adjoint does not read it. The copies come from
+        ``self.saved_buffers``; where ``forward_save`` applies the forward writes the copy of
+        ``f_0`` while it reads it, else ``wp.copy`` makes it before the forward."""
+        with paused_tape():
+            saved_f_0 = self.saved_buffers.take(f_0)
+        if self._saves_in_forward(bc_mask):
+            wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
+                      inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *self.field_arrays(),
+                              saved_f_0])
+            return saved_f_0, f_1
+        with paused_tape():
+            wp.copy(saved_f_0, f_0)
+            saved_f_1 = f_1
+            if self.manifest.reads_f_1:
+                saved_f_1 = self.saved_buffers.take(f_1)
+                wp.copy(saved_f_1, f_1)
+        self.forward(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, check=False)
+        return saved_f_0, saved_f_1
 
     def _fusable(self, bc_mask) -> bool:
         """Whether a recorded step on ``bc_mask`` may join a fused pair (see _TapeRecord): its
@@ -478,7 +527,7 @@ class _TapeRecord:
     ``adjoint`` (the last step of a run, whose adj_f_0 may hold a loss's cotangent)."""
 
     __slots__ = ("step", "inputs", "lifted_values", "f_0", "f_1", "adj_omega", "adj_parameters", "fusable", "next_f_1", "previous_f_0",
-                 "adj_fields", "field_values")
+                 "adj_fields", "field_values", "__weakref__")
 
     def __init__(self, step, inputs, lifted_values, f_0, f_1, adj_omega, adj_parameters, fusable: bool, adj_fields: dict,
                  field_values: list):
