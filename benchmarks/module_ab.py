@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     # every kernel launched with the arrays its own parameter list names (modules may differ in layout)
     arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask, "omega": compute(1.6),
               "timestep": 0, "adj_f_0": wp.zeros_like(f_0), "adj_f_1": wp.array(cotangent, dtype=f_0.dtype),
-              "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute)}
+              "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute),
+              "saved_f_0": f_0}  # forward's last parameter (forward_save's copy), never written by forward
     fresh = not has_kept_cells(bc_mask) and all(m.manifest.has("adjoint_fresh") for m in modules.values())
     kernels = [k for k in ("forward", "adjoint", "adjoint_fresh", "adjoint_state", "adjoint_fresh_state")
                if all(m.manifest.has(k) for m in modules.values()) and (fresh or "fresh" not in k)]

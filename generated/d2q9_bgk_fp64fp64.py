@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 1902d63f1cca1dd3b74fa1b0f9d2d4c0a2ee771e2de29087945724b850ad1861
+# body-sha256: 1befce9bce134d42cdf1d592f8009af6b9bea8e8037f27271775188229173df4
 # ---- end of header ----
 import warp as wp
 
@@ -67,222 +67,130 @@ MANIFEST = {
 }
 
 
-@wp.kernel
-def forward(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-):
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        return  # the cell keeps its old output (solid node)
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j_m1, k]
-    f_0_2 = f_0[2, i, j_p1, k]
-    f_0_3 = f_0[3, i_m1, j, k]
-    f_0_4 = f_0[4, i_p1, j_m1, k]
-    f_0_5 = f_0[5, i_m1, j_p1, k]
-    f_0_6 = f_0[6, i_p1, j, k]
-    f_0_7 = f_0[7, i_m1, j_m1, k]
-    f_0_8 = f_0[8, i_p1, j_p1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    u_1 = f_0_1 - f_0_2
-    u_0 = f_0_3 - f_0_4
-    u_1_1 = f_0_4 + u_1
-    u_0_1 = f_0_5 + u_0
-    u_1_2 = -f_0_5 + u_1_1
-    u_0_2 = -f_0_6 + u_0_1
-    u_0_3 = f_0_7 + u_0_2
-    u_1_3 = f_0_7 + u_1_2
-    u_0_4 = -f_0_8 + u_0_3
-    u_1_4 = -f_0_8 + u_1_3
-    u_0_5 = u_0_4 / rho_7
-    u_1_5 = u_1_4 / rho_7
-    usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-    feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-    cu = wp.float64(3.0) * u_1_5
-    feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-    cu_1 = -u_1_5
-    cu_2 = wp.float64(3.0) * cu_1
-    feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = wp.float64(3.0) * u_0_5
-    feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_4 = -u_0_5
-    cu_5 = cu_4 + u_1_5
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = u_0_5 - u_1_5
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * cu_4
-    feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_0_5 + u_1_5
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = cu_4 - u_1_5
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    f_1[0, i, j, k] = fout_0
-    f_1[1, i, j, k] = fout_1
-    f_1[2, i, j, k] = fout_2
-    f_1[3, i, j, k] = fout_3
-    f_1[4, i, j, k] = fout_4
-    f_1[5, i, j, k] = fout_5
-    f_1[6, i, j, k] = fout_6
-    f_1[7, i, j, k] = fout_7
-    f_1[8, i, j, k] = fout_8
+def _forward_variant(name: str, save: bool):
+    # One body, compiled per variant (wp.static flag; each variant its own module, compiled on first launch).
+    # save=True (forward_save, where listed): each element of f_0 is loaded by exactly one thread, at its
+    # primary read (a periodic shift of the grid, unguarded), and stored from there into saved_f_0, a copy
+    # complete where no cell is kept (bc_mask 255: such a cell returns before its loads); save=False
+    # leaves saved_f_0 alone (callers pass any array of its type).
+    def forward(
+        f_0: wp.array4d(dtype=wp.float64),
+        f_1: wp.array4d(dtype=wp.float64),
+        bc_mask: wp.array4d(dtype=wp.uint8),
+        missing_mask: wp.array4d(dtype=wp.bool),
+        omega: wp.float64,
+        timestep: wp.int32,
+        saved_f_0: wp.array4d(dtype=wp.float64),
+    ):
+        i, j, k = wp.tid()
+        nx = f_0.shape[1]
+        ny = f_0.shape[2]
+        nz = f_0.shape[3]
+        i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
+        i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
+        j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
+        j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
+        bc_mask_0 = bc_mask[0, i, j, k]
+        if bc_mask_0 == wp.uint8(255):
+            return  # the cell keeps its old output (solid node)
+        f_0_0 = f_0[0, i, j, k]
+        f_0_1 = f_0[1, i, j_m1, k]
+        f_0_2 = f_0[2, i, j_p1, k]
+        f_0_3 = f_0[3, i_m1, j, k]
+        f_0_4 = f_0[4, i_p1, j_m1, k]
+        f_0_5 = f_0[5, i_m1, j_p1, k]
+        f_0_6 = f_0[6, i_p1, j, k]
+        f_0_7 = f_0[7, i_m1, j_m1, k]
+        f_0_8 = f_0[8, i_p1, j_p1, k]
+        rho = f_0_0 + f_0_1
+        rho_1 = f_0_2 + rho
+        rho_2 = f_0_3 + rho_1
+        rho_3 = f_0_4 + rho_2
+        rho_4 = f_0_5 + rho_3
+        rho_5 = f_0_6 + rho_4
+        rho_6 = f_0_7 + rho_5
+        rho_7 = f_0_8 + rho_6
+        u_1 = f_0_1 - f_0_2
+        u_0 = f_0_3 - f_0_4
+        u_1_1 = f_0_4 + u_1
+        u_0_1 = f_0_5 + u_0
+        u_1_2 = -f_0_5 + u_1_1
+        u_0_2 = -f_0_6 + u_0_1
+        u_0_3 = f_0_7 + u_0_2
+        u_1_3 = f_0_7 + u_1_2
+        u_0_4 = -f_0_8 + u_0_3
+        u_1_4 = -f_0_8 + u_1_3
+        u_0_5 = u_0_4 / rho_7
+        u_1_5 = u_1_4 / rho_7
+        usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
+        feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
+        cu = wp.float64(3.0) * u_1_5
+        feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
+        cu_1 = -u_1_5
+        cu_2 = wp.float64(3.0) * cu_1
+        feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_3 = wp.float64(3.0) * u_0_5
+        feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_4 = -u_0_5
+        cu_5 = cu_4 + u_1_5
+        cu_6 = wp.float64(3.0) * cu_5
+        feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_7 = u_0_5 - u_1_5
+        cu_8 = wp.float64(3.0) * cu_7
+        feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_9 = wp.float64(3.0) * cu_4
+        feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_10 = u_0_5 + u_1_5
+        cu_11 = wp.float64(3.0) * cu_10
+        feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
+        cu_12 = cu_4 - u_1_5
+        cu_13 = wp.float64(3.0) * cu_12
+        feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
+        fneq_0 = f_0_0 - feq_0
+        fneq_1 = f_0_1 - feq_1
+        fneq_2 = f_0_2 - feq_2
+        fneq_3 = f_0_3 - feq_3
+        fneq_4 = f_0_4 - feq_4
+        fneq_5 = f_0_5 - feq_5
+        fneq_6 = f_0_6 - feq_6
+        fneq_7 = f_0_7 - feq_7
+        fneq_8 = f_0_8 - feq_8
+        fout_0 = f_0_0 - fneq_0 * omega
+        fout_1 = f_0_1 - fneq_1 * omega
+        fout_2 = f_0_2 - fneq_2 * omega
+        fout_3 = f_0_3 - fneq_3 * omega
+        fout_4 = f_0_4 - fneq_4 * omega
+        fout_5 = f_0_5 - fneq_5 * omega
+        fout_6 = f_0_6 - fneq_6 * omega
+        fout_7 = f_0_7 - fneq_7 * omega
+        fout_8 = f_0_8 - fneq_8 * omega
+        if wp.static(save):
+            # the copy of the input
+            saved_f_0[0, i, j, k] = f_0_0
+            saved_f_0[1, i, j_m1, k] = f_0_1
+            saved_f_0[2, i, j_p1, k] = f_0_2
+            saved_f_0[3, i_m1, j, k] = f_0_3
+            saved_f_0[4, i_p1, j_m1, k] = f_0_4
+            saved_f_0[5, i_m1, j_p1, k] = f_0_5
+            saved_f_0[6, i_p1, j, k] = f_0_6
+            saved_f_0[7, i_m1, j_m1, k] = f_0_7
+            saved_f_0[8, i_p1, j_p1, k] = f_0_8
+        f_1[0, i, j, k] = fout_0
+        f_1[1, i, j, k] = fout_1
+        f_1[2, i, j, k] = fout_2
+        f_1[3, i, j, k] = fout_3
+        f_1[4, i, j, k] = fout_4
+        f_1[5, i, j, k] = fout_5
+        f_1[6, i, j, k] = fout_6
+        f_1[7, i, j, k] = fout_7
+        f_1[8, i, j, k] = fout_8
+
+    forward.__name__ = forward.__qualname__ = name
+    return wp.kernel(enable_backward=False, module="unique")(forward)
 
 
-@wp.kernel
-def forward_save(
-    f_0: wp.array4d(dtype=wp.float64),
-    f_1: wp.array4d(dtype=wp.float64),
-    bc_mask: wp.array4d(dtype=wp.uint8),
-    missing_mask: wp.array4d(dtype=wp.bool),
-    omega: wp.float64,
-    timestep: wp.int32,
-    saved_f_0: wp.array4d(dtype=wp.float64),
-):
-    # forward with a copy of its input: each element of f_0 is loaded by exactly one thread, at its
-    # primary read (a periodic shift of the grid, unguarded), and stored from there into saved_f_0;
-    # complete only where no cell is kept (bc_mask 255: such a cell returns before its loads)
-    i, j, k = wp.tid()
-    nx = f_0.shape[1]
-    ny = f_0.shape[2]
-    nz = f_0.shape[3]
-    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
-    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
-    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
-    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    if bc_mask_0 == wp.uint8(255):
-        return  # the cell keeps its old output (solid node)
-    f_0_0 = f_0[0, i, j, k]
-    f_0_1 = f_0[1, i, j_m1, k]
-    f_0_2 = f_0[2, i, j_p1, k]
-    f_0_3 = f_0[3, i_m1, j, k]
-    f_0_4 = f_0[4, i_p1, j_m1, k]
-    f_0_5 = f_0[5, i_m1, j_p1, k]
-    f_0_6 = f_0[6, i_p1, j, k]
-    f_0_7 = f_0[7, i_m1, j_m1, k]
-    f_0_8 = f_0[8, i_p1, j_p1, k]
-    rho = f_0_0 + f_0_1
-    rho_1 = f_0_2 + rho
-    rho_2 = f_0_3 + rho_1
-    rho_3 = f_0_4 + rho_2
-    rho_4 = f_0_5 + rho_3
-    rho_5 = f_0_6 + rho_4
-    rho_6 = f_0_7 + rho_5
-    rho_7 = f_0_8 + rho_6
-    u_1 = f_0_1 - f_0_2
-    u_0 = f_0_3 - f_0_4
-    u_1_1 = f_0_4 + u_1
-    u_0_1 = f_0_5 + u_0
-    u_1_2 = -f_0_5 + u_1_1
-    u_0_2 = -f_0_6 + u_0_1
-    u_0_3 = f_0_7 + u_0_2
-    u_1_3 = f_0_7 + u_1_2
-    u_0_4 = -f_0_8 + u_0_3
-    u_1_4 = -f_0_8 + u_1_3
-    u_0_5 = u_0_4 / rho_7
-    u_1_5 = u_1_4 / rho_7
-    usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-    feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-    cu = wp.float64(3.0) * u_1_5
-    feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-    cu_1 = -u_1_5
-    cu_2 = wp.float64(3.0) * cu_1
-    feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_3 = wp.float64(3.0) * u_0_5
-    feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_4 = -u_0_5
-    cu_5 = cu_4 + u_1_5
-    cu_6 = wp.float64(3.0) * cu_5
-    feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_7 = u_0_5 - u_1_5
-    cu_8 = wp.float64(3.0) * cu_7
-    feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_9 = wp.float64(3.0) * cu_4
-    feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_10 = u_0_5 + u_1_5
-    cu_11 = wp.float64(3.0) * cu_10
-    feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-    cu_12 = cu_4 - u_1_5
-    cu_13 = wp.float64(3.0) * cu_12
-    feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-    fneq_0 = f_0_0 - feq_0
-    fneq_1 = f_0_1 - feq_1
-    fneq_2 = f_0_2 - feq_2
-    fneq_3 = f_0_3 - feq_3
-    fneq_4 = f_0_4 - feq_4
-    fneq_5 = f_0_5 - feq_5
-    fneq_6 = f_0_6 - feq_6
-    fneq_7 = f_0_7 - feq_7
-    fneq_8 = f_0_8 - feq_8
-    fout_0 = f_0_0 - fneq_0 * omega
-    fout_1 = f_0_1 - fneq_1 * omega
-    fout_2 = f_0_2 - fneq_2 * omega
-    fout_3 = f_0_3 - fneq_3 * omega
-    fout_4 = f_0_4 - fneq_4 * omega
-    fout_5 = f_0_5 - fneq_5 * omega
-    fout_6 = f_0_6 - fneq_6 * omega
-    fout_7 = f_0_7 - fneq_7 * omega
-    fout_8 = f_0_8 - fneq_8 * omega
-    # the copy of the input
-    saved_f_0[0, i, j, k] = f_0_0
-    saved_f_0[1, i, j_m1, k] = f_0_1
-    saved_f_0[2, i, j_p1, k] = f_0_2
-    saved_f_0[3, i_m1, j, k] = f_0_3
-    saved_f_0[4, i_p1, j_m1, k] = f_0_4
-    saved_f_0[5, i_m1, j_p1, k] = f_0_5
-    saved_f_0[6, i_p1, j, k] = f_0_6
-    saved_f_0[7, i_m1, j_m1, k] = f_0_7
-    saved_f_0[8, i_p1, j_p1, k] = f_0_8
-    f_1[0, i, j, k] = fout_0
-    f_1[1, i, j, k] = fout_1
-    f_1[2, i, j, k] = fout_2
-    f_1[3, i, j, k] = fout_3
-    f_1[4, i, j, k] = fout_4
-    f_1[5, i, j, k] = fout_5
-    f_1[6, i, j, k] = fout_6
-    f_1[7, i, j, k] = fout_7
-    f_1[8, i, j, k] = fout_8
+forward = _forward_variant("forward", save=False)
+forward_save = _forward_variant("forward_save", save=True)
 
 
 def _adjoint_variant(name: str, fresh: bool, state_only: bool):

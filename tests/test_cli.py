@@ -49,7 +49,7 @@ def test_check_reports_a_hand_edit_with_diff_and_fix(copy_of_generated, capsys):
     path.write_text(path.read_text().replace("fneq_3 = f_0_3 - feq_3", "fneq_3 = f_0_3 - feq_3 * wp.float32(1.01)", 1))
     assert cli.main(["check", "--config", "D2Q9/BGK/FP32FP32", "--dir", str(path.parent)]) == 1
     out = capsys.readouterr().out
-    assert "EDITED" in out and "-    fneq_3 = f_0_3 - feq_3 * wp.float32(1.01)" in out
+    assert "EDITED" in out and "-        fneq_3 = f_0_3 - feq_3 * wp.float32(1.01)" in out
     assert f"Fix: adjointgen build --out {path.parent}" in out
 
 

@@ -91,7 +91,7 @@ def _adjoint_body(text: str) -> str:
 
 def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells(cavity_module):
     text = cavity_module
-    forward = text.split("def forward(")[1].split("@wp.kernel")[0]
+    forward = "\n".join(line[4:] for line in text.split("    def forward(")[1].split("    forward.__name__")[0].splitlines())
     adjoint = _adjoint_body(text)
     for kernel in (forward, adjoint):
         guarded = kernel.split("    if bc_mask_0 == wp.uint8(1):\n")[1]

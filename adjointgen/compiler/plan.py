@@ -44,14 +44,24 @@ class CellPlan:
 
 
 @dataclass(frozen=True)
+class ForwardVariant:
+    """One compiled variant of the forward body; its name comes from manifest.forward_kernel_name."""
+
+    name: str
+    save: bool
+
+
+@dataclass(frozen=True)
 class ForwardPlan:
+    """The module's one forward body and the variants compiled from it: ``forward`` and, where a
+    copy of the input made while reading it is provably exact, ``forward_save`` (the lines of that
+    copy under ``wp.static(save)``). Every variant takes the copy's array as its last parameter;
+    ``forward`` never writes it."""
+
     params: list
-    body: list  # the cell program and its stores
-    # forward_save (empty body: not generated): the same lines, and before the stores those of
-    # the values its primary loads of the input read, into the copy (see _save_lines)
-    save_params: list = field(default_factory=list)
-    save_body: list = field(default_factory=list)
-    save_comment: tuple = ()
+    body: list  # the cell program, the copy's stores (save variant only), the outputs' stores
+    variants: list
+    comment: tuple
 
 
 _ADJOINT_COMMENT = (
@@ -258,23 +268,24 @@ def _save_lines(c: _Context, q: int) -> list:
     return [found[population] for population in range(q)]
 
 
-_SAVE_COMMENT = (
-    "forward with a copy of its input: each element of {array} is loaded by exactly one thread, at its",
-    "primary read (a periodic shift of the grid, unguarded), and stored from there into {saved};",
-    "complete only where no cell is kept (bc_mask 255: such a cell returns before its loads)",
+_FORWARD_COMMENT = (
+    "One body, compiled per variant (wp.static flag; each variant its own module, compiled on first launch).",
+    "save=True (forward_save, where listed): each element of {array} is loaded by exactly one thread, at its",
+    "primary read (a periodic shift of the grid, unguarded), and stored from there into {saved}, a copy",
+    "complete where no cell is kept (bc_mask 255: such a cell returns before its loads); save=False",
+    "leaves {saved} alone (callers pass any array of its type).",
 )
 
 
 def _forward_plan(c: _Context, cell: CellPlan, q: int) -> ForwardPlan:
     stores = [line for store in c.program.stores for line in c.lines.store(store)]
     saves = _save_lines(c, q)
-    if not saves:
-        return ForwardPlan(c.forward_params, cell.lines + stores)
     saved = c.names.saved(c.reference)
-    save_params = c.forward_params + [f"{saved}: {c.program.param(c.reference).annotation()}"]
-    comment = tuple(line.format(array=c.reference, saved=saved) for line in _SAVE_COMMENT)
-    return ForwardPlan(c.forward_params, cell.lines + stores, save_params,
-                       cell.lines + ["# the copy of the input"] + saves + stores, comment)
+    params = c.forward_params + [f"{saved}: {c.program.param(c.reference).annotation()}"]
+    variants = [ForwardVariant(forward_kernel_name(save), save) for save in (False, True)[: 1 + bool(saves)]]
+    copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
+    comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
+    return ForwardPlan(params, cell.lines + copy + stores, variants, comment)
 
 
 def _seed_lines(c: _Context) -> tuple[list, list]:
@@ -537,8 +548,8 @@ def plan_module(config: Configuration, program: Program, adjoint: Adjoint, acces
     adjoint_plan, update_count = _adjoint(c, cell)
     prepare, gather = _prepare_plan(c, cell), _gather_plan(c)
     forward = _forward_plan(c, cell, int(config.velocity_set.split("Q")[1]))
-    kernels = (["forward"] + [forward_kernel_name(save=True)] * bool(forward.save_body) + [variant.name for variant in adjoint_plan.variants] + ["adjoint_prepare"] * bool(prepare.body)
-               + ["adjoint_gather"] * bool(gather.body))
+    kernels = ([variant.name for variant in forward.variants] + [variant.name for variant in adjoint_plan.variants]
+               + ["adjoint_prepare"] * bool(prepare.body) + ["adjoint_gather"] * bool(gather.body))
     sources = sorted(sources, key=lambda f: f.symbol)
     return ModulePlan(config=config, identity=identity, sources=sources, proof=accesses.proof,
                       statement_count=len(program.statements), adjoint_update_count=update_count, cell=cell,

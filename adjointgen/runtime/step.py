@@ -283,9 +283,10 @@ class DifferentiableStep:
         if check:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
+        # the last parameter is forward_save's copy of f_0, which forward leaves alone: f_0 stands in
         wp.launch(self.kernel("forward"), dim=f_0.shape[1:],
                   inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
-                          *self.field_arrays()],
+                          *self.field_arrays(), f_0],
                   device=f_0.device, record_tape=False)
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
@@ -321,7 +322,7 @@ class DifferentiableStep:
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         return wp.launch(self.kernel("forward"), dim=f_0.shape[1:], record_cmd=True, device=f_0.device, record_tape=False,
                          inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
-                                 *self.field_arrays()])
+                                 *self.field_arrays(), f_0])  # the last: forward_save's copy, unused here (see forward)
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
