@@ -288,3 +288,22 @@ def test_filling_a_fresh_vector_is_not_an_overwrite(tmp_path):
     assert findings(tmp_path, body, "vector-component-write") == []
     read_in_loop = body.replace("v[l] = f[l, i]", "v[l] = f[l, i] * v[0]")
     assert len(findings(tmp_path, read_in_loop, "vector-component-write")) == 1
+
+
+def test_kernels_made_by_a_factory_are_checked_or_skipped_as_their_wrapper_says(tmp_path):
+    """``wp.kernel(...)(body)`` inside a function (a kernel factory) is a Warp kernel like a
+    decorated one: flagged when Warp builds its backward, skipped with ``enable_backward=False``."""
+    factory = """
+        def make(scale: float, backward: bool):
+            def k(x: wp.array(dtype=float), y: wp.array(dtype=float)):
+                s = float(1.0)
+                for i in range(N):
+                    s = s * x[i]
+                y[0] = s
+            return wp.kernel(enable_backward={flag})(k)
+        """
+    assert [f.rule for f in findings(tmp_path, factory.format(flag="True"), "dynamic-loop")] == ["dynamic-loop"]
+    path = tmp_path / "off.py"
+    path.write_text(HEADER + textwrap.dedent(factory.format(flag="False")))
+    result = lint([str(path)], select=["dynamic-loop"])
+    assert result.findings == [] and result.backward_disabled == 1

@@ -179,7 +179,11 @@ def _dotted(node) -> str | None:
 
 def _decorator_kind(decorator: cst.Decorator, warp_names: set[str]) -> tuple[str | None, bool]:
     """("kernel"/"func"/None, enable_backward) for one decorator."""
-    expr = decorator.decorator
+    return _warp_wrapper(decorator.decorator, warp_names)
+
+
+def _warp_wrapper(expr, warp_names: set[str]) -> tuple[str | None, bool]:
+    """("kernel"/"func"/None, enable_backward) for ``wp.kernel``, ``wp.kernel(...)`` and the like."""
     enable_backward = True
     if isinstance(expr, cst.Call):
         for arg in expr.args:
@@ -194,12 +198,21 @@ def _decorator_kind(decorator: cst.Decorator, warp_names: set[str]) -> tuple[str
 
 
 class _FunctionFinder(cst.CSTVisitor):
+    """Warp functions: defs decorated with ``wp.kernel``/``wp.func`` (with or without arguments), and
+    defs that a call in the same scope wraps, ``wp.kernel(enable_backward=False)(body)`` (kernel
+    factories, as adjointgen's generated modules make their variants)."""
+
     def __init__(self, warp_names: set[str]):
         self.warp_names = warp_names
         self.stack: list[cst.FunctionDef] = []
         self.found: list[WarpFunction] = []
+        self.defs: dict = {}  # (id of the enclosing def or None, name) -> (def, enclosing defs)
+
+    def _scope(self):
+        return id(self.stack[-1]) if self.stack else None
 
     def visit_FunctionDef(self, node: cst.FunctionDef):
+        self.defs[(self._scope(), node.name.value)] = (node, list(self.stack))
         for decorator in node.decorators:
             kind, enable_backward = _decorator_kind(decorator, self.warp_names)
             if kind is not None:
@@ -209,6 +222,14 @@ class _FunctionFinder(cst.CSTVisitor):
 
     def leave_FunctionDef(self, node: cst.FunctionDef):
         self.stack.pop()
+
+    def visit_Call(self, node: cst.Call):
+        if len(node.args) != 1 or not isinstance(node.args[0].value, cst.Name) or node.args[0].keyword is not None:
+            return
+        kind, enable_backward = _warp_wrapper(node.func, self.warp_names)
+        wrapped = self.defs.get((self._scope(), node.args[0].value.value))
+        if kind is not None and wrapped is not None and all(f.node is not wrapped[0] for f in self.found):
+            self.found.append(WarpFunction(wrapped[0], kind, wrapped[1], enable_backward))
 
 
 def _literal(node):
