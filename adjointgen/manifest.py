@@ -67,6 +67,12 @@ class Manifest:
         return name
 
     @property
+    def writes_f_0(self) -> bool:
+        """The step updates its input ``f_0`` in place (a boundary condition recovers data into it);
+        otherwise a face may hand ``f_0`` back as it came."""
+        return "f_0" in self.in_place
+
+    @property
     def reads_f_1(self) -> bool:
         """The adjoint reads the step's input ``f_1`` (a boundary condition keeps data there)."""
         return "f_1" in self.overwritten_inputs

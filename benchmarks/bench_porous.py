@@ -19,24 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
-
-
-def _median_ms(wp, fn, repeats: int = 7, inner: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    wp.synchronize()
-    batches = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        wp.synchronize()
-        batches.append((time.perf_counter() - start) / inner)
-    return 1e3 * statistics.median(batches)
 
 
 def main(argv=None) -> int:
@@ -50,7 +34,7 @@ def main(argv=None) -> int:
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.tools.bench import tiled_state
+    from adjointgen.tools.bench import _timed, tiled_state
     from adjointgen.tools.verify import design_fields
     from adjointgen.xlb.support import make_stepper
 
@@ -65,13 +49,16 @@ def main(argv=None) -> int:
     step_porous = adjointgen.differentiable(porous, fields={"porosity": gamma})
     adj_f_0, adj_f_1 = wp.zeros_like(f_0), wp.array(np.random.default_rng(1).standard_normal(f_0.shape).astype(np.float32))
     adj_gamma = wp.zeros_like(gamma)
+    def _median_ms(fn) -> float:  # the bench's timing: median over 7 batches of 20 calls, synchronised
+        return _timed(fn, wp.synchronize, 7, 20)
+
     rows = {
-        "xlb_bgk_forward": _median_ms(wp, lambda: bgk(f_0, f_1, bc_mask, missing_mask, 1.6, 0)),
-        "ag_bgk_forward": _median_ms(wp, lambda: step_bgk.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, check=False)),
-        "ag_porous_forward": _median_ms(wp, lambda: step_porous.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, check=False)),
-        "ag_bgk_adjoint_state": _median_ms(wp, lambda: step_bgk.adjoint(
+        "xlb_bgk_forward": _median_ms(lambda: bgk(f_0, f_1, bc_mask, missing_mask, 1.6, 0)),
+        "ag_bgk_forward": _median_ms(lambda: step_bgk.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, check=False)),
+        "ag_porous_forward": _median_ms(lambda: step_porous.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, check=False)),
+        "ag_bgk_adjoint_state": _median_ms(lambda: step_bgk.adjoint(
             f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True, check=False)),
-        "ag_porous_adjoint_field": _median_ms(wp, lambda: step_porous.adjoint(
+        "ag_porous_adjoint_field": _median_ms(lambda: step_porous.adjoint(
             f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True, check=False,
             adj_fields={"porosity": adj_gamma})),
     }

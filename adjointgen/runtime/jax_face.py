@@ -32,7 +32,7 @@ def jax_step(stepper, timestep: int = 0):
     # the forward writes the new state into f_1's buffer (kept cells keep their old content there)
     # and, for conditions that keep data in f_0 (ZouHe, ...), into f_0's: those are in-out, so JAX
     # gives the callable copies (or buffers it no longer needs), never the caller's arrays
-    writes_f_0 = "f_0" in step.manifest.in_place
+    writes_f_0 = step.manifest.writes_f_0
 
     def forward(f_0: state_type, f_1: state_type, bc_mask: wp.array4d(dtype=wp.uint8),
                 missing_mask: wp.array4d(dtype=wp.bool), omega: wp.array(dtype=compute)):

@@ -49,7 +49,7 @@ def torch_step(step):
         return function.apply(step, f_0, f_1, bc_mask, missing_mask, omega, int(timestep))
 
     apply.step = step
-    apply.writes_f_0 = "f_0" in step.manifest.in_place  # False: f_0_new is f_0, passed through
+    apply.writes_f_0 = step.manifest.writes_f_0  # False: f_0_new is f_0, passed through
     return apply
 
 
@@ -91,7 +91,7 @@ def _function_class():
         def forward(ctx, step, f_0, f_1, bc_mask, missing_mask, omega, timestep):
             ctx.step, ctx.timestep, ctx.omega = step, timestep, _omega_value(omega)
             ctx.masks = (_warp(bc_mask, "bc_mask"), _warp(missing_mask, "missing_mask"))
-            writes_f_0 = "f_0" in step.manifest.in_place
+            writes_f_0 = step.manifest.writes_f_0
             new_0 = f_0.detach().clone(memory_format=torch.contiguous_format) if writes_f_0 else f_0
             new_1 = f_1.detach().clone(memory_format=torch.contiguous_format)
             with _stream(new_1):
