@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 1befce9bce134d42cdf1d592f8009af6b9bea8e8037f27271775188229173df4
+# body-sha256: 320909c5b275790f53f75ac10ac8528ef5edf7307ab229d5c97ac155310a1fa3
 # ---- end of header ----
 import warp as wp
 
@@ -93,7 +93,7 @@ def _forward_variant(name: str, save: bool):
         bc_mask_0 = bc_mask[0, i, j, k]
         if bc_mask_0 == wp.uint8(255):
             return  # the cell keeps its old output (solid node)
-        f_0_0 = f_0[0, i, j, k]
+        f_0_0 = f_0[0, i, j, k]  # stream.py:80
         f_0_1 = f_0[1, i, j_m1, k]
         f_0_2 = f_0[2, i, j_p1, k]
         f_0_3 = f_0[3, i_m1, j, k]
@@ -102,7 +102,7 @@ def _forward_variant(name: str, save: bool):
         f_0_6 = f_0[6, i_p1, j, k]
         f_0_7 = f_0[7, i_m1, j_m1, k]
         f_0_8 = f_0[8, i_p1, j_p1, k]
-        rho = f_0_0 + f_0_1
+        rho = f_0_0 + f_0_1  # zero_moment.py:26
         rho_1 = f_0_2 + rho
         rho_2 = f_0_3 + rho_1
         rho_3 = f_0_4 + rho_2
@@ -110,43 +110,43 @@ def _forward_variant(name: str, save: bool):
         rho_5 = f_0_6 + rho_4
         rho_6 = f_0_7 + rho_5
         rho_7 = f_0_8 + rho_6
-        u_1 = f_0_1 - f_0_2
+        u_1 = f_0_1 - f_0_2  # first_moment.py:36
         u_0 = f_0_3 - f_0_4
-        u_1_1 = f_0_4 + u_1
+        u_1_1 = f_0_4 + u_1  # first_moment.py:34
         u_0_1 = f_0_5 + u_0
-        u_1_2 = -f_0_5 + u_1_1
+        u_1_2 = -f_0_5 + u_1_1  # first_moment.py:36
         u_0_2 = -f_0_6 + u_0_1
-        u_0_3 = f_0_7 + u_0_2
+        u_0_3 = f_0_7 + u_0_2  # first_moment.py:34
         u_1_3 = f_0_7 + u_1_2
-        u_0_4 = -f_0_8 + u_0_3
+        u_0_4 = -f_0_8 + u_0_3  # first_moment.py:36
         u_1_4 = -f_0_8 + u_1_3
-        u_0_5 = u_0_4 / rho_7
+        u_0_5 = u_0_4 / rho_7  # first_moment.py:37
         u_1_5 = u_1_4 / rho_7
-        usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-        feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-        cu = wp.float64(3.0) * u_1_5
-        feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-        cu_1 = -u_1_5
-        cu_2 = wp.float64(3.0) * cu_1
-        feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_3 = wp.float64(3.0) * u_0_5
-        feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_4 = -u_0_5
-        cu_5 = cu_4 + u_1_5
-        cu_6 = wp.float64(3.0) * cu_5
-        feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_7 = u_0_5 - u_1_5
-        cu_8 = wp.float64(3.0) * cu_7
-        feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_9 = wp.float64(3.0) * cu_4
-        feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_10 = u_0_5 + u_1_5
-        cu_11 = wp.float64(3.0) * cu_10
-        feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_12 = cu_4 - u_1_5
-        cu_13 = wp.float64(3.0) * cu_12
-        feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-        fneq_0 = f_0_0 - feq_0
+        usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)  # quadratic_equilibrium.py:55
+        feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu = wp.float64(3.0) * u_1_5  # quadratic_equilibrium.py:52
+        feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_1 = -u_1_5  # quadratic_equilibrium.py:51
+        cu_2 = wp.float64(3.0) * cu_1  # quadratic_equilibrium.py:52
+        feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_3 = wp.float64(3.0) * u_0_5  # quadratic_equilibrium.py:52
+        feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_4 = -u_0_5  # quadratic_equilibrium.py:51
+        cu_5 = cu_4 + u_1_5  # quadratic_equilibrium.py:49
+        cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+        feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_7 = u_0_5 - u_1_5  # quadratic_equilibrium.py:51
+        cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+        feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_9 = wp.float64(3.0) * cu_4  # quadratic_equilibrium.py:52
+        feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_10 = u_0_5 + u_1_5  # quadratic_equilibrium.py:49
+        cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+        feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_12 = cu_4 - u_1_5  # quadratic_equilibrium.py:51
+        cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+        feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        fneq_0 = f_0_0 - feq_0  # bgk.py:32
         fneq_1 = f_0_1 - feq_1
         fneq_2 = f_0_2 - feq_2
         fneq_3 = f_0_3 - feq_3
@@ -155,7 +155,7 @@ def _forward_variant(name: str, save: bool):
         fneq_6 = f_0_6 - feq_6
         fneq_7 = f_0_7 - feq_7
         fneq_8 = f_0_8 - feq_8
-        fout_0 = f_0_0 - fneq_0 * omega
+        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
         fout_1 = f_0_1 - fneq_1 * omega
         fout_2 = f_0_2 - fneq_2 * omega
         fout_3 = f_0_3 - fneq_3 * omega
@@ -237,26 +237,18 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # current gradients of the elements this cell's reads came from: each has one writer (see
         # the header), so they are all read here, up front, and written back at the end
         if wp.static(not fresh):
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0..8]
             old_0 = adj_f_0[0, i, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
             old_1 = adj_f_0[1, i, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
             old_2 = adj_f_0[2, i, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
             old_3 = adj_f_0[3, i_m1, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
             old_4 = adj_f_0[4, i_p1, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
             old_5 = adj_f_0[5, i_m1, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
             old_6 = adj_f_0[6, i_p1, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
             old_7 = adj_f_0[7, i_m1, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
             old_8 = adj_f_0[8, i_p1, j_p1, k]
         # replay of the forward cell program
-        f_0_0 = f_0[0, i, j, k]
+        f_0_0 = f_0[0, i, j, k]  # stream.py:80
         f_0_1 = f_0[1, i, j_m1, k]
         f_0_2 = f_0[2, i, j_p1, k]
         f_0_3 = f_0[3, i_m1, j, k]
@@ -265,7 +257,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         f_0_6 = f_0[6, i_p1, j, k]
         f_0_7 = f_0[7, i_m1, j_m1, k]
         f_0_8 = f_0[8, i_p1, j_p1, k]
-        rho = f_0_0 + f_0_1
+        rho = f_0_0 + f_0_1  # zero_moment.py:26
         rho_1 = f_0_2 + rho
         rho_2 = f_0_3 + rho_1
         rho_3 = f_0_4 + rho_2
@@ -273,43 +265,43 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         rho_5 = f_0_6 + rho_4
         rho_6 = f_0_7 + rho_5
         rho_7 = f_0_8 + rho_6
-        u_1 = f_0_1 - f_0_2
+        u_1 = f_0_1 - f_0_2  # first_moment.py:36
         u_0 = f_0_3 - f_0_4
-        u_1_1 = f_0_4 + u_1
+        u_1_1 = f_0_4 + u_1  # first_moment.py:34
         u_0_1 = f_0_5 + u_0
-        u_1_2 = -f_0_5 + u_1_1
+        u_1_2 = -f_0_5 + u_1_1  # first_moment.py:36
         u_0_2 = -f_0_6 + u_0_1
-        u_0_3 = f_0_7 + u_0_2
+        u_0_3 = f_0_7 + u_0_2  # first_moment.py:34
         u_1_3 = f_0_7 + u_1_2
-        u_0_4 = -f_0_8 + u_0_3
+        u_0_4 = -f_0_8 + u_0_3  # first_moment.py:36
         u_1_4 = -f_0_8 + u_1_3
-        u_0_5 = u_0_4 / rho_7
+        u_0_5 = u_0_4 / rho_7  # first_moment.py:37
         u_1_5 = u_1_4 / rho_7
-        usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)
-        feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))
-        cu = wp.float64(3.0) * u_1_5
-        feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))
-        cu_1 = -u_1_5
-        cu_2 = wp.float64(3.0) * cu_1
-        feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_3 = wp.float64(3.0) * u_0_5
-        feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_4 = -u_0_5
-        cu_5 = cu_4 + u_1_5
-        cu_6 = wp.float64(3.0) * cu_5
-        feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_7 = u_0_5 - u_1_5
-        cu_8 = wp.float64(3.0) * cu_7
-        feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_9 = wp.float64(3.0) * cu_4
-        feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_10 = u_0_5 + u_1_5
-        cu_11 = wp.float64(3.0) * cu_10
-        feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_12 = cu_4 - u_1_5
-        cu_13 = wp.float64(3.0) * cu_12
-        feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-        fneq_0 = f_0_0 - feq_0
+        usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)  # quadratic_equilibrium.py:55
+        feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu = wp.float64(3.0) * u_1_5  # quadratic_equilibrium.py:52
+        feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_1 = -u_1_5  # quadratic_equilibrium.py:51
+        cu_2 = wp.float64(3.0) * cu_1  # quadratic_equilibrium.py:52
+        feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_3 = wp.float64(3.0) * u_0_5  # quadratic_equilibrium.py:52
+        feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_4 = -u_0_5  # quadratic_equilibrium.py:51
+        cu_5 = cu_4 + u_1_5  # quadratic_equilibrium.py:49
+        cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+        feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_7 = u_0_5 - u_1_5  # quadratic_equilibrium.py:51
+        cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+        feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_9 = wp.float64(3.0) * cu_4  # quadratic_equilibrium.py:52
+        feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_10 = u_0_5 + u_1_5  # quadratic_equilibrium.py:49
+        cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+        feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_12 = cu_4 - u_1_5  # quadratic_equilibrium.py:51
+        cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+        feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        fneq_0 = f_0_0 - feq_0  # bgk.py:32
         fneq_1 = f_0_1 - feq_1
         fneq_2 = f_0_2 - feq_2
         fneq_3 = f_0_3 - feq_3
@@ -318,7 +310,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         fneq_6 = f_0_6 - feq_6
         fneq_7 = f_0_7 - feq_7
         fneq_8 = f_0_8 - feq_8
-        fout_0 = f_0_0 - fneq_0 * omega
+        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
         fout_1 = f_0_1 - fneq_1 * omega
         fout_2 = f_0_2 - fneq_2 * omega
         fout_3 = f_0_3 - fneq_3 * omega
@@ -331,39 +323,31 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
         adj_f_0_8 = adj_fout_8
         adj_fneq_8 = -(adj_fout_8 * omega)
-        if wp.static(not state_only):
-            adj_omega = -(adj_fout_8 * fneq_8)
         adj_f_0_7 = adj_fout_7
         adj_fneq_7 = -(adj_fout_7 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
         adj_f_0_6 = adj_fout_6
         adj_fneq_6 = -(adj_fout_6 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
         adj_f_0_5 = adj_fout_5
         adj_fneq_5 = -(adj_fout_5 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
         adj_f_0_4 = adj_fout_4
         adj_fneq_4 = -(adj_fout_4 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
         adj_f_0_3 = adj_fout_3
         adj_fneq_3 = -(adj_fout_3 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
         adj_f_0_2 = adj_fout_2
         adj_fneq_2 = -(adj_fout_2 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
         adj_f_0_1 = adj_fout_1
         adj_fneq_1 = -(adj_fout_1 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
         adj_f_0_0 = adj_fout_0
         adj_fneq_0 = -(adj_fout_0 * omega)
         if wp.static(not state_only):
+            adj_omega = -(adj_fout_8 * fneq_8)
+            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
+            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
+            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
+            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
+            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
+            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
+            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
             adj_omega = adj_omega - (adj_fout_0 * fneq_0)
         # adj of: bgk.py:32  fneq = f - feq
         adj_f_0_8 = adj_f_0_8 + adj_fneq_8
@@ -459,58 +443,46 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         adj_u_1_4 = adj_u_1_5 / rho_7
         adj_rho_7 = adj_rho_7 - (adj_u_0_5 * u_0_4 / (rho_7 * rho_7))
         adj_u_0_4 = adj_u_0_5 / rho_7
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=8; d=0, l=8]
         adj_f_0_8 = adj_f_0_8 - adj_u_1_4
         adj_u_1_3 = adj_u_1_4
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=8]
         adj_f_0_8 = adj_f_0_8 - adj_u_0_4
         adj_u_0_3 = adj_u_0_4
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7; d=0, l=7]
         adj_f_0_7 = adj_f_0_7 + adj_u_1_3
         adj_u_1_2 = adj_u_1_3
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=7]
         adj_f_0_7 = adj_f_0_7 + adj_u_0_3
         adj_u_0_2 = adj_u_0_3
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=6; d=1, l=5]
         adj_f_0_6 = adj_f_0_6 - adj_u_0_2
         adj_u_0_1 = adj_u_0_2
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
         adj_f_0_5 = adj_f_0_5 - adj_u_1_2
         adj_u_1_1 = adj_u_1_2
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=5; d=1, l=4]
         adj_f_0_5 = adj_f_0_5 + adj_u_0_1
         adj_u_0 = adj_u_0_1
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=4]
         adj_f_0_4 = adj_f_0_4 + adj_u_1_1
         adj_u_1 = adj_u_1_1
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=4; d=1, l=2]
         adj_f_0_3 = adj_f_0_3 + adj_u_0
         adj_f_0_4 = adj_f_0_4 - adj_u_0
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=2]
         adj_f_0_1 = adj_f_0_1 + adj_u_1
         adj_f_0_2 = adj_f_0_2 - adj_u_1
-        # adj of: zero_moment.py:26  rho += f[l]  [l=8]
+        # adj of: zero_moment.py:26  rho += f[l]  [l=8..1]
         adj_f_0_8 = adj_f_0_8 + adj_rho_7
         adj_rho_6 = adj_rho_7
-        # adj of: zero_moment.py:26  rho += f[l]  [l=7]
         adj_f_0_7 = adj_f_0_7 + adj_rho_6
         adj_rho_5 = adj_rho_6
-        # adj of: zero_moment.py:26  rho += f[l]  [l=6]
         adj_f_0_6 = adj_f_0_6 + adj_rho_5
         adj_rho_4 = adj_rho_5
-        # adj of: zero_moment.py:26  rho += f[l]  [l=5]
         adj_f_0_5 = adj_f_0_5 + adj_rho_4
         adj_rho_3 = adj_rho_4
-        # adj of: zero_moment.py:26  rho += f[l]  [l=4]
         adj_f_0_4 = adj_f_0_4 + adj_rho_3
         adj_rho_2 = adj_rho_3
-        # adj of: zero_moment.py:26  rho += f[l]  [l=3]
         adj_f_0_3 = adj_f_0_3 + adj_rho_2
         adj_rho_1 = adj_rho_2
-        # adj of: zero_moment.py:26  rho += f[l]  [l=2]
         adj_f_0_2 = adj_f_0_2 + adj_rho_1
         adj_rho = adj_rho_1
-        # adj of: zero_moment.py:26  rho += f[l]  [l=1]
         adj_f_0_0 = adj_f_0_0 + adj_rho
         adj_f_0_1 = adj_f_0_1 + adj_rho
         # writes

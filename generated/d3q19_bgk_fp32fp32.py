@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 80339d79e44efcfbd5d6a3492b5228e2c48acfa9d16fb91ceb7c322dee5fed61
+# body-sha256: 3bf3d8cbdec5e5a8f8ae6fdd113d3462992fca6ab5346c652e46813f23978348
 # ---- end of header ----
 import warp as wp
 
@@ -105,7 +105,7 @@ def _forward_variant(name: str, save: bool):
         bc_mask_0 = bc_mask[0, i, j, k]
         if bc_mask_0 == wp.uint8(255):
             return  # the cell keeps its old output (solid node)
-        f_0_0 = f_0[0, i, j, k]
+        f_0_0 = f_0[0, i, j, k]  # stream.py:80
         f_0_1 = f_0[1, i, j, k_p1]
         f_0_2 = f_0[2, i, j, k_m1]
         f_0_3 = f_0[3, i, j_p1, k]
@@ -124,7 +124,7 @@ def _forward_variant(name: str, save: bool):
         f_0_16 = f_0[16, i_m1, j, k_m1]
         f_0_17 = f_0[17, i_m1, j_p1, k]
         f_0_18 = f_0[18, i_m1, j_m1, k]
-        rho = f_0_0 + f_0_1
+        rho = f_0_0 + f_0_1  # zero_moment.py:26
         rho_1 = f_0_2 + rho
         rho_2 = f_0_3 + rho_1
         rho_3 = f_0_4 + rho_2
@@ -142,93 +142,93 @@ def _forward_variant(name: str, save: bool):
         rho_15 = f_0_16 + rho_14
         rho_16 = f_0_17 + rho_15
         rho_17 = f_0_18 + rho_16
-        u_2 = -f_0_1
-        u_2_1 = f_0_2 + u_2
-        u_1 = -f_0_3
+        u_2 = -f_0_1  # first_moment.py:36
+        u_2_1 = f_0_2 + u_2  # first_moment.py:34
+        u_1 = -f_0_3  # first_moment.py:36
         u_1_1 = -f_0_4 + u_1
         u_2_2 = -f_0_4 + u_2_1
         u_1_2 = -f_0_5 + u_1_1
-        u_2_3 = f_0_5 + u_2_2
+        u_2_3 = f_0_5 + u_2_2  # first_moment.py:34
         u_1_3 = f_0_6 + u_1_2
         u_1_4 = f_0_7 + u_1_3
-        u_2_4 = -f_0_7 + u_2_3
-        u_1_5 = f_0_8 + u_1_4
+        u_2_4 = -f_0_7 + u_2_3  # first_moment.py:36
+        u_1_5 = f_0_8 + u_1_4  # first_moment.py:34
         u_2_5 = f_0_8 + u_2_4
-        u_0 = -f_0_9
+        u_0 = -f_0_9  # first_moment.py:36
         u_0_1 = -f_0_10 + u_0
         u_2_6 = -f_0_10 + u_2_5
         u_0_2 = -f_0_11 + u_0_1
-        u_2_7 = f_0_11 + u_2_6
-        u_0_3 = -f_0_12 + u_0_2
+        u_2_7 = f_0_11 + u_2_6  # first_moment.py:34
+        u_0_3 = -f_0_12 + u_0_2  # first_moment.py:36
         u_1_6 = -f_0_12 + u_1_5
         u_0_4 = -f_0_13 + u_0_3
-        u_1_7 = f_0_13 + u_1_6
+        u_1_7 = f_0_13 + u_1_6  # first_moment.py:34
         u_0_5 = f_0_14 + u_0_4
         u_0_6 = f_0_15 + u_0_5
-        u_2_8 = -f_0_15 + u_2_7
-        u_0_7 = f_0_16 + u_0_6
+        u_2_8 = -f_0_15 + u_2_7  # first_moment.py:36
+        u_0_7 = f_0_16 + u_0_6  # first_moment.py:34
         u_2_9 = f_0_16 + u_2_8
         u_0_8 = f_0_17 + u_0_7
-        u_1_8 = -f_0_17 + u_1_7
-        u_0_9 = f_0_18 + u_0_8
+        u_1_8 = -f_0_17 + u_1_7  # first_moment.py:36
+        u_0_9 = f_0_18 + u_0_8  # first_moment.py:34
         u_1_9 = f_0_18 + u_1_8
-        u_0_10 = u_0_9 / rho_17
+        u_0_10 = u_0_9 / rho_17  # first_moment.py:37
         u_1_10 = u_1_9 / rho_17
         u_2_10 = u_2_9 / rho_17
-        usqr = wp.float32(1.5) * (u_0_10 * u_0_10) + wp.float32(1.5) * (u_1_10 * u_1_10) + wp.float32(1.5) * (u_2_10 * u_2_10)
-        feq_0 = wp.float32(0.3333333432674408) * rho_17 * (-usqr + wp.float32(1.0))
-        cu = -u_2_10
-        cu_1 = wp.float32(3.0) * cu
-        feq_1 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_1 * (wp.float32(0.5) * cu_1 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_2 = wp.float32(3.0) * u_2_10
-        feq_2 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_3 = -u_1_10
-        cu_4 = wp.float32(3.0) * cu_3
-        feq_3 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_4 * (wp.float32(0.5) * cu_4 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_5 = cu_3 - u_2_10
-        cu_6 = wp.float32(3.0) * cu_5
-        feq_4 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_7 = cu_3 + u_2_10
-        cu_8 = wp.float32(3.0) * cu_7
-        feq_5 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_9 = wp.float32(3.0) * u_1_10
-        feq_6 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_10 = u_1_10 - u_2_10
-        cu_11 = wp.float32(3.0) * cu_10
-        feq_7 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_12 = u_1_10 + u_2_10
-        cu_13 = wp.float32(3.0) * cu_12
-        feq_8 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_13 * (wp.float32(0.5) * cu_13 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_14 = -u_0_10
-        cu_15 = wp.float32(3.0) * cu_14
-        feq_9 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_15 * (wp.float32(0.5) * cu_15 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_16 = cu_14 - u_2_10
-        cu_17 = wp.float32(3.0) * cu_16
-        feq_10 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_17 * (wp.float32(0.5) * cu_17 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_18 = cu_14 + u_2_10
-        cu_19 = wp.float32(3.0) * cu_18
-        feq_11 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_19 * (wp.float32(0.5) * cu_19 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_20 = cu_14 - u_1_10
-        cu_21 = wp.float32(3.0) * cu_20
-        feq_12 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_21 * (wp.float32(0.5) * cu_21 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_22 = cu_14 + u_1_10
-        cu_23 = wp.float32(3.0) * cu_22
-        feq_13 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_23 * (wp.float32(0.5) * cu_23 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_24 = wp.float32(3.0) * u_0_10
-        feq_14 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_24 * (wp.float32(0.5) * cu_24 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_25 = u_0_10 - u_2_10
-        cu_26 = wp.float32(3.0) * cu_25
-        feq_15 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_26 * (wp.float32(0.5) * cu_26 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_27 = u_0_10 + u_2_10
-        cu_28 = wp.float32(3.0) * cu_27
-        feq_16 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_28 * (wp.float32(0.5) * cu_28 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_29 = u_0_10 - u_1_10
-        cu_30 = wp.float32(3.0) * cu_29
-        feq_17 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_30 * (wp.float32(0.5) * cu_30 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_31 = u_0_10 + u_1_10
-        cu_32 = wp.float32(3.0) * cu_31
-        feq_18 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_32 * (wp.float32(0.5) * cu_32 + wp.float32(1.0)) + wp.float32(1.0))
-        fneq_0 = f_0_0 - feq_0
+        usqr = wp.float32(1.5) * (u_0_10 * u_0_10) + wp.float32(1.5) * (u_1_10 * u_1_10) + wp.float32(1.5) * (u_2_10 * u_2_10)  # quadratic_equilibrium.py:55
+        feq_0 = wp.float32(0.3333333432674408) * rho_17 * (-usqr + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu = -u_2_10  # quadratic_equilibrium.py:51
+        cu_1 = wp.float32(3.0) * cu  # quadratic_equilibrium.py:52
+        feq_1 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_1 * (wp.float32(0.5) * cu_1 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_2 = wp.float32(3.0) * u_2_10  # quadratic_equilibrium.py:52
+        feq_2 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_3 = -u_1_10  # quadratic_equilibrium.py:51
+        cu_4 = wp.float32(3.0) * cu_3  # quadratic_equilibrium.py:52
+        feq_3 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_4 * (wp.float32(0.5) * cu_4 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_5 = cu_3 - u_2_10  # quadratic_equilibrium.py:51
+        cu_6 = wp.float32(3.0) * cu_5  # quadratic_equilibrium.py:52
+        feq_4 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_7 = cu_3 + u_2_10  # quadratic_equilibrium.py:49
+        cu_8 = wp.float32(3.0) * cu_7  # quadratic_equilibrium.py:52
+        feq_5 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_9 = wp.float32(3.0) * u_1_10  # quadratic_equilibrium.py:52
+        feq_6 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_10 = u_1_10 - u_2_10  # quadratic_equilibrium.py:51
+        cu_11 = wp.float32(3.0) * cu_10  # quadratic_equilibrium.py:52
+        feq_7 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_12 = u_1_10 + u_2_10  # quadratic_equilibrium.py:49
+        cu_13 = wp.float32(3.0) * cu_12  # quadratic_equilibrium.py:52
+        feq_8 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_13 * (wp.float32(0.5) * cu_13 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_14 = -u_0_10  # quadratic_equilibrium.py:51
+        cu_15 = wp.float32(3.0) * cu_14  # quadratic_equilibrium.py:52
+        feq_9 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_15 * (wp.float32(0.5) * cu_15 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_16 = cu_14 - u_2_10  # quadratic_equilibrium.py:51
+        cu_17 = wp.float32(3.0) * cu_16  # quadratic_equilibrium.py:52
+        feq_10 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_17 * (wp.float32(0.5) * cu_17 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_18 = cu_14 + u_2_10  # quadratic_equilibrium.py:49
+        cu_19 = wp.float32(3.0) * cu_18  # quadratic_equilibrium.py:52
+        feq_11 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_19 * (wp.float32(0.5) * cu_19 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_20 = cu_14 - u_1_10  # quadratic_equilibrium.py:51
+        cu_21 = wp.float32(3.0) * cu_20  # quadratic_equilibrium.py:52
+        feq_12 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_21 * (wp.float32(0.5) * cu_21 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_22 = cu_14 + u_1_10  # quadratic_equilibrium.py:49
+        cu_23 = wp.float32(3.0) * cu_22  # quadratic_equilibrium.py:52
+        feq_13 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_23 * (wp.float32(0.5) * cu_23 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_24 = wp.float32(3.0) * u_0_10  # quadratic_equilibrium.py:52
+        feq_14 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_24 * (wp.float32(0.5) * cu_24 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_25 = u_0_10 - u_2_10  # quadratic_equilibrium.py:51
+        cu_26 = wp.float32(3.0) * cu_25  # quadratic_equilibrium.py:52
+        feq_15 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_26 * (wp.float32(0.5) * cu_26 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_27 = u_0_10 + u_2_10  # quadratic_equilibrium.py:49
+        cu_28 = wp.float32(3.0) * cu_27  # quadratic_equilibrium.py:52
+        feq_16 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_28 * (wp.float32(0.5) * cu_28 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_29 = u_0_10 - u_1_10  # quadratic_equilibrium.py:51
+        cu_30 = wp.float32(3.0) * cu_29  # quadratic_equilibrium.py:52
+        feq_17 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_30 * (wp.float32(0.5) * cu_30 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_31 = u_0_10 + u_1_10  # quadratic_equilibrium.py:49
+        cu_32 = wp.float32(3.0) * cu_31  # quadratic_equilibrium.py:52
+        feq_18 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_32 * (wp.float32(0.5) * cu_32 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        fneq_0 = f_0_0 - feq_0  # bgk.py:32
         fneq_1 = f_0_1 - feq_1
         fneq_2 = f_0_2 - feq_2
         fneq_3 = f_0_3 - feq_3
@@ -247,7 +247,7 @@ def _forward_variant(name: str, save: bool):
         fneq_16 = f_0_16 - feq_16
         fneq_17 = f_0_17 - feq_17
         fneq_18 = f_0_18 - feq_18
-        fout_0 = f_0_0 - fneq_0 * omega
+        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
         fout_1 = f_0_1 - fneq_1 * omega
         fout_2 = f_0_2 - fneq_2 * omega
         fout_3 = f_0_3 - fneq_3 * omega
@@ -371,46 +371,28 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # current gradients of the elements this cell's reads came from: each has one writer (see
         # the header), so they are all read here, up front, and written back at the end
         if wp.static(not fresh):
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0..18]
             old_0 = adj_f_0[0, i, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
             old_1 = adj_f_0[1, i, j, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
             old_2 = adj_f_0[2, i, j, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
             old_3 = adj_f_0[3, i, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
             old_4 = adj_f_0[4, i, j_p1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
             old_5 = adj_f_0[5, i, j_p1, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
             old_6 = adj_f_0[6, i, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
             old_7 = adj_f_0[7, i, j_m1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
             old_8 = adj_f_0[8, i, j_m1, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=9]
             old_9 = adj_f_0[9, i_p1, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=10]
             old_10 = adj_f_0[10, i_p1, j, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=11]
             old_11 = adj_f_0[11, i_p1, j, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=12]
             old_12 = adj_f_0[12, i_p1, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=13]
             old_13 = adj_f_0[13, i_p1, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=14]
             old_14 = adj_f_0[14, i_m1, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=15]
             old_15 = adj_f_0[15, i_m1, j, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=16]
             old_16 = adj_f_0[16, i_m1, j, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=17]
             old_17 = adj_f_0[17, i_m1, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=18]
             old_18 = adj_f_0[18, i_m1, j_m1, k]
         # replay of the forward cell program
-        f_0_0 = f_0[0, i, j, k]
+        f_0_0 = f_0[0, i, j, k]  # stream.py:80
         f_0_1 = f_0[1, i, j, k_p1]
         f_0_2 = f_0[2, i, j, k_m1]
         f_0_3 = f_0[3, i, j_p1, k]
@@ -429,7 +411,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         f_0_16 = f_0[16, i_m1, j, k_m1]
         f_0_17 = f_0[17, i_m1, j_p1, k]
         f_0_18 = f_0[18, i_m1, j_m1, k]
-        rho = f_0_0 + f_0_1
+        rho = f_0_0 + f_0_1  # zero_moment.py:26
         rho_1 = f_0_2 + rho
         rho_2 = f_0_3 + rho_1
         rho_3 = f_0_4 + rho_2
@@ -447,93 +429,93 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         rho_15 = f_0_16 + rho_14
         rho_16 = f_0_17 + rho_15
         rho_17 = f_0_18 + rho_16
-        u_2 = -f_0_1
-        u_2_1 = f_0_2 + u_2
-        u_1 = -f_0_3
+        u_2 = -f_0_1  # first_moment.py:36
+        u_2_1 = f_0_2 + u_2  # first_moment.py:34
+        u_1 = -f_0_3  # first_moment.py:36
         u_1_1 = -f_0_4 + u_1
         u_2_2 = -f_0_4 + u_2_1
         u_1_2 = -f_0_5 + u_1_1
-        u_2_3 = f_0_5 + u_2_2
+        u_2_3 = f_0_5 + u_2_2  # first_moment.py:34
         u_1_3 = f_0_6 + u_1_2
         u_1_4 = f_0_7 + u_1_3
-        u_2_4 = -f_0_7 + u_2_3
-        u_1_5 = f_0_8 + u_1_4
+        u_2_4 = -f_0_7 + u_2_3  # first_moment.py:36
+        u_1_5 = f_0_8 + u_1_4  # first_moment.py:34
         u_2_5 = f_0_8 + u_2_4
-        u_0 = -f_0_9
+        u_0 = -f_0_9  # first_moment.py:36
         u_0_1 = -f_0_10 + u_0
         u_2_6 = -f_0_10 + u_2_5
         u_0_2 = -f_0_11 + u_0_1
-        u_2_7 = f_0_11 + u_2_6
-        u_0_3 = -f_0_12 + u_0_2
+        u_2_7 = f_0_11 + u_2_6  # first_moment.py:34
+        u_0_3 = -f_0_12 + u_0_2  # first_moment.py:36
         u_1_6 = -f_0_12 + u_1_5
         u_0_4 = -f_0_13 + u_0_3
-        u_1_7 = f_0_13 + u_1_6
+        u_1_7 = f_0_13 + u_1_6  # first_moment.py:34
         u_0_5 = f_0_14 + u_0_4
         u_0_6 = f_0_15 + u_0_5
-        u_2_8 = -f_0_15 + u_2_7
-        u_0_7 = f_0_16 + u_0_6
+        u_2_8 = -f_0_15 + u_2_7  # first_moment.py:36
+        u_0_7 = f_0_16 + u_0_6  # first_moment.py:34
         u_2_9 = f_0_16 + u_2_8
         u_0_8 = f_0_17 + u_0_7
-        u_1_8 = -f_0_17 + u_1_7
-        u_0_9 = f_0_18 + u_0_8
+        u_1_8 = -f_0_17 + u_1_7  # first_moment.py:36
+        u_0_9 = f_0_18 + u_0_8  # first_moment.py:34
         u_1_9 = f_0_18 + u_1_8
-        u_0_10 = u_0_9 / rho_17
+        u_0_10 = u_0_9 / rho_17  # first_moment.py:37
         u_1_10 = u_1_9 / rho_17
         u_2_10 = u_2_9 / rho_17
-        usqr = wp.float32(1.5) * (u_0_10 * u_0_10) + wp.float32(1.5) * (u_1_10 * u_1_10) + wp.float32(1.5) * (u_2_10 * u_2_10)
-        feq_0 = wp.float32(0.3333333432674408) * rho_17 * (-usqr + wp.float32(1.0))
-        cu = -u_2_10
-        cu_1 = wp.float32(3.0) * cu
-        feq_1 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_1 * (wp.float32(0.5) * cu_1 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_2 = wp.float32(3.0) * u_2_10
-        feq_2 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_3 = -u_1_10
-        cu_4 = wp.float32(3.0) * cu_3
-        feq_3 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_4 * (wp.float32(0.5) * cu_4 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_5 = cu_3 - u_2_10
-        cu_6 = wp.float32(3.0) * cu_5
-        feq_4 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_7 = cu_3 + u_2_10
-        cu_8 = wp.float32(3.0) * cu_7
-        feq_5 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_9 = wp.float32(3.0) * u_1_10
-        feq_6 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_10 = u_1_10 - u_2_10
-        cu_11 = wp.float32(3.0) * cu_10
-        feq_7 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_12 = u_1_10 + u_2_10
-        cu_13 = wp.float32(3.0) * cu_12
-        feq_8 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_13 * (wp.float32(0.5) * cu_13 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_14 = -u_0_10
-        cu_15 = wp.float32(3.0) * cu_14
-        feq_9 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_15 * (wp.float32(0.5) * cu_15 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_16 = cu_14 - u_2_10
-        cu_17 = wp.float32(3.0) * cu_16
-        feq_10 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_17 * (wp.float32(0.5) * cu_17 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_18 = cu_14 + u_2_10
-        cu_19 = wp.float32(3.0) * cu_18
-        feq_11 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_19 * (wp.float32(0.5) * cu_19 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_20 = cu_14 - u_1_10
-        cu_21 = wp.float32(3.0) * cu_20
-        feq_12 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_21 * (wp.float32(0.5) * cu_21 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_22 = cu_14 + u_1_10
-        cu_23 = wp.float32(3.0) * cu_22
-        feq_13 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_23 * (wp.float32(0.5) * cu_23 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_24 = wp.float32(3.0) * u_0_10
-        feq_14 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_24 * (wp.float32(0.5) * cu_24 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_25 = u_0_10 - u_2_10
-        cu_26 = wp.float32(3.0) * cu_25
-        feq_15 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_26 * (wp.float32(0.5) * cu_26 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_27 = u_0_10 + u_2_10
-        cu_28 = wp.float32(3.0) * cu_27
-        feq_16 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_28 * (wp.float32(0.5) * cu_28 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_29 = u_0_10 - u_1_10
-        cu_30 = wp.float32(3.0) * cu_29
-        feq_17 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_30 * (wp.float32(0.5) * cu_30 + wp.float32(1.0)) + wp.float32(1.0))
-        cu_31 = u_0_10 + u_1_10
-        cu_32 = wp.float32(3.0) * cu_31
-        feq_18 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_32 * (wp.float32(0.5) * cu_32 + wp.float32(1.0)) + wp.float32(1.0))
-        fneq_0 = f_0_0 - feq_0
+        usqr = wp.float32(1.5) * (u_0_10 * u_0_10) + wp.float32(1.5) * (u_1_10 * u_1_10) + wp.float32(1.5) * (u_2_10 * u_2_10)  # quadratic_equilibrium.py:55
+        feq_0 = wp.float32(0.3333333432674408) * rho_17 * (-usqr + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu = -u_2_10  # quadratic_equilibrium.py:51
+        cu_1 = wp.float32(3.0) * cu  # quadratic_equilibrium.py:52
+        feq_1 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_1 * (wp.float32(0.5) * cu_1 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_2 = wp.float32(3.0) * u_2_10  # quadratic_equilibrium.py:52
+        feq_2 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_2 * (wp.float32(0.5) * cu_2 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_3 = -u_1_10  # quadratic_equilibrium.py:51
+        cu_4 = wp.float32(3.0) * cu_3  # quadratic_equilibrium.py:52
+        feq_3 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_4 * (wp.float32(0.5) * cu_4 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_5 = cu_3 - u_2_10  # quadratic_equilibrium.py:51
+        cu_6 = wp.float32(3.0) * cu_5  # quadratic_equilibrium.py:52
+        feq_4 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_6 * (wp.float32(0.5) * cu_6 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_7 = cu_3 + u_2_10  # quadratic_equilibrium.py:49
+        cu_8 = wp.float32(3.0) * cu_7  # quadratic_equilibrium.py:52
+        feq_5 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_8 * (wp.float32(0.5) * cu_8 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_9 = wp.float32(3.0) * u_1_10  # quadratic_equilibrium.py:52
+        feq_6 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_9 * (wp.float32(0.5) * cu_9 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_10 = u_1_10 - u_2_10  # quadratic_equilibrium.py:51
+        cu_11 = wp.float32(3.0) * cu_10  # quadratic_equilibrium.py:52
+        feq_7 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_11 * (wp.float32(0.5) * cu_11 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_12 = u_1_10 + u_2_10  # quadratic_equilibrium.py:49
+        cu_13 = wp.float32(3.0) * cu_12  # quadratic_equilibrium.py:52
+        feq_8 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_13 * (wp.float32(0.5) * cu_13 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_14 = -u_0_10  # quadratic_equilibrium.py:51
+        cu_15 = wp.float32(3.0) * cu_14  # quadratic_equilibrium.py:52
+        feq_9 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_15 * (wp.float32(0.5) * cu_15 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_16 = cu_14 - u_2_10  # quadratic_equilibrium.py:51
+        cu_17 = wp.float32(3.0) * cu_16  # quadratic_equilibrium.py:52
+        feq_10 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_17 * (wp.float32(0.5) * cu_17 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_18 = cu_14 + u_2_10  # quadratic_equilibrium.py:49
+        cu_19 = wp.float32(3.0) * cu_18  # quadratic_equilibrium.py:52
+        feq_11 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_19 * (wp.float32(0.5) * cu_19 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_20 = cu_14 - u_1_10  # quadratic_equilibrium.py:51
+        cu_21 = wp.float32(3.0) * cu_20  # quadratic_equilibrium.py:52
+        feq_12 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_21 * (wp.float32(0.5) * cu_21 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_22 = cu_14 + u_1_10  # quadratic_equilibrium.py:49
+        cu_23 = wp.float32(3.0) * cu_22  # quadratic_equilibrium.py:52
+        feq_13 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_23 * (wp.float32(0.5) * cu_23 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_24 = wp.float32(3.0) * u_0_10  # quadratic_equilibrium.py:52
+        feq_14 = wp.float32(0.0555555559694767) * rho_17 * (-usqr + cu_24 * (wp.float32(0.5) * cu_24 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_25 = u_0_10 - u_2_10  # quadratic_equilibrium.py:51
+        cu_26 = wp.float32(3.0) * cu_25  # quadratic_equilibrium.py:52
+        feq_15 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_26 * (wp.float32(0.5) * cu_26 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_27 = u_0_10 + u_2_10  # quadratic_equilibrium.py:49
+        cu_28 = wp.float32(3.0) * cu_27  # quadratic_equilibrium.py:52
+        feq_16 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_28 * (wp.float32(0.5) * cu_28 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_29 = u_0_10 - u_1_10  # quadratic_equilibrium.py:51
+        cu_30 = wp.float32(3.0) * cu_29  # quadratic_equilibrium.py:52
+        feq_17 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_30 * (wp.float32(0.5) * cu_30 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        cu_31 = u_0_10 + u_1_10  # quadratic_equilibrium.py:49
+        cu_32 = wp.float32(3.0) * cu_31  # quadratic_equilibrium.py:52
+        feq_18 = wp.float32(0.02777777798473835) * rho_17 * (-usqr + cu_32 * (wp.float32(0.5) * cu_32 + wp.float32(1.0)) + wp.float32(1.0))  # quadratic_equilibrium.py:58
+        fneq_0 = f_0_0 - feq_0  # bgk.py:32
         fneq_1 = f_0_1 - feq_1
         fneq_2 = f_0_2 - feq_2
         fneq_3 = f_0_3 - feq_3
@@ -552,7 +534,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         fneq_16 = f_0_16 - feq_16
         fneq_17 = f_0_17 - feq_17
         fneq_18 = f_0_18 - feq_18
-        fout_0 = f_0_0 - fneq_0 * omega
+        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
         fout_1 = f_0_1 - fneq_1 * omega
         fout_2 = f_0_2 - fneq_2 * omega
         fout_3 = f_0_3 - fneq_3 * omega
@@ -575,79 +557,61 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
         adj_f_0_18 = adj_fout_18
         adj_fneq_18 = -(adj_fout_18 * omega)
-        if wp.static(not state_only):
-            adj_omega = -(adj_fout_18 * fneq_18)
         adj_f_0_17 = adj_fout_17
         adj_fneq_17 = -(adj_fout_17 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_17 * fneq_17)
         adj_f_0_16 = adj_fout_16
         adj_fneq_16 = -(adj_fout_16 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_16 * fneq_16)
         adj_f_0_15 = adj_fout_15
         adj_fneq_15 = -(adj_fout_15 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_15 * fneq_15)
         adj_f_0_14 = adj_fout_14
         adj_fneq_14 = -(adj_fout_14 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_14 * fneq_14)
         adj_f_0_13 = adj_fout_13
         adj_fneq_13 = -(adj_fout_13 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_13 * fneq_13)
         adj_f_0_12 = adj_fout_12
         adj_fneq_12 = -(adj_fout_12 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_12 * fneq_12)
         adj_f_0_11 = adj_fout_11
         adj_fneq_11 = -(adj_fout_11 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_11 * fneq_11)
         adj_f_0_10 = adj_fout_10
         adj_fneq_10 = -(adj_fout_10 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_10 * fneq_10)
         adj_f_0_9 = adj_fout_9
         adj_fneq_9 = -(adj_fout_9 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_9 * fneq_9)
         adj_f_0_8 = adj_fout_8
         adj_fneq_8 = -(adj_fout_8 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_8 * fneq_8)
         adj_f_0_7 = adj_fout_7
         adj_fneq_7 = -(adj_fout_7 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
         adj_f_0_6 = adj_fout_6
         adj_fneq_6 = -(adj_fout_6 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
         adj_f_0_5 = adj_fout_5
         adj_fneq_5 = -(adj_fout_5 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
         adj_f_0_4 = adj_fout_4
         adj_fneq_4 = -(adj_fout_4 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
         adj_f_0_3 = adj_fout_3
         adj_fneq_3 = -(adj_fout_3 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
         adj_f_0_2 = adj_fout_2
         adj_fneq_2 = -(adj_fout_2 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
         adj_f_0_1 = adj_fout_1
         adj_fneq_1 = -(adj_fout_1 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
         adj_f_0_0 = adj_fout_0
         adj_fneq_0 = -(adj_fout_0 * omega)
         if wp.static(not state_only):
+            adj_omega = -(adj_fout_18 * fneq_18)
+            adj_omega = adj_omega - (adj_fout_17 * fneq_17)
+            adj_omega = adj_omega - (adj_fout_16 * fneq_16)
+            adj_omega = adj_omega - (adj_fout_15 * fneq_15)
+            adj_omega = adj_omega - (adj_fout_14 * fneq_14)
+            adj_omega = adj_omega - (adj_fout_13 * fneq_13)
+            adj_omega = adj_omega - (adj_fout_12 * fneq_12)
+            adj_omega = adj_omega - (adj_fout_11 * fneq_11)
+            adj_omega = adj_omega - (adj_fout_10 * fneq_10)
+            adj_omega = adj_omega - (adj_fout_9 * fneq_9)
+            adj_omega = adj_omega - (adj_fout_8 * fneq_8)
+            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
+            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
+            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
+            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
+            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
+            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
+            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
             adj_omega = adj_omega - (adj_fout_0 * fneq_0)
         # adj of: bgk.py:32  fneq = f - feq
         adj_f_0_18 = adj_f_0_18 + adj_fneq_18
@@ -852,145 +816,112 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         adj_u_1_9 = adj_u_1_10 / rho_17
         adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
         adj_u_0_9 = adj_u_0_10 / rho_17
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18; d=0, l=18]
         adj_f_0_18 = adj_f_0_18 + adj_u_1_9
         adj_u_1_8 = adj_u_1_9
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=18]
         adj_f_0_18 = adj_f_0_18 + adj_u_0_9
         adj_u_0_8 = adj_u_0_9
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=17]
         adj_f_0_17 = adj_f_0_17 - adj_u_1_8
         adj_u_1_7 = adj_u_1_8
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=17; d=2, l=16; d=0, l=16]
         adj_f_0_17 = adj_f_0_17 + adj_u_0_8
         adj_u_0_7 = adj_u_0_8
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=16]
         adj_f_0_16 = adj_f_0_16 + adj_u_2_9
         adj_u_2_8 = adj_u_2_9
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=16]
         adj_f_0_16 = adj_f_0_16 + adj_u_0_7
         adj_u_0_6 = adj_u_0_7
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=15]
         adj_f_0_15 = adj_f_0_15 - adj_u_2_8
         adj_u_2_7 = adj_u_2_8
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=15; d=0, l=14; d=1, l=13]
         adj_f_0_15 = adj_f_0_15 + adj_u_0_6
         adj_u_0_5 = adj_u_0_6
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=14]
         adj_f_0_14 = adj_f_0_14 + adj_u_0_5
         adj_u_0_4 = adj_u_0_5
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=13]
         adj_f_0_13 = adj_f_0_13 + adj_u_1_7
         adj_u_1_6 = adj_u_1_7
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13; d=1, l=12; d=0, l=12]
         adj_f_0_13 = adj_f_0_13 - adj_u_0_4
         adj_u_0_3 = adj_u_0_4
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
         adj_f_0_12 = adj_f_0_12 - adj_u_1_6
         adj_u_1_5 = adj_u_1_6
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
         adj_f_0_12 = adj_f_0_12 - adj_u_0_3
         adj_u_0_2 = adj_u_0_3
         # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
         adj_f_0_11 = adj_f_0_11 + adj_u_2_7
         adj_u_2_6 = adj_u_2_7
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11; d=2, l=10; d=0, l=10; d=0, l=9]
         adj_f_0_11 = adj_f_0_11 - adj_u_0_2
         adj_u_0_1 = adj_u_0_2
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
         adj_f_0_10 = adj_f_0_10 - adj_u_2_6
         adj_u_2_5 = adj_u_2_6
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
         adj_f_0_10 = adj_f_0_10 - adj_u_0_1
         adj_u_0 = adj_u_0_1
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
         adj_f_0_9 = adj_f_0_9 - adj_u_0
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8; d=1, l=8]
         adj_f_0_8 = adj_f_0_8 + adj_u_2_5
         adj_u_2_4 = adj_u_2_5
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=8]
         adj_f_0_8 = adj_f_0_8 + adj_u_1_5
         adj_u_1_4 = adj_u_1_5
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
         adj_f_0_7 = adj_f_0_7 - adj_u_2_4
         adj_u_2_3 = adj_u_2_4
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7; d=1, l=6; d=2, l=5]
         adj_f_0_7 = adj_f_0_7 + adj_u_1_4
         adj_u_1_3 = adj_u_1_4
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=6]
         adj_f_0_6 = adj_f_0_6 + adj_u_1_3
         adj_u_1_2 = adj_u_1_3
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=5]
         adj_f_0_5 = adj_f_0_5 + adj_u_2_3
         adj_u_2_2 = adj_u_2_3
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5; d=2, l=4; d=1, l=4; d=1, l=3]
         adj_f_0_5 = adj_f_0_5 - adj_u_1_2
         adj_u_1_1 = adj_u_1_2
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
         adj_f_0_4 = adj_f_0_4 - adj_u_2_2
         adj_u_2_1 = adj_u_2_2
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
         adj_f_0_4 = adj_f_0_4 - adj_u_1_1
         adj_u_1 = adj_u_1_1
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
         adj_f_0_3 = adj_f_0_3 - adj_u_1
         # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
         adj_f_0_2 = adj_f_0_2 + adj_u_2_1
         adj_u_2 = adj_u_2_1
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
         adj_f_0_1 = adj_f_0_1 - adj_u_2
-        # adj of: zero_moment.py:26  rho += f[l]  [l=18]
+        # adj of: zero_moment.py:26  rho += f[l]  [l=18..1]
         adj_f_0_18 = adj_f_0_18 + adj_rho_17
         adj_rho_16 = adj_rho_17
-        # adj of: zero_moment.py:26  rho += f[l]  [l=17]
         adj_f_0_17 = adj_f_0_17 + adj_rho_16
         adj_rho_15 = adj_rho_16
-        # adj of: zero_moment.py:26  rho += f[l]  [l=16]
         adj_f_0_16 = adj_f_0_16 + adj_rho_15
         adj_rho_14 = adj_rho_15
-        # adj of: zero_moment.py:26  rho += f[l]  [l=15]
         adj_f_0_15 = adj_f_0_15 + adj_rho_14
         adj_rho_13 = adj_rho_14
-        # adj of: zero_moment.py:26  rho += f[l]  [l=14]
         adj_f_0_14 = adj_f_0_14 + adj_rho_13
         adj_rho_12 = adj_rho_13
-        # adj of: zero_moment.py:26  rho += f[l]  [l=13]
         adj_f_0_13 = adj_f_0_13 + adj_rho_12
         adj_rho_11 = adj_rho_12
-        # adj of: zero_moment.py:26  rho += f[l]  [l=12]
         adj_f_0_12 = adj_f_0_12 + adj_rho_11
         adj_rho_10 = adj_rho_11
-        # adj of: zero_moment.py:26  rho += f[l]  [l=11]
         adj_f_0_11 = adj_f_0_11 + adj_rho_10
         adj_rho_9 = adj_rho_10
-        # adj of: zero_moment.py:26  rho += f[l]  [l=10]
         adj_f_0_10 = adj_f_0_10 + adj_rho_9
         adj_rho_8 = adj_rho_9
-        # adj of: zero_moment.py:26  rho += f[l]  [l=9]
         adj_f_0_9 = adj_f_0_9 + adj_rho_8
         adj_rho_7 = adj_rho_8
-        # adj of: zero_moment.py:26  rho += f[l]  [l=8]
         adj_f_0_8 = adj_f_0_8 + adj_rho_7
         adj_rho_6 = adj_rho_7
-        # adj of: zero_moment.py:26  rho += f[l]  [l=7]
         adj_f_0_7 = adj_f_0_7 + adj_rho_6
         adj_rho_5 = adj_rho_6
-        # adj of: zero_moment.py:26  rho += f[l]  [l=6]
         adj_f_0_6 = adj_f_0_6 + adj_rho_5
         adj_rho_4 = adj_rho_5
-        # adj of: zero_moment.py:26  rho += f[l]  [l=5]
         adj_f_0_5 = adj_f_0_5 + adj_rho_4
         adj_rho_3 = adj_rho_4
-        # adj of: zero_moment.py:26  rho += f[l]  [l=4]
         adj_f_0_4 = adj_f_0_4 + adj_rho_3
         adj_rho_2 = adj_rho_3
-        # adj of: zero_moment.py:26  rho += f[l]  [l=3]
         adj_f_0_3 = adj_f_0_3 + adj_rho_2
         adj_rho_1 = adj_rho_2
-        # adj of: zero_moment.py:26  rho += f[l]  [l=2]
         adj_f_0_2 = adj_f_0_2 + adj_rho_1
         adj_rho = adj_rho_1
-        # adj of: zero_moment.py:26  rho += f[l]  [l=1]
         adj_f_0_0 = adj_f_0_0 + adj_rho
         adj_f_0_1 = adj_f_0_1 + adj_rho
         # writes

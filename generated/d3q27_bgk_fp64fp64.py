@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 0315a6dbc502cf1f276f7d22c8b377c87230195f04afb72867efdde364dcb19c
+# body-sha256: b18c74280872e05a744a8696da4577d684a74cc15b8f5c6abea1c6673f7486c8
 # ---- end of header ----
 import warp as wp
 
@@ -113,7 +113,7 @@ def _forward_variant(name: str, save: bool):
         bc_mask_0 = bc_mask[0, i, j, k]
         if bc_mask_0 == wp.uint8(255):
             return  # the cell keeps its old output (solid node)
-        f_0_0 = f_0[0, i, j, k]
+        f_0_0 = f_0[0, i, j, k]  # stream.py:80
         f_0_1 = f_0[1, i, j, k_p1]
         f_0_2 = f_0[2, i, j, k_m1]
         f_0_3 = f_0[3, i, j_p1, k]
@@ -140,7 +140,7 @@ def _forward_variant(name: str, save: bool):
         f_0_24 = f_0[24, i_m1, j_m1, k]
         f_0_25 = f_0[25, i_m1, j_m1, k_p1]
         f_0_26 = f_0[26, i_m1, j_m1, k_m1]
-        rho = f_0_0 + f_0_1
+        rho = f_0_0 + f_0_1  # zero_moment.py:26
         rho_1 = f_0_2 + rho
         rho_2 = f_0_3 + rho_1
         rho_3 = f_0_4 + rho_2
@@ -166,141 +166,141 @@ def _forward_variant(name: str, save: bool):
         rho_23 = f_0_24 + rho_22
         rho_24 = f_0_25 + rho_23
         rho_25 = f_0_26 + rho_24
-        u_2 = -f_0_1
-        u_2_1 = f_0_2 + u_2
-        u_1 = -f_0_3
+        u_2 = -f_0_1  # first_moment.py:36
+        u_2_1 = f_0_2 + u_2  # first_moment.py:34
+        u_1 = -f_0_3  # first_moment.py:36
         u_1_1 = -f_0_4 + u_1
         u_2_2 = -f_0_4 + u_2_1
         u_1_2 = -f_0_5 + u_1_1
-        u_2_3 = f_0_5 + u_2_2
+        u_2_3 = f_0_5 + u_2_2  # first_moment.py:34
         u_1_3 = f_0_6 + u_1_2
         u_1_4 = f_0_7 + u_1_3
-        u_2_4 = -f_0_7 + u_2_3
-        u_1_5 = f_0_8 + u_1_4
+        u_2_4 = -f_0_7 + u_2_3  # first_moment.py:36
+        u_1_5 = f_0_8 + u_1_4  # first_moment.py:34
         u_2_5 = f_0_8 + u_2_4
-        u_0 = -f_0_9
+        u_0 = -f_0_9  # first_moment.py:36
         u_0_1 = -f_0_10 + u_0
         u_2_6 = -f_0_10 + u_2_5
         u_0_2 = -f_0_11 + u_0_1
-        u_2_7 = f_0_11 + u_2_6
-        u_0_3 = -f_0_12 + u_0_2
+        u_2_7 = f_0_11 + u_2_6  # first_moment.py:34
+        u_0_3 = -f_0_12 + u_0_2  # first_moment.py:36
         u_1_6 = -f_0_12 + u_1_5
         u_0_4 = -f_0_13 + u_0_3
         u_1_7 = -f_0_13 + u_1_6
         u_2_8 = -f_0_13 + u_2_7
         u_0_5 = -f_0_14 + u_0_4
         u_1_8 = -f_0_14 + u_1_7
-        u_2_9 = f_0_14 + u_2_8
-        u_0_6 = -f_0_15 + u_0_5
-        u_1_9 = f_0_15 + u_1_8
-        u_0_7 = -f_0_16 + u_0_6
-        u_1_10 = f_0_16 + u_1_9
-        u_2_10 = -f_0_16 + u_2_9
+        u_2_9 = f_0_14 + u_2_8  # first_moment.py:34
+        u_0_6 = -f_0_15 + u_0_5  # first_moment.py:36
+        u_1_9 = f_0_15 + u_1_8  # first_moment.py:34
+        u_0_7 = -f_0_16 + u_0_6  # first_moment.py:36
+        u_1_10 = f_0_16 + u_1_9  # first_moment.py:34
+        u_2_10 = -f_0_16 + u_2_9  # first_moment.py:36
         u_0_8 = -f_0_17 + u_0_7
-        u_1_11 = f_0_17 + u_1_10
+        u_1_11 = f_0_17 + u_1_10  # first_moment.py:34
         u_2_11 = f_0_17 + u_2_10
         u_0_9 = f_0_18 + u_0_8
         u_0_10 = f_0_19 + u_0_9
-        u_2_12 = -f_0_19 + u_2_11
-        u_0_11 = f_0_20 + u_0_10
+        u_2_12 = -f_0_19 + u_2_11  # first_moment.py:36
+        u_0_11 = f_0_20 + u_0_10  # first_moment.py:34
         u_2_13 = f_0_20 + u_2_12
         u_0_12 = f_0_21 + u_0_11
-        u_1_12 = -f_0_21 + u_1_11
-        u_0_13 = f_0_22 + u_0_12
-        u_1_13 = -f_0_22 + u_1_12
+        u_1_12 = -f_0_21 + u_1_11  # first_moment.py:36
+        u_0_13 = f_0_22 + u_0_12  # first_moment.py:34
+        u_1_13 = -f_0_22 + u_1_12  # first_moment.py:36
         u_2_14 = -f_0_22 + u_2_13
-        u_0_14 = f_0_23 + u_0_13
-        u_1_14 = -f_0_23 + u_1_13
-        u_2_15 = f_0_23 + u_2_14
+        u_0_14 = f_0_23 + u_0_13  # first_moment.py:34
+        u_1_14 = -f_0_23 + u_1_13  # first_moment.py:36
+        u_2_15 = f_0_23 + u_2_14  # first_moment.py:34
         u_0_15 = f_0_24 + u_0_14
         u_1_15 = f_0_24 + u_1_14
         u_0_16 = f_0_25 + u_0_15
         u_1_16 = f_0_25 + u_1_15
-        u_2_16 = -f_0_25 + u_2_15
-        u_0_17 = f_0_26 + u_0_16
+        u_2_16 = -f_0_25 + u_2_15  # first_moment.py:36
+        u_0_17 = f_0_26 + u_0_16  # first_moment.py:34
         u_1_17 = f_0_26 + u_1_16
         u_2_17 = f_0_26 + u_2_16
-        u_0_18 = u_0_17 / rho_25
+        u_0_18 = u_0_17 / rho_25  # first_moment.py:37
         u_1_18 = u_1_17 / rho_25
         u_2_18 = u_2_17 / rho_25
-        usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)
-        feq_0 = wp.float64(0.2962962962962963) * rho_25 * (-usqr + wp.float64(1.0))
-        cu = -u_2_18
-        cu_1 = wp.float64(3.0) * cu
-        feq_1 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_2 = wp.float64(3.0) * u_2_18
-        feq_2 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_3 = -u_1_18
-        cu_4 = wp.float64(3.0) * cu_3
-        feq_3 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_5 = cu_3 - u_2_18
-        cu_6 = wp.float64(3.0) * cu_5
-        feq_4 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_7 = cu_3 + u_2_18
-        cu_8 = wp.float64(3.0) * cu_7
-        feq_5 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_9 = wp.float64(3.0) * u_1_18
-        feq_6 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_10 = u_1_18 - u_2_18
-        cu_11 = wp.float64(3.0) * cu_10
-        feq_7 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_12 = u_1_18 + u_2_18
-        cu_13 = wp.float64(3.0) * cu_12
-        feq_8 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_14 = -u_0_18
-        cu_15 = wp.float64(3.0) * cu_14
-        feq_9 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_16 = cu_14 - u_2_18
-        cu_17 = wp.float64(3.0) * cu_16
-        feq_10 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_18 = cu_14 + u_2_18
-        cu_19 = wp.float64(3.0) * cu_18
-        feq_11 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_20 = cu_14 - u_1_18
-        cu_21 = wp.float64(3.0) * cu_20
-        feq_12 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_22 = cu_20 - u_2_18
-        cu_23 = wp.float64(3.0) * cu_22
-        feq_13 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_24 = cu_20 + u_2_18
-        cu_25 = wp.float64(3.0) * cu_24
-        feq_14 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_25 * (wp.float64(0.5) * cu_25 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_26 = cu_14 + u_1_18
-        cu_27 = wp.float64(3.0) * cu_26
-        feq_15 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_27 * (wp.float64(0.5) * cu_27 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_28 = cu_26 - u_2_18
-        cu_29 = wp.float64(3.0) * cu_28
-        feq_16 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_29 * (wp.float64(0.5) * cu_29 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_30 = cu_26 + u_2_18
-        cu_31 = wp.float64(3.0) * cu_30
-        feq_17 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_31 * (wp.float64(0.5) * cu_31 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_32 = wp.float64(3.0) * u_0_18
-        feq_18 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_33 = u_0_18 - u_2_18
-        cu_34 = wp.float64(3.0) * cu_33
-        feq_19 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_34 * (wp.float64(0.5) * cu_34 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_35 = u_0_18 + u_2_18
-        cu_36 = wp.float64(3.0) * cu_35
-        feq_20 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_36 * (wp.float64(0.5) * cu_36 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_37 = u_0_18 - u_1_18
-        cu_38 = wp.float64(3.0) * cu_37
-        feq_21 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_38 * (wp.float64(0.5) * cu_38 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_39 = cu_37 - u_2_18
-        cu_40 = wp.float64(3.0) * cu_39
-        feq_22 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_40 * (wp.float64(0.5) * cu_40 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_41 = cu_37 + u_2_18
-        cu_42 = wp.float64(3.0) * cu_41
-        feq_23 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_42 * (wp.float64(0.5) * cu_42 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_43 = u_0_18 + u_1_18
-        cu_44 = wp.float64(3.0) * cu_43
-        feq_24 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_44 * (wp.float64(0.5) * cu_44 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_45 = cu_43 - u_2_18
-        cu_46 = wp.float64(3.0) * cu_45
-        feq_25 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_46 * (wp.float64(0.5) * cu_46 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_47 = cu_43 + u_2_18
-        cu_48 = wp.float64(3.0) * cu_47
-        feq_26 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_48 * (wp.float64(0.5) * cu_48 + wp.float64(1.0)) + wp.float64(1.0))
-        fneq_0 = f_0_0 - feq_0
+        usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)  # quadratic_equilibrium.py:55
+        feq_0 = wp.float64(0.2962962962962963) * rho_25 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu = -u_2_18  # quadratic_equilibrium.py:51
+        cu_1 = wp.float64(3.0) * cu  # quadratic_equilibrium.py:52
+        feq_1 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_2 = wp.float64(3.0) * u_2_18  # quadratic_equilibrium.py:52
+        feq_2 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_3 = -u_1_18  # quadratic_equilibrium.py:51
+        cu_4 = wp.float64(3.0) * cu_3  # quadratic_equilibrium.py:52
+        feq_3 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_5 = cu_3 - u_2_18  # quadratic_equilibrium.py:51
+        cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+        feq_4 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_7 = cu_3 + u_2_18  # quadratic_equilibrium.py:49
+        cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+        feq_5 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_9 = wp.float64(3.0) * u_1_18  # quadratic_equilibrium.py:52
+        feq_6 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_10 = u_1_18 - u_2_18  # quadratic_equilibrium.py:51
+        cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+        feq_7 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_12 = u_1_18 + u_2_18  # quadratic_equilibrium.py:49
+        cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+        feq_8 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_14 = -u_0_18  # quadratic_equilibrium.py:51
+        cu_15 = wp.float64(3.0) * cu_14  # quadratic_equilibrium.py:52
+        feq_9 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_16 = cu_14 - u_2_18  # quadratic_equilibrium.py:51
+        cu_17 = wp.float64(3.0) * cu_16  # quadratic_equilibrium.py:52
+        feq_10 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_18 = cu_14 + u_2_18  # quadratic_equilibrium.py:49
+        cu_19 = wp.float64(3.0) * cu_18  # quadratic_equilibrium.py:52
+        feq_11 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_20 = cu_14 - u_1_18  # quadratic_equilibrium.py:51
+        cu_21 = wp.float64(3.0) * cu_20  # quadratic_equilibrium.py:52
+        feq_12 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_22 = cu_20 - u_2_18  # quadratic_equilibrium.py:51
+        cu_23 = wp.float64(3.0) * cu_22  # quadratic_equilibrium.py:52
+        feq_13 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_24 = cu_20 + u_2_18  # quadratic_equilibrium.py:49
+        cu_25 = wp.float64(3.0) * cu_24  # quadratic_equilibrium.py:52
+        feq_14 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_25 * (wp.float64(0.5) * cu_25 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_26 = cu_14 + u_1_18  # quadratic_equilibrium.py:49
+        cu_27 = wp.float64(3.0) * cu_26  # quadratic_equilibrium.py:52
+        feq_15 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_27 * (wp.float64(0.5) * cu_27 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_28 = cu_26 - u_2_18  # quadratic_equilibrium.py:51
+        cu_29 = wp.float64(3.0) * cu_28  # quadratic_equilibrium.py:52
+        feq_16 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_29 * (wp.float64(0.5) * cu_29 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_30 = cu_26 + u_2_18  # quadratic_equilibrium.py:49
+        cu_31 = wp.float64(3.0) * cu_30  # quadratic_equilibrium.py:52
+        feq_17 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_31 * (wp.float64(0.5) * cu_31 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_32 = wp.float64(3.0) * u_0_18  # quadratic_equilibrium.py:52
+        feq_18 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_33 = u_0_18 - u_2_18  # quadratic_equilibrium.py:51
+        cu_34 = wp.float64(3.0) * cu_33  # quadratic_equilibrium.py:52
+        feq_19 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_34 * (wp.float64(0.5) * cu_34 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_35 = u_0_18 + u_2_18  # quadratic_equilibrium.py:49
+        cu_36 = wp.float64(3.0) * cu_35  # quadratic_equilibrium.py:52
+        feq_20 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_36 * (wp.float64(0.5) * cu_36 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_37 = u_0_18 - u_1_18  # quadratic_equilibrium.py:51
+        cu_38 = wp.float64(3.0) * cu_37  # quadratic_equilibrium.py:52
+        feq_21 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_38 * (wp.float64(0.5) * cu_38 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_39 = cu_37 - u_2_18  # quadratic_equilibrium.py:51
+        cu_40 = wp.float64(3.0) * cu_39  # quadratic_equilibrium.py:52
+        feq_22 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_40 * (wp.float64(0.5) * cu_40 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_41 = cu_37 + u_2_18  # quadratic_equilibrium.py:49
+        cu_42 = wp.float64(3.0) * cu_41  # quadratic_equilibrium.py:52
+        feq_23 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_42 * (wp.float64(0.5) * cu_42 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_43 = u_0_18 + u_1_18  # quadratic_equilibrium.py:49
+        cu_44 = wp.float64(3.0) * cu_43  # quadratic_equilibrium.py:52
+        feq_24 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_44 * (wp.float64(0.5) * cu_44 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_45 = cu_43 - u_2_18  # quadratic_equilibrium.py:51
+        cu_46 = wp.float64(3.0) * cu_45  # quadratic_equilibrium.py:52
+        feq_25 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_46 * (wp.float64(0.5) * cu_46 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_47 = cu_43 + u_2_18  # quadratic_equilibrium.py:49
+        cu_48 = wp.float64(3.0) * cu_47  # quadratic_equilibrium.py:52
+        feq_26 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_48 * (wp.float64(0.5) * cu_48 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        fneq_0 = f_0_0 - feq_0  # bgk.py:32
         fneq_1 = f_0_1 - feq_1
         fneq_2 = f_0_2 - feq_2
         fneq_3 = f_0_3 - feq_3
@@ -327,7 +327,7 @@ def _forward_variant(name: str, save: bool):
         fneq_24 = f_0_24 - feq_24
         fneq_25 = f_0_25 - feq_25
         fneq_26 = f_0_26 - feq_26
-        fout_0 = f_0_0 - fneq_0 * omega
+        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
         fout_1 = f_0_1 - fneq_1 * omega
         fout_2 = f_0_2 - fneq_2 * omega
         fout_3 = f_0_3 - fneq_3 * omega
@@ -483,62 +483,36 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # current gradients of the elements this cell's reads came from: each has one writer (see
         # the header), so they are all read here, up front, and written back at the end
         if wp.static(not fresh):
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0]
+            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=0..26]
             old_0 = adj_f_0[0, i, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=1]
             old_1 = adj_f_0[1, i, j, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=2]
             old_2 = adj_f_0[2, i, j, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=3]
             old_3 = adj_f_0[3, i, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=4]
             old_4 = adj_f_0[4, i, j_p1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=5]
             old_5 = adj_f_0[5, i, j_p1, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=6]
             old_6 = adj_f_0[6, i, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=7]
             old_7 = adj_f_0[7, i, j_m1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=8]
             old_8 = adj_f_0[8, i, j_m1, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=9]
             old_9 = adj_f_0[9, i_p1, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=10]
             old_10 = adj_f_0[10, i_p1, j, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=11]
             old_11 = adj_f_0[11, i_p1, j, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=12]
             old_12 = adj_f_0[12, i_p1, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=13]
             old_13 = adj_f_0[13, i_p1, j_p1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=14]
             old_14 = adj_f_0[14, i_p1, j_p1, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=15]
             old_15 = adj_f_0[15, i_p1, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=16]
             old_16 = adj_f_0[16, i_p1, j_m1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=17]
             old_17 = adj_f_0[17, i_p1, j_m1, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=18]
             old_18 = adj_f_0[18, i_m1, j, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=19]
             old_19 = adj_f_0[19, i_m1, j, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=20]
             old_20 = adj_f_0[20, i_m1, j, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=21]
             old_21 = adj_f_0[21, i_m1, j_p1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=22]
             old_22 = adj_f_0[22, i_m1, j_p1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=23]
             old_23 = adj_f_0[23, i_m1, j_p1, k_m1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=24]
             old_24 = adj_f_0[24, i_m1, j_m1, k]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=25]
             old_25 = adj_f_0[25, i_m1, j_m1, k_p1]
-            # adj of: stream.py:80  _f[l] = self.compute_dtype(f[l, pull_index[0], pull_index[1], pull_index[2]])  [l=26]
             old_26 = adj_f_0[26, i_m1, j_m1, k_m1]
         # replay of the forward cell program
-        f_0_0 = f_0[0, i, j, k]
+        f_0_0 = f_0[0, i, j, k]  # stream.py:80
         f_0_1 = f_0[1, i, j, k_p1]
         f_0_2 = f_0[2, i, j, k_m1]
         f_0_3 = f_0[3, i, j_p1, k]
@@ -565,7 +539,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         f_0_24 = f_0[24, i_m1, j_m1, k]
         f_0_25 = f_0[25, i_m1, j_m1, k_p1]
         f_0_26 = f_0[26, i_m1, j_m1, k_m1]
-        rho = f_0_0 + f_0_1
+        rho = f_0_0 + f_0_1  # zero_moment.py:26
         rho_1 = f_0_2 + rho
         rho_2 = f_0_3 + rho_1
         rho_3 = f_0_4 + rho_2
@@ -591,141 +565,141 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         rho_23 = f_0_24 + rho_22
         rho_24 = f_0_25 + rho_23
         rho_25 = f_0_26 + rho_24
-        u_2 = -f_0_1
-        u_2_1 = f_0_2 + u_2
-        u_1 = -f_0_3
+        u_2 = -f_0_1  # first_moment.py:36
+        u_2_1 = f_0_2 + u_2  # first_moment.py:34
+        u_1 = -f_0_3  # first_moment.py:36
         u_1_1 = -f_0_4 + u_1
         u_2_2 = -f_0_4 + u_2_1
         u_1_2 = -f_0_5 + u_1_1
-        u_2_3 = f_0_5 + u_2_2
+        u_2_3 = f_0_5 + u_2_2  # first_moment.py:34
         u_1_3 = f_0_6 + u_1_2
         u_1_4 = f_0_7 + u_1_3
-        u_2_4 = -f_0_7 + u_2_3
-        u_1_5 = f_0_8 + u_1_4
+        u_2_4 = -f_0_7 + u_2_3  # first_moment.py:36
+        u_1_5 = f_0_8 + u_1_4  # first_moment.py:34
         u_2_5 = f_0_8 + u_2_4
-        u_0 = -f_0_9
+        u_0 = -f_0_9  # first_moment.py:36
         u_0_1 = -f_0_10 + u_0
         u_2_6 = -f_0_10 + u_2_5
         u_0_2 = -f_0_11 + u_0_1
-        u_2_7 = f_0_11 + u_2_6
-        u_0_3 = -f_0_12 + u_0_2
+        u_2_7 = f_0_11 + u_2_6  # first_moment.py:34
+        u_0_3 = -f_0_12 + u_0_2  # first_moment.py:36
         u_1_6 = -f_0_12 + u_1_5
         u_0_4 = -f_0_13 + u_0_3
         u_1_7 = -f_0_13 + u_1_6
         u_2_8 = -f_0_13 + u_2_7
         u_0_5 = -f_0_14 + u_0_4
         u_1_8 = -f_0_14 + u_1_7
-        u_2_9 = f_0_14 + u_2_8
-        u_0_6 = -f_0_15 + u_0_5
-        u_1_9 = f_0_15 + u_1_8
-        u_0_7 = -f_0_16 + u_0_6
-        u_1_10 = f_0_16 + u_1_9
-        u_2_10 = -f_0_16 + u_2_9
+        u_2_9 = f_0_14 + u_2_8  # first_moment.py:34
+        u_0_6 = -f_0_15 + u_0_5  # first_moment.py:36
+        u_1_9 = f_0_15 + u_1_8  # first_moment.py:34
+        u_0_7 = -f_0_16 + u_0_6  # first_moment.py:36
+        u_1_10 = f_0_16 + u_1_9  # first_moment.py:34
+        u_2_10 = -f_0_16 + u_2_9  # first_moment.py:36
         u_0_8 = -f_0_17 + u_0_7
-        u_1_11 = f_0_17 + u_1_10
+        u_1_11 = f_0_17 + u_1_10  # first_moment.py:34
         u_2_11 = f_0_17 + u_2_10
         u_0_9 = f_0_18 + u_0_8
         u_0_10 = f_0_19 + u_0_9
-        u_2_12 = -f_0_19 + u_2_11
-        u_0_11 = f_0_20 + u_0_10
+        u_2_12 = -f_0_19 + u_2_11  # first_moment.py:36
+        u_0_11 = f_0_20 + u_0_10  # first_moment.py:34
         u_2_13 = f_0_20 + u_2_12
         u_0_12 = f_0_21 + u_0_11
-        u_1_12 = -f_0_21 + u_1_11
-        u_0_13 = f_0_22 + u_0_12
-        u_1_13 = -f_0_22 + u_1_12
+        u_1_12 = -f_0_21 + u_1_11  # first_moment.py:36
+        u_0_13 = f_0_22 + u_0_12  # first_moment.py:34
+        u_1_13 = -f_0_22 + u_1_12  # first_moment.py:36
         u_2_14 = -f_0_22 + u_2_13
-        u_0_14 = f_0_23 + u_0_13
-        u_1_14 = -f_0_23 + u_1_13
-        u_2_15 = f_0_23 + u_2_14
+        u_0_14 = f_0_23 + u_0_13  # first_moment.py:34
+        u_1_14 = -f_0_23 + u_1_13  # first_moment.py:36
+        u_2_15 = f_0_23 + u_2_14  # first_moment.py:34
         u_0_15 = f_0_24 + u_0_14
         u_1_15 = f_0_24 + u_1_14
         u_0_16 = f_0_25 + u_0_15
         u_1_16 = f_0_25 + u_1_15
-        u_2_16 = -f_0_25 + u_2_15
-        u_0_17 = f_0_26 + u_0_16
+        u_2_16 = -f_0_25 + u_2_15  # first_moment.py:36
+        u_0_17 = f_0_26 + u_0_16  # first_moment.py:34
         u_1_17 = f_0_26 + u_1_16
         u_2_17 = f_0_26 + u_2_16
-        u_0_18 = u_0_17 / rho_25
+        u_0_18 = u_0_17 / rho_25  # first_moment.py:37
         u_1_18 = u_1_17 / rho_25
         u_2_18 = u_2_17 / rho_25
-        usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)
-        feq_0 = wp.float64(0.2962962962962963) * rho_25 * (-usqr + wp.float64(1.0))
-        cu = -u_2_18
-        cu_1 = wp.float64(3.0) * cu
-        feq_1 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_2 = wp.float64(3.0) * u_2_18
-        feq_2 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_3 = -u_1_18
-        cu_4 = wp.float64(3.0) * cu_3
-        feq_3 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_5 = cu_3 - u_2_18
-        cu_6 = wp.float64(3.0) * cu_5
-        feq_4 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_7 = cu_3 + u_2_18
-        cu_8 = wp.float64(3.0) * cu_7
-        feq_5 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_9 = wp.float64(3.0) * u_1_18
-        feq_6 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_10 = u_1_18 - u_2_18
-        cu_11 = wp.float64(3.0) * cu_10
-        feq_7 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_12 = u_1_18 + u_2_18
-        cu_13 = wp.float64(3.0) * cu_12
-        feq_8 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_14 = -u_0_18
-        cu_15 = wp.float64(3.0) * cu_14
-        feq_9 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_16 = cu_14 - u_2_18
-        cu_17 = wp.float64(3.0) * cu_16
-        feq_10 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_18 = cu_14 + u_2_18
-        cu_19 = wp.float64(3.0) * cu_18
-        feq_11 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_20 = cu_14 - u_1_18
-        cu_21 = wp.float64(3.0) * cu_20
-        feq_12 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_22 = cu_20 - u_2_18
-        cu_23 = wp.float64(3.0) * cu_22
-        feq_13 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_24 = cu_20 + u_2_18
-        cu_25 = wp.float64(3.0) * cu_24
-        feq_14 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_25 * (wp.float64(0.5) * cu_25 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_26 = cu_14 + u_1_18
-        cu_27 = wp.float64(3.0) * cu_26
-        feq_15 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_27 * (wp.float64(0.5) * cu_27 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_28 = cu_26 - u_2_18
-        cu_29 = wp.float64(3.0) * cu_28
-        feq_16 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_29 * (wp.float64(0.5) * cu_29 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_30 = cu_26 + u_2_18
-        cu_31 = wp.float64(3.0) * cu_30
-        feq_17 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_31 * (wp.float64(0.5) * cu_31 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_32 = wp.float64(3.0) * u_0_18
-        feq_18 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_33 = u_0_18 - u_2_18
-        cu_34 = wp.float64(3.0) * cu_33
-        feq_19 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_34 * (wp.float64(0.5) * cu_34 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_35 = u_0_18 + u_2_18
-        cu_36 = wp.float64(3.0) * cu_35
-        feq_20 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_36 * (wp.float64(0.5) * cu_36 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_37 = u_0_18 - u_1_18
-        cu_38 = wp.float64(3.0) * cu_37
-        feq_21 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_38 * (wp.float64(0.5) * cu_38 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_39 = cu_37 - u_2_18
-        cu_40 = wp.float64(3.0) * cu_39
-        feq_22 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_40 * (wp.float64(0.5) * cu_40 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_41 = cu_37 + u_2_18
-        cu_42 = wp.float64(3.0) * cu_41
-        feq_23 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_42 * (wp.float64(0.5) * cu_42 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_43 = u_0_18 + u_1_18
-        cu_44 = wp.float64(3.0) * cu_43
-        feq_24 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_44 * (wp.float64(0.5) * cu_44 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_45 = cu_43 - u_2_18
-        cu_46 = wp.float64(3.0) * cu_45
-        feq_25 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_46 * (wp.float64(0.5) * cu_46 + wp.float64(1.0)) + wp.float64(1.0))
-        cu_47 = cu_43 + u_2_18
-        cu_48 = wp.float64(3.0) * cu_47
-        feq_26 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_48 * (wp.float64(0.5) * cu_48 + wp.float64(1.0)) + wp.float64(1.0))
-        fneq_0 = f_0_0 - feq_0
+        usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)  # quadratic_equilibrium.py:55
+        feq_0 = wp.float64(0.2962962962962963) * rho_25 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu = -u_2_18  # quadratic_equilibrium.py:51
+        cu_1 = wp.float64(3.0) * cu  # quadratic_equilibrium.py:52
+        feq_1 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_2 = wp.float64(3.0) * u_2_18  # quadratic_equilibrium.py:52
+        feq_2 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_3 = -u_1_18  # quadratic_equilibrium.py:51
+        cu_4 = wp.float64(3.0) * cu_3  # quadratic_equilibrium.py:52
+        feq_3 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_5 = cu_3 - u_2_18  # quadratic_equilibrium.py:51
+        cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+        feq_4 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_7 = cu_3 + u_2_18  # quadratic_equilibrium.py:49
+        cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+        feq_5 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_9 = wp.float64(3.0) * u_1_18  # quadratic_equilibrium.py:52
+        feq_6 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_10 = u_1_18 - u_2_18  # quadratic_equilibrium.py:51
+        cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+        feq_7 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_12 = u_1_18 + u_2_18  # quadratic_equilibrium.py:49
+        cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+        feq_8 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_14 = -u_0_18  # quadratic_equilibrium.py:51
+        cu_15 = wp.float64(3.0) * cu_14  # quadratic_equilibrium.py:52
+        feq_9 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_16 = cu_14 - u_2_18  # quadratic_equilibrium.py:51
+        cu_17 = wp.float64(3.0) * cu_16  # quadratic_equilibrium.py:52
+        feq_10 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_18 = cu_14 + u_2_18  # quadratic_equilibrium.py:49
+        cu_19 = wp.float64(3.0) * cu_18  # quadratic_equilibrium.py:52
+        feq_11 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_20 = cu_14 - u_1_18  # quadratic_equilibrium.py:51
+        cu_21 = wp.float64(3.0) * cu_20  # quadratic_equilibrium.py:52
+        feq_12 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_22 = cu_20 - u_2_18  # quadratic_equilibrium.py:51
+        cu_23 = wp.float64(3.0) * cu_22  # quadratic_equilibrium.py:52
+        feq_13 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_24 = cu_20 + u_2_18  # quadratic_equilibrium.py:49
+        cu_25 = wp.float64(3.0) * cu_24  # quadratic_equilibrium.py:52
+        feq_14 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_25 * (wp.float64(0.5) * cu_25 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_26 = cu_14 + u_1_18  # quadratic_equilibrium.py:49
+        cu_27 = wp.float64(3.0) * cu_26  # quadratic_equilibrium.py:52
+        feq_15 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_27 * (wp.float64(0.5) * cu_27 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_28 = cu_26 - u_2_18  # quadratic_equilibrium.py:51
+        cu_29 = wp.float64(3.0) * cu_28  # quadratic_equilibrium.py:52
+        feq_16 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_29 * (wp.float64(0.5) * cu_29 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_30 = cu_26 + u_2_18  # quadratic_equilibrium.py:49
+        cu_31 = wp.float64(3.0) * cu_30  # quadratic_equilibrium.py:52
+        feq_17 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_31 * (wp.float64(0.5) * cu_31 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_32 = wp.float64(3.0) * u_0_18  # quadratic_equilibrium.py:52
+        feq_18 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_33 = u_0_18 - u_2_18  # quadratic_equilibrium.py:51
+        cu_34 = wp.float64(3.0) * cu_33  # quadratic_equilibrium.py:52
+        feq_19 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_34 * (wp.float64(0.5) * cu_34 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_35 = u_0_18 + u_2_18  # quadratic_equilibrium.py:49
+        cu_36 = wp.float64(3.0) * cu_35  # quadratic_equilibrium.py:52
+        feq_20 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_36 * (wp.float64(0.5) * cu_36 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_37 = u_0_18 - u_1_18  # quadratic_equilibrium.py:51
+        cu_38 = wp.float64(3.0) * cu_37  # quadratic_equilibrium.py:52
+        feq_21 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_38 * (wp.float64(0.5) * cu_38 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_39 = cu_37 - u_2_18  # quadratic_equilibrium.py:51
+        cu_40 = wp.float64(3.0) * cu_39  # quadratic_equilibrium.py:52
+        feq_22 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_40 * (wp.float64(0.5) * cu_40 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_41 = cu_37 + u_2_18  # quadratic_equilibrium.py:49
+        cu_42 = wp.float64(3.0) * cu_41  # quadratic_equilibrium.py:52
+        feq_23 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_42 * (wp.float64(0.5) * cu_42 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_43 = u_0_18 + u_1_18  # quadratic_equilibrium.py:49
+        cu_44 = wp.float64(3.0) * cu_43  # quadratic_equilibrium.py:52
+        feq_24 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_44 * (wp.float64(0.5) * cu_44 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_45 = cu_43 - u_2_18  # quadratic_equilibrium.py:51
+        cu_46 = wp.float64(3.0) * cu_45  # quadratic_equilibrium.py:52
+        feq_25 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_46 * (wp.float64(0.5) * cu_46 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        cu_47 = cu_43 + u_2_18  # quadratic_equilibrium.py:49
+        cu_48 = wp.float64(3.0) * cu_47  # quadratic_equilibrium.py:52
+        feq_26 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_48 * (wp.float64(0.5) * cu_48 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+        fneq_0 = f_0_0 - feq_0  # bgk.py:32
         fneq_1 = f_0_1 - feq_1
         fneq_2 = f_0_2 - feq_2
         fneq_3 = f_0_3 - feq_3
@@ -752,7 +726,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         fneq_24 = f_0_24 - feq_24
         fneq_25 = f_0_25 - feq_25
         fneq_26 = f_0_26 - feq_26
-        fout_0 = f_0_0 - fneq_0 * omega
+        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
         fout_1 = f_0_1 - fneq_1 * omega
         fout_2 = f_0_2 - fneq_2 * omega
         fout_3 = f_0_3 - fneq_3 * omega
@@ -783,111 +757,85 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
         adj_f_0_26 = adj_fout_26
         adj_fneq_26 = -(adj_fout_26 * omega)
-        if wp.static(not state_only):
-            adj_omega = -(adj_fout_26 * fneq_26)
         adj_f_0_25 = adj_fout_25
         adj_fneq_25 = -(adj_fout_25 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_25 * fneq_25)
         adj_f_0_24 = adj_fout_24
         adj_fneq_24 = -(adj_fout_24 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_24 * fneq_24)
         adj_f_0_23 = adj_fout_23
         adj_fneq_23 = -(adj_fout_23 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_23 * fneq_23)
         adj_f_0_22 = adj_fout_22
         adj_fneq_22 = -(adj_fout_22 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_22 * fneq_22)
         adj_f_0_21 = adj_fout_21
         adj_fneq_21 = -(adj_fout_21 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_21 * fneq_21)
         adj_f_0_20 = adj_fout_20
         adj_fneq_20 = -(adj_fout_20 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_20 * fneq_20)
         adj_f_0_19 = adj_fout_19
         adj_fneq_19 = -(adj_fout_19 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_19 * fneq_19)
         adj_f_0_18 = adj_fout_18
         adj_fneq_18 = -(adj_fout_18 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_18 * fneq_18)
         adj_f_0_17 = adj_fout_17
         adj_fneq_17 = -(adj_fout_17 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_17 * fneq_17)
         adj_f_0_16 = adj_fout_16
         adj_fneq_16 = -(adj_fout_16 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_16 * fneq_16)
         adj_f_0_15 = adj_fout_15
         adj_fneq_15 = -(adj_fout_15 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_15 * fneq_15)
         adj_f_0_14 = adj_fout_14
         adj_fneq_14 = -(adj_fout_14 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_14 * fneq_14)
         adj_f_0_13 = adj_fout_13
         adj_fneq_13 = -(adj_fout_13 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_13 * fneq_13)
         adj_f_0_12 = adj_fout_12
         adj_fneq_12 = -(adj_fout_12 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_12 * fneq_12)
         adj_f_0_11 = adj_fout_11
         adj_fneq_11 = -(adj_fout_11 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_11 * fneq_11)
         adj_f_0_10 = adj_fout_10
         adj_fneq_10 = -(adj_fout_10 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_10 * fneq_10)
         adj_f_0_9 = adj_fout_9
         adj_fneq_9 = -(adj_fout_9 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_9 * fneq_9)
         adj_f_0_8 = adj_fout_8
         adj_fneq_8 = -(adj_fout_8 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_8 * fneq_8)
         adj_f_0_7 = adj_fout_7
         adj_fneq_7 = -(adj_fout_7 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
         adj_f_0_6 = adj_fout_6
         adj_fneq_6 = -(adj_fout_6 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
         adj_f_0_5 = adj_fout_5
         adj_fneq_5 = -(adj_fout_5 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
         adj_f_0_4 = adj_fout_4
         adj_fneq_4 = -(adj_fout_4 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
         adj_f_0_3 = adj_fout_3
         adj_fneq_3 = -(adj_fout_3 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
         adj_f_0_2 = adj_fout_2
         adj_fneq_2 = -(adj_fout_2 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
         adj_f_0_1 = adj_fout_1
         adj_fneq_1 = -(adj_fout_1 * omega)
-        if wp.static(not state_only):
-            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
         adj_f_0_0 = adj_fout_0
         adj_fneq_0 = -(adj_fout_0 * omega)
         if wp.static(not state_only):
+            adj_omega = -(adj_fout_26 * fneq_26)
+            adj_omega = adj_omega - (adj_fout_25 * fneq_25)
+            adj_omega = adj_omega - (adj_fout_24 * fneq_24)
+            adj_omega = adj_omega - (adj_fout_23 * fneq_23)
+            adj_omega = adj_omega - (adj_fout_22 * fneq_22)
+            adj_omega = adj_omega - (adj_fout_21 * fneq_21)
+            adj_omega = adj_omega - (adj_fout_20 * fneq_20)
+            adj_omega = adj_omega - (adj_fout_19 * fneq_19)
+            adj_omega = adj_omega - (adj_fout_18 * fneq_18)
+            adj_omega = adj_omega - (adj_fout_17 * fneq_17)
+            adj_omega = adj_omega - (adj_fout_16 * fneq_16)
+            adj_omega = adj_omega - (adj_fout_15 * fneq_15)
+            adj_omega = adj_omega - (adj_fout_14 * fneq_14)
+            adj_omega = adj_omega - (adj_fout_13 * fneq_13)
+            adj_omega = adj_omega - (adj_fout_12 * fneq_12)
+            adj_omega = adj_omega - (adj_fout_11 * fneq_11)
+            adj_omega = adj_omega - (adj_fout_10 * fneq_10)
+            adj_omega = adj_omega - (adj_fout_9 * fneq_9)
+            adj_omega = adj_omega - (adj_fout_8 * fneq_8)
+            adj_omega = adj_omega - (adj_fout_7 * fneq_7)
+            adj_omega = adj_omega - (adj_fout_6 * fneq_6)
+            adj_omega = adj_omega - (adj_fout_5 * fneq_5)
+            adj_omega = adj_omega - (adj_fout_4 * fneq_4)
+            adj_omega = adj_omega - (adj_fout_3 * fneq_3)
+            adj_omega = adj_omega - (adj_fout_2 * fneq_2)
+            adj_omega = adj_omega - (adj_fout_1 * fneq_1)
             adj_omega = adj_omega - (adj_fout_0 * fneq_0)
         # adj of: bgk.py:32  fneq = f - feq
         adj_f_0_26 = adj_f_0_26 + adj_fneq_26
@@ -1180,31 +1128,25 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         adj_u_1_17 = adj_u_1_18 / rho_25
         adj_rho_25 = adj_rho_25 - (adj_u_0_18 * u_0_17 / (rho_25 * rho_25))
         adj_u_0_17 = adj_u_0_18 / rho_25
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=26]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=26; d=1, l=26; d=0, l=26]
         adj_f_0_26 = adj_f_0_26 + adj_u_2_17
         adj_u_2_16 = adj_u_2_17
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=26]
         adj_f_0_26 = adj_f_0_26 + adj_u_1_17
         adj_u_1_16 = adj_u_1_17
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=26]
         adj_f_0_26 = adj_f_0_26 + adj_u_0_17
         adj_u_0_16 = adj_u_0_17
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=25]
         adj_f_0_25 = adj_f_0_25 - adj_u_2_16
         adj_u_2_15 = adj_u_2_16
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=25]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=25; d=0, l=25; d=1, l=24; d=0, l=24; d=2, l=23]
         adj_f_0_25 = adj_f_0_25 + adj_u_1_16
         adj_u_1_15 = adj_u_1_16
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=25]
         adj_f_0_25 = adj_f_0_25 + adj_u_0_16
         adj_u_0_15 = adj_u_0_16
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=24]
         adj_f_0_24 = adj_f_0_24 + adj_u_1_15
         adj_u_1_14 = adj_u_1_15
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=24]
         adj_f_0_24 = adj_f_0_24 + adj_u_0_15
         adj_u_0_14 = adj_u_0_15
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=23]
         adj_f_0_23 = adj_f_0_23 + adj_u_2_15
         adj_u_2_14 = adj_u_2_15
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=23]
@@ -1213,10 +1155,9 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=23]
         adj_f_0_23 = adj_f_0_23 + adj_u_0_14
         adj_u_0_13 = adj_u_0_14
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=22]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=22; d=1, l=22]
         adj_f_0_22 = adj_f_0_22 - adj_u_2_14
         adj_u_2_13 = adj_u_2_14
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=22]
         adj_f_0_22 = adj_f_0_22 - adj_u_1_13
         adj_u_1_12 = adj_u_1_13
         # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=22]
@@ -1225,34 +1166,28 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=21]
         adj_f_0_21 = adj_f_0_21 - adj_u_1_12
         adj_u_1_11 = adj_u_1_12
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=21]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=21; d=2, l=20; d=0, l=20]
         adj_f_0_21 = adj_f_0_21 + adj_u_0_12
         adj_u_0_11 = adj_u_0_12
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=20]
         adj_f_0_20 = adj_f_0_20 + adj_u_2_13
         adj_u_2_12 = adj_u_2_13
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=20]
         adj_f_0_20 = adj_f_0_20 + adj_u_0_11
         adj_u_0_10 = adj_u_0_11
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=19]
         adj_f_0_19 = adj_f_0_19 - adj_u_2_12
         adj_u_2_11 = adj_u_2_12
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=19]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=19; d=0, l=18; d=2, l=17; d=1, l=17]
         adj_f_0_19 = adj_f_0_19 + adj_u_0_10
         adj_u_0_9 = adj_u_0_10
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=0, l=18]
         adj_f_0_18 = adj_f_0_18 + adj_u_0_9
         adj_u_0_8 = adj_u_0_9
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=17]
         adj_f_0_17 = adj_f_0_17 + adj_u_2_11
         adj_u_2_10 = adj_u_2_11
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=17]
         adj_f_0_17 = adj_f_0_17 + adj_u_1_11
         adj_u_1_10 = adj_u_1_11
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=17]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=17; d=2, l=16]
         adj_f_0_17 = adj_f_0_17 - adj_u_0_8
         adj_u_0_7 = adj_u_0_8
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=16]
         adj_f_0_16 = adj_f_0_16 - adj_u_2_10
         adj_u_2_9 = adj_u_2_10
         # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=16]
@@ -1270,151 +1205,111 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=14]
         adj_f_0_14 = adj_f_0_14 + adj_u_2_9
         adj_u_2_8 = adj_u_2_9
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=14]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=14; d=0, l=14; d=2, l=13; d=1, l=13; d=0, l=13; d=1, l=12; d=0, l=12]
         adj_f_0_14 = adj_f_0_14 - adj_u_1_8
         adj_u_1_7 = adj_u_1_8
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=14]
         adj_f_0_14 = adj_f_0_14 - adj_u_0_5
         adj_u_0_4 = adj_u_0_5
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=13]
         adj_f_0_13 = adj_f_0_13 - adj_u_2_8
         adj_u_2_7 = adj_u_2_8
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=13]
         adj_f_0_13 = adj_f_0_13 - adj_u_1_7
         adj_u_1_6 = adj_u_1_7
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=13]
         adj_f_0_13 = adj_f_0_13 - adj_u_0_4
         adj_u_0_3 = adj_u_0_4
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=12]
         adj_f_0_12 = adj_f_0_12 - adj_u_1_6
         adj_u_1_5 = adj_u_1_6
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=12]
         adj_f_0_12 = adj_f_0_12 - adj_u_0_3
         adj_u_0_2 = adj_u_0_3
         # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=11]
         adj_f_0_11 = adj_f_0_11 + adj_u_2_7
         adj_u_2_6 = adj_u_2_7
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=11; d=2, l=10; d=0, l=10; d=0, l=9]
         adj_f_0_11 = adj_f_0_11 - adj_u_0_2
         adj_u_0_1 = adj_u_0_2
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=10]
         adj_f_0_10 = adj_f_0_10 - adj_u_2_6
         adj_u_2_5 = adj_u_2_6
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=10]
         adj_f_0_10 = adj_f_0_10 - adj_u_0_1
         adj_u_0 = adj_u_0_1
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=0, l=9]
         adj_f_0_9 = adj_f_0_9 - adj_u_0
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=8; d=1, l=8]
         adj_f_0_8 = adj_f_0_8 + adj_u_2_5
         adj_u_2_4 = adj_u_2_5
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=8]
         adj_f_0_8 = adj_f_0_8 + adj_u_1_5
         adj_u_1_4 = adj_u_1_5
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=7]
         adj_f_0_7 = adj_f_0_7 - adj_u_2_4
         adj_u_2_3 = adj_u_2_4
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7]
+        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=7; d=1, l=6; d=2, l=5]
         adj_f_0_7 = adj_f_0_7 + adj_u_1_4
         adj_u_1_3 = adj_u_1_4
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=6]
         adj_f_0_6 = adj_f_0_6 + adj_u_1_3
         adj_u_1_2 = adj_u_1_3
-        # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=5]
         adj_f_0_5 = adj_f_0_5 + adj_u_2_3
         adj_u_2_2 = adj_u_2_3
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5]
+        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=5; d=2, l=4; d=1, l=4; d=1, l=3]
         adj_f_0_5 = adj_f_0_5 - adj_u_1_2
         adj_u_1_1 = adj_u_1_2
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=4]
         adj_f_0_4 = adj_f_0_4 - adj_u_2_2
         adj_u_2_1 = adj_u_2_2
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=4]
         adj_f_0_4 = adj_f_0_4 - adj_u_1_1
         adj_u_1 = adj_u_1_1
-        # adj of: first_moment.py:36  u[d] -= f[l]  [d=1, l=3]
         adj_f_0_3 = adj_f_0_3 - adj_u_1
         # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=2]
         adj_f_0_2 = adj_f_0_2 + adj_u_2_1
         adj_u_2 = adj_u_2_1
         # adj of: first_moment.py:36  u[d] -= f[l]  [d=2, l=1]
         adj_f_0_1 = adj_f_0_1 - adj_u_2
-        # adj of: zero_moment.py:26  rho += f[l]  [l=26]
+        # adj of: zero_moment.py:26  rho += f[l]  [l=26..1]
         adj_f_0_26 = adj_f_0_26 + adj_rho_25
         adj_rho_24 = adj_rho_25
-        # adj of: zero_moment.py:26  rho += f[l]  [l=25]
         adj_f_0_25 = adj_f_0_25 + adj_rho_24
         adj_rho_23 = adj_rho_24
-        # adj of: zero_moment.py:26  rho += f[l]  [l=24]
         adj_f_0_24 = adj_f_0_24 + adj_rho_23
         adj_rho_22 = adj_rho_23
-        # adj of: zero_moment.py:26  rho += f[l]  [l=23]
         adj_f_0_23 = adj_f_0_23 + adj_rho_22
         adj_rho_21 = adj_rho_22
-        # adj of: zero_moment.py:26  rho += f[l]  [l=22]
         adj_f_0_22 = adj_f_0_22 + adj_rho_21
         adj_rho_20 = adj_rho_21
-        # adj of: zero_moment.py:26  rho += f[l]  [l=21]
         adj_f_0_21 = adj_f_0_21 + adj_rho_20
         adj_rho_19 = adj_rho_20
-        # adj of: zero_moment.py:26  rho += f[l]  [l=20]
         adj_f_0_20 = adj_f_0_20 + adj_rho_19
         adj_rho_18 = adj_rho_19
-        # adj of: zero_moment.py:26  rho += f[l]  [l=19]
         adj_f_0_19 = adj_f_0_19 + adj_rho_18
         adj_rho_17 = adj_rho_18
-        # adj of: zero_moment.py:26  rho += f[l]  [l=18]
         adj_f_0_18 = adj_f_0_18 + adj_rho_17
         adj_rho_16 = adj_rho_17
-        # adj of: zero_moment.py:26  rho += f[l]  [l=17]
         adj_f_0_17 = adj_f_0_17 + adj_rho_16
         adj_rho_15 = adj_rho_16
-        # adj of: zero_moment.py:26  rho += f[l]  [l=16]
         adj_f_0_16 = adj_f_0_16 + adj_rho_15
         adj_rho_14 = adj_rho_15
-        # adj of: zero_moment.py:26  rho += f[l]  [l=15]
         adj_f_0_15 = adj_f_0_15 + adj_rho_14
         adj_rho_13 = adj_rho_14
-        # adj of: zero_moment.py:26  rho += f[l]  [l=14]
         adj_f_0_14 = adj_f_0_14 + adj_rho_13
         adj_rho_12 = adj_rho_13
-        # adj of: zero_moment.py:26  rho += f[l]  [l=13]
         adj_f_0_13 = adj_f_0_13 + adj_rho_12
         adj_rho_11 = adj_rho_12
-        # adj of: zero_moment.py:26  rho += f[l]  [l=12]
         adj_f_0_12 = adj_f_0_12 + adj_rho_11
         adj_rho_10 = adj_rho_11
-        # adj of: zero_moment.py:26  rho += f[l]  [l=11]
         adj_f_0_11 = adj_f_0_11 + adj_rho_10
         adj_rho_9 = adj_rho_10
-        # adj of: zero_moment.py:26  rho += f[l]  [l=10]
         adj_f_0_10 = adj_f_0_10 + adj_rho_9
         adj_rho_8 = adj_rho_9
-        # adj of: zero_moment.py:26  rho += f[l]  [l=9]
         adj_f_0_9 = adj_f_0_9 + adj_rho_8
         adj_rho_7 = adj_rho_8
-        # adj of: zero_moment.py:26  rho += f[l]  [l=8]
         adj_f_0_8 = adj_f_0_8 + adj_rho_7
         adj_rho_6 = adj_rho_7
-        # adj of: zero_moment.py:26  rho += f[l]  [l=7]
         adj_f_0_7 = adj_f_0_7 + adj_rho_6
         adj_rho_5 = adj_rho_6
-        # adj of: zero_moment.py:26  rho += f[l]  [l=6]
         adj_f_0_6 = adj_f_0_6 + adj_rho_5
         adj_rho_4 = adj_rho_5
-        # adj of: zero_moment.py:26  rho += f[l]  [l=5]
         adj_f_0_5 = adj_f_0_5 + adj_rho_4
         adj_rho_3 = adj_rho_4
-        # adj of: zero_moment.py:26  rho += f[l]  [l=4]
         adj_f_0_4 = adj_f_0_4 + adj_rho_3
         adj_rho_2 = adj_rho_3
-        # adj of: zero_moment.py:26  rho += f[l]  [l=3]
         adj_f_0_3 = adj_f_0_3 + adj_rho_2
         adj_rho_1 = adj_rho_2
-        # adj of: zero_moment.py:26  rho += f[l]  [l=2]
         adj_f_0_2 = adj_f_0_2 + adj_rho_1
         adj_rho = adj_rho_1
-        # adj of: zero_moment.py:26  rho += f[l]  [l=1]
         adj_f_0_0 = adj_f_0_0 + adj_rho
         adj_f_0_1 = adj_f_0_1 + adj_rho
         # writes

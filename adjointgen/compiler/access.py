@@ -108,13 +108,13 @@ def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
             continue
         population, *spatial = statement.index
         if not sympy.sympify(population).is_Integer:
-            raise UnsupportedConstruct(statement.origin, "a population index that is not a build-time constant",
+            raise UnsupportedConstruct(str(statement.origin), "a population index that is not a build-time constant",
                                        "read populations with constant indices (unroll the loop over q)")
         try:
             shifts = tuple(_shift(e, program.thread[a], a in unit_axes) for a, e in enumerate(spatial))
         except ValueError as exc:
             if statement.array in differentiable:
-                raise UnsupportedConstruct(statement.origin, f"a read of {statement.array} that is not a periodic shift ({exc})",
+                raise UnsupportedConstruct(str(statement.origin), f"a read of {statement.array} that is not a periodic shift ({exc})",
                                            "read neighbours through XLB's periodic pull pattern") from None
             continue  # a non-differentiable read: printed as written
         result.loads[str(statement.target)] = Access(statement.array, int(population), shifts)
@@ -126,7 +126,7 @@ def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
             for a, e in enumerate(spatial)
         )
         if not (sympy.sympify(population).is_Integer and own_cell):
-            raise UnsupportedConstruct(store.origin, "a write to another cell than the thread's own",
+            raise UnsupportedConstruct(str(store.origin), "a write to another cell than the thread's own",
                                        "write only to [l, i, j, k] of the thread; neighbour writes race")
     # race freedom of the adjoint's writes
     by_population: dict = {}

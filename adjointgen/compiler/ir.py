@@ -73,12 +73,24 @@ def _free_symbols(exprs) -> frozenset:
     return frozenset().union(*(sympy.sympify(e).free_symbols for e in exprs))
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a statement came from: ``site`` is the source line (``file:line  text``), ``bindings``
+    the unrolled loop variables' values there (``("d=1", "l=8")``)."""
+
+    site: str
+    bindings: tuple = ()
+
+    def __str__(self) -> str:
+        return f"{self.site}  [{', '.join(self.bindings)}]" if self.bindings else self.site
+
+
 @dataclass
 class Load:
     target: sympy.Symbol
     array: str
     index: tuple
-    origin: str
+    origin: Origin
 
     def operands(self) -> tuple:
         """The index expressions (integer, inline)."""
@@ -92,7 +104,7 @@ class Load:
 class Assign:
     target: sympy.Symbol
     expr: sympy.Expr
-    origin: str
+    origin: Origin
 
     def operands(self) -> tuple:
         return (self.expr,)
@@ -106,7 +118,7 @@ class Store:
     array: str
     index: tuple
     value: sympy.Expr
-    origin: str
+    origin: Origin
     keep: object = None  # a sympy boolean: where it holds, the cell keeps the array's old value
     when: object = None  # a sympy boolean: the store happens only where it holds (None: always)
 

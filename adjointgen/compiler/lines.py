@@ -65,10 +65,13 @@ class Lines:
             parts = [self.print(e, "int32") for e in index]
         return f"{array}[{', '.join(parts)}]"
 
-    def statement(self, statement) -> str:
+    def statement(self, statement, source: bool = False) -> str:
+        """The statement as a line; ``source``: with the file and line it came from as a comment."""
         if isinstance(statement, Load):
-            return f"{statement.target} = {self.index(statement.target, statement.array, statement.index)}"
-        return f"{statement.target} = {self.print(statement.expr, self.program.dtypes[str(statement.target)])}"
+            line = f"{statement.target} = {self.index(statement.target, statement.array, statement.index)}"
+        else:
+            line = f"{statement.target} = {self.print(statement.expr, self.program.dtypes[str(statement.target)])}"
+        return f"{line}  # {statement.origin.site.split('  ')[0]}" if source else line
 
     def store_index(self, index) -> str:
         return ", ".join(self.print(e, "int32") for e in index)
@@ -133,21 +136,26 @@ def merge_ifs(lines: list[str]) -> list[str]:
 def guarded_body(lines: Lines, statements: list, cell_guards: guards.CellGuards) -> list[str]:
     """The lines of the cell program's statements (the forward's, replayed by the adjoint), with
     boundary-only work inside ``if`` blocks on the cell's boundary id; each guarded variable gets
-    a typed default first."""
+    a typed default first.
+
+    The first statement of each run from one source line carries that line's file and number as
+    a comment."""
     out, run, run_guard = [], [], None
     id_symbol, needs = cell_guards.id_symbol, cell_guards.needs
+    scheduled = guards.schedule(statements, needs, id_symbol)
+    sourced = {id(s) for before, s in zip([None] + scheduled, scheduled) if before is None or before.origin.site != s.origin.site}
 
     def close():
         if run:
-            out.extend(_guarded_run(lines, run, run_guard, id_symbol))
+            out.extend(_guarded_run(lines, run, run_guard, id_symbol, sourced))
             run.clear()
 
-    for statement in guards.schedule(statements, needs, id_symbol):
+    for statement in scheduled:
         guard = needs.get(str(statement.target))
         if run and guard != run_guard:
             close()
         if guard is None:
-            out.append(lines.statement(statement))
+            out.append(lines.statement(statement, id(statement) in sourced))
         else:
             run.append(statement)
             run_guard = guard
@@ -155,7 +163,7 @@ def guarded_body(lines: Lines, statements: list, cell_guards: guards.CellGuards)
     return out
 
 
-def _guarded_run(lines: Lines, run: list, guard: guards.Need, id_symbol) -> list[str]:
+def _guarded_run(lines: Lines, run: list, guard: guards.Need, id_symbol, sourced: set) -> list[str]:
     """One run of statements with the same guard: typed defaults, then the ``if`` block."""
     ids = sorted(guard.ids)
     out = [f"# used only at cells with boundary id {', '.join(map(str, ids)) or '(none)'}"]
@@ -164,7 +172,7 @@ def _guarded_run(lines: Lines, run: list, guard: guards.Need, id_symbol) -> list
         out.append(f"{statement.target} = {'False' if dtype == 'bool' else lines.print.number(0, dtype)}")
     if ids:
         out.append(f"if {lines.id_condition(id_symbol, guard)}:")
-        out.extend(f"    {lines.statement(statement)}" for statement in run)
+        out.extend(f"    {lines.statement(statement, id(statement) in sourced)}" for statement in run)
     return out
 
 

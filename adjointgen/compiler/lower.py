@@ -25,7 +25,7 @@ import libcst as cst
 import sympy
 
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.compiler.ir import FLOAT_TYPES, Assign, Load, Program, Select, Store
+from adjointgen.compiler.ir import FLOAT_TYPES, Assign, Load, Origin, Program, Select, Store
 from adjointgen.compiler.passes.base import code, literal_value, NotStatic, tag_of
 from adjointgen.xlb.fields import field_of
 
@@ -114,13 +114,12 @@ class Lowering:
     def refuse(self, construct: str, advice: str):
         raise UnsupportedConstruct(self.where(), construct, advice)
 
-    def origin(self) -> str:
+    def origin(self) -> Origin:
         if not self.tag:
-            return f"{os.path.basename(self.functional.filename)}"
+            return Origin(os.path.basename(self.functional.filename))
         line, *bindings = self.tag.split()
         text = self.functional.source_line(int(line))
-        suffix = f"  [{', '.join(bindings)}]" if bindings else ""
-        return f"{os.path.basename(self.functional.filename)}:{line}  {text}{suffix}"
+        return Origin(f"{os.path.basename(self.functional.filename)}:{line}  {text}", tuple(bindings))
 
     def fresh(self, base: str, dtype: str, integer: bool = False) -> sympy.Symbol:
         base = _sanitize(base)

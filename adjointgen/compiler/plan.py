@@ -25,7 +25,7 @@ import sympy
 
 from adjointgen.compiler import guards
 from adjointgen.compiler.access import Accesses
-from adjointgen.compiler.ir import Load, Program
+from adjointgen.compiler.ir import Load, Origin, Program
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.lines import (Lines, convert, guarded_body, merge_ifs, needed, population_order, split_prologue,
                                        static_if, without_parameters)
@@ -84,10 +84,9 @@ class AdjointVariant:
 
 @dataclass(frozen=True)
 class SweepGroup:
-    """The reverse sweep's lines for one forward statement."""
+    """The reverse sweep's lines for one run of forward statements from the same source line."""
 
-    source: str  # the forward statement's origin
-    origin: str | None  # the same, or None where the previous group had it (one comment per run)
+    origin: str  # that line, with the unrolled loop variables' values of the run
     lines: list
 
 
@@ -146,7 +145,7 @@ class _Destination:
 
     cleared: bool  # an output element: its old content was overwritten
     dtype: str
-    origin: str | None
+    origin: Origin | None
     terms: list = field(default_factory=list)  # adjoint variables added to it
 
 
@@ -159,7 +158,7 @@ class _Sweep:
 
 @dataclass(frozen=True)
 class _WriteBack:
-    reads: list  # (origin, line): gradients read up front
+    reads: list  # (Origin, line): gradients read up front
     writes: list  # accumulating writes
     fresh_writes: list  # the writes of the fresh variant
 
@@ -318,8 +317,7 @@ def _sweep(c: _Context) -> _Sweep:
     destinations = {f"{c.grads[array]}[{c.lines.store_index(index)}]": _Destination(True, c.dtype(array), None)
                     for array, index in c.adjoint.clears}
     slot_terms: dict = {}  # one element read through two index expressions shares a slot
-    groups: list = []
-    parameter_adjoints = {variable for _, variable in c.adjoint.parameters if variable}
+    runs: list = []  # [origins, updates] per run of groups from the same source line
     for group in c.adjoint.groups:
         if group.scatter is not None:
             array, index, name, symbol = group.scatter
@@ -332,11 +330,69 @@ def _sweep(c: _Context) -> _Sweep:
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
                 slot_terms.setdefault(slot, []).append(name)
             continue
-        body = [(_update_line(c, update), update.target in parameter_adjoints) for update in group.updates]
-        repeated = bool(groups) and groups[-1].source == group.origin  # one comment per run of groups
-        groups.append(SweepGroup(group.origin, None if repeated else group.origin,
-                                 without_parameters(body, bool(c.adjoint.parameters))))
-    return _Sweep(groups, destinations, slot_terms)
+        if runs and runs[-1][0][-1].site == group.origin.site:
+            runs[-1][0].append(group.origin)
+            runs[-1][1].extend(group.updates)
+        else:
+            runs.append(([group.origin], list(group.updates)))
+    return _Sweep([_sweep_group(c, origins, updates) for origins, updates in runs], destinations, slot_terms)
+
+
+def _sweep_group(c: _Context, origins: list, updates: list) -> SweepGroup:
+    """One comment for the run, and its updates with the parameter-only ones (``adj_omega``) last,
+    in one ``wp.static`` block, where that order computes the same values."""
+    parameter_adjoints = {variable for _, variable in c.adjoint.parameters if variable}
+    updates = parameters_last(updates, parameter_adjoints)
+    body = [(_update_line(c, update), update.target in parameter_adjoints) for update in updates]
+    return SweepGroup(describe_origins(origins), without_parameters(body, bool(c.adjoint.parameters)))
+
+
+def parameters_last(updates: list, parameter_adjoints: set) -> list:
+    """``updates`` with those of the parameter adjoints moved after the others, or unchanged where
+    a moved update would pass one that writes a value it reads or reads the value it writes."""
+    for position, update in enumerate(updates):
+        if update.target in parameter_adjoints:
+            passed = [u for u in updates[position + 1:] if u.target not in parameter_adjoints]
+            if any(u.target in _reads(update) or update.target in _reads(u) for u in passed):
+                return updates
+    return ([u for u in updates if u.target not in parameter_adjoints]
+            + [u for u in updates if u.target in parameter_adjoints])
+
+
+def _reads(update) -> set:
+    """The variables an update reads: its contribution's symbols, and its target when it adds."""
+    names = {str(symbol) for symbol in update.expr.free_symbols}
+    return names if update.first else names | {update.target}
+
+
+def describe_origins(origins: list) -> str:
+    """A run of statements from one source line as one comment text: the line, then the loop
+    variables' values of each statement (``[l=18..1]`` where one variable counts by one)."""
+    bindings = [o.bindings for o in origins if o.bindings]
+    if not bindings:
+        return origins[0].site
+    keys = {tuple(b.split("=")[0] for b in binding) for binding in bindings}
+    if len(bindings) > 1 and len(keys) == 1 and len(next(iter(keys))) == 1:
+        key = next(iter(keys))[0]
+        values = [binding[0].split("=", 1)[1] for binding in bindings]
+        return f"{origins[0].site}  [{key}={_value_runs(values)}]"
+    return f"{origins[0].site}  [{'; '.join(', '.join(binding) for binding in bindings)}]"
+
+
+def _value_runs(values: list) -> str:
+    """Integer values, with runs of three or more that count up or down by one written ``a..b``."""
+    if not all(v.lstrip("-").isdigit() for v in values):
+        return ", ".join(values)
+    numbers, out, start = [int(v) for v in values], [], 0
+    while start < len(numbers):
+        end = start + 1
+        step = numbers[end] - numbers[start] if end < len(numbers) else 0
+        while abs(step) == 1 and end < len(numbers) and numbers[end] - numbers[end - 1] == step:
+            end += 1
+        run = numbers[start:end] if end - start > 2 else numbers[start:start + 1]
+        out.append(f"{run[0]}..{run[-1]}" if len(run) > 2 else str(run[0]))
+        start += len(run)
+    return ", ".join(out)
 
 
 def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
@@ -406,14 +462,15 @@ def _parameter_lines(c: _Context) -> list:
 
 
 def _collapsed_reads(reads: list) -> list:
-    """The up-front reads, with one ``# adj of:`` comment per run of reads of the same origin."""
-    out, current = [], None
+    """The up-front reads, with one ``# adj of:`` comment per run of reads from one source line."""
+    runs: list = []  # (origins, lines)
     for origin, line in reads:
-        if origin != current:
-            current = origin
-            out.append(f"# adj of: {origin}")
-        out.append(line)
-    return out
+        if runs and runs[-1][0][-1].site == origin.site:
+            runs[-1][0].append(origin)
+            runs[-1][1].append(line)
+        else:
+            runs.append(([origin], [line]))
+    return [text for origins, lines in runs for text in [f"# adj of: {describe_origins(origins)}"] + lines]
 
 
 def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:

@@ -21,7 +21,7 @@ import sympy
 from adjointgen.compiler.access import Accesses
 from adjointgen.compiler.naming import Namer
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.compiler.ir import FLOAT_TYPES, Load, Program, Select
+from adjointgen.compiler.ir import FLOAT_TYPES, Load, Origin, Program, Select
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Update:
 
 @dataclass
 class Group:
-    origin: str
+    origin: Origin
     forward: str  # the forward statement, as "t = e"
     updates: list = field(default_factory=list)
     scatter: tuple | None = None  # (array, index, adjoint variable, load symbol name) for a load

@@ -1,0 +1,49 @@
+"""Kernel plans (adjointgen/compiler/plan.py): comments per run of one source line, parameter
+adjoints gathered into one variant block only where the order does not matter, provenance on
+the forward lines."""
+
+from pathlib import Path
+
+import sympy
+
+from adjointgen.compiler.ir import Origin
+from adjointgen.compiler.plan import describe_origins, parameters_last
+from adjointgen.compiler.reverse import Update
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = "zero_moment.py:26  rho += f[l]"
+
+
+def test_a_run_of_one_source_line_is_described_once():
+    assert describe_origins([Origin(SITE, (f"l={l}",)) for l in range(18, 0, -1)]) == f"{SITE}  [l=18..1]"
+    assert describe_origins([Origin(SITE, ("l=3",)), Origin(SITE, ("l=1",)), Origin(SITE, ("l=2",))]) == f"{SITE}  [l=3, 1, 2]"
+    assert describe_origins([Origin(SITE, ("d=1", "l=8")), Origin(SITE, ("d=0", "l=8"))]) == f"{SITE}  [d=1, l=8; d=0, l=8]"
+    assert describe_origins([Origin("bgk.py:33  fout = f - omega * fneq")]) == "bgk.py:33  fout = f - omega * fneq"
+
+
+def _update(target, expr, first=True):
+    return Update(target, sympy.sympify(expr), first)
+
+
+def test_parameter_adjoints_move_after_the_run_when_nothing_they_read_changes():
+    updates = [_update("adj_a", "adj_t * w"), _update("adj_omega", "-adj_t * n"),
+               _update("adj_b", "adj_s * w"), _update("adj_omega", "-adj_s * m", first=False)]
+    ordered = parameters_last(updates, {"adj_omega"})
+    assert [u.target for u in ordered] == ["adj_a", "adj_b", "adj_omega", "adj_omega"]
+    assert [str(u.expr) for u in ordered[2:]] == ["-adj_t*n", "-adj_s*m"]  # their own order kept
+
+
+def test_parameter_adjoints_stay_where_a_later_update_changes_what_they_read():
+    updates = [_update("adj_omega", "-adj_t * n"), _update("adj_t", "adj_s", first=False)]
+    assert parameters_last(updates, {"adj_omega"}) == updates
+    reads_the_parameter = [_update("adj_omega", "-adj_t * n"), _update("adj_b", "adj_omega")]
+    assert parameters_last(reads_the_parameter, {"adj_omega"}) == reads_the_parameter
+
+
+def test_the_shipped_module_has_one_comment_per_run_and_sources_on_forward_lines():
+    text = (ROOT / "generated" / "d2q9_bgk_fp32fp32.py").read_text()
+    assert text.count("# adj of: zero_moment.py:26") == 1 and "rho += f[l]  [l=8..1]" in text
+    assert text.count("# adj of: stream.py:80") == 1  # the up-front reads of the nine populations
+    sweep = text[text.index("# reverse sweep"):text.index("# writes")]
+    assert sweep.count("if wp.static(not state_only):") == 1  # BGK's nine d/d omega terms, one block
+    assert text.count("rho = f_0_0 + f_0_1  # zero_moment.py:26") == 2  # forward and replay
