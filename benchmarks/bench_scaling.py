@@ -72,7 +72,7 @@ def measure(shape, devices, repeats, inner, keep_gradient=False):
     place = NamedSharding(mesh, P(None, "x"))
     arrays = [jax.device_put(jnp.asarray(a), place) for a in (f0, f_1.numpy(), bc_mask.numpy(), missing_mask.numpy(), c)]
     f0, f1, bc, mm, c = arrays
-    run = sharded_step(step, mesh) if len(devices) > 1 else step
+    run = sharded_step(step, mesh, writes_f_0=step.writes_f_0) if len(devices) > 1 else step
     omega = jnp.float32(1.6)
     # every array is an argument (a closure would make it a constant compiled into the program)
     forward = jax.jit(lambda f, f1, bc, mm: run(f, f1, bc, mm, omega)[1])

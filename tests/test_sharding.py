@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent('''
     put = lambda a: jax.device_put(a, NamedSharding(mesh, P(None, "x")))
     results = {"devices": len(jax.devices())}
 
-    def compare(name, step, f0, f1, bc, mm):
+    def compare(name, step, f0, f1, bc, mm, writes_f_0=True):
         c = jnp.asarray(np.random.default_rng(1).standard_normal(f0.shape).astype(f0.dtype))
 
         def loss_with(s):
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent('''
 
         omega = jnp.asarray(1.6, dtype=f0.dtype)
         (v1, a1), (g1, o1) = jax.jit(jax.value_and_grad(loss_with(step), argnums=(0, 1), has_aux=True))(f0, omega)
-        (v2, a2), (g2, o2) = jax.jit(jax.value_and_grad(loss_with(sharded_step(step, mesh)), argnums=(0, 1), has_aux=True))(put(f0), omega)
+        (v2, a2), (g2, o2) = jax.jit(jax.value_and_grad(loss_with(sharded_step(step, mesh, writes_f_0=writes_f_0)), argnums=(0, 1), has_aux=True))(put(f0), omega)
         scale = float(jnp.abs(g1).max())
         results[name] = {"forward": float(jnp.abs(a1 - a2).max()), "grad": float(jnp.abs(g1 - g2).max()) / scale,
                          "omega": abs(float(o1) - float(o2)) / abs(float(o1)), "sharded": str(g2.sharding.spec)}
@@ -64,7 +64,8 @@ SCRIPT = textwrap.dedent('''
         _, f1, bc, mm = prepare_fields(stepper, config)
         dtype = np.float64 if config.is_fp64 else np.float32
         f0 = jnp.asarray(random_state(config, shape, 0).astype(dtype))
-        compare(label, jax_step(stepper), f0, jnp.asarray(f1.numpy()), jnp.asarray(bc.numpy()), jnp.asarray(mm.numpy()))
+        step = jax_step(stepper)
+        compare(label, step, f0, jnp.asarray(f1.numpy()), jnp.asarray(bc.numpy()), jnp.asarray(mm.numpy()), step.writes_f_0)
     print(json.dumps(results))
 ''')
 

@@ -35,8 +35,13 @@ def _halo_exchange(x, axis_name: str, devices: int, halo: int):
     return jnp.concatenate([from_left, x, from_right], axis=1)
 
 
-def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1):
-    """``step`` run on slabs of the grid, one per device of ``mesh`` (see the module docstring)."""
+def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1, writes_f_0: bool = True):
+    """``step`` run on slabs of the grid, one per device of ``mesh`` (see the module docstring).
+
+    ``writes_f_0=False`` says that the step returns its ``f_0`` unchanged (a generated step whose
+    ``manifest.writes_f_0`` is False; :func:`~adjointgen.runtime.jax_face.jax_step` returns it as
+    the step's ``writes_f_0``): the input slab is then passed through instead of cut out of the
+    step's padded result. True is right for every step, False only saves that copy."""
     import jax
     from jax.sharding import PartitionSpec as P
 
@@ -48,7 +53,7 @@ def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1):
         # varying, whose transpose sums the parts over the devices
         omega = jax.lax.pcast(omega, axis_name, to="varying")
         f_0_out, f_new = step(*padded, omega)
-        if not getattr(step, "writes_f_0", True):  # the step leaves f_0 alone: no copy of it back
+        if not writes_f_0:  # the step leaves f_0 alone: no copy of it back
             return f_0, f_new[:, halo:-halo]
         return f_0_out[:, halo:-halo], f_new[:, halo:-halo]
 

@@ -1,8 +1,8 @@
 """The ``adjointgen`` command: build, check, verify.
 
-    adjointgen build  [--config D3Q19/BGK/FP32FP32 ...] [--out DIR] [--explain]
+    adjointgen build  [--config D3Q19/BGK/FP32FP32 ...] [--out DIR] [--explain] [--jobs N]
     adjointgen check  [--config ...] [--dir DIR]
-    adjointgen verify [--config ...] [--shape 8x8]
+    adjointgen verify [--config ...] [--shape 8x8] [--jobs N]   # one configuration per process
     adjointgen lint   PATH_OR_MODULE... [--velocity-set D3Q19] [--format json]
     adjointgen bench  [--config ...] [--size 192] [--out DIR]   # on a GPU: times every way to step
     adjointgen bench --rollout [--steps 1000] [--memory 20GB]  # a rollout's gradient, its plan and floor
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -57,11 +58,21 @@ def render(config: Configuration, explain: bool = False) -> str:
     return record.text
 
 
+def _map(function, configs: list, args) -> list:
+    """``function`` over the configurations, on ``--jobs`` worker processes (tools/parallel.py)."""
+    from adjointgen.tools.parallel import default_jobs, map_configurations
+    from adjointgen.verbosity import is_quiet
+
+    jobs = args.jobs if args.jobs is not None else default_jobs(len(configs))
+    return map_configurations(function, configs, jobs, tuple(args.source or ()), is_quiet())
+
+
 def cmd_build(args) -> int:
     out = Path(args.out) if args.out else generated_dir()
     out.mkdir(parents=True, exist_ok=True)
-    for config in _configurations(args):
-        text = render(config, args.explain)
+    configs = _configurations(args)
+    texts = [render(config, True) for config in configs] if args.explain else _map(render, configs, args)
+    for config, text in zip(configs, texts):
         path = out / f"{config.name}.py"
         status = "unchanged" if path.exists() and path.read_text() == text else "written"
         if status == "written":
@@ -110,9 +121,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from adjointgen.tools.verify import format_table, verify_configuration
+    from adjointgen.tools.verify import format_table, verify_with_shape
 
-    rows = []
     configs = _configurations(args)
     if not (args.config or args.config_file):
         configs += default_configurations(Path.cwd(), "verify_also")
@@ -120,11 +130,8 @@ def cmd_verify(args) -> int:
             configs += default_configurations(Path.cwd(), "verify_extended")
         if args.fields or args.extended:
             configs += default_configurations(Path.cwd(), "verify_fields")
-    for config in configs:
-        shape = tuple(int(n) for n in args.shape.split("x")) if args.shape else None
-        if shape is not None and len(shape) != config.dim:
-            shape = None
-        rows.append(verify_configuration(config, shape))
+    shape = tuple(int(n) for n in args.shape.split("x")) if args.shape else None
+    rows = _map(functools.partial(verify_with_shape, shape=shape), configs, args)
     print(format_table(rows))
     failed = [row.config.label for row in rows if not row.passed]
     if failed:
@@ -204,7 +211,8 @@ def parser() -> argparse.ArgumentParser:
 
     build = with_configs(command("build", help="generate modules into generated/"))
     build.add_argument("--out", help="output directory (default: adjointgen's generated/ folder)")
-    build.add_argument("--explain", action="store_true", help="print the intermediate result of every stage")
+    build.add_argument("--explain", action="store_true", help="print the intermediate result of every stage (one process)")
+    build.add_argument("--jobs", "-j", type=int, help="worker processes, one configuration each (default: one per core)")
     build.set_defaults(run=cmd_build)
 
     check = with_configs(command("check", help="fail if generated/ is stale or edited"))
@@ -218,6 +226,7 @@ def parser() -> argparse.ArgumentParser:
                         help="also the larger set of boundary mixes and collision models (verify_extended), and verify_fields")
     verify.add_argument("--fields", action="store_true",
                         help="also the design-field configurations (verify_fields: PorousBGK, d/d porosity per cell)")
+    verify.add_argument("--jobs", "-j", type=int, help="worker processes, one configuration each (default: one per core)")
     verify.set_defaults(run=cmd_verify)
 
     lint = command("lint", help="report where Warp's automatic adjoint is silently wrong")

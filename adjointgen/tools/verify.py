@@ -487,6 +487,12 @@ def verify_configuration(config: Configuration, shape: tuple | None = None, modu
     return row
 
 
+def verify_with_shape(config: Configuration, shape: tuple | None) -> Row:
+    """:func:`verify_configuration` on ``shape`` where it has the configuration's dimension, else
+    on the default grid (a worker process's unit of ``adjointgen verify``)."""
+    return verify_configuration(config, shape if shape is not None and len(shape) == config.dim else None)
+
+
 def format_table(rows: list[Row]) -> str:
     """A Markdown table, one row per configuration."""
     with_fields = any(row.config.collision in DESIGN_COLLISIONS for row in rows)
