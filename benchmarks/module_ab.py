@@ -73,30 +73,39 @@ def main(argv=None) -> int:
     arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask, "omega": compute(1.6),
               "timestep": 0, "adj_f_0": wp.zeros_like(f_0), "adj_f_1": wp.array(cotangent, dtype=f_0.dtype),
               "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute),
-              "saved_f_0": f_0}  # forward's last parameter (forward_save's copy), never written by forward
+              "saved_f_0": wp.empty_like(f_0)}  # forward_save's copy (forward takes it and leaves it alone)
     fresh = not has_kept_cells(bc_mask) and all(m.manifest.has("adjoint_fresh") for m in modules.values())
-    kernels = [k for k in ("forward", "adjoint", "adjoint_fresh", "adjoint_state", "adjoint_fresh_state")
+    kernels = [k for k in ("forward", "forward_save", "adjoint", "adjoint_fresh", "adjoint_state", "adjoint_fresh_state")
                if all(m.manifest.has(k) for m in modules.values()) and (fresh or "fresh" not in k)]
+
+    adjoints = [k for k in kernels if k.startswith("adjoint")]
 
     def launch(module, name):
         kernel = module.kernel(name)
         inputs = [arrays[arg.label] for arg in kernel.adj.args]
-        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, block_dim=128 if name != "forward" else 256)
+        wp.launch(kernel, dim=f_0.shape[1:], inputs=inputs, block_dim=128 if name.startswith("adjoint") else 256)
 
     samples = {(v, k): [] for v in modules for k in kernels}
     gradients = {}
-    for round_ in range(args.rounds + 1):  # round 0: compile and warm up, not counted
+    for round_ in range(args.rounds + 1):  # round 0: compile, warm up and outputs for equality, not timed
         for variant, module in modules.items():
             for kernel in kernels:
                 ms = _round(lambda m=module, k=kernel: launch(m, k), wp.synchronize, args.inner)
                 if round_:
                     samples[(variant, kernel)].append(ms)
-            for kernel in kernels[1:]:  # each adjoint once from the same inputs: its outputs, for equality
+            if round_:
+                continue
+            for kernel in [k for k in kernels if k.startswith("forward")]:  # outputs (and copy), for equality
+                arrays["f_1"].zero_()
+                arrays["saved_f_0"].zero_()
+                launch(module, kernel)
+                gradients.setdefault(variant, {})[kernel] = (arrays["f_1"].numpy().copy(), arrays["saved_f_0"].numpy().copy())
+            for kernel in adjoints:  # each adjoint once from the same inputs: its outputs, for equality
                 arrays["adj_f_0"].zero_()
                 arrays["adj_f_1"].assign(cotangent)
                 launch(module, kernel)
                 gradients.setdefault(variant, {})[kernel] = (arrays["adj_f_0"].numpy().copy(), arrays["adj_f_1"].numpy().copy())
-    equal = {k: all(np.array_equal(a, b) for a, b in zip(gradients["A"][k], gradients["B"][k])) for k in kernels[1:]}
+    equal = {k: all(np.array_equal(a, b) for a, b in zip(gradients["A"][k], gradients["B"][k])) for k in kernels}
     result = {
         "device": wp.get_device().name, "warp": wp.config.version, "config": args.config, "size": args.size,
         "rounds": args.rounds, "inner": args.inner, "a": args.a, "b": args.b, "bitwise_equal_outputs": equal,

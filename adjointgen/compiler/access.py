@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from adjointgen.errors import UnsupportedConstruct
-from adjointgen.compiler.ir import Load, Program
+from adjointgen.compiler.ir import Load, Program, Select
 
 _CHECK_UP_TO = 16
 
@@ -61,8 +61,15 @@ class Accesses:
 
 
 def _raw_offset(expr, x) -> int | None:
-    """``c`` when ``expr`` is exactly ``x - c`` (an index without a periodic wrap), else None."""
-    offset = sympy.simplify(x - sympy.sympify(expr))
+    """``c`` when ``expr`` is exactly ``x - c`` (an index without a periodic wrap), else None.
+
+    Expanded, not simplified: ``x - c`` expands to the integer c, and an index with a select or a
+    modulo (a wrapped read) can never be one, so sympy's simplify (most of the access analysis's
+    time) is tried only on what is left: a sum with no select and no modulo."""
+    expr = sympy.sympify(expr)
+    offset = sympy.expand(x - expr)
+    if not offset.is_Integer and not expr.has(Select, sympy.Mod, sympy.Piecewise):
+        offset = sympy.simplify(offset)
     return int(offset) if offset.is_Integer and offset != 0 else None
 
 

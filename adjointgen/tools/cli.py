@@ -90,11 +90,11 @@ def cmd_check(args) -> int:
     expected_names = {f"{c.name}.py" for c in configs}
     for config in configs:
         path = directory / f"{config.name}.py"
-        text = render(config)
-        if not path.exists():
+        if not path.exists():  # known without generating it
             print(f"MISSING  {path} ({config.label})")
             problems += 1
             continue
+        text = render(config)
         current = path.read_text()
         if current == text:
             print(f"ok       {path}")
