@@ -73,3 +73,48 @@ def test_checkpoint_composes_and_inputs_stay_untouched():
     assert not np.array_equal(np.asarray(f_new), before[1])
     np.testing.assert_array_equal(np.asarray(f0), before[0])
     np.testing.assert_array_equal(np.asarray(f_1), before[1])
+
+
+def _field_loss(step, f_1, bc_mask, missing_mask, cotangent):
+    def body(carry, _):
+        f_0, f_1, omega, fields = carry
+        f_0, f_new = step(f_0, f_1, bc_mask, missing_mask, omega, fields)
+        return (f_new, f_0, omega, fields), None
+
+    def loss(f0, omega, fields):
+        (final, _, _, _), _ = jax.lax.scan(body, (f0, f_1, omega, fields), None, length=STEPS)
+        return jnp.sum(cotangent * final)
+
+    return loss
+
+
+@pytest.mark.parametrize("label, shape", [("D2Q9/PorousBGK/FP64FP64/channel", (8, 6)), ("D3Q19/PorousBGK/FP32FP32", (5, 4, 4))])
+def test_design_field_gradients_over_a_scan_equal_xlb_jax(label, shape):
+    import adjointgen.xlb.design  # noqa: F401  registers PorousBGK
+    from adjointgen.tools.verify import design_fields, jax_reference
+
+    config, step, f0, f_1, bc_mask, missing_mask, cotangent = _setup(label, shape)
+    assert step.fields == ("porosity",)
+    gamma = design_fields(step.fields, shape)["porosity"].astype(f0.dtype)  # fluid, solid and gray cells
+    omega = jnp.asarray(OMEGA, dtype=f0.dtype)
+    grads = jax.jit(jax.grad(_field_loss(step, f_1, bc_mask, missing_mask, cotangent), argnums=(0, 1, 2)))(
+        f0, omega, {"porosity": jnp.asarray(gamma)})
+    reference = jax_reference(config, shape, np.asarray(f0, np.float64), np.asarray(cotangent, np.float64), STEPS,
+                              {"porosity": gamma.astype(np.float64)})
+    tol = TOLERANCES[config.precision]
+    for ours, theirs in ((grads[0], reference.grad), (grads[2]["porosity"], reference.grad_fields["porosity"])):
+        ours = np.asarray(ours, np.float64)
+        assert ours.shape == theirs.shape and np.abs(theirs).max() > 0
+        assert np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)) <= STEPS * tol["grad"]
+    assert abs(float(grads[1]) - reference.grad_omega) <= STEPS * tol["omega"] * abs(reference.grad_omega)
+
+
+def test_a_step_that_reads_a_field_asks_for_it():
+    import adjointgen.xlb.design  # noqa: F401
+    from adjointgen.errors import RuntimeArgumentError
+
+    _, step, f0, f_1, bc_mask, missing_mask, _ = _setup("D2Q9/PorousBGK/FP64FP64", (8, 6))
+    with pytest.raises(RuntimeArgumentError, match="design field 'porosity'.*sixth argument"):
+        step(f0, f_1, bc_mask, missing_mask, OMEGA, {})
+    with pytest.raises(RuntimeArgumentError, match=r"shape \(1, 8, 6, 1\)"):
+        step(f0, f_1, bc_mask, missing_mask, OMEGA, {"porosity": jnp.zeros((8, 6))})

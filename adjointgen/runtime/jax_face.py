@@ -9,6 +9,12 @@ the backward pass needs only the step's inputs, which JAX keeps anyway, so a ste
 extra; ``omega`` is differentiable (a float or a 0-d/1-element array); ``bc_mask`` and
 ``missing_mask`` are not (their cotangents are zero). Arrays use the Warp layout, ``(q, nx, ny,
 nz)`` with ``nz = 1`` in 2D (XLB's JAX backend drops that axis in 2D).
+
+Design fields: where the stepper's operators read per-cell fields (``step.manifest.fields``, e.g.
+:class:`~adjointgen.xlb.design.PorousBGK`'s ``porosity``) the function takes one more argument,
+``fields``, a dict {name: array (1, nx, ny, nz)}; each is differentiable, and its cotangent is
+the generated adjoint's per-cell field gradient. The fields travel to the kernels stacked in one
+array of shape (number of fields, nx, ny, nz), in manifest order.
 """
 # (no ``from __future__ import annotations``: jax_callable reads the callables' annotations,
 # which name local Warp types)
@@ -19,45 +25,90 @@ import warp as wp
 
 
 def jax_step(stepper, timestep: int = 0):
-    """A JAX function for the XLB Warp ``stepper`` (see the module docstring)."""
+    """A JAX function for the XLB Warp ``stepper`` (see the module docstring): ``(f_0, f_1,
+    bc_mask, missing_mask, omega) -> (f_0, f_new)``, with a sixth argument ``fields`` where the
+    stepper reads design fields."""
+    step = _step_of(stepper)
+    names = tuple(step.manifest.fields)
+    apply = _with_fields(step, timestep, names) if names else _without_fields(step, timestep)
+    apply.step = step
+    apply.writes_f_0 = step.manifest.writes_f_0  # False: the returned f_0 is the input itself
+    apply.fields = names
+    return apply
+
+
+def _step_of(stepper):
+    """The generated step; for a stepper that reads design fields, with stand-ins for them (every
+    call passes the fields' values, see _with_fields)."""
+    from adjointgen.runtime.step import DifferentiableStep, load_module
+    from adjointgen.xlb.support import configuration_of
+
+    config = configuration_of(stepper)
+    generated = load_module(stepper, config)
+    grid = tuple(stepper.grid.shape) + (1,) * (3 - len(stepper.grid.shape))
+    store = wp.float64 if config.precision.endswith("FP64") else wp.float32
+    stand_ins = {name: wp.zeros((1, *grid), dtype=store) for name in generated.manifest.fields}
+    return DifferentiableStep(stepper, generated, config, fields=stand_ins)
+
+
+class _Types:
+    """The Warp annotations of the callables, and the JAX dtype of omega."""
+
+    def __init__(self, step):
+        import jax.numpy as jnp
+
+        self.state = wp.array4d(dtype=step.store_dtype)
+        self.omega = wp.array(dtype=step.compute_dtype)
+        self.compute = jnp.float64 if step.compute_dtype == wp.float64 else jnp.float32
+        self.writes_f_0 = step.manifest.writes_f_0
+
+    def omega_array(self, omega):
+        import jax.numpy as jnp
+
+        return jnp.reshape(jnp.asarray(omega, dtype=self.compute), (1,))
+
+    def forward_call(self, forward):
+        # the forward writes the new state into f_1's buffer (kept cells keep their old content
+        # there) and, for conditions that keep data in f_0 (ZouHe, ...), into f_0's: those are
+        # in-out, so JAX gives the callable copies (or buffers it no longer needs), never the
+        # caller's arrays
+        return wp.jax_callable(forward, num_outputs=2 if self.writes_f_0 else 1,
+                               in_out_argnames=["f_0", "f_1"] if self.writes_f_0 else ["f_1"],
+                               graph_mode=wp.JaxCallableGraphMode.NONE)
+
+    def new_state(self, f_0, outputs):
+        return tuple(outputs[:2]) if self.writes_f_0 else (f_0, outputs[0])  # f_0 untouched: passed through
+
+
+def _zero_cotangents(*masks):
+    import jax
+
+    return [np.zeros(m.shape, dtype=jax.dtypes.float0) for m in masks]
+
+
+def _without_fields(step, timestep: int):
     import jax
     import jax.numpy as jnp
 
-    from adjointgen.runtime.step import differentiable
+    t = _Types(step)
 
-    step = differentiable(stepper)
-    store, compute = step.store_dtype, step.compute_dtype
-    state_type = wp.array4d(dtype=store)
-
-    # the forward writes the new state into f_1's buffer (kept cells keep their old content there)
-    # and, for conditions that keep data in f_0 (ZouHe, ...), into f_0's: those are in-out, so JAX
-    # gives the callable copies (or buffers it no longer needs), never the caller's arrays
-    writes_f_0 = step.manifest.writes_f_0
-
-    def forward(f_0: state_type, f_1: state_type, bc_mask: wp.array4d(dtype=wp.uint8),
-                missing_mask: wp.array4d(dtype=wp.bool), omega: wp.array(dtype=compute)):
+    def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
         step.forward(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep)
 
-    def backward(f_0: state_type, f_1: state_type, bc_mask: wp.array4d(dtype=wp.uint8),
-                 missing_mask: wp.array4d(dtype=wp.bool), omega: wp.array(dtype=compute),
-                 adj_f_0: state_type, adj_f_1: state_type, adj_omega: wp.array(dtype=compute)):
+    def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
+                 adj_f_0: t.state, adj_f_1: t.state, adj_omega: t.omega):
         adj_omega.zero_()
         step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega)
 
-    forward_call = wp.jax_callable(forward, num_outputs=2 if writes_f_0 else 1,
-                                   in_out_argnames=["f_0", "f_1"] if writes_f_0 else ["f_1"],
-                                   graph_mode=wp.JaxCallableGraphMode.NONE)
-    backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"], output_dims={"adj_omega": (1,)},
-                                    graph_mode=wp.JaxCallableGraphMode.NONE)
-    compute_dtype = jnp.float64 if compute == wp.float64 else jnp.float32
-
-    def _omega(omega):
-        return jnp.reshape(jnp.asarray(omega, dtype=compute_dtype), (1,))
+    forward_call = t.forward_call(forward)
+    backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
+                                    output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
 
     @jax.custom_vjp
     def apply(f_0, f_1, bc_mask, missing_mask, omega):
-        outputs = forward_call(f_0, f_1, bc_mask, missing_mask, _omega(omega))
-        return tuple(outputs) if writes_f_0 else (f_0, outputs[0])  # f_0 untouched: passed through
+        return t.new_state(f_0, forward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega)))
 
     def apply_fwd(f_0, f_1, bc_mask, missing_mask, omega):
         return apply(f_0, f_1, bc_mask, missing_mask, omega), (f_0, f_1, bc_mask, missing_mask, omega)
@@ -65,13 +116,75 @@ def jax_step(stepper, timestep: int = 0):
     def apply_bwd(residuals, cotangents):
         f_0, f_1, bc_mask, missing_mask, omega = residuals
         adj_f_0, adj_f_1 = cotangents
-        adj_f_0, adj_f_1, adj_omega = backward_call(f_0, f_1, bc_mask, missing_mask, _omega(omega),
+        adj_f_0, adj_f_1, adj_omega = backward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega),
                                                     adj_f_0.astype(f_0.dtype), adj_f_1.astype(f_1.dtype))
-        zero = [np.zeros(m.shape, dtype=jax.dtypes.float0) for m in (bc_mask, missing_mask)]
         adj_omega = jnp.reshape(adj_omega, jnp.shape(omega)).astype(jnp.result_type(omega))
-        return adj_f_0, adj_f_1, zero[0], zero[1], adj_omega
+        return (adj_f_0, adj_f_1, *_zero_cotangents(bc_mask, missing_mask), adj_omega)
 
     apply.defvjp(apply_fwd, apply_bwd)
-    apply.step = step
-    apply.writes_f_0 = writes_f_0  # False: the returned f_0 is the input itself
     return apply
+
+
+def _with_fields(step, timestep: int, names: tuple):
+    import jax
+    import jax.numpy as jnp
+
+    t = _Types(step)
+    grid = tuple(step.stepper.grid.shape) + (1,) * (3 - len(step.stepper.grid.shape))
+
+    def views(stacked):  # one (1, nx, ny, nz) view per field, manifest order
+        return [stacked[k:k + 1] for k in range(len(names))]
+
+    def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state):
+        step.forward(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, field_values=views(fields))
+
+    def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state,
+                 adj_f_0: t.state, adj_f_1: t.state, adj_omega: t.omega, adj_fields: t.state):
+        adj_omega.zero_()
+        adj_fields.zero_()  # the adjoint adds the field gradients into it
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega,
+                     adj_fields=dict(zip(names, views(adj_fields))), field_values=views(fields))
+
+    forward_call = t.forward_call(forward)
+    backward_call = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],
+                                    output_dims={"adj_omega": (1,), "adj_fields": (len(names), *grid)},
+                                    graph_mode=wp.JaxCallableGraphMode.NONE)
+
+    @jax.custom_vjp
+    def stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked):
+        return t.new_state(f_0, forward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), stacked))
+
+    def stacked_fwd(f_0, f_1, bc_mask, missing_mask, omega, stacked):
+        return stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked), (f_0, f_1, bc_mask, missing_mask, omega, stacked)
+
+    def stacked_bwd(residuals, cotangents):
+        f_0, f_1, bc_mask, missing_mask, omega, stacked = residuals
+        adj_f_0, adj_f_1 = cotangents
+        adj_f_0, adj_f_1, adj_omega, adj_stacked = backward_call(
+            f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), stacked, adj_f_0.astype(f_0.dtype), adj_f_1.astype(f_1.dtype))
+        adj_omega = jnp.reshape(adj_omega, jnp.shape(omega)).astype(jnp.result_type(omega))
+        return (adj_f_0, adj_f_1, *_zero_cotangents(bc_mask, missing_mask), adj_omega, adj_stacked)
+
+    stacked_step.defvjp(stacked_fwd, stacked_bwd)
+
+    def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
+        stacked = jnp.concatenate([_field(fields, name, (1, *grid), f_0.dtype) for name in names], axis=0)
+        return stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked)
+
+    return apply
+
+
+def _field(fields, name: str, shape: tuple, dtype):
+    """The design field ``name`` from the caller's dict, checked."""
+    from adjointgen.errors import RuntimeArgumentError
+
+    if not isinstance(fields, dict) or name not in fields:
+        given = ", ".join(sorted(fields)) if isinstance(fields, dict) else type(fields).__name__
+        raise RuntimeArgumentError(f"this step reads the design field {name!r}: pass fields={{{name!r}: array of shape "
+                                   f"{shape}}} as the sixth argument (got {given or 'an empty dict'})")
+    value = fields[name]
+    if tuple(value.shape) != shape:
+        raise RuntimeArgumentError(f"the design field {name!r} must have shape {shape} (Warp layout); got {tuple(value.shape)}")
+    return value.astype(dtype)

@@ -200,7 +200,9 @@ class DifferentiableStep:
         return f"DifferentiableStep({self.config.label}, module={self.module.__name__})"
 
     # ------------------------------------------------------------------ checks
-    def check_arrays(self, f_0, f_1, bc_mask, missing_mask):
+    def check_arrays(self, f_0, f_1, bc_mask, missing_mask, field_values=None):
+        """Refuse arrays of the wrong kind, dtype, shape or device with a message; ``field_values``:
+        the design fields' arrays in manifest order (default: ``self.fields``)."""
         named = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask}
         for name, array in named.items():
             if not isinstance(array, wp.array):
@@ -222,7 +224,7 @@ class DifferentiableStep:
         grid = grids["f_0"]
         if self.config.dim == 2 and grid[2] != 1:
             raise RuntimeArgumentError(f"a 2D lattice needs arrays of shape (q, nx, ny, 1); got {f_0.shape}")
-        self._check_fields(grid, f_0.device)
+        self._check_fields(grid, f_0.device, self.field_arrays() if field_values is None else list(field_values))
         devices = {str(a.device) for a in named.values()}
         if len(devices) != 1:
             raise RuntimeArgumentError(f"all arrays must be on one device; got {sorted(devices)}")
@@ -233,9 +235,8 @@ class DifferentiableStep:
         """The design fields' arrays in kernel order (after the scalar parameters)."""
         return [self.fields[name] for name in self.manifest.fields]
 
-    def _check_fields(self, grid: tuple, device) -> None:
-        for name in self.manifest.fields:
-            array = self.fields[name]
+    def _check_fields(self, grid: tuple, device, values: list) -> None:
+        for name, array in zip(self.manifest.fields, values):
             if not isinstance(array, wp.array) or array.shape != (1, *grid) or array.dtype != self.store_dtype:
                 found = (f"{array.shape} {wp.types.type_repr(array.dtype)}" if isinstance(array, wp.array)
                          else type(array).__name__)
@@ -276,17 +277,20 @@ class DifferentiableStep:
             array = self._scratch_arrays[key] = wp.empty(shape, dtype=dtype or self.compute_dtype, device=device)
         return array
 
-    def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None, check: bool = True):
+    def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None, check: bool = True,
+                field_values=None):
         """Launch the generated forward kernel (never recorded on a tape). A caller that runs many
         steps on the same arrays (a rollout) checks them once and passes ``check=False`` and the
-        ``lifted_values`` it read once (:meth:`parameter_values`), so a step costs one launch."""
+        ``lifted_values`` it read once (:meth:`parameter_values`), so a step costs one launch.
+        ``field_values``: the design fields' arrays in manifest order (default: ``self.fields``)."""
+        fields = self.field_arrays() if field_values is None else list(field_values)
         if check:
-            self.check_arrays(f_0, f_1, bc_mask, missing_mask)
+            self.check_arrays(f_0, f_1, bc_mask, missing_mask, fields)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         # the last parameter is forward_save's copy of f_0, which forward leaves alone: f_0 stands in
         wp.launch(self.kernel("forward"), dim=f_0.shape[1:],
                   inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
-                          *self.field_arrays(), f_0],
+                          *fields, f_0],
                   device=f_0.device, record_tape=False)
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
