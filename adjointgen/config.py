@@ -54,6 +54,11 @@ class Configuration:
                     f"unknown {what} {value!r}; choose one of {', '.join(allowed)}{hint}"
                 )
 
+    def __reduce__(self):
+        # rebuilt through __init__ in another process (adjointgen.tools.parallel), so that its
+        # checks run there and the design operators it names get registered there too
+        return Configuration, (self.velocity_set, self.collision, self.precision, self.boundaries)
+
     @property
     def name(self) -> str:
         suffix = "" if self.boundaries == "periodic" else f"_{self.boundaries}"

@@ -24,6 +24,10 @@ class UnsupportedConstruct(AdjointgenError):
         self.advice = advice
         super().__init__(f"{where}: unsupported construct: {construct}. {advice}")
 
+    def __reduce__(self):
+        # rebuilt from its three parts when it crosses processes (adjointgen.tools.parallel)
+        return type(self), (self.where, self.construct, self.advice)
+
 
 class UnresolvedName(UnsupportedConstruct):
     """A name in a functional whose value cannot be found in its closure or globals."""

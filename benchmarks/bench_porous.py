@@ -10,7 +10,9 @@ D3Q19 FP32 on an N^3 periodic grid, a porosity field with fluid, solid and gray 
 - ``ag_bgk_adjoint_state``: BGK's ``adjoint_fresh`` without parameter adjoints (what a rollout's
   reverse sweep runs for a state gradient);
 - ``ag_porous_adjoint_field``: the porous ``adjoint_fresh`` with the porosity gradient asked for
-  (written per cell into scratch, then added into the caller's array).
+  (written per cell into scratch, then added into the caller's array);
+- ``ag_porous_adjoint_field_no_add``: the same without that addition (the gradient left in scratch).
+With the registers and local memory (spills) of the kernels that ran, on CUDA devices.
 Goals: porous forward <= 1.1x XLB's BGK forward; porous adjoint with the field gradient <= 1.3x
 the BGK state-only adjoint. Writes ``porous_<size>.json`` into ``--out``.
 """
@@ -34,7 +36,7 @@ def main(argv=None) -> int:
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.tools.bench import _timed, tiled_state
+    from adjointgen.tools.bench import _kernel_resources, _timed, tiled_state
     from adjointgen.tools.verify import design_fields
     from adjointgen.xlb.support import make_stepper
 
@@ -61,12 +63,19 @@ def main(argv=None) -> int:
         "ag_porous_adjoint_field": _median_ms(lambda: step_porous.adjoint(
             f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True, check=False,
             adj_fields={"porosity": adj_gamma})),
+        # the same kernel, its field gradient left in the step's scratch array: without the
+        # launch that adds it into the caller's array
+        "ag_porous_adjoint_field_no_add": _median_ms(lambda: step_porous.adjoint(
+            f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True, check=False)),
     }
+    kernels = {f"bgk/{name}": step_bgk.kernel(name) for name in ("forward", "adjoint_fresh_state")}
+    kernels.update({f"porous/{name}": step_porous.kernel(name) for name in ("forward", "adjoint_fresh_state")})
     result = {
         "card": wp.get_device().name, "warp": wp.config.version, "size": args.size, "ms": rows,
         "porous_forward_over_xlb_bgk_forward": rows["ag_porous_forward"] / rows["xlb_bgk_forward"],
         "porous_adjoint_field_over_bgk_adjoint_state": rows["ag_porous_adjoint_field"] / rows["ag_bgk_adjoint_state"],
         "field_gradient_finite": bool(np.isfinite(adj_gamma.numpy()).all()),
+        "kernels": _kernel_resources(wp, wp.get_device(), kernels),  # registers, spills (CUDA)
     }
     text = json.dumps(result, indent=2)
     print(text)
