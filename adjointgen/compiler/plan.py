@@ -19,6 +19,7 @@ empty body is not generated and not listed in the manifest.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import sympy
@@ -317,7 +318,7 @@ def _sweep(c: _Context) -> _Sweep:
     destinations = {f"{c.grads[array]}[{c.lines.store_index(index)}]": _Destination(True, c.dtype(array), None)
                     for array, index in c.adjoint.clears}
     slot_terms: dict = {}  # one element read through two index expressions shares a slot
-    runs: list = []  # [origins, updates] per run of groups from the same source line
+    updating = []  # the groups with updates (a load's group only adds a term to a destination)
     for group in c.adjoint.groups:
         if group.scatter is not None:
             array, index, name, symbol = group.scatter
@@ -330,21 +331,19 @@ def _sweep(c: _Context) -> _Sweep:
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
                 slot_terms.setdefault(slot, []).append(name)
             continue
-        if runs and runs[-1][0][-1].site == group.origin.site:
-            runs[-1][0].append(group.origin)
-            runs[-1][1].extend(group.updates)
-        else:
-            runs.append(([group.origin], list(group.updates)))
-    return _Sweep([_sweep_group(c, origins, updates) for origins, updates in runs], destinations, slot_terms)
+        updating.append(group)
+    runs = [list(run) for _, run in itertools.groupby(updating, key=lambda group: group.origin.site)]
+    return _Sweep([_sweep_group(c, run) for run in runs], destinations, slot_terms)
 
 
-def _sweep_group(c: _Context, origins: list, updates: list) -> SweepGroup:
-    """One comment for the run, and its updates with the parameter-only ones (``adj_omega``) last,
-    in one ``wp.static`` block, where that order computes the same values."""
+def _sweep_group(c: _Context, run: list) -> SweepGroup:
+    """One comment for a run of groups from one source line, and their updates with the
+    parameter-only ones (``adj_omega``) last, in one ``wp.static`` block, where that order
+    computes the same values."""
     parameter_adjoints = {variable for _, variable in c.adjoint.parameters if variable}
-    updates = parameters_last(updates, parameter_adjoints)
+    updates = parameters_last([update for group in run for update in group.updates], parameter_adjoints)
     body = [(_update_line(c, update), update.target in parameter_adjoints) for update in updates]
-    return SweepGroup(describe_origins(origins), without_parameters(body, bool(c.adjoint.parameters)))
+    return SweepGroup(describe_origins([group.origin for group in run]), without_parameters(body, bool(c.adjoint.parameters)))
 
 
 def parameters_last(updates: list, parameter_adjoints: set) -> list:
@@ -463,14 +462,11 @@ def _parameter_lines(c: _Context) -> list:
 
 def _collapsed_reads(reads: list) -> list:
     """The up-front reads, with one ``# adj of:`` comment per run of reads from one source line."""
-    runs: list = []  # (origins, lines)
-    for origin, line in reads:
-        if runs and runs[-1][0][-1].site == origin.site:
-            runs[-1][0].append(origin)
-            runs[-1][1].append(line)
-        else:
-            runs.append(([origin], [line]))
-    return [text for origins, lines in runs for text in [f"# adj of: {describe_origins(origins)}"] + lines]
+    out = []
+    for _, run in itertools.groupby(reads, key=lambda read: read[0].site):
+        origins, lines = zip(*run)
+        out += [f"# adj of: {describe_origins(list(origins))}", *lines]
+    return out
 
 
 def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
