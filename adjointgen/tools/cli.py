@@ -1,7 +1,7 @@
 """The ``adjointgen`` command: build, check, verify.
 
     adjointgen build  [--config D3Q19/BGK/FP32FP32 ...] [--out DIR] [--explain] [--jobs N]
-    adjointgen check  [--config ...] [--dir DIR]
+    adjointgen check  [--config ...] [--dir DIR] [--jobs N]
     adjointgen verify [--config ...] [--shape 8x8] [--jobs N]   # one configuration per process
     adjointgen lint   PATH_OR_MODULE... [--velocity-set D3Q19] [--format json]
     adjointgen bench  [--config ...] [--size 192] [--out DIR]   # on a GPU: times every way to step
@@ -82,33 +82,22 @@ def cmd_build(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from adjointgen.manifest import body_sha256, split_generated
-
     directory = Path(args.dir) if args.dir else generated_dir()
     configs = _configurations(args)
     problems = 0
     expected_names = {f"{c.name}.py" for c in configs}
+    present = [c for c in configs if (directory / f"{c.name}.py").exists()]  # a missing one needs no generating
+    rendered = dict(zip(present, _map(render, present, args)))
     for config in configs:
         path = directory / f"{config.name}.py"
-        if not path.exists():  # known without generating it
+        if config not in rendered:
             print(f"MISSING  {path} ({config.label})")
             problems += 1
-            continue
-        text = render(config)
-        current = path.read_text()
-        if current == text:
+        elif path.read_text() == rendered[config]:
             print(f"ok       {path}")
-            continue
-        recorded, body = split_generated(current)
-        edited = recorded is None or body_sha256(body) != recorded
-        print(f"{'EDITED' if edited else 'STALE':<8} {path} ({'changed by hand' if edited else 'generated from other sources or templates'})")
-        diff = difflib.unified_diff(current.splitlines(), text.splitlines(), f"{path} (on disk)", f"{path} (regenerated)", lineterm="", n=1)
-        for number, line in enumerate(diff):
-            if number >= args.max_diff_lines:
-                print("  ... (diff cut; run the fix below)")
-                break
-            print(f"  {line}")
-        problems += 1
+        else:
+            _report_difference(path, path.read_text(), rendered[config], args.max_diff_lines)
+            problems += 1
     listed = sorted(p.name for p in directory.glob("*.py")) if not (args.config or args.config_file) else []
     for extra in (name for name in listed if name != "__init__.py" and name not in expected_names):
         print(f"UNKNOWN  {directory / extra} (not in the configuration list; delete it or add its configuration)")
@@ -118,6 +107,22 @@ def cmd_check(args) -> int:
         print(f"\n{problems} generated module(s) out of date. Fix: adjointgen build{out}")
         return 1
     return 0
+
+
+def _report_difference(path: Path, current: str, text: str, max_lines: int) -> None:
+    """EDITED (the body no longer matches its hash) or STALE (generated from other sources), with
+    the start of the diff."""
+    from adjointgen.manifest import body_sha256, split_generated
+
+    recorded, body = split_generated(current)
+    edited = recorded is None or body_sha256(body) != recorded
+    print(f"{'EDITED' if edited else 'STALE':<8} {path} ({'changed by hand' if edited else 'generated from other sources or templates'})")
+    diff = difflib.unified_diff(current.splitlines(), text.splitlines(), f"{path} (on disk)", f"{path} (regenerated)", lineterm="", n=1)
+    for number, line in enumerate(diff):
+        if number >= max_lines:
+            print("  ... (diff cut; run the fix below)")
+            break
+        print(f"  {line}")
 
 
 def cmd_verify(args) -> int:
@@ -218,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     check = with_configs(command("check", help="fail if generated/ is stale or edited"))
     check.add_argument("--dir", help="directory to check (default: adjointgen's generated/ folder)")
     check.add_argument("--max-diff-lines", type=int, default=60)
+    check.add_argument("--jobs", "-j", type=int, help="worker processes, one configuration each (default: one per core)")
     check.set_defaults(run=cmd_check)
 
     verify = with_configs(command("verify", help="check generated kernels against XLB-JAX and finite differences"))
