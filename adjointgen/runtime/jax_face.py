@@ -87,9 +87,6 @@ def _zero_cotangents(*masks):
 
 
 def _without_fields(step, timestep: int):
-    import jax
-    import jax.numpy as jnp
-
     t = _Types(step)
 
     def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
@@ -102,31 +99,38 @@ def _without_fields(step, timestep: int):
         adj_omega.zero_()
         step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega)
 
-    forward_call = t.forward_call(forward)
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
+    return _custom_step(t, t.forward_call(forward), backward_call)
+
+
+def _custom_step(t: _Types, forward_call, backward_call):
+    """``(f_0, f_1, bc_mask, missing_mask, omega, *extra) -> (f_0, f_new)`` as a ``jax.custom_vjp``
+    over the two callables; the ``extra`` inputs (the stacked design fields) pass to both
+    callables after omega, and their cotangents come back from the backward's last outputs."""
+    import jax
+    import jax.numpy as jnp
 
     @jax.custom_vjp
-    def apply(f_0, f_1, bc_mask, missing_mask, omega):
-        return t.new_state(f_0, forward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega)))
+    def apply(f_0, f_1, bc_mask, missing_mask, omega, *extra):
+        return t.new_state(f_0, forward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), *extra))
 
-    def apply_fwd(f_0, f_1, bc_mask, missing_mask, omega):
-        return apply(f_0, f_1, bc_mask, missing_mask, omega), (f_0, f_1, bc_mask, missing_mask, omega)
+    def apply_fwd(*inputs):
+        return apply(*inputs), inputs
 
     def apply_bwd(residuals, cotangents):
-        f_0, f_1, bc_mask, missing_mask, omega = residuals
+        f_0, f_1, bc_mask, missing_mask, omega, *extra = residuals
         adj_f_0, adj_f_1 = cotangents
-        adj_f_0, adj_f_1, adj_omega = backward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega),
-                                                    adj_f_0.astype(f_0.dtype), adj_f_1.astype(f_1.dtype))
+        adj_f_0, adj_f_1, adj_omega, *adj_extra = backward_call(
+            f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), *extra, adj_f_0.astype(f_0.dtype), adj_f_1.astype(f_1.dtype))
         adj_omega = jnp.reshape(adj_omega, jnp.shape(omega)).astype(jnp.result_type(omega))
-        return (adj_f_0, adj_f_1, *_zero_cotangents(bc_mask, missing_mask), adj_omega)
+        return (adj_f_0, adj_f_1, *_zero_cotangents(bc_mask, missing_mask), adj_omega, *adj_extra)
 
     apply.defvjp(apply_fwd, apply_bwd)
     return apply
 
 
 def _with_fields(step, timestep: int, names: tuple):
-    import jax
     import jax.numpy as jnp
 
     t = _Types(step)
@@ -147,27 +151,10 @@ def _with_fields(step, timestep: int, names: tuple):
         step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega,
                      adj_fields=dict(zip(names, views(adj_fields))), field_values=views(fields))
 
-    forward_call = t.forward_call(forward)
     backward_call = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,), "adj_fields": (len(names), *grid)},
                                     graph_mode=wp.JaxCallableGraphMode.NONE)
-
-    @jax.custom_vjp
-    def stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked):
-        return t.new_state(f_0, forward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), stacked))
-
-    def stacked_fwd(f_0, f_1, bc_mask, missing_mask, omega, stacked):
-        return stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked), (f_0, f_1, bc_mask, missing_mask, omega, stacked)
-
-    def stacked_bwd(residuals, cotangents):
-        f_0, f_1, bc_mask, missing_mask, omega, stacked = residuals
-        adj_f_0, adj_f_1 = cotangents
-        adj_f_0, adj_f_1, adj_omega, adj_stacked = backward_call(
-            f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), stacked, adj_f_0.astype(f_0.dtype), adj_f_1.astype(f_1.dtype))
-        adj_omega = jnp.reshape(adj_omega, jnp.shape(omega)).astype(jnp.result_type(omega))
-        return (adj_f_0, adj_f_1, *_zero_cotangents(bc_mask, missing_mask), adj_omega, adj_stacked)
-
-    stacked_step.defvjp(stacked_fwd, stacked_bwd)
+    stacked_step = _custom_step(t, t.forward_call(forward), backward_call)
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
         stacked = jnp.concatenate([_field(fields, name, (1, *grid), f_0.dtype) for name in names], axis=0)

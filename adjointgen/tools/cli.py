@@ -93,10 +93,10 @@ def cmd_check(args) -> int:
         if config not in rendered:
             print(f"MISSING  {path} ({config.label})")
             problems += 1
-        elif path.read_text() == rendered[config]:
+        elif (current := path.read_text()) == rendered[config]:
             print(f"ok       {path}")
         else:
-            _report_difference(path, path.read_text(), rendered[config], args.max_diff_lines)
+            _report_difference(path, current, rendered[config], args.max_diff_lines)
             problems += 1
     listed = sorted(p.name for p in directory.glob("*.py")) if not (args.config or args.config_file) else []
     for extra in (name for name in listed if name != "__init__.py" and name not in expected_names):
