@@ -20,6 +20,7 @@ Stages, each a function of the previous results (:class:`Intermediates` has one 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ from adjointgen.compiler.access import Accesses
 from adjointgen.compiler.ir import Assign, Param, Program
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.passes import SOURCE_PASSES, PassContext
+from adjointgen.compiler.passes.base import Registration
+from adjointgen.compiler.passes.record import DependencyRecord, Stamp, condensed, lifts_description, replays_in
 from adjointgen.config import Configuration
 from adjointgen.xlb.fields import fields_of
 
@@ -47,6 +50,7 @@ class ProcessedFunctionals:
 
     modules: dict  # symbol -> (frontend.Functional, libcst Module after the passes), the kernel first
     exit_guards: tuple  # the kernel's early-exit variables (branchless pass)
+    record: DependencyRecord  # what the passes read, and the program identity (program_identity)
 
     @property
     def sources(self) -> list:
@@ -88,39 +92,88 @@ class Intermediates:
         return out
 
 
+@dataclass(frozen=True)
+class _Run:
+    """The passes over one functional within a :func:`process_functionals` call."""
+
+    functional: frontend.Functional
+    module: cst.Module
+    reads: tuple  # condensed record entries of this functional
+    reusable: bool  # it took no fresh names (those are numbered across the functionals)
+
+
 def process_functionals(kernel: frontend.Functional, lifts: dict | None = None) -> ProcessedFunctionals:
     """Run the source passes over the kernel and every functional it reaches. ``lifts`` (from
     :func:`adjointgen.compiler.parameters.lifted_parameters`) names closure values that become
-    kernel parameters."""
+    kernel parameters. The result carries the run's :class:`DependencyRecord`.
+
+    A functional with the text of one processed before (XLB builds a closure per operator
+    instance: each boundary condition has its own equilibrium) takes the earlier result when the
+    earlier run's record replays in its namespace and both are lifted alike: the passes would
+    make the same decisions (:mod:`~adjointgen.compiler.passes.record`)."""
+    lifts = lifts or {}
     functions: dict = {kernel.symbol: kernel}
-    processed: dict = {}
+    runs: dict = {}
+    reads: list = []
     counter = 0
-    exit_guards: tuple = ()
-    while len(processed) < len(functions):
-        symbol = next(s for s in functions if s not in processed)
-        functional = functions[symbol]
-        ctx = PassContext(functional, functions, fresh_counter=counter, lifts=lifts or {})
-        module = cst.parse_module(functional.source)
-        for pass_ in SOURCE_PASSES:
-            module = pass_(module, ctx)
+    while len(runs) < len(functions):
+        symbol = next(s for s in functions if s not in runs)
+        ctx = PassContext(functions[symbol], functions, fresh_counter=counter, lifts=lifts, record=reads)
+        runs[symbol] = _reuse(ctx, runs.values(), lifts) or _run_passes(ctx)
         counter = ctx.fresh_counter
-        processed[symbol] = (functional, module)
         if symbol == kernel.symbol:
             exit_guards = tuple(ctx.exit_guards)
-    return ProcessedFunctionals(processed, exit_guards)
+    processed = {symbol: (run.functional, run.module) for symbol, run in runs.items()}
+    record = DependencyRecord(
+        stamps=tuple(Stamp.of(symbol, functional) for symbol, functional in functions.items()),
+        entries=condensed(reads),
+        lifts=lifts_description(functions, lifts),
+        identity=_identity(processed),
+    )
+    return ProcessedFunctionals(processed, exit_guards, record)
+
+
+def _run_passes(ctx: PassContext) -> _Run:
+    start, counter = len(ctx.record), ctx.fresh_counter
+    module = cst.parse_module(ctx.functional.source)
+    for pass_ in SOURCE_PASSES:
+        module = pass_(module, ctx)
+    return _Run(ctx.functional, module, condensed(ctx.record[start:]), ctx.fresh_counter == counter)
+
+
+def _reuse(ctx: PassContext, runs, lifts: dict) -> _Run | None:
+    """An earlier run whose result the passes would give ``ctx.functional`` too, its reads
+    recorded again for this functional; None if there is none."""
+    functional = ctx.functional
+    for run in runs:
+        if not (run.reusable and Stamp.of("", run.functional) == Stamp.of("", functional)
+                and lifts.get(id(run.functional.pyfunc), []) == lifts.get(id(functional.pyfunc), [])
+                and replays_in(run.reads, functional, ctx.functions)):
+            continue
+        for entry in run.reads:
+            if isinstance(entry, Registration):
+                ctx.register_function(eval(compile(entry.code, "<adjointgen>", "eval"), ctx.namespace), entry.code)  # noqa: S307
+            else:
+                ctx.record.append(dataclasses.replace(entry, functional=functional.symbol))
+        return _Run(functional, run.module, condensed(ctx.record[-len(run.reads):]), True)
+    return None
+
+
+def _identity(modules: dict) -> str:
+    digest = hashlib.sha256()
+    for symbol in sorted(modules):
+        digest.update(f"{symbol}\n{modules[symbol][1].code}\n".encode())
+    fields = fields_of([functional for functional, _ in modules.values()])
+    if fields:
+        digest.update(f"fields: {', '.join(fields)}\n".encode())
+    return digest.hexdigest()
 
 
 def program_identity(processed: ProcessedFunctionals) -> str:
     """SHA-256 of every functional after the source passes: it changes with the XLB sources and
     with every build-time constant they resolve (boundary ids, prescribed values, lattice), and
     with the design fields read (none: the digest is the same as before fields existed)."""
-    digest = hashlib.sha256()
-    for symbol in sorted(processed.modules):
-        digest.update(f"{symbol}\n{processed.modules[symbol][1].code}\n".encode())
-    fields = fields_of(processed.sources)
-    if fields:
-        digest.update(f"fields: {', '.join(fields)}\n".encode())
-    return digest.hexdigest()
+    return processed.record.identity
 
 
 def kernel_params(config: Configuration, lifted_names=(), fields=()) -> list[Param]:

@@ -97,7 +97,7 @@ def _shipped(config: Configuration, identity: str) -> GeneratedModule | None:
     return loaded
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False) as handle:
         handle.write(text)
@@ -120,5 +120,5 @@ def load_module(stepper, config: Configuration, identity: str, generate) -> Gene
             log.warning("adjointgen: %s; regenerating it", exc)
     else:
         log.warning("adjointgen: no generated module for %s; generating %s", describe(stepper, config), path)
-    _write_atomically(path, generate())
+    write_atomically(path, generate())
     return load_checked(path, name)

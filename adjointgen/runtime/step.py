@@ -32,29 +32,27 @@ from adjointgen.runtime.plan import has_kept_cells
 from adjointgen.config import Configuration
 from adjointgen.errors import RuntimeArgumentError
 
-def _processed(stepper, boundary_parameters: bool):
-    from adjointgen.compiler.frontend import stepper_kernel
-    from adjointgen.compiler.pipeline import process_functionals
+def _identity(stepper, boundary_parameters: bool):
+    """``(identity, processed)``: see :func:`adjointgen.runtime.identities.identity_of`."""
+    from adjointgen.runtime.identities import identity_of
 
-    lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
-    return process_functionals(stepper_kernel(stepper), lifts=lifts)
+    return identity_of(stepper, parameters.lifted_parameters(stepper) if boundary_parameters else {})
 
 
 def stepper_identity(stepper, boundary_parameters: bool = False) -> str:
     """The identity a generated module must carry to serve ``stepper`` (see pipeline.program_identity)."""
-    from adjointgen.compiler.pipeline import program_identity
-
-    return program_identity(_processed(stepper, boundary_parameters))
+    return _identity(stepper, boundary_parameters)[0]
 
 
 def load_module(stepper, config: Configuration, boundary_parameters: bool = False) -> GeneratedModule:
     """The checked generated module for ``stepper`` (see :mod:`adjointgen.runtime.modules`). The
-    source passes run once: their result gives the identity and, if the module must be
-    generated, feeds the rest of the pipeline."""
-    from adjointgen.compiler.pipeline import generate, program_identity
+    identity comes from a kept dependency record when one replays (:mod:`adjointgen.runtime.identities`),
+    else from the source passes, whose result then also feeds the rest of the pipeline if the
+    module must be generated."""
+    from adjointgen.compiler.pipeline import generate
 
-    processed = _processed(stepper, boundary_parameters)
-    return modules.load_module(stepper, config, program_identity(processed),
+    identity, processed = _identity(stepper, boundary_parameters)
+    return modules.load_module(stepper, config, identity,
                                lambda: generate(stepper, config, boundary_parameters=boundary_parameters, passes=processed))
 
 

@@ -10,14 +10,15 @@ source line each statement comes from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 
 import libcst as cst
 import numpy as np
 import warp as wp
 
 from adjointgen.errors import UnresolvedName, UnsupportedConstruct
-from adjointgen.compiler.frontend import Functional, functional_from, is_user_function
+from adjointgen.compiler.frontend import Functional, functional_from, is_user_function, symbol_for
 
 TAG = "# @src:"
 
@@ -28,6 +29,9 @@ class PassContext:
 
     ``functions`` is shared by all functionals of one pipeline run: :class:`Resolve` adds every
     user ``@wp.func`` it meets, under the symbol that replaces the expression naming it.
+    ``record`` (shared the same way) receives every build-time evaluation the passes make and
+    every function they register, in order: what :mod:`~adjointgen.compiler.passes.record`
+    replays to decide whether an earlier run's result still holds.
     """
 
     functional: Functional
@@ -36,6 +40,7 @@ class PassContext:
     exit_guards: list = field(default_factory=list)
     temporaries: set = field(default_factory=set)
     lifts: dict = field(default_factory=dict)  # id(python function) -> [parameters.Lifted]
+    record: list = field(default_factory=list)  # [Evaluation | Registration], see passes.record
 
     @property
     def lifted(self) -> dict:
@@ -49,9 +54,33 @@ class PassContext:
     @property
     def namespace(self) -> dict:
         """The functional's own namespace, plus the symbols registered for functions so far."""
-        namespace = dict(self.functional.namespace)
-        namespace.update({symbol: f.warp_object for symbol, f in self.functions.items()})
-        return namespace
+        return namespace_with(self.functional, self.functions)
+
+    def evaluate(self, node: cst.BaseExpression, locals_: frozenset[str]):
+        """The value of ``node`` if it only refers to closure, global and builtin names (and
+        registered symbols); raises :class:`NotStatic` otherwise (a local is involved, or the
+        expression cannot be evaluated), :class:`UnresolvedName` for a name found nowhere. Recorded
+        with the value's :func:`fingerprint`."""
+        return self._recorded(node, locals_, of_type=False)
+
+    def evaluate_type(self, node: cst.BaseExpression):
+        """The value of ``node``, recorded by its type alone (a lifted value: the kernel takes it
+        as a parameter, so the value itself may change without changing the program)."""
+        return self._recorded(node, frozenset(), of_type=True)
+
+    def _recorded(self, node, locals_, of_type: bool):
+        source = code(node)
+        names = free_names_of(source)
+        if names & locals_:
+            raise NotStatic  # decided by the source text alone: nothing to record
+        evaluation = Evaluation(self.functional.symbol, source, tuple(sorted(names)), of_type, NOT_STATIC)
+        try:
+            value = evaluation.value(self.namespace)
+        except NotStatic:
+            self.record.append(evaluation)
+            raise
+        self.record.append(replace(evaluation, fingerprint=evaluation.describe(value)))
+        return value
 
     def fresh(self, stem: str) -> str:
         name = f"_{stem.strip('_')}_{self.fresh_counter}"
@@ -59,7 +88,10 @@ class PassContext:
         self.temporaries.add(name)
         return name
 
-    def register_function(self, value) -> str:
+    def register_function(self, value, source: str) -> str:
+        """The symbol under which the user function ``value`` (the value of the expression
+        ``source``) is processed: its :func:`~adjointgen.compiler.frontend.symbol_for`, with a
+        suffix when another function already holds that symbol."""
         functional = functional_from(value)
         existing = self.functions.get(functional.symbol)
         if existing is not None and existing.pyfunc is not functional.pyfunc:
@@ -68,12 +100,53 @@ class PassContext:
                 index += 1
             functional.symbol = f"{functional.symbol}_{index}"
         self.functions.setdefault(functional.symbol, functional)
+        self.record.append(Registration(self.functional.symbol, source, functional.symbol))
         return functional.symbol
 
     def where(self, node: cst.CSTNode | None = None) -> str:
         """``file:line`` of ``node`` (from its statement tag) or of the functional."""
         line = tag_line(node) if node is not None else None
         return f"{self.functional.filename}:{line or self.functional.first_line}"
+
+
+def namespace_with(functional: Functional, functions: dict) -> dict:
+    """Where a free name in ``functional`` resolves: its namespace, with the symbols registered
+    in ``functions`` on top."""
+    namespace = dict(functional.namespace)
+    namespace.update({symbol: f.warp_object for symbol, f in functions.items()})
+    return namespace
+
+
+# ----------------------------------------------------------------------------- the record
+NOT_STATIC = "not static"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One build-time evaluation a pass made: in ``functional``, the expression ``code`` (free
+    names ``names``) gave a value with this ``fingerprint`` (:func:`fingerprint`, or
+    :func:`type_fingerprint` of its type when ``of_type``; :data:`NOT_STATIC` if it failed)."""
+
+    functional: str
+    code: str
+    names: tuple
+    of_type: bool
+    fingerprint: str
+
+    def value(self, namespace: dict):
+        return evaluate_code(self.code, set(self.names), namespace)
+
+    def describe(self, value) -> str:
+        return type_fingerprint(type(value)) if self.of_type else fingerprint(value)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The value of ``code`` in ``functional``, a user function, registered as ``symbol``."""
+
+    functional: str
+    code: str
+    symbol: str
 
 
 # ----------------------------------------------------------------------------- location tags
@@ -144,56 +217,97 @@ def nonempty(block: cst.IndentedBlock) -> cst.IndentedBlock:
 
 
 # ----------------------------------------------------------------------------- local names
-class _LocalNames(cst.CSTVisitor):
+def local_names(module: cst.Module) -> frozenset[str]:
+    """The names bound in ``module``: parameters of its functions, assignment (plain, augmented,
+    annotated) and ``for`` targets, unpacking tuples and lists, in every nested block.
+
+    Walks statements only, never into expressions (a pass calls this on whole unrolled
+    functionals, many times): names bound inside expressions (lambda parameters, comprehension
+    variables, ``:=``) are not included; Warp compiles none of those in a functional."""
+    names: set[str] = set()
+    for statement in walk_statements(module.body):
+        if isinstance(statement, cst.FunctionDef):
+            names.update(param.name.value for param in parameters_of(statement))
+        elif isinstance(statement, cst.For):
+            _add_targets(statement.target, names)
+        elif isinstance(statement, cst.Assign):
+            for target in statement.targets:
+                _add_targets(target.target, names)
+        elif isinstance(statement, (cst.AugAssign, cst.AnnAssign)):
+            _add_targets(statement.target, names)
+    return frozenset(names)
+
+
+def _add_targets(target, names: set[str]) -> None:
+    if isinstance(target, cst.Name):
+        names.add(target.value)
+    elif isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            _add_targets(element.value, names)
+
+
+def walk_statements(statements):
+    """Every statement in ``statements`` and in the blocks nested in them, in source order:
+    small statements (``Assign``, ``Return``, ...) and compound ones (``If``, ``For``,
+    ``FunctionDef``, ...), never what is inside an expression."""
+    for statement in statements:
+        if isinstance(statement, cst.SimpleStatementLine):
+            yield from statement.body
+        elif isinstance(statement, cst.BaseSmallStatement):
+            yield statement
+        else:
+            yield statement
+            for block in _blocks_of(statement):
+                yield from walk_statements(block)
+
+
+def parameters_of(function: cst.FunctionDef) -> list[cst.Param]:
+    params = function.params
+    every = (*params.posonly_params, *params.params, *params.kwonly_params, params.star_arg, params.star_kwarg)
+    return [param for param in every if isinstance(param, cst.Param)]
+
+
+def _blocks_of(statement) -> list:
+    """The statement lists nested in a compound statement (bodies, else and elif, handlers)."""
+    blocks = []
+    for part in (getattr(statement, "body", None), getattr(statement, "orelse", None), getattr(statement, "finalbody", None),
+                 *getattr(statement, "handlers", ())):
+        if isinstance(part, cst.If):  # elif
+            blocks.append([part])
+        elif isinstance(part, (cst.IndentedBlock, cst.SimpleStatementSuite)):
+            blocks.append(part.body)
+        elif part is not None and isinstance(getattr(part, "body", None), (cst.IndentedBlock, cst.SimpleStatementSuite)):
+            blocks.append(part.body.body)  # else, except, finally
+    return blocks
+
+
+class _FreeNames(cst.CSTVisitor):
     def __init__(self):
         self.names: set[str] = set()
 
-    def visit_Param(self, node: cst.Param):
-        self.names.add(node.name.value)
+    def visit_Name(self, node: cst.Name):
+        self.names.add(node.value)
 
-    def _targets(self, target):
-        if isinstance(target, cst.Name):
-            self.names.add(target.value)
-        elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self._targets(element.value)
+    def visit_Attribute(self, node: cst.Attribute):
+        node.value.visit(self)
+        return False  # the attribute name itself is not a free name
 
-    def visit_AssignTarget(self, node: cst.AssignTarget):
-        self._targets(node.target)
-
-    def visit_AugAssign(self, node: cst.AugAssign):
-        self._targets(node.target)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign):
-        self._targets(node.target)
-
-    def visit_For(self, node: cst.For):
-        self._targets(node.target)
-
-
-def local_names(module: cst.Module) -> frozenset[str]:
-    visitor = _LocalNames()
-    module.visit(visitor)
-    return frozenset(visitor.names)
+    def visit_Arg(self, node: cst.Arg):
+        node.value.visit(self)
+        return False  # keyword names are not free names
 
 
 def free_names(node: cst.CSTNode) -> set[str]:
-    names: set[str] = set()
+    visitor = _FreeNames()
+    node.visit(visitor)
+    return visitor.names
 
-    class _Names(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name):
-            names.add(n.value)
 
-        def visit_Attribute(self, n: cst.Attribute):
-            n.value.visit(self)
-            return False  # the attribute name itself is not a free name
-
-        def visit_Arg(self, n: cst.Arg):
-            n.value.visit(self)
-            return False  # keyword names are not free names
-
-    node.visit(_Names())
-    return names
+@functools.lru_cache(maxsize=65536)
+def free_names_of(source: str) -> frozenset[str]:
+    """:func:`free_names` of the expression ``source`` (the passes evaluate the same table
+    lookups thousands of times in an unrolled functional)."""
+    return frozenset(free_names(cst.parse_expression(source)))
 
 
 # ----------------------------------------------------------------------------- static values
@@ -201,21 +315,17 @@ class NotStatic(Exception):
     pass
 
 
-def evaluate(node: cst.BaseExpression, namespace: dict, locals_: frozenset[str]):
-    """The value of ``node`` if it only refers to closure, global and builtin names; raises
-    :class:`NotStatic` otherwise (a local is involved, or the expression cannot be evaluated)."""
-    names = free_names(node)
-    if names & locals_:
-        raise NotStatic
-    missing = [n for n in names if n not in namespace]
+def evaluate_code(source: str, names: set[str], namespace: dict):
+    """The value of the expression ``source`` (whose free names are ``names``) in ``namespace``;
+    raises :class:`NotStatic` if it cannot be evaluated, :class:`UnresolvedName` for a missing name."""
+    missing = sorted(n for n in names if n not in namespace)
     if missing:
         raise UnresolvedName(
             "", f"the name {missing[0]!r}",
             "it is neither a local variable nor found in the functional's closure, module globals or builtins",
         )
-    code = cst.Module(body=[]).code_for_node(node)
     try:
-        return eval(compile(code, "<adjointgen>", "eval"), dict(namespace))  # noqa: S307 - source of an installed functional
+        return eval(compile(source, "<adjointgen>", "eval"), namespace)  # noqa: S307 - source of an installed functional
     except Exception as exc:  # noqa: BLE001 - any failure means "not a build-time constant"
         raise NotStatic from exc
 
@@ -252,6 +362,65 @@ def literal_node(value) -> cst.BaseExpression | None:
     return None
 
 
+def vector_info(value):
+    """("vector", length, scalar type) or ("matrix", shape, scalar type) for a Warp vector or matrix
+    *type*; None for anything else."""
+    length = getattr(value, "_length_", None)
+    scalar = getattr(value, "_wp_scalar_type_", None)
+    shape = getattr(value, "_shape_", None)
+    if not isinstance(value, type) or scalar is None:
+        return None
+    if shape is not None and len(shape) == 2:
+        return "matrix", tuple(int(s) for s in shape), scalar
+    if length is not None:
+        return "vector", int(length), scalar
+    return None
+
+
+def constant_vector(value):
+    """``wp.vector(c0, c1, ..., length=n, dtype=wp.T)`` for a Warp vector *instance* held in a
+    closure (e.g. a boundary condition's prescribed velocity); None for anything else."""
+    info = vector_info(type(value))
+    if info is None or info[0] != "vector" or isinstance(value, type):
+        return None
+    literals = [literal_node(float(c) if info[2].__name__.startswith("float") else int(c)) for c in value]
+    if any(lit is None for lit in literals):
+        return None
+    args = [cst.Arg(lit) for lit in literals]
+    args.append(cst.Arg(cst.Integer(str(info[1])), keyword=cst.Name("length"),
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+    args.append(cst.Arg(scalar_type_node(info[2]), keyword=cst.Name("dtype"),
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+    return cst.Call(func=cst.Attribute(cst.Name("wp"), cst.Name("vector")), args=args)
+
+
+def fingerprint(value) -> str:
+    """What the passes can do with ``value``, as text: two values with the same fingerprint are
+    written into the source alike (the same literal, type, constant vector or function symbol)
+    or left alone alike (``opaque``). The classes follow :class:`Resolve`'s order."""
+    literal = literal_node(value)
+    if literal is not None:
+        return f"literal {code(literal)}"
+    if is_scalar_type(value):
+        return f"scalar {value.__name__}"
+    if vector_info(value) is not None:
+        return type_fingerprint(value)
+    vector = constant_vector(value)
+    if vector is not None:
+        return f"vector {code(vector)}"
+    if is_user_function(value):
+        return f"function {symbol_for(value.func)}"
+    return "opaque"
+
+
+def type_fingerprint(value_type) -> str:
+    info = vector_info(value_type)
+    if info is None:
+        return f"type {value_type.__module__}.{value_type.__qualname__}"
+    kind, size, scalar = info
+    return f"{kind} type {size} {scalar.__name__}"
+
+
 def literal_value(node: cst.BaseExpression):
     """The Python value of a literal node (ints, floats, True/False, unary minus); else NotStatic."""
     if isinstance(node, cst.Integer):
@@ -285,7 +454,9 @@ def refuse(ctx: PassContext, node: cst.CSTNode | None, construct: str, advice: s
 
 
 __all__ = [
-    "PassContext", "TAG", "NameAwareTransformer", "nonempty", "tag_of", "tag_line", "with_tag", "statement", "local_names", "free_names",
-    "NotStatic", "evaluate", "is_scalar_type", "scalar_type_node", "literal_node", "literal_value",
+    "PassContext", "TAG", "NameAwareTransformer", "nonempty", "tag_of", "tag_line", "with_tag", "statement", "local_names",
+    "walk_statements", "parameters_of", "free_names", "free_names_of",
+    "NotStatic", "evaluate_code", "Evaluation", "Registration", "NOT_STATIC", "fingerprint", "type_fingerprint",
+    "namespace_with", "vector_info", "constant_vector", "is_scalar_type", "scalar_type_node", "literal_node", "literal_value",
     "is_literal", "code", "refuse", "is_user_function",
 ]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from .base import NameAwareTransformer, PassContext, code, refuse, statement, tag_of
+from .base import NameAwareTransformer, PassContext, code, refuse, statement, tag_of, walk_statements
 
 _EARLY_RETURN = m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Return(value=None)])]), orelse=None)
 _VALUE_RETURN = m.If(body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Return(value=m.MatchIfTrue(lambda v: v is not None))])]),
@@ -218,7 +218,7 @@ class _Branchless(cst.CSTTransformer):
                 line = line.visit(_GuardStores(arrays, guard))
             body.append(line)
         for line in body:
-            has_return = bool(m.findall(line, m.Return()))
+            has_return = any(isinstance(s, cst.Return) for s in walk_statements([line]))
             if has_return and (line is not body[-1] or not isinstance(line, cst.SimpleStatementLine)):
                 refuse(self.ctx, line, "a return that is not the last statement",
                        "return once, at the end of the function")

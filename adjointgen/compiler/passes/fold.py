@@ -20,9 +20,11 @@ from __future__ import annotations
 import operator
 
 import libcst as cst
-import libcst.matchers as m
 
-from .base import NameAwareTransformer, NotStatic, PassContext, code, evaluate, literal_node, literal_value, local_names, nonempty
+from .base import (
+    NameAwareTransformer, NotStatic, PassContext, code, literal_node, literal_value, local_names, nonempty, parameters_of,
+    walk_statements,
+)
 
 _BINARY = {
     cst.Add: operator.add, cst.Subtract: operator.sub, cst.Multiply: operator.mul,
@@ -56,7 +58,6 @@ class _Folder(cst.CSTTransformer):
         super().__init__()
         self.ctx = ctx
         self.locals = locals_
-        self.namespace = ctx.namespace
         self.changed = False
         self.elifs: set[int] = set()
 
@@ -75,7 +76,7 @@ class _Folder(cst.CSTTransformer):
                 return self._done(items[position])
             return updated
         try:
-            value = evaluate(updated, self.namespace, self.locals)
+            value = self.ctx.evaluate(updated, self.locals)
         except NotStatic:
             return updated
         literal = literal_node(value)
@@ -156,40 +157,58 @@ class _Folder(cst.CSTTransformer):
         return nonempty(updated)
 
 
-class _Counts(cst.CSTVisitor):
-    """How often each name is bound (assignment targets, loop targets, parameters)."""
+def _binding_counts(module: cst.Module) -> dict[str, int]:
+    """How often each name is bound (assignment and loop targets, parameters); every name in a
+    target counts, the index names of a subscript target too."""
+    counts: dict[str, int] = {}
+    for statement in walk_statements(module.body):
+        if isinstance(statement, cst.Assign):
+            targets = [target.target for target in statement.targets]
+        elif isinstance(statement, (cst.AugAssign, cst.For)):
+            targets = [statement.target]
+        elif isinstance(statement, cst.FunctionDef):
+            targets = [param.name for param in parameters_of(statement)]
+        else:
+            continue
+        for target in targets:
+            for name in _names_in(target):
+                counts[name.value] = counts.get(name.value, 0) + 1
+    return counts
 
+
+class _NamesIn(cst.CSTVisitor):
     def __init__(self):
-        self.counts: dict[str, int] = {}
+        self.found: list[cst.Name] = []
 
-    def _bind(self, target):
-        for name in m.findall(target, m.Name()):
-            self.counts[name.value] = self.counts.get(name.value, 0) + 1
+    def visit_Name(self, node: cst.Name):
+        self.found.append(node)
 
-    def visit_AssignTarget(self, node):
-        self._bind(node.target)
 
-    def visit_AugAssign(self, node):
-        self._bind(node.target)
+def _names_in(node: cst.CSTNode) -> list[cst.Name]:
+    """Every ``Name`` node in ``node`` (itself included), attribute names too."""
+    if isinstance(node, cst.Name):
+        return [node]
+    visitor = _NamesIn()
+    node.visit(visitor)
+    return visitor.found
 
-    def visit_For(self, node):
-        self._bind(node.target)
 
-    def visit_Param(self, node):
-        self._bind(node.name)
+def _is_single_name_assignment(line) -> bool:
+    """``name = value`` alone on its line."""
+    return (isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1 and isinstance(line.body[0], cst.Assign)
+            and len(line.body[0].targets) == 1 and isinstance(line.body[0].targets[0].target, cst.Name))
 
 
 def _single_literal_locals(module: cst.Module) -> dict[str, cst.BaseExpression]:
-    counts = _Counts()
-    module.visit(counts)
+    counts = _binding_counts(module)
     constants = {}
     for function in (s for s in module.body if isinstance(s, cst.FunctionDef)):
         for line in function.body.body:
-            if not m.matches(line, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())])])):
+            if not _is_single_name_assignment(line):
                 continue
             assign = line.body[0]
             name = assign.targets[0].target.value
-            if counts.counts.get(name) == 1 and _literal(assign.value)[0]:
+            if counts.get(name) == 1 and _literal(assign.value)[0]:
                 constants[name] = assign.value
     return constants
 

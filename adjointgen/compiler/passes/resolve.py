@@ -26,41 +26,11 @@ import libcst.matchers as m
 
 from adjointgen.errors import UnresolvedName
 from .base import (
-    NameAwareTransformer, NotStatic, PassContext, evaluate, is_scalar_type, is_user_function, literal_node, local_names,
-    scalar_type_node, tag_of,
+    NameAwareTransformer, NotStatic, PassContext, constant_vector, is_scalar_type, is_user_function, literal_node,
+    code, local_names, scalar_type_node, tag_of, vector_info,
 )
 
 _STATIC = m.Call(func=m.Attribute(value=m.Name("wp"), attr=m.Name("static")))
-
-
-def _vector_info(value):
-    length = getattr(value, "_length_", None)
-    scalar = getattr(value, "_wp_scalar_type_", None)
-    shape = getattr(value, "_shape_", None)
-    if not isinstance(value, type) or scalar is None:
-        return None
-    if shape is not None and len(shape) == 2:
-        return "matrix", tuple(int(s) for s in shape), scalar
-    if length is not None:
-        return "vector", int(length), scalar
-    return None
-
-
-def _constant_vector(value):
-    """``wp.vector(c0, c1, ..., length=n, dtype=wp.T)`` for a Warp vector *instance* held in a
-    closure (e.g. a boundary condition's prescribed velocity); None for anything else."""
-    info = _vector_info(type(value))
-    if info is None or info[0] != "vector" or isinstance(value, type):
-        return None
-    literals = [literal_node(float(c) if info[2].__name__.startswith("float") else int(c)) for c in value]
-    if any(lit is None for lit in literals):
-        return None
-    args = [cst.Arg(lit) for lit in literals]
-    args.append(cst.Arg(cst.Integer(str(info[1])), keyword=cst.Name("length"),
-                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
-    args.append(cst.Arg(scalar_type_node(info[2]), keyword=cst.Name("dtype"),
-                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
-    return cst.Call(func=cst.Attribute(cst.Name("wp"), cst.Name("vector")), args=args)
 
 
 class _Resolver(NameAwareTransformer):
@@ -88,7 +58,7 @@ class _Resolver(NameAwareTransformer):
 
     def _value(self, node):
         try:
-            return evaluate(node, self.namespace, self.locals)
+            return self.ctx.evaluate(node, self.locals)
         except UnresolvedName as exc:
             raise UnresolvedName(self._where(), exc.construct, exc.advice) from None
 
@@ -104,13 +74,11 @@ class _Resolver(NameAwareTransformer):
             return literal
         if is_scalar_type(value):
             return scalar_type_node(value)
-        constant_vector = _constant_vector(value)
-        if constant_vector is not None:
-            return constant_vector
+        written_out = constant_vector(value)
+        if written_out is not None:
+            return written_out
         if is_user_function(value):
-            symbol = self.ctx.register_function(value)
-            self.namespace[symbol] = value
-            return cst.Name(symbol)
+            return cst.Name(self.ctx.register_function(value, code(node)))
         return None
 
     def leave_Name(self, original, updated):
@@ -122,7 +90,7 @@ class _Resolver(NameAwareTransformer):
         if lifted is not None:  # a prescribed value that becomes a kernel parameter
             if lifted.size == 0:
                 return cst.Name(lifted.name)
-            dtype = scalar_type_node(_vector_info(type(self.namespace[updated.value]))[2])
+            dtype = scalar_type_node(vector_info(type(self.ctx.evaluate_type(updated)))[2])
             return cst.Call(func=cst.Attribute(cst.Name("wp"), cst.Name("vector")), args=[
                 *(cst.Arg(cst.Name(n)) for n in lifted.scalar_names()),
                 cst.Arg(cst.Integer(str(lifted.size)), keyword=cst.Name("length"),
@@ -146,7 +114,7 @@ class _Resolver(NameAwareTransformer):
             callee = self._value(updated.func)
         except NotStatic:
             callee = None
-        info = _vector_info(callee) if callee is not None else None
+        info = vector_info(callee) if callee is not None else None
         if info is not None:
             kind, size, scalar = info
             keyword = "length" if kind == "vector" else "shape"
@@ -169,6 +137,5 @@ class Resolve:
 
     def __call__(self, module: cst.Module, ctx: PassContext) -> cst.Module:
         resolver = _Resolver(ctx, local_names(module) | ctx.parameter_names)
-        resolver.namespace = ctx.namespace
         resolver.parameter_names = ctx.parameter_names
         return module.visit(resolver)
