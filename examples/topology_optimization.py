@@ -47,7 +47,8 @@ Writes into --out (file names prefixed topology_optimization_): design.png (the 
 speed of its flow; 3D: the mid-plane), history.png (objective, fluid fraction and grayness
 mean 4 s (1 - s) per evaluation), results.json (settings, per-evaluation history, final numbers,
 timings: one forward rollout of --steps and one design iteration, after compilation, each
-between wp.synchronize() calls).
+between wp.synchronize() calls); with --fields also fields.npz (the final s and speed), from
+which --figures-from draws the figures on another machine.
 
 CPU, 2D (a few minutes):   python examples/topology_optimization.py
 GPU, 3D duct:              python examples/topology_optimization.py --dim 3 --grid 64x32x32
@@ -58,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -414,6 +416,9 @@ def parse(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no line per evaluation")
     parser.add_argument("--no-figures", action="store_true", help="results.json only (a machine without matplotlib)")
     parser.add_argument("--out", default="examples/figures")
+    parser.add_argument("--fields", action="store_true", help="also write the final design and speed (fields.npz)")
+    parser.add_argument("--figures-from", metavar="DIR",
+                        help="only draw the figures, into --out, from DIR's results.json and fields.npz (a run elsewhere)")
     args = parser.parse_args(argv)
     args.grid = args.grid or ("96x48" if args.dim == 2 else "64x32x32")
     args.shape = tuple(int(n) for n in args.grid.split("x"))
@@ -426,8 +431,21 @@ def parse(argv=None):
     return args
 
 
+def figures_from(run: Path, out: Path) -> dict:
+    """The figures of a run made with ``--fields`` (e.g. on a GPU machine without matplotlib)."""
+    report = json.loads((run / f"{PREFIX}results.json").read_text())
+    fields = np.load(run / f"{PREFIX}fields.npz")
+    problem = types.SimpleNamespace(final_solid=fields["solid"], final_speed=fields["speed"],
+                                    volume=report["settings"]["volume"])
+    out.mkdir(parents=True, exist_ok=True)
+    plot(out, problem, None, report)
+    return report
+
+
 def main(argv=None):
     args = parse(argv)
+    if args.figures_from:
+        return figures_from(Path(args.figures_from), Path(args.out))
     adjointgen.quiet()
     start = time.perf_counter()
     flow = Flow(args.shape, args.fp64, args.steps, args.snapshots, args.omega, args.inlet_velocity)
@@ -456,6 +474,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_figures:
         plot(out, problem, x, report)
+    if args.fields:
+        np.savez_compressed(out / f"{PREFIX}fields.npz", solid=problem.final_solid, speed=problem.final_speed)
     (out / f"{PREFIX}results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({key: value for key, value in report.items() if key != "history"}, indent=2))
     return report

@@ -96,7 +96,7 @@ def test_mma_lowers_the_objective_within_the_volume(example, problem):
 def test_the_3d_duct_runs_and_reports_its_timings(example, tmp_path):
     pytest.importorskip("nlopt")
     report = example.main(["--dim", "3", "--grid", "12x8x8", "--steps", "30", "--snapshots", "4", "--iterations", "2",
-                           "--betas", "1,2", "--qs", "0.3,0.3", "--quiet", "--out", str(tmp_path)])
+                           "--betas", "1,2", "--qs", "0.3,0.3", "--quiet", "--fields", "--out", str(tmp_path)])
     assert report["configuration"] == "D3Q19/PorousBGK/FP32FP32/topopt_double_pipe" and report["evaluations"] == 2
     saved = json.loads((tmp_path / "topology_optimization_results.json").read_text())
     timing = saved["timing"]
@@ -104,3 +104,9 @@ def test_the_3d_duct_runs_and_reports_its_timings(example, tmp_path):
     assert timing["iteration_over_forward"] == pytest.approx(timing["iteration_s"] / timing["forward_rollout_s"])
     for figure in ("design.png", "history.png"):
         assert (tmp_path / f"topology_optimization_{figure}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the figures again, from the run's results.json and fields.npz (as for a run on a GPU machine)
+    fields = np.load(tmp_path / "topology_optimization_fields.npz")
+    assert fields["solid"].shape == fields["speed"].shape == (12, 8, 8)
+    drawn = example.main(["--figures-from", str(tmp_path), "--out", str(tmp_path / "again")])
+    assert drawn["final"] == report["final"]
+    assert (tmp_path / "again" / "topology_optimization_design.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
