@@ -20,11 +20,8 @@ Stages, each a function of the previous results (:class:`Intermediates` has one 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-
-import libcst as cst
 
 from adjointgen.compiler import access
 from adjointgen.compiler import emit
@@ -37,9 +34,9 @@ from adjointgen.compiler import reverse
 from adjointgen.compiler.access import Accesses
 from adjointgen.compiler.ir import Assign, Param, Program
 from adjointgen.compiler.naming import Namer
-from adjointgen.compiler.passes import SOURCE_PASSES, PassContext
-from adjointgen.compiler.passes.base import Registration
-from adjointgen.compiler.passes.record import DependencyRecord, Stamp, condensed, lifts_description, replays_in
+from adjointgen.compiler.passes import PassContext
+from adjointgen.compiler.passes.record import DependencyRecord, Stamp, condensed, lifts_description
+from adjointgen.compiler.passes.runs import RunStore, lifted_key, reuse, run_passes
 from adjointgen.config import Configuration
 from adjointgen.xlb.fields import fields_of
 
@@ -92,26 +89,17 @@ class Intermediates:
         return out
 
 
-@dataclass(frozen=True)
-class _Run:
-    """The passes over one functional within a :func:`process_functionals` call."""
-
-    functional: frontend.Functional
-    module: cst.Module
-    reads: tuple  # condensed record entries of this functional
-    reusable: bool  # it took no fresh names (those are numbered across the functionals)
-
-
-def process_functionals(kernel: frontend.Functional, lifts: dict | None = None) -> ProcessedFunctionals:
+def process_functionals(kernel: frontend.Functional, lifts: dict | None = None,
+                        store: RunStore | None = None) -> ProcessedFunctionals:
     """Run the source passes over the kernel and every functional it reaches. ``lifts`` (from
     :func:`adjointgen.compiler.parameters.lifted_parameters`) names closure values that become
     kernel parameters. The result carries the run's :class:`DependencyRecord`.
 
-    A functional with the text of one processed before (XLB builds a closure per operator
-    instance: each boundary condition has its own equilibrium) takes the earlier result when the
-    earlier run's record replays in its namespace and both are lifted alike: the passes would
-    make the same decisions (:mod:`~adjointgen.compiler.passes.record`)."""
-    lifts = lifts or {}
+    A functional whose result the passes would repeat takes an earlier one
+    (:mod:`~adjointgen.compiler.passes.runs`): from this call (XLB builds a closure per operator
+    instance: each boundary condition has its own equilibrium) or kept in ``store`` by earlier
+    calls; new results are kept there."""
+    lifts, store = lifts or {}, store or RunStore()
     functions: dict = {kernel.symbol: kernel}
     runs: dict = {}
     reads: list = []
@@ -119,51 +107,27 @@ def process_functionals(kernel: frontend.Functional, lifts: dict | None = None) 
     while len(runs) < len(functions):
         symbol = next(s for s in functions if s not in runs)
         ctx = PassContext(functions[symbol], functions, fresh_counter=counter, lifts=lifts, record=reads)
-        runs[symbol] = _reuse(ctx, runs.values(), lifts) or _run_passes(ctx)
+        run = reuse(ctx, runs.values()) or reuse(ctx, store.candidates(Stamp.of("", ctx.functional), lifted_key(ctx)))
+        if run is None:
+            run = run_passes(ctx)
+            store.keep(run)
+        runs[symbol] = run
         counter = ctx.fresh_counter
-        if symbol == kernel.symbol:
-            exit_guards = tuple(ctx.exit_guards)
-    processed = {symbol: (run.functional, run.module) for symbol, run in runs.items()}
+    processed = {symbol: (functions[symbol], run.tree()) for symbol, run in runs.items()}
     record = DependencyRecord(
         stamps=tuple(Stamp.of(symbol, functional) for symbol, functional in functions.items()),
         entries=condensed(reads),
         lifts=lifts_description(functions, lifts),
-        identity=_identity(processed),
+        identity=_identity({symbol: run.code for symbol, run in runs.items()}, functions),
     )
-    return ProcessedFunctionals(processed, exit_guards, record)
+    return ProcessedFunctionals(processed, runs[kernel.symbol].exit_guards, record)
 
 
-def _run_passes(ctx: PassContext) -> _Run:
-    start, counter = len(ctx.record), ctx.fresh_counter
-    module = cst.parse_module(ctx.functional.source)
-    for pass_ in SOURCE_PASSES:
-        module = pass_(module, ctx)
-    return _Run(ctx.functional, module, condensed(ctx.record[start:]), ctx.fresh_counter == counter)
-
-
-def _reuse(ctx: PassContext, runs, lifts: dict) -> _Run | None:
-    """An earlier run whose result the passes would give ``ctx.functional`` too, its reads
-    recorded again for this functional; None if there is none."""
-    functional = ctx.functional
-    for run in runs:
-        if not (run.reusable and Stamp.of("", run.functional) == Stamp.of("", functional)
-                and lifts.get(id(run.functional.pyfunc), []) == lifts.get(id(functional.pyfunc), [])
-                and replays_in(run.reads, functional, ctx.functions)):
-            continue
-        for entry in run.reads:
-            if isinstance(entry, Registration):
-                ctx.register_function(eval(compile(entry.code, "<adjointgen>", "eval"), ctx.namespace), entry.code)  # noqa: S307
-            else:
-                ctx.record.append(dataclasses.replace(entry, functional=functional.symbol))
-        return _Run(functional, run.module, condensed(ctx.record[-len(run.reads):]), True)
-    return None
-
-
-def _identity(modules: dict) -> str:
+def _identity(codes: dict, functions: dict) -> str:
     digest = hashlib.sha256()
-    for symbol in sorted(modules):
-        digest.update(f"{symbol}\n{modules[symbol][1].code}\n".encode())
-    fields = fields_of([functional for functional, _ in modules.values()])
+    for symbol in sorted(codes):
+        digest.update(f"{symbol}\n{codes[symbol]}\n".encode())
+    fields = fields_of(functions.values())
     if fields:
         digest.update(f"fields: {', '.join(fields)}\n".encode())
     return digest.hexdigest()
@@ -194,14 +158,15 @@ def kernel_params(config: Configuration, lifted_names=(), fields=()) -> list[Par
 
 
 def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = False,
-                 passes: ProcessedFunctionals | None = None) -> Intermediates:
+                 passes: ProcessedFunctionals | None = None, store: RunStore | None = None) -> Intermediates:
     """Every stage in order, each handed the earlier stages' results; returns all of them.
     ``passes``: the source passes' result for this same stepper and ``boundary_parameters``, when
     the caller has it already (the runtime computes it for the program identity): the passes are
-    the slowest stage, so they are not run twice."""
+    the slowest stage, so they are not run twice. ``store``: where the passes' results per
+    functional are kept between calls (see :func:`process_functionals`)."""
     record = Intermediates(config, kernel=frontend.stepper_kernel(stepper))
     record.lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
-    record.passes = passes if passes is not None else process_functionals(record.kernel, record.lifts)
+    record.passes = passes if passes is not None else process_functionals(record.kernel, record.lifts, store)
     fields = fields_of(record.passes.sources)
     params = kernel_params(config, parameters.scalar_names(record.lifts), fields)
     record.program = lowering.lower(record.kernel, record.passes.modules, params[4].dtype, params, config.name,
@@ -217,7 +182,7 @@ def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = Fal
 
 
 def generate(stepper, config: Configuration, boundary_parameters: bool = False,
-             passes: ProcessedFunctionals | None = None) -> str:
+             passes: ProcessedFunctionals | None = None, store: RunStore | None = None) -> str:
     """The generated module's text for ``stepper`` built as ``config``.
 
     Guarantees: the text is a function of the stepper's functionals (their source and the
@@ -228,4 +193,4 @@ def generate(stepper, config: Configuration, boundary_parameters: bool = False,
     body; its MANIFEST lists the kernels it defines. Raises an
     :class:`~adjointgen.errors.AdjointgenError` (and emits nothing) for what it cannot
     differentiate."""
-    return run_pipeline(stepper, config, boundary_parameters, passes).text
+    return run_pipeline(stepper, config, boundary_parameters, passes, store).text

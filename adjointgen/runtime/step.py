@@ -50,10 +50,11 @@ def load_module(stepper, config: Configuration, boundary_parameters: bool = Fals
     else from the source passes, whose result then also feeds the rest of the pipeline if the
     module must be generated."""
     from adjointgen.compiler.pipeline import generate
+    from adjointgen.runtime.identities import CachedRuns
 
     identity, processed = _identity(stepper, boundary_parameters)
-    return modules.load_module(stepper, config, identity,
-                               lambda: generate(stepper, config, boundary_parameters=boundary_parameters, passes=processed))
+    return modules.load_module(stepper, config, identity, lambda: generate(
+        stepper, config, boundary_parameters=boundary_parameters, passes=processed, store=CachedRuns()))
 
 
 @wp.kernel(enable_backward=False)

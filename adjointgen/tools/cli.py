@@ -49,11 +49,11 @@ def _configurations(args) -> list[Configuration]:
 
 def render(config: Configuration, explain: bool = False) -> str:
     from adjointgen.compiler.pipeline import run_pipeline
-    from adjointgen.runtime.identities import remember
+    from adjointgen.runtime.identities import CachedRuns, remember
     from adjointgen.xlb.support import make_stepper
 
     stepper = make_stepper(config, "warp", GENERATED_SHAPE[config.dim])
-    record = run_pipeline(stepper, config)
+    record = run_pipeline(stepper, config, store=CachedRuns())
     remember(record.kernel, record.passes.record)  # a later load of this stepper need not run the passes
     if explain:
         print("\n".join(record.explain()))

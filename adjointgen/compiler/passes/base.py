@@ -41,6 +41,7 @@ class PassContext:
     temporaries: set = field(default_factory=set)
     lifts: dict = field(default_factory=dict)  # id(python function) -> [parameters.Lifted]
     record: list = field(default_factory=list)  # [Evaluation | Registration], see passes.record
+    fresh_names: list = field(default_factory=list)  # every name fresh() gave, in order
 
     @property
     def lifted(self) -> dict:
@@ -86,6 +87,7 @@ class PassContext:
         name = f"_{stem.strip('_')}_{self.fresh_counter}"
         self.fresh_counter += 1
         self.temporaries.add(name)
+        self.fresh_names.append(name)
         return name
 
     def register_function(self, value, source: str) -> str:

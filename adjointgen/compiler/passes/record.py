@@ -67,7 +67,7 @@ class DependencyRecord:
             "format": FORMAT,
             "identity": self.identity,
             "stamps": [asdict(stamp) for stamp in self.stamps],
-            "entries": [_entry_json(entry) for entry in self.entries],
+            "entries": [entry_json(entry) for entry in self.entries],
             "lifts": list(self.lifts),
         }
 
@@ -78,19 +78,19 @@ class DependencyRecord:
             raise ValueError(f"record format {data.get('format')!r}, not {FORMAT}")
         return DependencyRecord(
             stamps=tuple(Stamp(**stamp) for stamp in data["stamps"]),
-            entries=tuple(_entry_from_json(entry) for entry in data["entries"]),
+            entries=tuple(entry_from_json(entry) for entry in data["entries"]),
             lifts=tuple(str(line) for line in data["lifts"]),
             identity=str(data["identity"]),
         )
 
 
-def _entry_json(entry) -> dict:
+def entry_json(entry) -> dict:
     if isinstance(entry, Registration):
         return {"registration": asdict(entry)}
     return {"evaluation": {**asdict(entry), "names": list(entry.names)}}
 
 
-def _entry_from_json(data: dict):
+def entry_from_json(data: dict):
     if "registration" in data:
         return Registration(**data["registration"])
     fields = data["evaluation"]
