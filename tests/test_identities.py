@@ -23,6 +23,13 @@ def _stepper():
     return make_stepper(CONFIG, "warp", (6, 5))
 
 
+@pytest.fixture(scope="module")
+def record():
+    from adjointgen.compiler.pipeline import process_functionals
+
+    return process_functionals(stepper_kernel(_stepper())).record
+
+
 def test_the_second_load_takes_the_identity_from_the_kept_record(cache):
     identity, processed = identities.identity_of(_stepper(), {})
     assert processed is not None and processed.record.identity == identity
@@ -42,20 +49,19 @@ def test_a_damaged_records_file_is_ignored_and_replaced(cache):
     assert [record.identity for record in identities.read_records(path)] == [identity]
 
 
-def test_a_record_that_does_not_replay_is_never_used(cache):
-    identity, processed = identities.identity_of(_stepper(), {})
+def test_a_record_that_does_not_replay_is_never_used(cache, record):
     kernel = stepper_kernel(_stepper())
-    stale = dataclasses.replace(processed.record, identity="f" * 64,
-                                entries=processed.record.entries[:-1] + (dataclasses.replace(processed.record.entries[-1], code="1 + 1"),))
+    identities.remember(kernel, record)
+    stale = dataclasses.replace(record, identity="f" * 64,
+                                entries=record.entries[:-1] + (dataclasses.replace(record.entries[-1], code="1 + 1"),))
     identities.remember(kernel, stale)
     assert identities.read_records(identities.records_path(kernel))[0].identity == "f" * 64
-    assert identities.recorded_identity(kernel, {}) == identity
+    assert identities.recorded_identity(kernel, {}) == record.identity
 
 
-def test_at_most_kept_records_per_kernel(cache):
-    _, processed = identities.identity_of(_stepper(), {})
+def test_at_most_kept_records_per_kernel(cache, record):
     kernel = stepper_kernel(_stepper())
     for index in range(identities.KEPT + 3):
-        identities.remember(kernel, dataclasses.replace(processed.record, identity=f"{index:064x}"))
+        identities.remember(kernel, dataclasses.replace(record, identity=f"{index:064x}"))
     kept = identities.read_records(identities.records_path(kernel))
     assert len(kept) == identities.KEPT and kept[0].identity == f"{identities.KEPT + 2:064x}"
