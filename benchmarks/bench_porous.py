@@ -10,8 +10,10 @@ D3Q19 FP32 on an N^3 periodic grid, a porosity field with fluid, solid and gray 
 - ``ag_bgk_adjoint_state``: BGK's ``adjoint_fresh`` without parameter adjoints (what a rollout's
   reverse sweep runs for a state gradient);
 - ``ag_porous_adjoint_field``: the porous ``adjoint_fresh`` with the porosity gradient asked for
-  (written per cell into scratch, then added into the caller's array);
-- ``ag_porous_adjoint_field_no_add``: the same without that addition (the gradient left in scratch).
+  (added per cell into the caller's array by the kernel itself; before v22, written into scratch
+  and added by a second launch);
+- ``ag_porous_adjoint_field_no_add``: the same without a caller's array (the gradient added into a
+  scratch array, zeroed by a memset per call).
 With the registers and local memory (spills) of the kernels that ran, on CUDA devices.
 Goals: porous forward <= 1.1x XLB's BGK forward; porous adjoint with the field gradient <= 1.3x
 the BGK state-only adjoint. Writes ``porous_<size>.json`` into ``--out``.
@@ -63,8 +65,7 @@ def main(argv=None) -> int:
         "ag_porous_adjoint_field": _median_ms(lambda: step_porous.adjoint(
             f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True, check=False,
             adj_fields={"porosity": adj_gamma})),
-        # the same kernel, its field gradient left in the step's scratch array: without the
-        # launch that adds it into the caller's array
+        # the same kernel without a caller's array: its field gradient goes into a zeroed scratch
         "ag_porous_adjoint_field_no_add": _median_ms(lambda: step_porous.adjoint(
             f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True, check=False)),
     }

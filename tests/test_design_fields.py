@@ -130,3 +130,14 @@ def test_errors_name_the_fields(side):
 
     with pytest.raises(ConfigurationError, match="bound_fields"):
         _bound(stepper.collision, "porosity")
+
+
+def test_every_adjoint_variant_adds_the_field_gradient_into_the_callers_array(side):
+    import re
+
+    text = open(side.step.module.__file__).read()
+    body = text[text.index("def _adjoint_variant"):]
+    writes = re.findall(r"adj_porosity\[0, i, j, k\] = (.*)", body)
+    assert writes and all(re.fullmatch(r"old_\d+ \+ adj_porosity_\d+", value) for value in writes), writes
+    read = re.search(r"\n( *)old_\d+ = adj_porosity\[0, i, j, k\]", body)
+    assert read and len(read.group(1)) == 8  # at the body's top level: read by the fresh variants too

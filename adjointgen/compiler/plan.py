@@ -148,6 +148,7 @@ class _Destination:
     dtype: str
     origin: Origin | None
     terms: list = field(default_factory=list)  # adjoint variables added to it
+    added_to: bool = False  # a design field's gradient: added to in every variant, fresh ones too
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class _WriteBack:
     reads: list  # (Origin, line): gradients read up front
     writes: list  # accumulating writes
     fresh_writes: list  # the writes of the fresh variant
+    field_reads: list  # (Origin, line): the design fields' gradients, read up front in every variant
 
 
 @dataclass(frozen=True)
@@ -325,7 +327,8 @@ def _sweep(c: _Context) -> _Sweep:
             slot = c.accesses.slot_of(c.accesses.loads[symbol])
             if slot is None:  # the primary read of this population: scattered straight back
                 target = c.lines.index(symbol, c.grads[array], index)
-                entry = destinations.setdefault(target, _Destination(False, c.dtype(array), group.origin))
+                entry = destinations.setdefault(target, _Destination(False, c.dtype(array), group.origin,
+                                                                     added_to=array in c.program.fields))
                 entry.terms.append(name)
                 entry.origin = entry.origin or group.origin
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
@@ -400,10 +403,16 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
     together; interleaved read-modify-writes would each wait a full memory round trip, since it
     cannot prove the addresses distinct."""
     zero = c.zero(c.dtype(c.program.stores[0].array)) if c.program.stores else "0"
-    reads, writes, fresh_writes = [], [], []
+    reads, writes, fresh_writes, field_reads = [], [], [], []
     for target, entry in sorted(sweep.destinations.items(), key=lambda item: population_order(item[0])):
         # the terms are adjoints (compute precision); the element is in the array's precision
         added = convert(" + ".join(entry.terms), c.program.compute_dtype, entry.dtype) if entry.terms else None
+        if entry.added_to:  # the caller's array, also for fresh variants: no scratch, no addition launch
+            old = c.names.old(target)
+            field_reads.append((entry.origin, f"{old} = {target}"))
+            writes.append(f"{target} = {old} + {added}")
+            fresh_writes.append(writes[-1])
+            continue
         if added is not None or not entry.cleared:
             fresh_writes.append(f"{target} = {added or zero}")
         if not entry.cleared:
@@ -411,7 +420,7 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
             reads.append((entry.origin, f"{old} = {target}"))
             added = f"{old} + {added}" if added else old
         writes.append(f"{target} = {added or zero}")
-    return _WriteBack(reads, writes, fresh_writes)
+    return _WriteBack(reads, writes, fresh_writes, field_reads)
 
 
 def _slot_lines(c: _Context, slot_terms: dict) -> list:
@@ -481,7 +490,9 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     cell and keeps no data in place): 3 state arrays of traffic instead of 5. Only where every
     element of a gradient array has exactly one writer among the cells, its primary read (nothing
     in place; other reads go through slots, which adjoint_gather adds afterwards); kept cells
-    (bc_mask 255) must also be absent, which only the caller can know."""
+    (bc_mask 255) must also be absent, which only the caller can know. Design fields' gradients
+    are added to in every variant: a rollout sums them over its steps in the caller's array, which
+    the fresh variants then update directly."""
     fresh, has_parameters = parts.fresh, parts.has_parameters
     variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only), is_fresh, state_only)
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
@@ -492,7 +503,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         params=parts.params,
         kept=parts.kept + guard("not state_only", parts.parameter_kept),
         seeds=parts.seeds,
-        reads=static_if("not fresh", reads) if fresh else reads,
+        reads=(static_if("not fresh", reads) if fresh else reads) + _collapsed_reads(parts.write_back.field_reads),
         replay=parts.replay,
         in_place_seeds=parts.in_place_seeds,
         groups=parts.sweep.groups,

@@ -58,12 +58,6 @@ def load_module(stepper, config: Configuration, boundary_parameters: bool = Fals
 
 
 @wp.kernel(enable_backward=False)
-def _add_field(source: wp.array4d(dtype=Any), target: wp.array4d(dtype=Any)):
-    i, j, k = wp.tid()
-    target[0, i, j, k] = target[0, i, j, k] + source[0, i, j, k]
-
-
-@wp.kernel(enable_backward=False)
 def _add_into(source: wp.array(dtype=Any), target: wp.array(dtype=Any), index: int):
     target[index] = target[index] + source[0]
 
@@ -338,7 +332,7 @@ class DifferentiableStep:
         state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields]
         roles = {"f_0": 0, "f_1": 1, "timestep": 5}  # parameter indices of the state's arrays in every kernel but the gather
         grads = {"f_0": adj_f_0, "f_1": adj_f_1}
-        field_grads = self._field_gradients(adj_fields or {}, fresh, fields)
+        field_grads = self._field_gradients(adj_fields or {}, fields)
         inputs = state + [adj_f_0, adj_f_1] + [field_grads[name] for name in self.manifest.fields]
         device, dim = f_0.device, f_0.shape[1:]
         launches = []
@@ -378,11 +372,6 @@ class DifferentiableStep:
             gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
                                inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
             launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
-        for name, target in (adj_fields or {}).items():  # fresh wrote into scratch: add it to the caller's
-            if field_grads[name] is not target:
-                add = wp.launch(_add_field, dim=dim, inputs=[field_grads[name], target], device=device, record_tape=False,
-                                record_cmd=True)
-                launches.append((add, {}))
         reductions = []
         for scalar, grad, component in targets:
             total = wp.zeros(1, dtype=self.compute_dtype, device=device)
@@ -390,9 +379,10 @@ class DifferentiableStep:
             reductions.append((cells[scalar], total, add))
         return PackedAdjoint(launches, reductions)
 
-    def _field_gradients(self, adj_fields: dict, fresh: bool, field_values: list) -> dict:
-        """{field: the array the adjoint kernel writes its gradient into}: the caller's (added to),
-        or a scratch array (fresh variants write, so a caller's gradient is added afterwards)."""
+    def _field_gradients(self, adj_fields: dict, field_values: list) -> dict:
+        """{field: the array every adjoint variant adds its gradient into}: the caller's, or, for
+        a field whose gradient the caller does not want, a scratch array (zeroed when the launches
+        are prepared; nothing reads it)."""
         unknown = set(adj_fields) - set(self.manifest.fields)
         if unknown:
             raise RuntimeArgumentError(f"adj_fields names {', '.join(sorted(unknown))}, which {self.config.label} does not read")
@@ -401,8 +391,10 @@ class DifferentiableStep:
             given = adj_fields.get(name)
             if given is not None and (given.shape != field_array.shape or given.dtype != field_array.dtype):
                 raise RuntimeArgumentError(f"adj_fields[{name!r}] must be shaped and typed like the field")
-            use_scratch = given is None or fresh
-            out[name] = self._scratch(f"adj_{name}", field_array.shape, field_array.device, field_array.dtype) if use_scratch else given
+            if given is None:
+                given = self._scratch(f"adj_{name}", field_array.shape, field_array.device, field_array.dtype)
+                given.zero_()
+            out[name] = given
         return out
 
     def __call__(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0):
