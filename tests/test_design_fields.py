@@ -16,7 +16,7 @@ from adjointgen.errors import ConfigurationError, RuntimeArgumentError
 from adjointgen.manifest import body_sha256, split_generated
 from adjointgen.runtime.modules import load_checked
 from adjointgen.tools.verify import (STEPS, TOLERANCES, GeneratedSide, design_fields, probe_cells, random_state,
-                                     relative_error, verify_configuration)
+                                     verify_configuration)
 
 D2Q9_64 = Configuration.parse("D2Q9/PorousBGK/FP64FP64")
 SHAPE = (6, 5)

@@ -21,7 +21,10 @@ def _forwards(side, kernel_name=SAVE, module=None):
     """(f_1 from forward, f_1 from the save variant, its copy, f_0 before) from the test state."""
     step = side.step
     f0, f1, _ = _data(side)
-    inputs = lambda a, b: [a, b, side.bc_mask, side.missing_mask, step.kernel_omega(1.6), 3]
+
+    def inputs(a, b):
+        return [a, b, side.bc_mask, side.missing_mask, step.kernel_omega(1.6), 3]
+
     a, b = wp.array(f0), wp.array(f1)
     step.forward(a, b, side.bc_mask, side.missing_mask, 1.6, 3)
     c, d = wp.array(f0), wp.array(f1)

@@ -1,7 +1,5 @@
 """The user-facing step: the README's usage, tape accumulation, solid nodes, errors, first use."""
 
-import logging
-
 import numpy as np
 import pytest
 import warp as wp

@@ -42,7 +42,8 @@ SCRIPT = textwrap.dedent('''
 
         omega = jnp.asarray(1.6, dtype=f0.dtype)
         (v1, a1), (g1, o1) = jax.jit(jax.value_and_grad(loss_with(step), argnums=(0, 1), has_aux=True))(f0, omega)
-        (v2, a2), (g2, o2) = jax.jit(jax.value_and_grad(loss_with(sharded_step(step, mesh, writes_f_0=writes_f_0)), argnums=(0, 1), has_aux=True))(put(f0), omega)
+        sharded = loss_with(sharded_step(step, mesh, writes_f_0=writes_f_0))
+        (v2, a2), (g2, o2) = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1), has_aux=True))(put(f0), omega)
         scale = float(jnp.abs(g1).max())
         results[name] = {"forward": float(jnp.abs(a1 - a2).max()), "grad": float(jnp.abs(g1 - g2).max()) / scale,
                          "omega": abs(float(o1) - float(o2)) / abs(float(o1)), "sharded": str(g2.sharding.spec)}

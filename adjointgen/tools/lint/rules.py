@@ -233,7 +233,8 @@ class VectorComponentWrite(Rule):
             if base is None or kind == "array" or self._integer_vector(ctx, base) or self._initialises(ctx, body, statement, base, value):
                 continue
             if kind == "value":
-                yield ctx.finding(self, target, f"{code(target)} overwrites a component of the local value {base} in place (read earlier, or an alias)")
+                yield ctx.finding(self, target, f"{code(target)} overwrites a component of the local value {base} in place "
+                                                "(read earlier, or an alias)")
             else:
                 yield ctx.finding(self, target, f"{code(target)} overwrites a component of {base}, typed Any and indexed like a vector",
                                   certainty="likely")
