@@ -150,6 +150,10 @@ class Registration:
     code: str
     symbol: str
 
+    def value(self, namespace: dict):
+        """The function ``code`` names in ``namespace`` (it evaluated when recorded)."""
+        return eval(compile(self.code, "<adjointgen>", "eval"), namespace)  # noqa: S307 - as the passes did
+
 
 # ----------------------------------------------------------------------------- location tags
 def tag_of(node: cst.CSTNode) -> str | None:

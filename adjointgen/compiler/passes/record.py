@@ -97,15 +97,23 @@ def entry_from_json(data: dict):
     return Evaluation(**{**fields, "names": tuple(fields["names"])})
 
 
+def lifted_lines(entries) -> list[str]:
+    """One functional's lifted values (parameters.Lifted) as text: closure name, parameter name, size."""
+    return [f"{entry.closure} -> {entry.name} size {entry.size}" for entry in entries]
+
+
+def parameters_line(lifts: dict) -> str:
+    """Every lifted scalar parameter name (the passes leave those names alone everywhere)."""
+    names = sorted({name for entries in lifts.values() for entry in entries for name in entry.scalar_names()})
+    return f"parameters: {' '.join(names)}"
+
+
 def lifts_description(functions: dict, lifts: dict) -> tuple:
-    """The lifted values as text: per reached functional, its lifted closure names, parameter
-    names and sizes; then every parameter name (the passes leave those names alone everywhere)."""
-    lines = []
-    for symbol, functional in functions.items():
-        for entry in lifts.get(id(functional.pyfunc), []):
-            lines.append(f"{symbol}: {entry.closure} -> {entry.name} size {entry.size}")
-    names = sorted(name for entries in lifts.values() for entry in entries for name in entry.scalar_names())
-    return tuple(lines) + (f"parameters: {' '.join(names)}",)
+    """The lifted values as text: per reached functional, its :func:`lifted_lines`; then
+    :func:`parameters_line`."""
+    lines = [f"{symbol}: {line}" for symbol, functional in functions.items()
+             for line in lifted_lines(lifts.get(id(functional.pyfunc), []))]
+    return tuple(lines) + (parameters_line(lifts),)
 
 
 def condensed(entries: list) -> tuple:
@@ -149,7 +157,7 @@ def _same_outcome(entry, functional: Functional, functions: dict, registry: Pass
     namespace = namespace_with(functional, functions)
     if isinstance(entry, Registration):
         try:
-            value = eval(compile(entry.code, "<adjointgen>", "eval"), namespace)  # noqa: S307 - as the passes did
+            value = entry.value(namespace)
         except Exception:  # noqa: BLE001 - it evaluated when recorded: any failure is a change
             return False
         try:

@@ -27,7 +27,7 @@ import libcst as cst
 
 from . import SOURCE_PASSES
 from .base import PassContext, Registration
-from .record import Stamp, condensed, replays_in, entry_from_json, entry_json
+from .record import Stamp, condensed, entry_from_json, entry_json, lifted_lines, parameters_line, replays_in
 
 _NUMBERED = re.compile(r"^(_\w+_)(\d+)$")
 
@@ -70,8 +70,8 @@ class RunStore:
 
 
 def lifted_key(ctx: PassContext) -> tuple:
-    entries = [f"{e.closure} -> {e.name} size {e.size}" for e in ctx.lifted.values()]
-    return tuple(entries) + (f"parameters: {' '.join(sorted(ctx.parameter_names))}",)
+    """How ``ctx.functional`` is lifted, and every kernel parameter name, as text."""
+    return tuple(lifted_lines(ctx.lifted.values())) + (parameters_line(ctx.lifts),)
 
 
 def run_passes(ctx: PassContext) -> FunctionalRun:
@@ -160,8 +160,7 @@ def _taken(ctx: PassContext, run: FunctionalRun, renames: dict) -> FunctionalRun
     start = len(ctx.record)
     for entry in run.reads:
         if isinstance(entry, Registration):
-            value = eval(compile(entry.code, "<adjointgen>", "eval"), ctx.namespace)  # noqa: S307 - it replayed
-            ctx.register_function(value, entry.code)
+            ctx.register_function(entry.value(ctx.namespace), entry.code)
         else:
             ctx.record.append(dataclasses.replace(entry, functional=symbol))
     taken = [renames[name] for name in run.fresh]
