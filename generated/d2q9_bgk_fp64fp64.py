@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 320909c5b275790f53f75ac10ac8528ef5edf7307ab229d5c97ac155310a1fa3
+# body-sha256: 7f8979fd5513f2a6aebce69d90534d59d8df9347e8411edb8f3be55b31753951
 # ---- end of header ----
 import warp as wp
 
@@ -44,7 +44,8 @@ MANIFEST = {
         "adjoint",
         "adjoint_fresh",
         "adjoint_state",
-        "adjoint_fresh_state"
+        "adjoint_fresh_state",
+        "adjoint_kept"
     ],
     "overwritten_inputs": [],
     "parameters": [
@@ -528,3 +529,63 @@ adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
 adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 
+
+
+@wp.kernel
+def adjoint_kept(
+    f_0: wp.array4d(dtype=wp.float64),
+    bc_mask: wp.array4d(dtype=wp.uint8),
+    adj_f_0: wp.array4d(dtype=wp.float64),
+    adj_f_1: wp.array4d(dtype=wp.float64),
+    seed_f_0: wp.array4d(dtype=wp.float64),
+):
+    # after adjoint_fresh, where cells are kept (bc_mask 255): their steps are the identity, so the
+    # carry (the adjoint of f_0 as the step left it) moves into their elements of the gradient, and
+    # becomes the adjoint of their f_1; elements read by a kept cell (not written by adjoint_fresh)
+    # get only that
+    i, j, k = wp.tid()
+    nx = f_0.shape[1]
+    ny = f_0.shape[2]
+    nz = f_0.shape[3]
+    i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
+    i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
+    j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
+    j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
+    bc_mask_0 = bc_mask[0, i, j, k]
+    kept = bc_mask_0 == wp.uint8(255)
+    kept_reader_0 = bc_mask[0, i, j_p1, k] == wp.uint8(255)
+    kept_reader_1 = bc_mask[0, i, j_m1, k] == wp.uint8(255)
+    kept_reader_2 = bc_mask[0, i_p1, j, k] == wp.uint8(255)
+    kept_reader_3 = bc_mask[0, i_m1, j_p1, k] == wp.uint8(255)
+    kept_reader_4 = bc_mask[0, i_p1, j_m1, k] == wp.uint8(255)
+    kept_reader_5 = bc_mask[0, i_m1, j, k] == wp.uint8(255)
+    kept_reader_6 = bc_mask[0, i_p1, j_p1, k] == wp.uint8(255)
+    kept_reader_7 = bc_mask[0, i_m1, j_m1, k] == wp.uint8(255)
+    if kept:
+        adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]
+    if kept or kept_reader_0:
+        adj_f_0[1, i, j, k] = wp.where(kept_reader_0, wp.float64(0.0), adj_f_0[1, i, j, k]) + wp.where(kept, seed_f_0[1, i, j, k], wp.float64(0.0))
+    if kept or kept_reader_1:
+        adj_f_0[2, i, j, k] = wp.where(kept_reader_1, wp.float64(0.0), adj_f_0[2, i, j, k]) + wp.where(kept, seed_f_0[2, i, j, k], wp.float64(0.0))
+    if kept or kept_reader_2:
+        adj_f_0[3, i, j, k] = wp.where(kept_reader_2, wp.float64(0.0), adj_f_0[3, i, j, k]) + wp.where(kept, seed_f_0[3, i, j, k], wp.float64(0.0))
+    if kept or kept_reader_3:
+        adj_f_0[4, i, j, k] = wp.where(kept_reader_3, wp.float64(0.0), adj_f_0[4, i, j, k]) + wp.where(kept, seed_f_0[4, i, j, k], wp.float64(0.0))
+    if kept or kept_reader_4:
+        adj_f_0[5, i, j, k] = wp.where(kept_reader_4, wp.float64(0.0), adj_f_0[5, i, j, k]) + wp.where(kept, seed_f_0[5, i, j, k], wp.float64(0.0))
+    if kept or kept_reader_5:
+        adj_f_0[6, i, j, k] = wp.where(kept_reader_5, wp.float64(0.0), adj_f_0[6, i, j, k]) + wp.where(kept, seed_f_0[6, i, j, k], wp.float64(0.0))
+    if kept or kept_reader_6:
+        adj_f_0[7, i, j, k] = wp.where(kept_reader_6, wp.float64(0.0), adj_f_0[7, i, j, k]) + wp.where(kept, seed_f_0[7, i, j, k], wp.float64(0.0))
+    if kept or kept_reader_7:
+        adj_f_0[8, i, j, k] = wp.where(kept_reader_7, wp.float64(0.0), adj_f_0[8, i, j, k]) + wp.where(kept, seed_f_0[8, i, j, k], wp.float64(0.0))
+    if kept:
+        seed_f_0[0, i, j, k] = adj_f_1[0, i, j, k]
+        seed_f_0[1, i, j, k] = adj_f_1[1, i, j, k]
+        seed_f_0[2, i, j, k] = adj_f_1[2, i, j, k]
+        seed_f_0[3, i, j, k] = adj_f_1[3, i, j, k]
+        seed_f_0[4, i, j, k] = adj_f_1[4, i, j, k]
+        seed_f_0[5, i, j, k] = adj_f_1[5, i, j, k]
+        seed_f_0[6, i, j, k] = adj_f_1[6, i, j, k]
+        seed_f_0[7, i, j, k] = adj_f_1[7, i, j, k]
+        seed_f_0[8, i, j, k] = adj_f_1[8, i, j, k]

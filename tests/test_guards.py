@@ -104,7 +104,7 @@ def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells(cavi
 def test_cavity_slots_are_written_and_gathered_only_at_wall_cells(cavity_module):
     text = cavity_module
     adjoint = _adjoint_body(text)
-    gather = text.split("def adjoint_gather(")[1]
+    gather = text.split("def adjoint_gather(")[1].split("def adjoint_kept(")[0]
     # the bounce-back's own-cell reads: their adjoint is exactly zero away from the walls
     written = adjoint.split("    if bc_mask_0 == wp.uint8(1):\n        adj_slots[0, i, j, k] = ")[1].split("\n    # per-cell")[0]
     assert written.count("adj_slots[") == 17  # the other 17 of 18, in the same block

@@ -84,16 +84,12 @@ def test_the_number_of_snapshots_does_not_change_a_bit(label, snapshot_arrays, m
     assert snapshot_clones == snapshot_arrays * result.stats.snapshots_written > 0
 
 
-@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64", (6, 5)), ("D3Q19/BGK/FP32FP32", (4, 5, 3)),
-                                          ("D2Q9/BGK/FP64FP64/cavity", (7, 6))])
-def test_fresh_adjoint_is_bitwise_the_accumulating_one(label, shape, monkeypatch):
-    """A rollout without kept cells and with a cotangent on the final state only runs adjoint_fresh
-    (3 state arrays of traffic; the cavity's bounce-back reads also go through slots and
-    adjoint_gather): bit for bit what the accumulating adjoint gives (with a zero cotangent for
-    the other buffer, which keeps it), omega included; with a solid cell it is not used."""
-    config = Configuration.parse(label)
-    side = GeneratedSide(config, shape)
-    assert side.step.manifest.has("adjoint_fresh")
+def _fresh_and_accumulating(side, shape, bc_mask, monkeypatch, steps=12, snapshots=3):
+    """The gradients (initial f_0, f_1, omega) of one rollout reversed with adjoint_fresh (a
+    cotangent on the final f_0 only) and with the accumulating adjoint (the same, plus a zero
+    cotangent for f_1, which keeps the rollout off the fresh path), and the ``fresh`` flags the
+    reverse sweeps packed their launches with."""
+    config = side.config
     dtype = np.float64 if config.is_fp64 else np.float32
     f0 = random_state(config, shape, 0).astype(dtype)
     cotangent = np.random.default_rng(1).standard_normal(f0.shape).astype(dtype)
@@ -108,22 +104,73 @@ def test_fresh_adjoint_is_bitwise_the_accumulating_one(label, shape, monkeypatch
     outputs = {}
     for name, other in (("fresh", None), ("accumulate", np.zeros_like(cotangent))):
         omega = wp.zeros(1, dtype=side.step.compute_dtype)
-        result = checkpointed_rollout(side.step, wp.array(f0), wp.array(side.f1_prepared.astype(dtype)), side.bc_mask,
-                                      side.missing_mask, 1.6, 12, 3, progress=False)
+        result = checkpointed_rollout(side.step, wp.array(f0), wp.array(side.f1_prepared.astype(dtype)), bc_mask,
+                                      side.missing_mask, 1.6, steps, snapshots, progress=False)
         adj = result.backward(adj_f_0=wp.array(cotangent), adj_f_1=None if other is None else wp.array(other), adj_omega=omega)
         outputs[name] = [a.numpy() for a in adj] + [omega.numpy()]
-    assert calls == [True, False]
-    for fresh, accumulate in zip(outputs["fresh"], outputs["accumulate"]):
-        assert np.array_equal(fresh, accumulate)
-    assert not np.any(outputs["fresh"][1])  # the initial f_1 is not read: zero adjoint
+    monkeypatch.undo()
+    return outputs["fresh"], outputs["accumulate"], calls
 
-    solid = side.bc_mask.numpy()
-    solid[0, 1, 1, 0] = 255
-    calls.clear()
-    result = checkpointed_rollout(side.step, wp.array(f0), wp.array(side.f1_prepared.astype(dtype)), wp.array(solid),
-                                  side.missing_mask, 1.6, 4, 2, progress=False)
-    result.backward(adj_f_0=wp.array(cotangent))
-    assert calls and not any(calls)
+
+def _with_solid_cell(bc_mask, cell):
+    solid = bc_mask.numpy()
+    solid[(0, *cell)] = 255
+    return wp.array(solid)
+
+
+@pytest.mark.parametrize("label, shape, solid", [
+    ("D2Q9/BGK/FP64FP64", (6, 5), None),
+    ("D3Q19/BGK/FP32FP32", (4, 5, 3), None),
+    ("D2Q9/BGK/FP64FP64/cavity", (7, 6), None),  # bounce-back reads through slots and adjoint_gather
+    ("D2Q9/BGK/FP64FP64", (6, 5), (1, 1, 0)),  # a kept cell: adjoint_kept completes the fresh adjoint
+    ("D2Q9/BGK/FP64FP64/channel", (8, 6), None),  # ZouHe updates f_0 in place and reads f_1: the carry
+    ("D2Q9/BGK/FP64FP64/obstacle", (10, 8), None),  # both: in place and a solid block
+    ("D2Q9/BGK/FP32FP32/cavity", (7, 6), (2, 2, 0)),
+])
+def test_fresh_adjoint_is_bitwise_the_accumulating_one(label, shape, solid, monkeypatch):
+    """A rollout with a cotangent on the final state only runs adjoint_fresh (3 state arrays of
+    traffic), with the carry where a step updates f_0 in place or keeps cells: bit for bit what the
+    accumulating adjoint gives, the initial f_1's and omega's gradients included. The cotangent is
+    not zero at kept cells, so their identity steps are exercised."""
+    config = Configuration.parse(label)
+    side = GeneratedSide(config, shape)
+    bc_mask = side.bc_mask if solid is None else _with_solid_cell(side.bc_mask, solid)
+    assert side.step.manifest.has("adjoint_fresh") and side.step.manifest.has("adjoint_kept")
+    fresh, accumulate, calls = _fresh_and_accumulating(side, shape, bc_mask, monkeypatch)
+    assert calls == [True, False]
+    for ours, reference in zip(fresh, accumulate):
+        assert np.array_equal(ours, reference)
+    kept = bool((bc_mask.numpy() == 255).any())
+    if not side.step.manifest.reads_f_1 and not kept:
+        assert not np.any(fresh[1])  # the initial f_1 is not read: zero adjoint
+    else:
+        assert np.any(fresh[1])  # what the step read of f_1, or a kept cell's f_1, has a gradient
+
+
+@pytest.mark.parametrize("broken", ["no adjoint_kept", "no carry from step to step"])
+def test_the_fresh_comparison_rejects_a_broken_carry(broken, monkeypatch):
+    """The comparison above fails when the fresh path drops what the carry or adjoint_kept adds."""
+    from adjointgen.runtime.step import DifferentiableStep
+
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
+    side = GeneratedSide(config, (10, 8))
+    original = DifferentiableStep.adjoint_launches
+
+    def broken_launches(self, *args, **kwargs):
+        carry = kwargs.get("carry")
+        if carry is None:  # the accumulating rollout
+            return original(self, *args, **kwargs)
+        if broken == "no adjoint_kept":
+            kwargs["kept_cells"] = False
+        packed = original(self, *args, **kwargs)
+        if broken == "no carry from step to step":
+            run = packed.run
+            packed.run = lambda: (carry.zero_(), run())  # each step starts from a zero carry
+        return packed
+
+    monkeypatch.setattr(DifferentiableStep, "adjoint_launches", broken_launches)
+    fresh, accumulate, _ = _fresh_and_accumulating(side, (10, 8), side.bc_mask, monkeypatch)
+    assert not all(np.array_equal(ours, reference) for ours, reference in zip(fresh, accumulate))
 
 
 def test_losses_on_intermediate_states_equal_xlb_jax():

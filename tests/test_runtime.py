@@ -223,11 +223,12 @@ def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_grad
             adj_f_0 = wp.array(np.zeros_like(f0) if fresh else cotangents[0])
             adj_f_1 = wp.array(cotangents[1])
             adj_omega = wp.zeros(1, dtype=side.step.compute_dtype) if with_omega else None
+            carry = wp.zeros_like(adj_f_1) if fresh and manifest.in_place else None  # in place: the carry
             side.step.adjoint(wp.array(f0), wp.array(side.f1_prepared.astype(dtype)), side.bc_mask, side.missing_mask,
-                              OMEGA, 0, adj_f_0, adj_f_1, adj_omega, fresh=fresh)
+                              OMEGA, 0, adj_f_0, adj_f_1, adj_omega, fresh=fresh, carry=carry)
             expected = ("adjoint_fresh" if fresh else "adjoint") + ("" if with_omega else "_state")
             assert expected in launched and all(not key.endswith("_state") for key in launched) == with_omega
-            results[with_omega] = (adj_f_0.numpy(), adj_f_1.numpy())
+            results[with_omega] = (adj_f_0.numpy(), adj_f_1.numpy()) + ((carry.numpy(),) if carry is not None else ())
         for full, state_only in zip(results[True], results[False]):
             assert np.array_equal(full, state_only)
         assert np.any(results[False][0])

@@ -96,6 +96,23 @@ def _id_set(condition, id_symbol) -> Need:
     return Need(frozenset({k})) if k is not None else EVERYWHERE
 
 
+def condition_ids(condition, id_symbol) -> Need | None:
+    """The finite set of ids where ``condition`` holds, when it is built from tests of the id alone
+    (``Eq`` against integers, ``Or`` of such sets, ``And`` of such sets and ``Ne`` tests); None
+    otherwise or where the set is infinite."""
+    if isinstance(condition, sympy.Or):
+        parts = [condition_ids(c, id_symbol) for c in condition.args]
+        return None if None in parts else Need(frozenset().union(*(p.ids for p in parts)))
+    if isinstance(condition, sympy.And):
+        finite = [condition_ids(c, id_symbol) for c in condition.args if not isinstance(c, sympy.Ne)]
+        excluded = [_id_test(sympy.Eq(*c.args), id_symbol) for c in condition.args if isinstance(c, sympy.Ne)]
+        if not finite or None in finite or None in excluded:
+            return None
+        return Need(frozenset.intersection(*(p.ids for p in finite)) - set(excluded))
+    k = _id_test(condition, id_symbol)
+    return Need(frozenset({k})) if k is not None else None
+
+
 def _visit(expr, need: Need, id_symbol, needs: dict) -> None:
     if isinstance(expr, sympy.Symbol):
         needs[expr.name] = needs.get(expr.name, Need()).union(need)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from adjointgen.compiler import guards
-from adjointgen.compiler.access import Accesses
+from adjointgen.compiler.access import Access, Accesses
 from adjointgen.compiler.ir import Load, Origin, Program
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.lines import (Lines, convert, guarded_body, merge_ifs, needed, population_order, split_prologue,
@@ -125,6 +125,14 @@ class GatherPlan:
 
 
 @dataclass(frozen=True)
+class KeptPlan:
+    """``adjoint_kept`` (completes a fresh adjoint where cells are kept; empty body: not generated)."""
+
+    params: list = field(default_factory=list)
+    body: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ModulePlan:
     config: Configuration
     identity: str  # pipeline.program_identity
@@ -137,6 +145,7 @@ class ModulePlan:
     adjoint: AdjointPlan
     prepare: PreparePlan
     gather: GatherPlan
+    kept: KeptPlan
     manifest: Manifest
 
 
@@ -149,6 +158,7 @@ class _Destination:
     origin: Origin | None
     terms: list = field(default_factory=list)  # adjoint variables added to it
     added_to: bool = False  # a design field's gradient: added to in every variant, fresh ones too
+    loads: list = field(default_factory=list)  # the loads (symbol names) whose adjoints are the terms
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,7 @@ class _WriteBack:
     reads: list  # (Origin, line): gradients read up front
     writes: list  # accumulating writes
     fresh_writes: list  # the writes of the fresh variant
+    fresh_outputs: list  # those of them that write an output's (cleared) element
     field_reads: list  # (Origin, line): the design fields' gradients, read up front in every variant
 
 
@@ -179,6 +190,7 @@ class AdjointParts:
     in_place_seeds: list
     replay: list
     sweep: _Sweep
+    carry: list | None  # the fresh variant's writes into the seed array (steps updating f_0 in place)
     write_back: _WriteBack
     slot_lines: list
     parameter_lines: list
@@ -252,11 +264,8 @@ def _save_lines(c: _Context, q: int) -> list:
     prologue, body = split_prologue(c.program, c.adjoint.keep)
     if any(isinstance(s, Load) and s.array == array for s in prologue):
         return []
-    if c.adjoint.keep is not None:
-        id_load = _load_of(c.program, c.guards.id_symbol)
-        if (id_load is None or id_load.array != "bc_mask" or c.lines.store_index(id_load.index) != f"0, {c.lines.thread}"
-                or c.print(c.adjoint.keep, "bool") != f"{id_load.target} == wp.uint8(255)"):
-            return []
+    if c.adjoint.keep is not None and _kept_id_load(c) is None:
+        return []
     saved, found = c.names.saved(array), {}
     for statement in body:
         if not isinstance(statement, Load) or statement.array != array or str(statement.target) in c.guards.needs:
@@ -291,18 +300,27 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int) -> ForwardPlan:
 
 
 def _seed_lines(c: _Context) -> tuple[list, list]:
-    """The seeds from the outputs' gradients, and those from the seed arrays (in place)."""
-    seeds, in_place_seeds = [], []
+    """The seeds from the outputs' gradients, and those from the seed arrays (in place). A seed of
+    an element overwritten only where a condition holds is loaded inside an ``if`` block on it (its
+    variable zero before), so the seed array is read only where the cell overwrote the element."""
+    seeds, defaults, in_place_seeds = [], [], []
+    compute = c.program.compute_dtype
     for seed in c.adjoint.seeds:
         source = c.names.seed(seed.array) if seed.in_place else c.grads[seed.array]
         read = f"{source}[{c.lines.store_index(seed.index)}]"
         dtype = c.dtype(seed.array)
+        if seed.in_place and seed.condition is not None:
+            read = convert(read, dtype, compute)  # adjoints live in the compute precision
+            defaults += [] if seed.accumulate else [f"{seed.variable} = {c.zero(compute)}"]
+            value = f"{seed.variable} + {read}" if seed.accumulate else read
+            in_place_seeds += [f"if {c.print(seed.condition, 'bool')}:", f"    {seed.variable} = {value}"]
+            continue
         if seed.condition is not None:
             read = f"wp.where({c.print(seed.condition, 'bool')}, {read}, {c.zero(dtype)})"
-        read = convert(read, dtype, c.program.compute_dtype)  # adjoints live in the compute precision
+        read = convert(read, dtype, compute)  # adjoints live in the compute precision
         line = f"{seed.variable} = {seed.variable} + {read}" if seed.accumulate else f"{seed.variable} = {read}"
         (in_place_seeds if seed.in_place else seeds).append(line)
-    return seeds, in_place_seeds
+    return seeds, defaults + merge_ifs(in_place_seeds)
 
 
 def _update_line(c: _Context, update) -> str:
@@ -330,6 +348,7 @@ def _sweep(c: _Context) -> _Sweep:
                 entry = destinations.setdefault(target, _Destination(False, c.dtype(array), group.origin,
                                                                      added_to=array in c.program.fields))
                 entry.terms.append(name)
+                entry.loads.append(str(symbol))
                 entry.origin = entry.origin or group.origin
             else:  # another read of it: the reader's own slot, gathered in adjoint_gather
                 slot_terms.setdefault(slot, []).append(name)
@@ -403,7 +422,7 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
     together; interleaved read-modify-writes would each wait a full memory round trip, since it
     cannot prove the addresses distinct."""
     zero = c.zero(c.dtype(c.program.stores[0].array)) if c.program.stores else "0"
-    reads, writes, fresh_writes, field_reads = [], [], [], []
+    reads, writes, fresh_writes, fresh_outputs, field_reads = [], [], [], [], []
     for target, entry in sorted(sweep.destinations.items(), key=lambda item: population_order(item[0])):
         # the terms are adjoints (compute precision); the element is in the array's precision
         added = convert(" + ".join(entry.terms), c.program.compute_dtype, entry.dtype) if entry.terms else None
@@ -415,12 +434,62 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
             continue
         if added is not None or not entry.cleared:
             fresh_writes.append(f"{target} = {added or zero}")
+            if entry.cleared:
+                fresh_outputs.append(fresh_writes[-1])
         if not entry.cleared:
             old = c.names.old(target)
             reads.append((entry.origin, f"{old} = {target}"))
             added = f"{old} + {added}" if added else old
         writes.append(f"{target} = {added or zero}")
-    return _WriteBack(reads, writes, fresh_writes, field_reads)
+    return _WriteBack(reads, writes, fresh_writes, fresh_outputs, field_reads)
+
+
+def _other_state(c: _Context) -> str | None:
+    """The state's second array (``f_1``), where the program has exactly two differentiable arrays."""
+    others = [p.name for p in c.program.params if p.differentiable and p.name != c.reference]
+    return others[0] if len(others) == 1 and c.program.param(others[0]).annotation() == c.program.param(
+        c.reference).annotation() else None
+
+
+def _carry_lines(c: _Context, sweep: _Sweep) -> list | None:
+    """``adjoint_fresh``'s writes for a step that updates ``f_0`` in place, or None where it has none.
+
+    Such a step leaves the new state in ``f_1`` and ``f_0`` with the elements its boundary
+    conditions overwrote. Its fresh variant reads the adjoints of those elements from the seed
+    array, here the caller's *carry* (adjoint_prepare does not run), and writes into the same
+    elements the adjoints of its reads of the input ``f_1``, which the accumulating variant writes
+    into ``adj_f_1`` (the fresh variant leaves that array, its seeds, as it was). Exact where every
+    read of ``f_1`` with an adjoint is at the element of the cell's own that the cell overwrites in
+    ``f_0``, and has a non-zero adjoint (the guard analysis) only at boundary ids where the cell
+    overwrites it: then the carry holds nothing outside the overwritten elements (and kept cells,
+    see :func:`_kept_plan`), before and after, as a rollout needs. Every overwritten element is
+    written: its read's adjoint, or zero."""
+    other = _other_state(c)
+    if list(c.accesses.in_place) != [c.reference] or other is None or c.guards.id_symbol is None:
+        return None
+    overwritten = {}  # element index -> (ids where the cell overwrites it, that condition printed)
+    for array, index, condition in c.adjoint.prepared:
+        ids = guards.condition_ids(condition, c.guards.id_symbol)
+        if array != c.reference or ids is None:
+            return None
+        overwritten[c.lines.store_index(index)] = (ids, c.print(condition, "bool"))
+    values, prefix = {}, f"{c.grads[other]}["
+    for target, entry in sweep.destinations.items():
+        if not entry.cleared or not entry.terms:
+            continue
+        index = target[len(prefix):-1] if target.startswith(prefix) else None
+        if index not in overwritten:
+            return None
+        needs = [c.guards.needs.get(load) for load in entry.loads]
+        if any(need is None or need.complement or not need.ids <= overwritten[index][0].ids for need in needs):
+            return None
+        values[index] = convert(" + ".join(entry.terms), c.program.compute_dtype, entry.dtype)
+    seed, zero = c.names.seed(c.reference), c.zero(c.dtype(c.reference))
+    order = sorted(overwritten, key=lambda index: (overwritten[index][1], population_order(f"{seed}[{index}]")))
+    lines = []
+    for index in order:
+        lines += [f"if {overwritten[index][1]}:", f"    {seed}[{index}] = {values.get(index, zero)}"]
+    return merge_ifs(lines)
 
 
 def _slot_lines(c: _Context, slot_terms: dict) -> list:
@@ -479,26 +548,32 @@ def _collapsed_reads(reads: list) -> list:
 
 
 def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
-    """The adjoint body and its variants: ``adjoint`` (accumulating) and, where nothing is updated
-    in place, ``adjoint_fresh``; where the program has scalar parameters also ``adjoint_state`` and
+    """The adjoint body and its variants: ``adjoint`` (accumulating) and ``adjoint_fresh`` (where
+    nothing is updated in place, or where the in-place updates can go through a carry, see
+    :func:`_carry_lines`); where the program has scalar parameters also ``adjoint_state`` and
     ``adjoint_fresh_state``, the same without the parameters' per-cell adjoints. Those keep the
     replayed non-equilibrium parts (for BGK: what ``d/d omega`` needs) out of the registers: D3Q19
     FP32 ``adjoint_fresh`` needs 72 registers instead of 120.
 
     adjoint_fresh is for callers that know the gradients the adjoint would add to are zero and do
-    not need the outputs' gradients cleared (a rollout's reverse sweep of a step that writes every
-    cell and keeps no data in place): 3 state arrays of traffic instead of 5. Only where every
-    element of a gradient array has exactly one writer among the cells, its primary read (nothing
-    in place; other reads go through slots, which adjoint_gather adds afterwards); kept cells
-    (bc_mask 255) must also be absent, which only the caller can know. Design fields' gradients
-    are added to in every variant: a rollout sums them over its steps in the caller's array, which
-    the fresh variants then update directly."""
+    not need the outputs' gradients cleared (a rollout's reverse sweep): 3 state arrays of traffic
+    instead of 5. Only where every element of a gradient array has exactly one writer among the
+    cells, its primary read (other reads go through slots, which adjoint_gather adds afterwards);
+    where cells are kept (bc_mask 255), which only the caller knows, adjoint_kept completes it.
+    Design fields' gradients are added to in every variant: a rollout sums them over its steps in
+    the caller's array, which the fresh variants then update directly."""
     fresh, has_parameters = parts.fresh, parts.has_parameters
     variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only), is_fresh, state_only)
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
     reads = _collapsed_reads(parts.write_back.reads)
     write_back = parts.write_back.writes
+    fresh_writes = parts.write_back.fresh_writes
+    if parts.carry is not None:  # the outputs' read adjoints go to the carry (see _carry_lines)
+        outputs = set(parts.write_back.fresh_outputs)
+        fresh_writes = [line for line in fresh_writes if line not in outputs]
+        fresh_writes += ["# the carry: the adjoints of the elements of f_1 this cell read, where it overwrote f_0"]
+        fresh_writes += parts.carry
     return AdjointPlan(
         params=parts.params,
         kept=parts.kept + guard("not state_only", parts.parameter_kept),
@@ -507,7 +582,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         replay=parts.replay,
         in_place_seeds=parts.in_place_seeds,
         groups=parts.sweep.groups,
-        writes=(static_if("fresh", parts.write_back.fresh_writes, write_back) if fresh else write_back) + parts.slot_lines,
+        writes=(static_if("fresh", fresh_writes, write_back) if fresh else write_back) + parts.slot_lines,
         parameter_lines=guard("not state_only", parts.parameter_lines),
         variants=variants)
 
@@ -519,9 +594,10 @@ def _adjoint(c: _Context, cell: CellPlan) -> tuple[AdjointPlan, int]:
     write_back = _write_back(c, sweep)
     slot_lines = _slot_lines(c, sweep.slot_terms)
     kept, parameter_kept = _kept_lines(c)
+    carry = _carry_lines(c, sweep) if c.accesses.in_place else None
     plan = _adjoint_plan(AdjointParts(
-        fresh=not c.accesses.in_place, has_parameters=bool(c.adjoint.parameters), params=_adjoint_params(c), kept=kept,
-        parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds, replay=cell.lines, sweep=sweep,
+        fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
+        params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds, replay=cell.lines, sweep=sweep,
         write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
     return plan, updates + len(write_back.writes) + len(slot_lines)
@@ -544,6 +620,60 @@ def _prepare_plan(c: _Context, cell: CellPlan) -> PreparePlan:
         body.append(f"{c.names.seed(array)}{element} = wp.where({moved}, {grad}{element}, {zero})")
         body.append(f"{grad}{element} = wp.where({moved}, {zero}, {grad}{element})")
     return PreparePlan(params + c.seed_params, body)
+
+
+def _kept_id_load(c: _Context) -> Load | None:
+    """The load of the cell's boundary id where the exit condition is ``bc_mask[0, own cell] ==
+    255`` (XLB's kept cells), else None."""
+    id_load = _load_of(c.program, c.guards.id_symbol)
+    if (c.adjoint.keep is None or id_load is None or id_load.array != "bc_mask"
+            or c.lines.store_index(id_load.index) != f"0, {c.lines.thread}"
+            or c.print(c.adjoint.keep, "bool") != f"{id_load.target} == wp.uint8(255)"):
+        return None
+    return id_load
+
+
+def _kept_plan(c: _Context, fresh: bool, q: int) -> KeptPlan:
+    """``adjoint_kept``: what a fresh adjoint leaves undone where cells are kept (bc_mask 255; the
+    runtime launches it after adjoint_fresh, before adjoint_gather, only on masks with such cells).
+
+    A kept cell's step is the identity on its elements: it keeps its old output in ``f_1`` and
+    overwrites nothing in ``f_0``. With the carry (the seed array) holding the adjoint of ``f_0``
+    as the step left it, which is zero outside kept cells and overwritten elements: a kept cell's
+    elements of ``adj_f_0`` get the carry added; elements whose reader (the cell whose primary
+    read loads them) is kept were not written by the fresh variant (that cell returned early) and
+    get the carry where their own cell is kept, else zero; and at a kept cell the carry becomes the
+    adjoint of its ``f_1``, which is the seeds' array there. Each thread writes only its own
+    elements (it reads its readers' ids), so there are no races."""
+    id_load, other = _kept_id_load(c), _other_state(c)
+    shifts = [c.accesses.primary.get((c.reference, p)) for p in range(q)]
+    if not fresh or id_load is None or other is None or None in shifts:
+        return KeptPlan()
+    annotation = c.program.param(c.reference).annotation()
+    grad, seeds, carry = c.grads[c.reference], c.grads[other], c.names.seed(c.reference)
+    params = [f"{c.reference}: {annotation}", f"bc_mask: {c.program.param('bc_mask').annotation()}",
+              f"{grad}: {annotation}", f"{seeds}: {annotation}", f"{carry}: {annotation}"]
+    readers = [Access(c.reference, p, shift) for p, shift in enumerate(shifts)]
+    body = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions(readers, negate=True)
+    body += [c.lines.statement(id_load), f"kept = {c.print(c.adjoint.keep, 'bool')}"]
+    reader_kept: dict = {}  # reader coordinates -> the variable saying whether that cell is kept
+    zero = c.zero(c.dtype(c.reference))
+    updates = []
+    for access in readers:
+        reader = ", ".join(c.lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
+        if reader == c.lines.thread:
+            reader_kept[reader] = "kept"
+        elif reader not in reader_kept:
+            reader_kept[reader] = c.names.reader_id("kept", reader)
+            body.append(f"{reader_kept[reader]} = bc_mask[0, {reader}] == wp.uint8(255)")
+        element, flag = f"[{access.population}, {c.lines.thread}]", reader_kept[reader]
+        if flag == "kept":  # read by its own cell: written by nobody but the carry
+            updates += ["if kept:", f"    {grad}{element} = {carry}{element}"]
+            continue
+        updates += [f"if kept or {flag}:",
+                    f"    {grad}{element} = wp.where({flag}, {zero}, {grad}{element}) + wp.where(kept, {carry}{element}, {zero})"]
+    body += updates + ["if kept:"] + [f"    {carry}[{p}, {c.lines.thread}] = {seeds}[{p}, {c.lines.thread}]" for p in range(q)]
+    return KeptPlan(params, body)
 
 
 def _load_of(program: Program, symbol) -> Load | None:
@@ -610,12 +740,15 @@ def plan_module(config: Configuration, program: Program, adjoint: Adjoint, acces
     c = _Context(program, adjoint, accesses, cell_guards, names)
     cell = _cell_plan(c)
     adjoint_plan, update_count = _adjoint(c, cell)
+    q = int(config.velocity_set.split("Q")[1])
     prepare, gather = _prepare_plan(c, cell), _gather_plan(c)
-    forward = _forward_plan(c, cell, int(config.velocity_set.split("Q")[1]))
+    kept = _kept_plan(c, any(variant.fresh for variant in adjoint_plan.variants), q)
+    forward = _forward_plan(c, cell, q)
     kernels = ([variant.name for variant in forward.variants] + [variant.name for variant in adjoint_plan.variants]
-               + ["adjoint_prepare"] * bool(prepare.body) + ["adjoint_gather"] * bool(gather.body))
+               + ["adjoint_prepare"] * bool(prepare.body) + ["adjoint_gather"] * bool(gather.body)
+               + ["adjoint_kept"] * bool(kept.body))
     sources = sorted(sources, key=lambda f: f.symbol)
     return ModulePlan(config=config, identity=identity, sources=sources, proof=accesses.proof,
                       statement_count=len(program.statements), adjoint_update_count=update_count, cell=cell,
-                      forward=forward, adjoint=adjoint_plan, prepare=prepare, gather=gather,
+                      forward=forward, adjoint=adjoint_plan, prepare=prepare, gather=gather, kept=kept,
                       manifest=_manifest(config, c, identity, sources, kernels))

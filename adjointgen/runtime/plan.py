@@ -57,9 +57,23 @@ class Storage:
         return 2 if self.reads_f_1 else 1
 
     @property
+    def carry_arrays(self) -> int:
+        """The carry of a fresh reverse sweep (or the accumulating adjoint's seed array): where the
+        step updates f_0 in place or cells are kept."""
+        return 1 if self.in_place or self.kept_cells else 0
+
+    @property
     def step_from_stored(self) -> bool:
         """A step may run straight from a stored state, which it then only reads."""
         return self.snapshot_arrays == 1 and not self.in_place
+
+
+def reverses_fresh(manifest, stored: Storage) -> bool:
+    """Whether a rollout's reverse sweep runs ``adjoint_fresh`` (given a cotangent on the final
+    ``f_0`` only): where the module has it, and, where cells are kept, ``adjoint_kept``; a step
+    that keeps data in ``f_1`` without updating ``f_0`` in place has none that a sweep can chain."""
+    return (manifest.has("adjoint_fresh") and (stored.in_place or not stored.reads_f_1)
+            and (not stored.kept_cells or manifest.has("adjoint_kept")))
 
 
 def storage(step, bc_mask) -> Storage:
@@ -125,9 +139,10 @@ def free_memory(device) -> float:
 
 
 def fixed_bytes(array_bytes: int, stored: Storage) -> int:
-    """Arrays a rollout holds whatever it stores: the work pair, the final pair, the adjoint pair,
-    and the one step input the forward sweep keeps for the first reverse step."""
-    return 6 * array_bytes + stored.input_arrays * array_bytes
+    """Arrays a rollout holds whatever it stores: the work pair, the final pair, the adjoint pair
+    (and the carry, :attr:`Storage.carry_arrays`), and the one step input the forward sweep keeps
+    for the first reverse step."""
+    return (6 + stored.carry_arrays + stored.input_arrays) * array_bytes
 
 
 def array_bytes_of(f_0) -> int:
@@ -138,7 +153,7 @@ def array_bytes_of(f_0) -> int:
 def plan_for_snapshots(steps: int, snapshots: int, array_bytes: int, stored: Storage) -> RolloutPlan:
     every = snapshots >= steps
     per_state = (stored.input_arrays if every else stored.snapshot_arrays) * array_bytes
-    fixed = 6 * array_bytes if every else fixed_bytes(array_bytes, stored)
+    fixed = (6 + stored.carry_arrays) * array_bytes if every else fixed_bytes(array_bytes, stored)
     return RolloutPlan(steps, snapshots, array_bytes, per_state, fixed, binomial_forward_steps(steps, snapshots), stored)
 
 

@@ -31,7 +31,7 @@ import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.runtime.plan import RolloutPlan, array_bytes_of, plan_for_snapshots, plan_rollout, storage
+from adjointgen.runtime.plan import RolloutPlan, array_bytes_of, plan_for_snapshots, plan_rollout, reverses_fresh, storage
 from adjointgen.runtime import launches
 from adjointgen.runtime.launches import PackedForward
 from adjointgen.runtime.step import paused_tape
@@ -255,13 +255,15 @@ class _Sweep:
         for adjoint, given in zip(adjoints, (adj_f_0, adj_f_1)):
             if given is not None:
                 wp.copy(adjoint, given)
-        # Where nothing but the final state has a cotangent and no cell is kept, the adjoint each
-        # step would add to is zero (the next step overwrote that buffer everywhere) and the one it
-        # would clear is overwritten by the step before: adjoint_fresh moves 3 arrays instead of 5
-        # (and the step must not read f_1, whose adjoint would not be zero at the end)
+        # Where nothing but the final state has a cotangent, the adjoint each step would add to is
+        # zero (the next step overwrote that buffer everywhere) and the one it would clear is
+        # overwritten by the step before: adjoint_fresh moves 3 arrays instead of 5. What is not
+        # zero, the adjoints of the elements a step overwrites in place and of kept cells' state,
+        # goes from step to step in the carry (see DifferentiableStep.adjoint); a step that keeps
+        # data in f_1 without updating f_0 in place has no such fresh adjoint
         stored = self.stored
-        self.fresh = (self.step.manifest.has("adjoint_fresh") and observe is None and adj_f_1 is None
-                      and not stored.reads_f_1 and not stored.kept_cells)
+        self.fresh = reverses_fresh(self.step.manifest, stored) and observe is None and adj_f_1 is None
+        self.carry = wp.zeros_like(adjoints[0]) if self.fresh and stored.carry_arrays else None
         self.adjoints, self.observe, self.adj_omega, self.adj_parameters = adjoints, observe, adj_omega, adj_parameters
         self.adj_fields = adj_fields
         self.reverse_bar = _progress(self.steps, "reverse", self.progress)
@@ -270,7 +272,9 @@ class _Sweep:
         else:
             self.reverse_sweep(list(self.actions))  # the reverse sweep's actions, read one ahead by forward_action
         self.reverse_bar.close()
-        if self.fresh:  # the initial f_1 is not read by such a step: its adjoint is zero (never cleared above)
+        if self.fresh and self.carry is not None:  # the adjoint of the initial f_1, carried out of the first step
+            adjoints[1] = self.carry
+        elif self.fresh:  # the initial f_1 is not read by such a step: its adjoint is zero (never cleared above)
             adjoints[1].zero_()
         self.stats.hold(-len(self.ram))
         self.ram.clear()
@@ -306,7 +310,8 @@ class _Sweep:
                 self.adjoint_step = self.step.adjoint_launches(
                     inputs[0], f_1_input, self.bc_mask, self.missing_mask, self.omega_value, self.start_timestep + n,
                     adjoints[1], adjoints[0], self.adj_omega, self.lifted_values, self.adj_parameters, fresh=self.fresh,
-                    adj_fields=self.adj_fields, field_values=self.field_values)
+                    adj_fields=self.adj_fields, field_values=self.field_values, carry=self.carry,
+                    kept_cells=self.fresh and self.stored.kept_cells)
             else:
                 self.adjoint_step.set(f_0=inputs[0], f_1=f_1_input, timestep=self.start_timestep + n, adj_f_0=adjoints[1],
                                       adj_f_1=adjoints[0])

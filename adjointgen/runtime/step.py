@@ -288,7 +288,7 @@ class DifferentiableStep:
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
-                field_values=None):
+                field_values=None, carry=None):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -296,9 +296,15 @@ class DifferentiableStep:
         one-element array) also ``adj_omega += d<adjoints, outputs>/d omega``, summed over the
         grid, and likewise into ``adj_parameters`` ({name: gradient array}) for lifted values.
 
-        ``fresh=True`` (only where the manifest lists ``adjoint_fresh``) runs ``adjoint_fresh``: the caller
-        guarantees that ``adj_f_0`` is zero and that no cell is kept (bc_mask 255); ``adj_f_0`` is
-        then written instead of added to, and ``adj_f_1`` is left as it was instead of cleared.
+        ``fresh=True`` (only where the manifest lists ``adjoint_fresh``) runs ``adjoint_fresh``:
+        ``adj_f_0`` is then written instead of added to, and ``adj_f_1`` is left as it was instead of
+        cleared. Without ``carry`` the caller guarantees that ``adj_f_0`` is zero, that no cell is
+        kept (bc_mask 255) and that the step updates nothing in place. With ``carry`` (an array
+        like the state; needed where the step updates ``f_0`` in place or cells are kept) the
+        adjoint of ``f_0`` as the step left it is read from ``carry`` instead of ``adj_f_0``, and
+        must be zero except at the elements the step overwrites in place and at kept cells; on
+        return ``carry`` holds the adjoint of the step's input ``f_1``, likewise zero elsewhere (a
+        rollout passes it from step to step; it starts as zeros).
 
         With no parameter gradient asked for (no ``adj_omega``, no ``adj_parameters``) the module's
         variants without per-cell parameter adjoints run (``adjoint_state``,
@@ -310,8 +316,9 @@ class DifferentiableStep:
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
                 raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
+        kept_cells = fresh and carry is not None and self._has_kept_cells(bc_mask)
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
-                              adj_parameters, fresh, adj_fields, field_values).run()
+                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
         """The forward launch, packed (a ``warp.Launch``: ``.launch()`` runs it; parameter 0 is f_0,
@@ -323,10 +330,12 @@ class DifferentiableStep:
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
-                         field_values=None) -> PackedAdjoint:
+                         field_values=None, carry=None, kept_cells: bool = False) -> PackedAdjoint:
         """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
         f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs. ``field_values``:
-        the design fields' arrays the step ran with (default: ``self.fields`` as it is now)."""
+        the design fields' arrays the step ran with (default: ``self.fields`` as it is now).
+        ``kept_cells`` (with ``fresh`` and ``carry``): the mask has kept cells, so adjoint_kept runs
+        after the adjoint (the caller knows; :meth:`adjoint` reads the mask)."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         fields = self.field_arrays() if field_values is None else list(field_values)
         state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields]
@@ -337,7 +346,11 @@ class DifferentiableStep:
         device, dim = f_0.device, f_0.shape[1:]
         launches = []
         in_place = self.manifest.in_place
-        if in_place:
+        if fresh and (in_place or kept_cells) and carry is None:
+            raise RuntimeArgumentError(f"a fresh adjoint of {self.config.label} on this mask needs carry= (see adjoint)")
+        if fresh and in_place:
+            inputs.append(carry)  # the seeds of the overwritten elements, and where their f_1 adjoints go
+        elif in_place:
             # elements the step overwrote in place: their gradients move to seed arrays first
             seeds = [self._scratch(f"seed_{name}", f_0.shape, f_0.device, f_0.dtype) for name in in_place]
             prepare = wp.launch(self.kernel("adjoint_prepare"), dim=dim, inputs=state + [grads[n] for n in in_place] + seeds,
@@ -368,6 +381,12 @@ class DifferentiableStep:
         main = wp.launch(kernel, dim=dim, inputs=inputs, device=device, record_tape=False, block_dim=self.block_dim,
                          record_cmd=True)
         launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1}))
+        if fresh and kept_cells:
+            if not self.manifest.has("adjoint_kept"):
+                raise RuntimeArgumentError(f"{self.config.label} has no adjoint_kept kernel: no fresh adjoint where cells are kept")
+            kept = wp.launch(self.kernel("adjoint_kept"), dim=dim, inputs=[f_0, bc_mask, adj_f_0, adj_f_1, carry],
+                             device=device, record_tape=False, record_cmd=True)
+            launches.append((kept, {"f_0": 0, "adj_f_0": 2, "adj_f_1": 3}))
         if slots is not None:
             gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
                                inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])

@@ -6,8 +6,9 @@ For each configuration on an N^d grid, after warm-up, the median over ``repeats`
 - ``copy``: a device-to-device copy of one state array: the bandwidth yardstick (read + write);
 - ``xlb_forward``: XLB's own Warp stepper (the reference of every ratio);
 - ``ag_forward``, ``ag_adjoint``, ``ag_forward_adjoint``: adjointgen's generated kernels;
-  ``ag_adjoint_fresh`` where the module has it and no cell is solid: the adjoint a rollout's
-  reverse sweep runs (writes adj_f_0, leaves adj_f_1), 3 state arrays of traffic instead of 5;
+  ``ag_adjoint_fresh`` where a rollout's reverse sweep runs it: that adjoint (writes adj_f_0,
+  leaves adj_f_1; with the carry and adjoint_kept where the step updates f_0 in place or keeps
+  cells), 3 state arrays of traffic instead of 5;
   these rows ask for no omega gradient, so the state-only kernels run where the module has them
   (``adjoint_state``, ``adjoint_fresh_state``); ``ag_adjoint_omega`` and ``ag_adjoint_fresh_omega``
   ask for it (per-cell omega adjoints written and summed);
@@ -85,7 +86,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.runtime.plan import has_kept_cells
+    from adjointgen.runtime.plan import has_kept_cells, reverses_fresh, storage
     from adjointgen.xlb.support import make_stepper, prepare_fields
 
     config = Configuration.parse(label)
@@ -122,10 +123,14 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1)
 
     times["ag_forward_adjoint"] = _timed(forward_adjoint, sync, repeats, inner)
-    if step.manifest.has("adjoint_fresh") and not has_kept_cells(bc_mask):
+    fresh = reverses_fresh(step.manifest, storage(step, bc_mask))
+    # the carry: where the step updates f_0 in place or keeps cells (adjoint_kept then runs too)
+    carry = wp.zeros_like(f_0) if fresh and (step.manifest.in_place or has_kept_cells(bc_mask)) else None
+    if fresh:
         # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared)
         times["ag_adjoint_fresh"] = _timed(
-            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True), sync, repeats, inner)
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True, carry=carry),
+            sync, repeats, inner)
     # the same with the omega gradient asked for (the kernels that also write per-cell adjoints of
     # omega, which the runtime then sums); the rows above get the state-only kernels
     adj_omega = wp.zeros(1, dtype=step.compute_dtype)
@@ -133,7 +138,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega), sync, repeats, inner)
     if "ag_adjoint_fresh" in times:
         times["ag_adjoint_fresh_omega"] = _timed(
-            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True),
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True, carry=carry),
             sync, repeats, inner)
     extra.update(dict.fromkeys(("ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
                                 "ag_adjoint_fresh_omega"), memory.used() - before))

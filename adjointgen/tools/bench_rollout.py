@@ -60,10 +60,13 @@ def _memory(wp, device, high: bool = False) -> float:
 
 def _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps: int, fresh: bool) -> tuple[float, float]:
     """Seconds per generated forward step and per adjoint step (the one the reverse sweep runs)."""
+    from adjointgen.runtime.plan import has_kept_cells
+
     adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
+    carry = wp.zeros_like(f_0) if fresh and (step.manifest.in_place or has_kept_cells(bc_mask)) else None
     forward = timed(wp, lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, [], check=False), steps)
-    adjoint = timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=fresh, check=False),
-                    steps)
+    adjoint = timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=fresh, check=False,
+                                             carry=carry), steps)
     return forward / steps, adjoint / steps
 
 
@@ -72,7 +75,7 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.runtime.plan import plan_for_snapshots, storage, array_bytes_of
+    from adjointgen.runtime.plan import array_bytes_of, plan_for_snapshots, reverses_fresh, storage
     from adjointgen.tools.bench import tiled_state
     from adjointgen.xlb.support import make_stepper, prepare_fields
 
@@ -91,7 +94,7 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
     else:
         plan = adjointgen.plan_rollout(step, f_0, bc_mask, steps, memory)
     stored = plan.storage
-    fresh = step.manifest.has("adjoint_fresh") and not stored.reads_f_1 and not stored.kept_cells
+    fresh = reverses_fresh(step.manifest, stored)
     forward_step, adjoint_step = _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps, fresh)
     expected = plan.expected_seconds(forward_step, adjoint_step)
     print(f"{label} {'x'.join(map(str, shape))}, T={steps}: plan {plan}; expected {expected:.3f} s "

@@ -1,0 +1,74 @@
+"""The fresh adjoint of a step that updates f_0 in place (its carry) and adjoint_kept: when the
+compiler gives them, and what they print. That they equal the accumulating adjoint bit for bit in
+a rollout is tested in test_rollout.py."""
+
+import pytest
+import sympy
+
+from adjointgen.compiler import access, guards, reverse
+from adjointgen.compiler.guards import Need
+from adjointgen.compiler.ir import Param
+from adjointgen.compiler.naming import Namer
+from adjointgen.compiler.plan import plan_module
+from adjointgen.config import Configuration
+from tests.helpers import lower_source
+
+PARAMS = [Param("f_0", "array", "float64", 4), Param("f_1", "array", "float64", 4), Param("bc_mask", "array", "uint8", 4)]
+HEAD = ("def k(f_0: wp.array4d(dtype=float), f_1: wp.array4d(dtype=float), bc_mask: wp.array4d(dtype=wp.uint8)):\n"
+        "    i, j, k = wp.tid()\n    bc = bc_mask[0, i, j, k]\n    x = f_0[0, i, j, k]\n    y = f_1[0, i, j, k]\n")
+
+
+def _plan(read_at: int, overwritten_at: int):
+    """A one-population step that reads its f_1 where the id is ``read_at`` and overwrites its
+    f_0 in place where it is ``overwritten_at`` (XLB's ZouHe pattern when the two are equal)."""
+    program = lower_source(HEAD + (
+        f"    f_1[0, i, j, k] = x * 2.0 + wp.where(bc == wp.uint8({read_at}), y, 0.0)\n"
+        f"    f_0[0, i, j, k] = wp.where(bc == wp.uint8({overwritten_at}), x * 3.0, f_0[0, i, j, k])\n"), PARAMS)
+    accesses = access.analyse(program, unit_axes=(2,))
+    names = Namer.for_program(program)
+    adjoint = reverse.differentiate(program, accesses, names)
+    return plan_module(Configuration.parse("D2Q9/BGK/FP64FP64"), program, adjoint, accesses, guards.cell_guards(program),
+                       names, [], "toy")
+
+
+def test_condition_ids_reads_tests_of_the_id_and_nothing_else():
+    b, c = sympy.symbols("b c")
+    assert guards.condition_ids(sympy.And(sympy.Eq(b, 2), sympy.Ne(b, 3)), b) == Need(frozenset({2}))
+    assert guards.condition_ids(sympy.Or(sympy.And(sympy.Eq(b, 2), sympy.Ne(b, 3)), sympy.Eq(b, 3)), b) == Need(frozenset({2, 3}))
+    assert guards.condition_ids(sympy.Ne(b, 2), b) is None  # every id but one: not a finite set
+    assert guards.condition_ids(sympy.Eq(c, 2), b) is None and guards.condition_ids(sympy.true, b) is None
+
+
+def test_a_step_updating_f_0_in_place_gets_a_fresh_variant_through_the_carry():
+    plan = _plan(read_at=2, overwritten_at=2)
+    assert plan.manifest.in_place == ("f_0",) and plan.manifest.has("adjoint_fresh")
+    fresh = "\n".join(plan.adjoint.writes).split("if wp.static(fresh):")[1].split("\nelse:")[0]
+    # the adjoint of the f_1 read goes into the carry, only where the cell overwrote f_0; adj_f_1 is left alone
+    assert "    if bc_mask_0 == wp.uint8(2):\n        seed_f_0[0, i, j, k] = " in fresh and "adj_f_1[" not in fresh
+    # the seed of the overwritten element is loaded only where it was overwritten
+    assert plan.adjoint.in_place_seeds[-2:][0].startswith("if bc_mask_0 == wp.uint8(2):")
+
+
+def test_no_fresh_variant_where_f_1_is_read_where_f_0_is_not_overwritten():
+    """The carry would then hold a value outside the overwritten elements, which the next step
+    (reading the carry only there) would drop: the compiler gives no fresh variant."""
+    plan = _plan(read_at=3, overwritten_at=2)
+    assert plan.manifest.in_place == ("f_0",) and not plan.manifest.has("adjoint_fresh")
+    assert not plan.manifest.has("adjoint_kept")
+
+
+@pytest.fixture(scope="module")
+def obstacle_text() -> str:
+    from adjointgen.compiler.pipeline import generate
+    from adjointgen.xlb.support import make_stepper
+
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
+    return generate(make_stepper(config, "warp", (10, 8)), config)
+
+
+def test_adjoint_kept_reads_the_readers_ids_and_writes_only_its_own_elements(obstacle_text):
+    kept = obstacle_text.split("def adjoint_kept(")[1]
+    writes = [line.strip() for line in kept.splitlines() if line.strip().startswith(("adj_f_0[", "seed_f_0["))]
+    assert len(writes) == 18 and all(", i, j, k] = " in line for line in writes)  # 9 of each, own cell only
+    assert kept.count("== wp.uint8(255)") == 1 + 8  # its own id and those of the 8 cells that pull from it
+    assert "if kept:\n        adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]" in kept  # population 0 is read by its own cell
