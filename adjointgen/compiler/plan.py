@@ -597,8 +597,8 @@ def _adjoint(c: _Context, cell: CellPlan) -> tuple[AdjointPlan, int]:
     carry = _carry_lines(c, sweep) if c.accesses.in_place else None
     plan = _adjoint_plan(AdjointParts(
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
-        params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds, replay=cell.lines, sweep=sweep,
-        write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
+        params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
+        replay=cell.lines, sweep=sweep, write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
     return plan, updates + len(write_back.writes) + len(slot_lines)
 
