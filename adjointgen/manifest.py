@@ -20,7 +20,7 @@ from adjointgen.errors import DamagedModule
 
 FORMAT = 1
 #: manifest keys left out of a module's MANIFEST when empty (and read back as empty when absent)
-OPTIONAL_KEYS = ("fields",)
+OPTIONAL_KEYS = ("fields", "f_1_read_ids")
 HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
@@ -55,6 +55,10 @@ class Manifest:
     # differentiable inputs whose per-cell adjoints every adjoint variant writes; written into the
     # MANIFEST only when there are some, so modules without fields read as before
     fields: tuple[str, ...] = ()
+    # the boundary ids of the cells at which the step reads its input f_1 (ZouHe's and
+    # Regularized's data), where every such read is guarded by the cell's id; empty where f_1 is
+    # not read or read at every cell. A rollout then stores f_1 only at those cells (and kept ones)
+    f_1_read_ids: tuple[int, ...] = ()
 
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
@@ -95,7 +99,7 @@ class Manifest:
             raise DamagedModule(f"{where}: manifest format {data['format']}, this adjointgen reads format {FORMAT}")
         manifest = cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
         types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int}
-        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields"):
+        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields", "f_1_read_ids"):
             types[name] = tuple
         for name, kind in types.items():
             if not isinstance(getattr(manifest, name), kind):

@@ -730,7 +730,20 @@ def _manifest(config: Configuration, c: _Context, identity: str, sources: list, 
         in_place=tuple(accesses.in_place),
         overwritten_inputs=tuple(sorted(set(accesses.in_place) | _read_and_overwritten(c.program, accesses))),
         fields=tuple(c.program.fields),
+        f_1_read_ids=_read_ids(c),
     )
+
+
+def _read_ids(c: _Context) -> tuple:
+    """The boundary ids at which the step reads the state's second array (``f_1``), where every
+    load of it is guarded (its value matters only at those ids: the guard analysis); () where it
+    is not read or some load of it matters at every cell."""
+    other = _other_state(c)
+    loads = [name for name, found in c.accesses.loads.items() if found.array == other]
+    needs = [c.guards.needs.get(name) for name in loads]
+    if not loads or any(need is None or need.complement for need in needs):
+        return ()
+    return tuple(sorted(set().union(*(need.ids for need in needs))))
 
 
 def plan_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses,

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from math import comb
 
+import numpy as np
 import warp as wp
 
 from adjointgen.errors import RuntimeArgumentError
@@ -37,6 +38,17 @@ def has_kept_cells(bc_mask) -> bool:
     return bool((bc_mask.numpy() == 255).any())
 
 
+def f_1_cells(manifest, bc_mask):
+    """The cells (flat indices, ascending) at which a stored state needs its ``f_1``: those where
+    the step reads it (boundary ids ``manifest.f_1_read_ids``) and kept ones (bc_mask 255: the step
+    keeps its old output there); everywhere else the next step overwrites ``f_1`` before anything
+    reads it. None where a read of ``f_1`` is not limited to some ids (then all of it)."""
+    if manifest.reads_f_1 and not manifest.f_1_read_ids:
+        return None
+    ids = bc_mask.numpy()[0].reshape(-1)
+    return np.flatnonzero(np.isin(ids, (*manifest.f_1_read_ids, 255))).astype(np.int32)
+
+
 @dataclass(frozen=True)
 class Storage:
     """What a rollout of one step on one mask keeps of a state."""
@@ -44,12 +56,19 @@ class Storage:
     reads_f_1: bool  # the adjoint reads the step's input f_1 (boundary data kept there)
     kept_cells: bool  # solid cells keep their old output in f_1
     in_place: bool  # the step updates f_0 in place
+    f_1_fraction: float | None = None  # the share of cells at which a snapshot keeps f_1 (None: all)
 
     @property
     def snapshot_arrays(self) -> int:
         """Arrays per stored state: f_1 too only when a step reads it (else the next step overwrites
         every cell of f_1 before anything reads it)."""
         return 2 if self.reads_f_1 or self.kept_cells else 1
+
+    def snapshot_bytes(self, array_bytes: int) -> int:
+        """Bytes of one stored state: f_0, and f_1 (or only its cells that matter, :func:`f_1_cells`)."""
+        if self.snapshot_arrays == 1:
+            return array_bytes
+        return array_bytes + (array_bytes if self.f_1_fraction is None else int(round(array_bytes * self.f_1_fraction)))
 
     @property
     def input_arrays(self) -> int:
@@ -77,7 +96,9 @@ def reverses_fresh(manifest, stored: Storage) -> bool:
 
 
 def storage(step, bc_mask) -> Storage:
-    return Storage(step.manifest.reads_f_1, has_kept_cells(bc_mask), bool(step.manifest.in_place))
+    cells = f_1_cells(step.manifest, bc_mask)
+    fraction = None if cells is None else len(cells) / (bc_mask.size // bc_mask.shape[0])
+    return Storage(step.manifest.reads_f_1, has_kept_cells(bc_mask), bool(step.manifest.in_place), fraction)
 
 
 def binomial_forward_steps(steps: int, snapshots: int) -> int:
@@ -152,7 +173,7 @@ def array_bytes_of(f_0) -> int:
 
 def plan_for_snapshots(steps: int, snapshots: int, array_bytes: int, stored: Storage) -> RolloutPlan:
     every = snapshots >= steps
-    per_state = (stored.input_arrays if every else stored.snapshot_arrays) * array_bytes
+    per_state = stored.input_arrays * array_bytes if every else stored.snapshot_bytes(array_bytes)
     fixed = (6 + stored.carry_arrays) * array_bytes if every else fixed_bytes(array_bytes, stored)
     return RolloutPlan(steps, snapshots, array_bytes, per_state, fixed, binomial_forward_steps(steps, snapshots), stored)
 
@@ -167,7 +188,7 @@ def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto") -> RolloutPlan:
     every = plan_for_snapshots(steps, steps, array_bytes, stored)
     if every.memory_bytes <= budget:
         return every
-    snapshots = int((budget - fixed_bytes(array_bytes, stored)) // (stored.snapshot_arrays * array_bytes))
+    snapshots = int((budget - fixed_bytes(array_bytes, stored)) // stored.snapshot_bytes(array_bytes))
     if snapshots < 1:
         least = plan_for_snapshots(steps, 1, array_bytes, stored).memory_bytes
         raise RuntimeArgumentError(f"memory={memory!r} ({format_bytes(budget)}) is less than a rollout on this grid needs "

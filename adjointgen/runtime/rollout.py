@@ -31,7 +31,8 @@ import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.runtime.plan import RolloutPlan, array_bytes_of, plan_for_snapshots, plan_rollout, reverses_fresh, storage
+from adjointgen.runtime.plan import (RolloutPlan, array_bytes_of, f_1_cells, plan_for_snapshots, plan_rollout, reverses_fresh,
+                                     storage)
 from adjointgen.runtime import launches
 from adjointgen.runtime.launches import PackedForward
 from adjointgen.runtime.step import paused_tape
@@ -147,8 +148,9 @@ class _Sweep:
     adjoint of a step reads its input f_0, and its input f_1 only when a boundary condition keeps
     data there: otherwise a step's inputs are kept without f_1 (half the copying). What a stored
     state holds follows ``plan.storage``: f_1 only when a step reads it (a boundary condition keeps
-    data there, or a solid cell keeps its old output); a step may run straight from a stored state
-    that holds f_0 alone when it updates nothing in place."""
+    data there, or a solid cell keeps its old output), and then only at those cells where it can
+    (:class:`_Cells`); a step may run straight from a stored state that holds f_0 alone when it
+    updates nothing in place."""
 
     def __init__(self, step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress):
         self.step, self.bc_mask, self.missing_mask, self.steps = step, bc_mask, missing_mask, steps
@@ -162,6 +164,8 @@ class _Sweep:
         self.adj_deps: dict[int, tuple] = {}  # step -> the state pair that step reads (for its adjoint)
         self.borrowed: set[int] = set()  # steps whose adj_deps entry is the pair holding the state, not a copy
         self.work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]
+        cells = f_1_cells(step.manifest, bc_mask) if plan.storage.snapshot_arrays == 2 else None
+        self.f_1_cells = None if cells is None else wp.array(cells, dtype=wp.int32, device=f_0.device)
         self.current = self.work
         self.position = 0
         self.stored = plan.storage
@@ -176,6 +180,14 @@ class _Sweep:
     def store(self, pair, with_f_1: bool = True) -> tuple:
         self.stats.hold(1)
         return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False) if with_f_1 else None)
+
+    def snapshot(self, pair) -> tuple:
+        """A stored state: f_0, and f_1 where a step reads it (only at the cells that matter, when
+        those are known)."""
+        if self.stored.snapshot_arrays == 1 or self.f_1_cells is None:
+            return self.store(pair, with_f_1=self.stored.snapshot_arrays == 2)
+        self.stats.hold(1)
+        return wp.clone(pair[0], requires_grad=False), _Cells.gather(pair[1], self.f_1_cells)
 
     def advance(self, n0: int, n1: int, keep_inputs: bool, bar):
         if self.position != n0:
@@ -213,6 +225,10 @@ class _Sweep:
         self.current = self.ram.pop(n) if delete else self.ram[n]
         if delete:
             self.stats.hold(-1)
+        if isinstance(self.current[1], _Cells):  # f_1 kept at some cells: the state is rebuilt in the work pair
+            wp.copy(self.work[0], self.current[0])
+            self.current[1].scatter(self.work[1])
+            self.current = self.work
         self.position = n
 
     def forward_action(self, action, following, bar):
@@ -222,7 +238,7 @@ class _Sweep:
         step whose result nothing reads, no copy of a state already held)."""
         n0, n1 = action.n0, min(action.n1, self.steps)
         if action.write_ics:
-            self.ram[n0] = self.store(self.current, with_f_1=self.stored.snapshot_arrays == 2)
+            self.ram[n0] = self.snapshot(self.current)
             self.stats.snapshots_written += 1
         if action.write_adj_deps and isinstance(following, Reverse) and following.n1 == n1:
             self.advance(n0, n1 - 1, True, bar)
@@ -320,6 +336,40 @@ class _Sweep:
             if self.observe is not None:
                 self.observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
             self.reverse_bar.update()
+
+
+class _Cells:
+    """``f_1`` of a stored state at some cells only (:func:`adjointgen.runtime.plan.f_1_cells`):
+    ``values[p, c]`` is population ``p`` at flat cell ``cells[c]``. The other cells' content is
+    overwritten by the next step before anything reads it, so a state rebuilt from this (the
+    values scattered into any array) steps and differentiates exactly as the whole one."""
+
+    def __init__(self, values, cells):
+        self.values, self.cells = values, cells
+
+    @classmethod
+    def gather(cls, f_1, cells) -> "_Cells":
+        q = f_1.shape[0]
+        values = wp.empty((q, cells.shape[0]), dtype=f_1.dtype, device=f_1.device)
+        wp.launch(_gather_cells, dim=values.shape, inputs=[f_1.reshape((q, -1)), cells, values], device=f_1.device,
+                  record_tape=False)
+        return cls(values, cells)
+
+    def scatter(self, f_1) -> None:
+        wp.launch(_scatter_cells, dim=self.values.shape, inputs=[self.values, self.cells, f_1.reshape((f_1.shape[0], -1))],
+                  device=f_1.device, record_tape=False)
+
+
+@wp.kernel(enable_backward=False)
+def _gather_cells(source: wp.array2d(dtype=Any), cells: wp.array(dtype=wp.int32), values: wp.array2d(dtype=Any)):
+    p, c = wp.tid()
+    values[p, c] = source[p, cells[c]]
+
+
+@wp.kernel(enable_backward=False)
+def _scatter_cells(values: wp.array2d(dtype=Any), cells: wp.array(dtype=wp.int32), target: wp.array2d(dtype=Any)):
+    p, c = wp.tid()
+    target[p, cells[c]] = values[p, c]
 
 
 def _record(tape, step, result: RolloutResult, f_0, f_1, omega):
