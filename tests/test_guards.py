@@ -120,3 +120,29 @@ def test_a_store_made_only_at_some_ids_needs_its_value_only_there():
     assert [str(s.when) for s in program.stores] == ["None", "Eq(m_0, 2)"]
     needs = guards.analyse(program, guards.cell_id_symbol(program, "m"))
     assert set(needs.values()) == {Need(frozenset({2}))} and len(needs) == 2  # the load and the product
+
+
+def test_loads_shared_by_two_guarded_runs_are_issued_again_inside_each():
+    """The forward's reloads (plan._forward_body): a load wanted at ids 2 and 3, used by a run
+    guarded for 2 and one for 3, is loaded again inside each run under a new name; the shared
+    load, now unused, is dropped, and values are unchanged (the same element is read)."""
+    from adjointgen.compiler.ir import Load
+
+    program = _program(
+        "    x = a[0, i, j, k]\n    u = wp.sqrt(x)\n    v = wp.exp(x)\n    y = wp.where(bc == wp.uint8(2), u, 0.0)\n"
+        "    z = wp.where(bc == wp.uint8(3), v, y)\n    b[0, i, j, k] = z\n")
+    identity = guards.cell_id_symbol(program, "m")
+    needs = guards.analyse(program, identity)
+    load = next(s for s in program.statements if isinstance(s, Load) and s.array == "a")
+    assert needs[load.target.name] == Need(frozenset({2, 3}))
+    scheduled = guards.schedule(program.statements, needs, identity)
+    statements, new_needs = guards.reload_loads(scheduled, needs, {load.target.name}, lambda name, run: f"{name}_again_{run}",
+                                                set())
+    reloads = [s for s in statements if isinstance(s, Load) and s.array == "a"]
+    assert load not in statements and len(reloads) == 2
+    assert sorted(tuple(sorted(new_needs[s.target.name].ids)) for s in reloads) == [(2,), (3,)]
+    assert all(s.index == load.index for s in reloads)
+    for reload in reloads:  # each is used in its own run only, and issued before that use
+        users = [n for n, s in enumerate(statements) if reload.target in s.uses()]
+        assert users and all(statements.index(reload) < n for n in users)
+        assert all(new_needs[statements[n].target.name] == new_needs[reload.target.name] for n in users)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from adjointgen.compiler.ir import Load, Program, Select
+from adjointgen.compiler.ir import Assign, Load, Program, Select
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,44 @@ def cell_id_symbol(program: Program, array: str = "bc_mask"):
         if isinstance(statement, Load) and statement.array == array and tuple(statement.index[1:]) == own:
             return statement.target
     return None
+
+
+def reload_loads(statements: list, needs: dict, reloadable, name_of, kept_names: set) -> tuple[list, dict]:
+    """``statements`` (scheduled) with the guarded loads named in ``reloadable`` issued again inside
+    every run with a narrower guard that uses them, under new names (``name_of(load name)``), and
+    the ``needs`` of the result. A load shared by several boundary conditions (the own cell's
+    populations, ``f_1``'s data, the missing mask, loaded where any of them is) is then live only
+    inside each condition's block, not from its own block across all the others, which is what
+    kept the forward of a ZouHe channel at 252 registers. Loads none of whose uses remain (and not
+    in ``kept_names``: used by a store or the exit condition) are dropped. Only for programs that
+    do not store into a reloaded element before its reload (the stores come after the cell
+    program, as the plans print them)."""
+    loads = {s.target.name: s for s in statements
+             if isinstance(s, Load) and s.target.name in needs and s.target.name in reloadable}
+    out, new_needs, reloaded, run, previous = [], dict(needs), {}, 0, object()
+    for statement in statements:
+        guard = needs.get(statement.target.name)
+        if guard != previous:
+            run, previous = run + 1, guard
+        if guard is None or isinstance(statement, Load):
+            out.append(statement)
+            continue
+        substitutions = {}
+        for symbol in sorted(statement.uses(), key=lambda s: s.name):
+            if symbol.name not in loads or needs[symbol.name] == guard:
+                continue
+            if (symbol.name, run) not in reloaded:
+                load = loads[symbol.name]
+                again = sympy.Symbol(name_of(symbol.name, run))
+                reloaded[(symbol.name, run)] = again
+                out.append(Load(again, load.array, load.index, load.origin))
+                new_needs[again.name] = guard
+            substitutions[symbol] = reloaded[(symbol.name, run)]
+        out.append(Assign(statement.target, statement.expr.xreplace(substitutions), statement.origin)
+                   if substitutions else statement)
+    used = set(kept_names) | {s.name for statement in out for s in statement.uses()}
+    out = [s for s in out if not (s.target.name in loads and s.target.name not in used)]
+    return out, new_needs
 
 
 def schedule(statements: list, guards: dict, id_symbol=None) -> list:

@@ -95,6 +95,10 @@ class Namer:
         """adjoint_prepare's condition that ``element``'s gradient moves to its seed array."""
         return self._numbered("move condition", "moved", element)
 
+    def reload(self, variable: str, run: int) -> str:
+        """A load of ``variable``'s element issued again inside a later guarded run (the forward)."""
+        return self._numbered("reload", f"{variable}_again", (variable, run))
+
     def reader_id(self, id_variable: str, reader: str) -> str:
         """The boundary id of the cell at the coordinates ``reader`` (adjoint_gather)."""
         return self._numbered("reader id", f"{id_variable}_reader", reader)

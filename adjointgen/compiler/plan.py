@@ -288,6 +288,29 @@ _FORWARD_COMMENT = (
 )
 
 
+def _forward_body(c: _Context, cell: CellPlan) -> list:
+    """The forward's cell program: the adjoint's replay (``cell.lines``), except that loads of the
+    cell's own elements shared by several guarded runs are issued again in each run that uses
+    them (:func:`guards.reload_loads`), so that they are not live across the other runs. The
+    replay keeps them once: its reverse sweep reads them (at every cell) anyway."""
+    _, body = split_prologue(c.program, c.adjoint.keep)
+    own = {str(s.target) for s in body if isinstance(s, Load) and _own_cell(c, s.index)}
+    stores = {s.name for store in c.program.stores for e in (store.value, store.keep, store.when, *store.index)
+              if e is not None for s in sympy.sympify(e).free_symbols}
+    scheduled = guards.schedule(body, c.guards.needs, c.guards.id_symbol)
+    statements, needs = guards.reload_loads(scheduled, c.guards.needs, own, c.names.reload, stores)
+    for statement in statements:
+        if str(statement.target) not in c.program.dtypes:  # a reload: typed like its load
+            original = str(statement.target).rsplit("_again_", 1)[0]
+            c.program.dtypes[str(statement.target)] = c.program.dtypes[original]
+    return guarded_body(c.lines, statements, guards.CellGuards(c.guards.id_symbol, needs))
+
+
+def _own_cell(c: _Context, index) -> bool:
+    """``index`` is ``[population, the thread's own cell]`` (unit axes may be written as 0)."""
+    return all(sympy.sympify(e) in (c.program.thread[a], 0) for a, e in enumerate(index[1:]))
+
+
 def _forward_plan(c: _Context, cell: CellPlan, q: int) -> ForwardPlan:
     stores = [line for store in c.program.stores for line in c.lines.store(store)]
     saves = _save_lines(c, q)
@@ -296,7 +319,7 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int) -> ForwardPlan:
     variants = [ForwardVariant(forward_kernel_name(save), save) for save in (False, True)[: 1 + bool(saves)]]
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
-    return ForwardPlan(params, cell.lines + copy + stores, variants, comment)
+    return ForwardPlan(params, _forward_body(c, cell) + copy + stores, variants, comment)
 
 
 def _seed_lines(c: _Context) -> tuple[list, list]:
