@@ -20,15 +20,17 @@ from adjointgen.errors import DamagedModule
 
 FORMAT = 1
 #: manifest keys left out of a module's MANIFEST when empty (and read back as empty when absent)
-OPTIONAL_KEYS = ("fields", "f_1_read_ids")
+OPTIONAL_KEYS = ("fields", "f_1_read_ids", "listed_ids")
 HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
 
-def adjoint_kernel_name(fresh: bool, state_only: bool) -> str:
+def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "") -> str:
     """``adjoint`` (accumulating), ``adjoint_fresh`` (writes into gradients known to be zero), each
-    with ``_state`` when it leaves out the per-cell adjoints of scalar parameters."""
-    return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "")
+    with ``_state`` when it leaves out the per-cell adjoints of scalar parameters, and ``_rest`` /
+    ``_listed`` for the two launches of a split step (the cells without the listed boundary ids,
+    and the listed cells; see ``Manifest.listed_ids``)."""
+    return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "") + (f"_{part}" if part else "")
 
 
 def forward_kernel_name(save: bool) -> str:
@@ -59,13 +61,17 @@ class Manifest:
     # Regularized's data), where every such read is guarded by the cell's id; empty where f_1 is
     # not read or read at every cell. A rollout then stores f_1 only at those cells (and kept ones)
     f_1_read_ids: tuple[int, ...] = ()
+    # boundary ids whose cells the adjoint can run in a launch of their own over a list of them
+    # (``adjoint*_listed``), the other cells in ``adjoint*_rest``, compiled without those ids'
+    # code (far fewer registers); empty: one launch over the grid
+    listed_ids: tuple[int, ...] = ()
 
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
 
-    def adjoint_kernel(self, fresh: bool, state_only: bool) -> str:
+    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "") -> str:
         """The name of the adjoint variant asked for; an error naming the module's variants if absent."""
-        name = adjoint_kernel_name(fresh, state_only)
+        name = adjoint_kernel_name(fresh, state_only, part)
         if not self.has(name):
             raise KeyError(f"{self.configuration} has no {name} kernel (it has {', '.join(self.kernels)})")
         return name
@@ -99,7 +105,8 @@ class Manifest:
             raise DamagedModule(f"{where}: manifest format {data['format']}, this adjointgen reads format {FORMAT}")
         manifest = cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
         types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int}
-        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields", "f_1_read_ids"):
+        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields", "f_1_read_ids",
+                     "listed_ids"):
             types[name] = tuple
         for name, kind in types.items():
             if not isinstance(getattr(manifest, name), kind):

@@ -72,3 +72,40 @@ def test_adjoint_kept_reads_the_readers_ids_and_writes_only_its_own_elements(obs
     assert len(writes) == 18 and all(", i, j, k] = " in line for line in writes)  # 9 of each, own cell only
     assert kept.count("== wp.uint8(255)") == 1 + 8  # its own id and those of the 8 cells that pull from it
     assert "if kept:\n        adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]" in kept  # population 0 is read by its own cell
+
+
+@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64/obstacle", (10, 8))])  # walls, ZouHe in and out, solid
+def test_a_split_adjoint_equals_the_one_launch_adjoint_bit_for_bit(label, shape):
+    """Steps with ZouHe conditions (Manifest.listed_ids) run their adjoint in two launches on a GPU:
+    the ZouHe cells from a list, the other cells in a kernel compiled without ZouHe's code. Forced
+    on here (the CPU default is one launch): accumulating and fresh (with the carry), with and
+    without the omega gradient, the same bits as one launch."""
+    import numpy as np
+    import warp as wp
+
+    from adjointgen.tools.verify import GeneratedSide, random_state
+
+    config = Configuration.parse(label)
+    side = GeneratedSide(config, shape)
+    step = side.step
+    assert step.manifest.listed_ids and step.manifest.has("adjoint_fresh_rest") and step.manifest.has("adjoint_listed")
+    f0 = random_state(config, shape, 0)
+    cotangents = [np.random.default_rng(seed).standard_normal(f0.shape) for seed in (1, 2)]
+    results = {}
+    for split in (False, True):
+        step.split_listed = split
+        assert (step.listed_cells(side.bc_mask) is not None) == split
+        out = []
+        for fresh, with_omega in ((False, True), (False, False), (True, True), (True, False)):
+            step.state_kernels = not with_omega
+            adj_f_0, adj_f_1 = wp.array(np.zeros_like(f0) if fresh else cotangents[0]), wp.array(cotangents[1])
+            carry = wp.zeros_like(adj_f_0) if fresh else None
+            omega = wp.zeros(1, dtype=wp.float64) if with_omega else None
+            step.adjoint(wp.array(f0), wp.array(side.f1_prepared), side.bc_mask, side.missing_mask, 1.6, 0, adj_f_0, adj_f_1,
+                         omega, fresh=fresh, carry=carry)
+            out += [a.numpy() for a in (adj_f_0, adj_f_1, omega, carry) if a is not None]
+        results[split] = out
+    step.split_listed = step.state_kernels = None
+    assert all(np.array_equal(one, two) for one, two in zip(results[False], results[True]))
+    ids = side.bc_mask.numpy()[0]
+    assert len(step.manifest.listed_ids) == 2 and 0 < int(np.isin(ids, step.manifest.listed_ids).sum()) < ids.size // 4

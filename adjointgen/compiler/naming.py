@@ -95,6 +95,14 @@ class Namer:
         """adjoint_prepare's condition that ``element``'s gradient moves to its seed array."""
         return self._numbered("move condition", "moved", element)
 
+    def listed_cells(self) -> str:
+        """The adjoint's parameter holding the listed cells' coordinates (a split step)."""
+        return self._claim("listed cells", "", "listed_cells")
+
+    def listed_position(self) -> str:
+        """The listed launch's thread index: a position in the list of cells."""
+        return self._claim("list position", "", "listed")
+
     def reload(self, variable: str, run: int) -> str:
         """A load of ``variable``'s element issued again inside a later guarded run (the forward)."""
         return self._numbered("reload", f"{variable}_again", (variable, run))

@@ -81,6 +81,12 @@ class AdjointVariant:
     name: str
     fresh: bool
     state_only: bool
+    part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
+
+    @property
+    def arguments(self) -> str:
+        """The variant's arguments to the module's ``_adjoint_variant`` factory."""
+        return f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,9 @@ class AdjointPlan:
     writes: list
     parameter_lines: list  # per-cell adjoints of scalar parameters (not state_only)
     variants: list
+    prologue: list  # the cell plan's prologue; a split step's listed part takes its cell from the list
+    skip: list  # a split step's rest part: the listed ids' cells return (compiled without their code)
+    factory_params: str  # the parameters of the module's _adjoint_variant factory
     comment: tuple = _ADJOINT_COMMENT
 
 
@@ -191,6 +200,9 @@ class AdjointParts:
     replay: list
     sweep: _Sweep
     carry: list | None  # the fresh variant's writes into the seed array (steps updating f_0 in place)
+    prologue: list  # the adjoint's prologue (the cell plan's, or a split step's)
+    skip: list  # the rest part's early return (a split step)
+    parts: tuple  # ("",) or, for a split step, ("", "rest", "listed")
     write_back: _WriteBack
     slot_lines: list
     parameter_lines: list
@@ -541,6 +553,35 @@ def _kept_lines(c: _Context) -> tuple[list, list]:
     return slots, parameters
 
 
+def _listed_ids(c: _Context) -> tuple:
+    """The boundary ids whose cells a split step's adjoint runs in a launch of their own: those
+    whose condition keeps data in ``f_1`` (ZouHe, Regularized, extrapolation), the heaviest code
+    of the step, at few cells, on planes that a list in grid order keeps coalesced; () where the
+    step reads no such data, or keeps cells through an exit that is not XLB's (bc_mask 255)."""
+    ids = _read_ids(c)
+    if not ids or c.guards.id_symbol is None or (c.adjoint.keep is not None and _kept_id_load(c) is None):
+        return ()
+    return ids
+
+
+def _split(c: _Context, cell: CellPlan) -> tuple[list, list, tuple]:
+    """The adjoint's prologue, the rest part's early return and the parts compiled, for a split
+    step (:func:`_listed_ids`), else the cell plan's prologue alone. The listed part's thread is
+    a position in the list; the rest part returns at the listed ids' cells, which the compiler
+    can then leave out of its code: the step's registers are those of the other conditions."""
+    ids = _listed_ids(c)
+    if not ids:
+        return cell.prologue, [], ("",)
+    position, cells = c.names.listed_position(), c.names.listed_cells()
+    own = [f"{c.lines.thread} = wp.tid()"]
+    listed = [f"{position} = wp.tid()"] + [f"{axis} = {cells}[{position}, {n}]" for n, axis in enumerate(c.lines.thread.split(", "))]
+    assert cell.prologue[0] == own[0], cell.prologue[0]
+    prologue = static_if('part == "listed"', listed, own) + cell.prologue[1:]
+    condition = c.lines.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
+    skip = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed part"])
+    return prologue, skip, ("", "rest", "listed")
+
+
 def _adjoint_params(c: _Context) -> list:
     params = c.forward_params + [f"{c.grads[p.name]}: {p.annotation()}" for p in c.program.params if p.differentiable]
     params += c.seed_params
@@ -548,6 +589,8 @@ def _adjoint_params(c: _Context) -> list:
                for name, _ in c.adjoint.parameters]
     if c.accesses.slots:
         params.append(_slot_param(c))
+    if _listed_ids(c):  # a split step's cells to run (read by the listed part only)
+        params.append(f"{c.names.listed_cells()}: wp.array2d(dtype=wp.int32)")
     return params
 
 
@@ -586,8 +629,10 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     Design fields' gradients are added to in every variant: a rollout sums them over its steps in
     the caller's array, which the fresh variants then update directly."""
     fresh, has_parameters = parts.fresh, parts.has_parameters
-    variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only), is_fresh, state_only)
+    variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only, part), is_fresh, state_only, part)
+                for part in parts.parts
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
+    factory = "name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
     reads = _collapsed_reads(parts.write_back.reads)
     write_back = parts.write_back.writes
@@ -607,7 +652,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         groups=parts.sweep.groups,
         writes=(static_if("fresh", fresh_writes, write_back) if fresh else write_back) + parts.slot_lines,
         parameter_lines=guard("not state_only", parts.parameter_lines),
-        variants=variants)
+        variants=variants, prologue=parts.prologue, skip=parts.skip, factory_params=factory)
 
 
 def _adjoint(c: _Context, cell: CellPlan) -> tuple[AdjointPlan, int]:
@@ -618,7 +663,9 @@ def _adjoint(c: _Context, cell: CellPlan) -> tuple[AdjointPlan, int]:
     slot_lines = _slot_lines(c, sweep.slot_terms)
     kept, parameter_kept = _kept_lines(c)
     carry = _carry_lines(c, sweep) if c.accesses.in_place else None
+    prologue, skip, parts = _split(c, cell)
     plan = _adjoint_plan(AdjointParts(
+        prologue=prologue, skip=skip, parts=parts,
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
         replay=cell.lines, sweep=sweep, write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
@@ -754,6 +801,7 @@ def _manifest(config: Configuration, c: _Context, identity: str, sources: list, 
         overwritten_inputs=tuple(sorted(set(accesses.in_place) | _read_and_overwritten(c.program, accesses))),
         fields=tuple(c.program.fields),
         f_1_read_ids=_read_ids(c),
+        listed_ids=_listed_ids(c),
     )
 
 

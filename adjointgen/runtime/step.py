@@ -21,6 +21,7 @@ import sys
 import weakref
 from typing import Any
 
+import numpy as np
 import warp as wp
 
 from adjointgen.compiler import parameters
@@ -142,6 +143,7 @@ class DifferentiableStep:
         self.generated = generated  # the loaded module; its kernels through self.kernel(name)
         self.manifest = generated.manifest  # what it declares: kernel variants, arrays read and written
         self._kept_cells = weakref.WeakKeyDictionary()  # bc_mask -> whether a cell is kept (read once)
+        self._listed = weakref.WeakKeyDictionary()  # bc_mask -> the cells of the listed ids (read once)
         self.config = config
         self.q = stepper.velocity_set.q
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
@@ -155,6 +157,10 @@ class DifferentiableStep:
         # the kernels without per-cell parameter adjoints, when no parameter gradient is asked for:
         # None = on CUDA devices only (they save GPU registers; on a CPU they only cost a compile)
         self.state_kernels: bool | None = None
+        # split steps (Manifest.listed_ids: ZouHe, Regularized, extrapolation): the adjoint runs in two
+        # launches, the listed ids' cells from a list and the rest without their code (fewer
+        # registers); None = on CUDA devices only (on a CPU it saves nothing and costs compiles)
+        self.split_listed: bool | None = None
         # prescribed boundary values that the generated kernels take as parameters:
         # name -> a Warp array (requires_grad) holding the value(s); tape.backward() fills .grad
         self._lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
@@ -374,13 +380,18 @@ class DifferentiableStep:
             # adjoint_gather adds them to the owners' gradients (no atomics, no races)
             slots = self._scratch("slots", (self.manifest.slot_count, *f_0.shape[1:]), f_0.device)
             inputs.append(slots)
+        listed = self.listed_cells(bc_mask)
+        if self.manifest.listed_ids:  # every variant of a split step takes the list (only the listed part reads it)
+            inputs.append(listed if listed is not None else self._scratch("no_cells", (1, 3), device, wp.int32))
         try:
-            kernel = self.kernel(self.manifest.adjoint_kernel(fresh, state_only))
+            parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
+            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part)), count) for part, count in parts]
         except KeyError as exc:
             raise RuntimeArgumentError(exc.args[0]) from None
-        main = wp.launch(kernel, dim=dim, inputs=inputs, device=device, record_tape=False, block_dim=self.block_dim,
-                         record_cmd=True)
-        launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1}))
+        for kernel, count in kernels:  # the parts run disjoint cells, and every element still has one writer
+            main = wp.launch(kernel, dim=count, inputs=inputs, device=device, record_tape=False, block_dim=self.block_dim,
+                             record_cmd=True)
+            launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1}))
         if fresh and kept_cells:
             if not self.manifest.has("adjoint_kept"):
                 raise RuntimeArgumentError(f"{self.config.label} has no adjoint_kept kernel: no fresh adjoint where cells are kept")
@@ -483,6 +494,20 @@ class DifferentiableStep:
                 and not manifest.reads_f_1 and "f_1" not in manifest.gather_into):
             return False
         return not self._has_kept_cells(bc_mask)
+
+    def listed_cells(self, bc_mask):
+        """The coordinates (an int32 array, one row ``i, j, k`` per cell, in grid order) of the cells
+        of ``bc_mask`` with the module's listed ids, for a split adjoint (read back once per mask);
+        None where the step is not split, the mask has none, or ``split_listed`` says no (by
+        default: not on a CPU)."""
+        wanted = bc_mask.device.is_cuda if self.split_listed is None else self.split_listed
+        if not (wanted and self.manifest.listed_ids):
+            return None
+        if bc_mask not in self._listed:
+            ids = bc_mask.numpy()[0]
+            cells = np.argwhere(np.isin(ids, self.manifest.listed_ids)).astype(np.int32)  # (i, j, k) rows
+            self._listed[bc_mask] = wp.array(cells, dtype=wp.int32, device=bc_mask.device) if len(cells) else None
+        return self._listed[bc_mask]
 
     def _has_kept_cells(self, bc_mask) -> bool:
         """Whether ``bc_mask`` has a kept cell (255), read back once per mask."""
