@@ -34,16 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _source_tree_packages  # noqa: E402
 
 
-def _setup(size: int):
+def _setup(size: int, label: str = "D3Q19/BGK/FP32FP32"):
     import numpy as np
     import warp as wp
 
     from adjointgen.config import Configuration
-    from adjointgen.xlb.support import make_stepper
+    from adjointgen.xlb.support import make_stepper, prepare_fields
 
-    config = Configuration.parse("D3Q19/BGK/FP32FP32")
+    config = Configuration.parse(label)
     stepper = make_stepper(config, "warp", (size, size, size))
-    f_0, f_1, bc_mask, missing_mask = stepper.prepare_fields()
+    f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
     rng = np.random.default_rng(0)
     w = np.asarray(stepper.velocity_set.w, dtype=np.float32).reshape(-1, 1, 1, 1)
     f_0.assign((w * (1.0 + 0.01 * rng.standard_normal(f_0.shape, dtype=np.float32))).astype(np.float32))

@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="steps per recorded tape (memory: one saved f_0 each)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--config", default="D3Q19/BGK/FP32FP32", help="a D3Q19 FP32 configuration (default: periodic)")
     args = parser.parse_args(argv)
     _source_tree_packages()
     import numpy as np
@@ -67,11 +68,12 @@ def main(argv=None) -> int:
     import adjointgen
 
     wp.config.quiet = True
-    config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size)
+    config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size, args.config)
     step = adjointgen.differentiable(stepper)
     cotangent = wp.array(np.random.default_rng(1).standard_normal(f_0.shape).astype(np.float32))
     forward_step = _xlb_forward(wp, stepper, f_0, f_1, bc_mask, missing_mask, 10 * args.steps) / (10 * args.steps)
-    result = {"card": wp.get_device().name, "size": args.size, "steps": args.steps, "xlb_forward_step_ms": 1e3 * forward_step}
+    result = {"card": wp.get_device().name, "config": config.label, "size": args.size, "steps": args.steps,
+              "xlb_forward_step_ms": 1e3 * forward_step}
     gradients = {}
     result["forward_save_used"] = step._saves_in_forward(bc_mask)
     for name, fusion, save in (("accumulating", False, False), ("fused", True, False), ("fused_save", True, True)):
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
     print(text)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"tape_{args.size}_{args.steps}.json").write_text(text + "\n")
+        (Path(args.out) / f"tape_{config.name}_{args.size}_{args.steps}.json").write_text(text + "\n")
     # bitwise on the CPU (tests/test_tape_step.py); a GPU compiler might contract differently per variant
     return 0 if result["max_relative_difference"] < 1e-5 and result["gradient_finite"] else 1
 
