@@ -20,7 +20,7 @@ from adjointgen.errors import DamagedModule
 
 FORMAT = 1
 #: manifest keys left out of a module's MANIFEST when empty (and read back as empty when absent)
-OPTIONAL_KEYS = ("fields", "f_1_read_ids", "listed_ids")
+OPTIONAL_KEYS = ("fields", "f_1_read_ids", "listed_ids", "overwritten_ids")
 HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
@@ -65,6 +65,9 @@ class Manifest:
     # (``adjoint*_listed``), the other cells in ``adjoint*_rest``, compiled without those ids'
     # code (far fewer registers); empty: one launch over the grid
     listed_ids: tuple[int, ...] = ()
+    # the boundary ids of the cells whose f_0 elements the step overwrites in place (where every
+    # such store's condition is a test of the id); empty where nothing is, or where it is unknown
+    overwritten_ids: tuple[int, ...] = ()
 
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
@@ -106,7 +109,7 @@ class Manifest:
         manifest = cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
         types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int}
         for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields", "f_1_read_ids",
-                     "listed_ids"):
+                     "listed_ids", "overwritten_ids"):
             types[name] = tuple
         for name, kind in types.items():
             if not isinstance(getattr(manifest, name), kind):

@@ -802,7 +802,17 @@ def _manifest(config: Configuration, c: _Context, identity: str, sources: list, 
         fields=tuple(c.program.fields),
         f_1_read_ids=_read_ids(c),
         listed_ids=_listed_ids(c),
+        overwritten_ids=_overwritten_ids(c),
     )
+
+
+def _overwritten_ids(c: _Context) -> tuple:
+    """The boundary ids at which the step overwrites elements of an array in place (the union of
+    adjoint_prepare's conditions, where each is a test of the id); () where none or unknown."""
+    if not c.adjoint.prepared or c.guards.id_symbol is None:
+        return ()
+    sets = [guards.condition_ids(condition, c.guards.id_symbol) for _, _, condition in c.adjoint.prepared]
+    return () if None in sets else tuple(sorted(set().union(*(s.ids for s in sets))))
 
 
 def _read_ids(c: _Context) -> tuple:

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
@@ -166,6 +167,13 @@ class _Sweep:
         self.work = [wp.clone(f_0, requires_grad=False), wp.clone(f_1, requires_grad=False)]
         cells = f_1_cells(step.manifest, bc_mask) if plan.storage.snapshot_arrays == 2 else None
         self.f_1_cells = None if cells is None else wp.array(cells, dtype=wp.int32, device=f_0.device)
+        # where a step updates f_0 in place at known ids, a step from a stored state runs on the
+        # stored f_0 itself and puts back the few elements it overwrote (no copy of the state)
+        self.overwritten_cells = None
+        if self.f_1_cells is not None and step.manifest.overwritten_ids:
+            ids = bc_mask.numpy()[0].reshape(-1)
+            self.overwritten_cells = wp.array(np.flatnonzero(np.isin(ids, step.manifest.overwritten_ids)).astype(np.int32),
+                                              dtype=wp.int32, device=f_0.device)
         self.current = self.work
         self.position = 0
         self.stored = plan.storage
@@ -193,9 +201,13 @@ class _Sweep:
         if self.position != n0:
             raise AssertionError(f"schedule asks to advance from {n0}, the work state is at {self.position}")
         work = self.work
+        if n1 > n0 and self.current is not work and self.current[1] is work[1] and not keep_inputs and (
+                self.overwritten_cells is not None):
+            self.step_from_snapshot(n0, bar)  # f_0 stored, f_1 rebuilt in the work pair at its cells (restore)
+            n0 += 1
         if n1 > n0 and self.current is not work and not self.stored.step_from_stored:
             wp.copy(work[0], self.current[0])
-            if self.current[1] is not None:
+            if self.current[1] is not None and self.current[1] is not work[1]:
                 wp.copy(work[1], self.current[1])
             self.current = work
         n = n0
@@ -216,6 +228,21 @@ class _Sweep:
             n = self._ran(n, 1, bar)
         self.position = n1
 
+    def step_from_snapshot(self, n: int, bar) -> None:
+        """Step ``n`` from a restored state whose ``f_0`` is the stored array itself (and whose
+        ``f_1`` is the work pair's, rebuilt at the cells that matter): the step writes the new state
+        into the work pair and overwrites the stored ``f_0`` at its in-place cells; what the next
+        step reads of that array (its ``f_1``) is gathered into the work pair, and the stored
+        elements are put back. Sparse copies only, instead of a copy of the whole state."""
+        stored_f_0, work = self.current[0], self.work
+        saved = _Cells.gather(stored_f_0, self.overwritten_cells)
+        self.forwards.step(stored_f_0, work[1], self.start_timestep + n)
+        _Cells.gather(stored_f_0, self.f_1_cells).scatter(work[0])  # f_0 as the step left it, where it is read
+        saved.scatter(stored_f_0)
+        work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
+        self.current = work
+        self._ran(n, 1, bar)
+
     def _ran(self, n: int, count: int, bar) -> int:
         self.stats.forward_steps += count
         bar.update(count)
@@ -225,10 +252,9 @@ class _Sweep:
         self.current = self.ram.pop(n) if delete else self.ram[n]
         if delete:
             self.stats.hold(-1)
-        if isinstance(self.current[1], _Cells):  # f_1 kept at some cells: the state is rebuilt in the work pair
-            wp.copy(self.work[0], self.current[0])
+        if isinstance(self.current[1], _Cells):  # f_1 kept at some cells: rebuilt in the work pair, f_0 used in place
             self.current[1].scatter(self.work[1])
-            self.current = self.work
+            self.current = (self.current[0], self.work[1])
         self.position = n
 
     def forward_action(self, action, following, bar):
