@@ -573,10 +573,10 @@ def _split(c: _Context, cell: CellPlan) -> tuple[list, list, tuple]:
     if not ids:
         return cell.prologue, [], ("",)
     position, cells = c.names.listed_position(), c.names.listed_cells()
-    own = [f"{c.lines.thread} = wp.tid()"]
+    # the cell plan's prologue starts with grid_lines: the thread index, then the grid sizes
+    own, rest_of_prologue = cell.prologue[:1], cell.prologue[1:]
     listed = [f"{position} = wp.tid()"] + [f"{axis} = {cells}[{position}, {n}]" for n, axis in enumerate(c.lines.thread.split(", "))]
-    assert cell.prologue[0] == own[0], cell.prologue[0]
-    prologue = static_if('part == "listed"', listed, own) + cell.prologue[1:]
+    prologue = static_if('part == "listed"', listed, own) + rest_of_prologue
     condition = c.lines.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
     skip = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed part"])
     return prologue, skip, ("", "rest", "listed")
