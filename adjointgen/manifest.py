@@ -33,10 +33,11 @@ def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "") -> str:
     return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "") + (f"_{part}" if part else "")
 
 
-def forward_kernel_name(save: bool) -> str:
+def forward_kernel_name(save: bool, part: str = "") -> str:
     """``forward``; ``forward_save``: the same cell program that also stores each element of ``f_0``
-    it reads through its primary read into ``saved_f_0`` (a copy of the step's input for the adjoint)."""
-    return "forward_save" if save else "forward"
+    it reads through its primary read into ``saved_f_0`` (a copy of the step's input for the adjoint);
+    ``_rest`` / ``_listed`` for the two launches of a split step (see :func:`adjoint_kernel_name`)."""
+    return ("forward_save" if save else "forward") + (f"_{part}" if part else "")
 
 
 @dataclass(frozen=True)

@@ -75,11 +75,12 @@ def test_adjoint_kept_reads_the_readers_ids_and_writes_only_its_own_elements(obs
 
 
 @pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64/obstacle", (10, 8))])  # walls, ZouHe in and out, solid
-def test_a_split_adjoint_equals_the_one_launch_adjoint_bit_for_bit(label, shape):
-    """Steps with ZouHe conditions (Manifest.listed_ids) run their adjoint in two launches on a GPU:
-    the ZouHe cells from a list, the other cells in a kernel compiled without ZouHe's code. Forced
-    on here (the CPU default is one launch): accumulating and fresh (with the carry), with and
-    without the omega gradient, the same bits as one launch."""
+def test_a_split_step_equals_the_one_launch_step_bit_for_bit(label, shape):
+    """Steps with ZouHe conditions (Manifest.listed_ids) run their forward and adjoint in two
+    launches on a GPU: the ZouHe cells from a list, the other cells in a kernel compiled without
+    ZouHe's code. Forced on here (the CPU default is one launch): the forward (direct and packed,
+    two steps), the accumulating and fresh (with the carry) adjoints, with and without the omega
+    gradient: the same bits as one launch."""
     import numpy as np
     import warp as wp
 
@@ -104,7 +105,10 @@ def test_a_split_adjoint_equals_the_one_launch_adjoint_bit_for_bit(label, shape)
             step.adjoint(wp.array(f0), wp.array(side.f1_prepared), side.bc_mask, side.missing_mask, 1.6, 0, adj_f_0, adj_f_1,
                          omega, fresh=fresh, carry=carry)
             out += [a.numpy() for a in (adj_f_0, adj_f_1, omega, carry) if a is not None]
-        results[split] = out
+        f_0, f_1 = wp.array(f0), wp.array(side.f1_prepared)  # the forward, in place on f_0 at ZouHe cells
+        step.forward(f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 0)
+        step.forward_launch(f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 1).launch()  # packed (rollouts)
+        results[split] = out + [f_0.numpy(), f_1.numpy()]
     step.split_listed = step.state_kernels = None
     assert all(np.array_equal(one, two) for one, two in zip(results[False], results[True]))
     ids = side.bc_mask.numpy()[0]

@@ -133,10 +133,12 @@ def merge_ifs(lines: list[str]) -> list[str]:
     return out
 
 
-def guarded_body(lines: Lines, statements: list, cell_guards: guards.CellGuards) -> list[str]:
+def guarded_body(lines: Lines, statements: list, cell_guards: guards.CellGuards, listed: frozenset = frozenset()) -> list[str]:
     """The lines of the cell program's statements (the forward's, replayed by the adjoint), with
     boundary-only work inside ``if`` blocks on the cell's boundary id; each guarded variable gets
-    a typed default first.
+    a typed default first. A block needed only at ``listed`` ids (a split step's) is compiled only
+    in the variants other than the rest part (``if wp.static(part != "rest")``): the rest part
+    never runs at those ids, and the compiler does not prove that by itself.
 
     The first statement of each run from one source line carries that line's file and number as
     a comment."""
@@ -147,7 +149,7 @@ def guarded_body(lines: Lines, statements: list, cell_guards: guards.CellGuards)
 
     def close():
         if run:
-            out.extend(_guarded_run(lines, run, run_guard, id_symbol, sourced))
+            out.extend(_guarded_run(lines, run, run_guard, id_symbol, sourced, listed))
             run.clear()
 
     for statement in scheduled:
@@ -163,7 +165,7 @@ def guarded_body(lines: Lines, statements: list, cell_guards: guards.CellGuards)
     return out
 
 
-def _guarded_run(lines: Lines, run: list, guard: guards.Need, id_symbol, sourced: set) -> list[str]:
+def _guarded_run(lines: Lines, run: list, guard: guards.Need, id_symbol, sourced: set, listed: frozenset) -> list[str]:
     """One run of statements with the same guard: typed defaults, then the ``if`` block."""
     ids = sorted(guard.ids)
     out = [f"# used only at cells with boundary id {', '.join(map(str, ids)) or '(none)'}"]
@@ -171,8 +173,9 @@ def _guarded_run(lines: Lines, run: list, guard: guards.Need, id_symbol, sourced
         dtype = lines.program.dtypes[str(statement.target)]
         out.append(f"{statement.target} = {'False' if dtype == 'bool' else lines.print.number(0, dtype)}")
     if ids:
-        out.append(f"if {lines.id_condition(id_symbol, guard)}:")
-        out.extend(f"    {lines.statement(statement, id(statement) in sourced)}" for statement in run)
+        block = [f"if {lines.id_condition(id_symbol, guard)}:"]
+        block += [f"    {lines.statement(statement, id(statement) in sourced)}" for statement in run]
+        out += static_if('part != "rest"', block) if listed and set(ids) <= listed else block
     return out
 
 

@@ -50,6 +50,12 @@ class ForwardVariant:
 
     name: str
     save: bool
+    part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
+
+    @property
+    def arguments(self) -> str:
+        """The variant's arguments to the module's ``_forward_variant`` factory."""
+        return f"save={self.save}" + (f', part="{self.part}"' if self.part else "")
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class ForwardPlan:
     body: list  # the cell program, the copy's stores (save variant only), the outputs' stores
     variants: list
     comment: tuple
+    prologue: list  # the cell plan's, or a split step's (its listed part takes the cell from the list)
+    skip: list  # a split step's rest part: the listed ids' cells return
+    factory_params: str  # the parameters of the module's _forward_variant factory
 
 
 _ADJOINT_COMMENT = (
@@ -250,7 +259,7 @@ def _cell_plan(c: _Context) -> CellPlan:
     prologue = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions()
     prologue += [c.lines.statement(s) for s in prologue_statements]
     exit_condition = c.print(c.adjoint.keep, "bool") if c.adjoint.keep is not None else None
-    return CellPlan(prologue, exit_condition, guarded_body(c.lines, body_statements, c.guards))
+    return CellPlan(prologue, exit_condition, guarded_body(c.lines, body_statements, c.guards, frozenset(_listed_ids(c))))
 
 
 def _save_lines(c: _Context, q: int) -> list:
@@ -315,7 +324,7 @@ def _forward_body(c: _Context, cell: CellPlan) -> list:
         if str(statement.target) not in c.program.dtypes:  # a reload: typed like its load
             original = str(statement.target).rsplit("_again_", 1)[0]
             c.program.dtypes[str(statement.target)] = c.program.dtypes[original]
-    return guarded_body(c.lines, statements, guards.CellGuards(c.guards.id_symbol, needs))
+    return guarded_body(c.lines, statements, guards.CellGuards(c.guards.id_symbol, needs), frozenset(_listed_ids(c)))
 
 
 def _own_cell(c: _Context, index) -> bool:
@@ -327,11 +336,14 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int) -> ForwardPlan:
     stores = [line for store in c.program.stores for line in c.lines.store(store)]
     saves = _save_lines(c, q)
     saved = c.names.saved(c.reference)
-    params = c.forward_params + [f"{saved}: {c.program.param(c.reference).annotation()}"]
-    variants = [ForwardVariant(forward_kernel_name(save), save) for save in (False, True)[: 1 + bool(saves)]]
+    params = c.forward_params + [f"{saved}: {c.program.param(c.reference).annotation()}"] + _listed_param(c)
+    prologue, skip, parts = _split(c, cell)
+    variants = [ForwardVariant(forward_kernel_name(save, part), save, part)
+                for part in parts for save in (False, True)[: 1 + bool(saves)]]
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
-    return ForwardPlan(params, _forward_body(c, cell) + copy + stores, variants, comment)
+    factory = "name: str, save: bool" + (', part: str = ""' if len(parts) > 1 else "")
+    return ForwardPlan(params, _forward_body(c, cell) + copy + stores, variants, comment, prologue, skip, factory)
 
 
 def _seed_lines(c: _Context) -> tuple[list, list]:
@@ -589,9 +601,12 @@ def _adjoint_params(c: _Context) -> list:
                for name, _ in c.adjoint.parameters]
     if c.accesses.slots:
         params.append(_slot_param(c))
-    if _listed_ids(c):  # a split step's cells to run (read by the listed part only)
-        params.append(f"{c.names.listed_cells()}: wp.array2d(dtype=wp.int32)")
-    return params
+    return params + _listed_param(c)
+
+
+def _listed_param(c: _Context) -> list:
+    """A split step's cells to run (every variant takes them; the listed part reads them)."""
+    return [f"{c.names.listed_cells()}: wp.array2d(dtype=wp.int32)"] if _listed_ids(c) else []
 
 
 def _slot_param(c: _Context) -> str:

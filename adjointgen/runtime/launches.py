@@ -27,6 +27,23 @@ def reads_parameter(kernel, name: str) -> bool:
     return any(isinstance(node, ast.Name) and node.id == name for statement in function.body for node in ast.walk(statement))
 
 
+class Launches:
+    """Packed launches that run one after the other and take the same arguments (a split step's
+    forward, its rest and listed parts): ``set_param_at_index`` sets it in each, ``launch`` runs
+    them in order."""
+
+    def __init__(self, launches: list):
+        self.launches = launches
+
+    def set_param_at_index(self, index: int, value) -> None:
+        for launch in self.launches:
+            launch.set_param_at_index(index, value)
+
+    def launch(self) -> None:
+        for launch in self.launches:
+            launch.launch()
+
+
 class PackedAdjoint:
     """The launches of one adjoint step, in order, each with the indices of the step's arrays and
     timestep among its parameters; then the reductions of per-cell parameter adjoints."""

@@ -27,7 +27,7 @@ import warp as wp
 from adjointgen.compiler import parameters
 from adjointgen.runtime import modules
 from adjointgen.manifest import adjoint_kernel_name, forward_kernel_name
-from adjointgen.runtime.launches import PackedAdjoint
+from adjointgen.runtime.launches import Launches, PackedAdjoint
 from adjointgen.runtime.modules import GeneratedModule
 from adjointgen.runtime.plan import has_kept_cells
 from adjointgen.config import Configuration
@@ -286,11 +286,26 @@ class DifferentiableStep:
         if check:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask, fields)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
-        # the last parameter is forward_save's copy of f_0, which forward leaves alone: f_0 stands in
-        wp.launch(self.kernel("forward"), dim=f_0.shape[1:],
-                  inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
-                          *fields, f_0],
-                  device=f_0.device, record_tape=False)
+        # forward_save's copy of f_0, which forward leaves alone: f_0 stands in
+        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields, f_0]
+        for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:]):
+            wp.launch(kernel, dim=dim, inputs=inputs + self._cells_argument(bc_mask), device=f_0.device, record_tape=False)
+
+    def _forward_parts(self, bc_mask, grid: tuple) -> list:
+        """(kernel, launch dimensions) of the forward: ``forward`` over the grid, or for a split
+        step on a mask with listed cells ``forward_rest`` over the grid and ``forward_listed`` over
+        the list (disjoint cells: the same stores as one launch)."""
+        listed = self.listed_cells(bc_mask)
+        if listed is None:
+            return [(self.kernel("forward"), grid)]
+        return [(self.kernel(forward_kernel_name(False, part)), dim) for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
+
+    def _cells_argument(self, bc_mask) -> list:
+        """A split step's kernels' last argument: the listed cells (or a stand-in nothing reads)."""
+        if not self.manifest.listed_ids:
+            return []
+        listed = self.listed_cells(bc_mask)
+        return [listed if listed is not None else self._scratch("no_cells", (1, 3), bc_mask.device, wp.int32)]
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
@@ -327,12 +342,15 @@ class DifferentiableStep:
                               adj_parameters, fresh, adj_fields, field_values, carry, kept_cells).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
-        """The forward launch, packed (a ``warp.Launch``: ``.launch()`` runs it; parameter 0 is f_0,
-        1 f_1, 5 the timestep), for callers that run it many times (:mod:`adjointgen.runtime.launches`)."""
+        """The forward launches, packed (a :class:`~adjointgen.runtime.launches.Launches`: ``.launch()``
+        runs them; parameter 0 is f_0, 1 f_1, 5 the timestep), for callers that run it many times
+        (:mod:`adjointgen.runtime.launches`)."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
-        return wp.launch(self.kernel("forward"), dim=f_0.shape[1:], record_cmd=True, device=f_0.device, record_tape=False,
-                         inputs=[f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
-                                 *self.field_arrays(), f_0])  # the last: forward_save's copy, unused here (see forward)
+        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
+                  *self.field_arrays(), f_0]  # the last: forward_save's copy, unused here (see forward)
+        return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False,
+                                   inputs=inputs + self._cells_argument(bc_mask))
+                         for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:])])
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
@@ -381,8 +399,7 @@ class DifferentiableStep:
             slots = self._scratch("slots", (self.manifest.slot_count, *f_0.shape[1:]), f_0.device)
             inputs.append(slots)
         listed = self.listed_cells(bc_mask)
-        if self.manifest.listed_ids:  # every variant of a split step takes the list (only the listed part reads it)
-            inputs.append(listed if listed is not None else self._scratch("no_cells", (1, 3), device, wp.int32))
+        inputs += self._cells_argument(bc_mask)  # a split step's kernels take the list (only the listed part reads it)
         try:
             parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
             kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part)), count) for part, count in parts]
