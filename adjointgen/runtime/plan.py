@@ -45,8 +45,12 @@ def f_1_cells(manifest, bc_mask):
     reads it. None where a read of ``f_1`` is not limited to some ids (then all of it)."""
     if manifest.reads_f_1 and not manifest.f_1_read_ids:
         return None
-    ids = bc_mask.numpy()[0].reshape(-1)
-    return np.flatnonzero(np.isin(ids, (*manifest.f_1_read_ids, 255))).astype(np.int32)
+    return cells_with_ids(bc_mask, (*manifest.f_1_read_ids, 255))
+
+
+def cells_with_ids(bc_mask, ids) -> np.ndarray:
+    """The flat indices (ascending, int32) of the cells of ``bc_mask`` whose boundary id is in ``ids``."""
+    return np.flatnonzero(np.isin(bc_mask.numpy()[0].reshape(-1), ids)).astype(np.int32)
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.runtime.plan import (RolloutPlan, array_bytes_of, f_1_cells, plan_for_snapshots, plan_rollout, reverses_fresh,
-                                     storage)
+from adjointgen.runtime.plan import (RolloutPlan, array_bytes_of, cells_with_ids, f_1_cells, plan_for_snapshots, plan_rollout,
+                                     reverses_fresh, storage)
 from adjointgen.runtime import launches
 from adjointgen.runtime.launches import PackedForward
 from adjointgen.runtime.step import paused_tape
@@ -171,9 +170,8 @@ class _Sweep:
         # stored f_0 itself and puts back the few elements it overwrote (no copy of the state)
         self.overwritten_cells = None
         if self.f_1_cells is not None and step.manifest.overwritten_ids:
-            ids = bc_mask.numpy()[0].reshape(-1)
-            self.overwritten_cells = wp.array(np.flatnonzero(np.isin(ids, step.manifest.overwritten_ids)).astype(np.int32),
-                                              dtype=wp.int32, device=f_0.device)
+            self.overwritten_cells = wp.array(cells_with_ids(bc_mask, step.manifest.overwritten_ids), dtype=wp.int32,
+                                              device=f_0.device)
         self.current = self.work
         self.position = 0
         self.stored = plan.storage
