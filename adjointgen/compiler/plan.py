@@ -19,6 +19,7 @@ empty body is not generated and not listed in the manifest.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -230,6 +231,11 @@ class _Context:
         self.seed_params = [f"{names.seed(a)}: {program.param(a).annotation()}" for a in accesses.in_place]
         self.slot_needs = _slot_needs(accesses, cell_guards.needs)
 
+    @functools.cached_property
+    def listed_ids(self) -> tuple:
+        """:func:`_listed_ids` of the program, computed once (the plans, the bodies and the manifest read it)."""
+        return _listed_ids(self)
+
     def dtype(self, name: str) -> str:
         return self.program.param(name).dtype
 
@@ -259,7 +265,7 @@ def _cell_plan(c: _Context) -> CellPlan:
     prologue = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions()
     prologue += [c.lines.statement(s) for s in prologue_statements]
     exit_condition = c.print(c.adjoint.keep, "bool") if c.adjoint.keep is not None else None
-    return CellPlan(prologue, exit_condition, guarded_body(c.lines, body_statements, c.guards, frozenset(_listed_ids(c))))
+    return CellPlan(prologue, exit_condition, guarded_body(c.lines, body_statements, c.guards, frozenset(c.listed_ids)))
 
 
 def _save_lines(c: _Context, q: int) -> list:
@@ -309,7 +315,7 @@ _FORWARD_COMMENT = (
 )
 
 
-def _forward_body(c: _Context, cell: CellPlan) -> list:
+def _forward_body(c: _Context) -> list:
     """The forward's cell program: the adjoint's replay (``cell.lines``), except that loads of the
     cell's own elements shared by several guarded runs are issued again in each run that uses
     them (:func:`guards.reload_loads`), so that they are not live across the other runs. The
@@ -319,12 +325,14 @@ def _forward_body(c: _Context, cell: CellPlan) -> list:
     stores = {s.name for store in c.program.stores for e in (store.value, store.keep, store.when, *store.index)
               if e is not None for s in sympy.sympify(e).free_symbols}
     scheduled = guards.schedule(body, c.guards.needs, c.guards.id_symbol)
-    statements, needs = guards.reload_loads(scheduled, c.guards.needs, own, c.names.reload, stores)
-    for statement in statements:
-        if str(statement.target) not in c.program.dtypes:  # a reload: typed like its load
-            original = str(statement.target).rsplit("_again_", 1)[0]
-            c.program.dtypes[str(statement.target)] = c.program.dtypes[original]
-    return guarded_body(c.lines, statements, guards.CellGuards(c.guards.id_symbol, needs), frozenset(_listed_ids(c)))
+
+    def reload_name(name: str, run: int) -> str:  # a reload is typed like its load
+        again = c.names.reload(name, run)
+        c.program.dtypes[again] = c.program.dtypes[name]
+        return again
+
+    statements, needs = guards.reload_loads(scheduled, c.guards.needs, own, reload_name, stores)
+    return guarded_body(c.lines, statements, guards.CellGuards(c.guards.id_symbol, needs), frozenset(c.listed_ids))
 
 
 def _own_cell(c: _Context, index) -> bool:
@@ -332,18 +340,17 @@ def _own_cell(c: _Context, index) -> bool:
     return all(sympy.sympify(e) in (c.program.thread[a], 0) for a, e in enumerate(index[1:]))
 
 
-def _forward_plan(c: _Context, cell: CellPlan, q: int) -> ForwardPlan:
+def _forward_plan(c: _Context, cell: CellPlan, q: int, split: Split) -> ForwardPlan:
     stores = [line for store in c.program.stores for line in c.lines.store(store)]
     saves = _save_lines(c, q)
     saved = c.names.saved(c.reference)
     params = c.forward_params + [f"{saved}: {c.program.param(c.reference).annotation()}"] + _listed_param(c)
-    prologue, skip, parts = _split(c, cell)
     variants = [ForwardVariant(forward_kernel_name(save, part), save, part)
-                for part in parts for save in (False, True)[: 1 + bool(saves)]]
+                for part in split.parts for save in (False, True)[: 1 + bool(saves)]]
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
-    factory = "name: str, save: bool" + (', part: str = ""' if len(parts) > 1 else "")
-    return ForwardPlan(params, _forward_body(c, cell) + copy + stores, variants, comment, prologue, skip, factory)
+    factory = "name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "")
+    return ForwardPlan(params, _forward_body(c) + copy + stores, variants, comment, split.prologue, split.skip, factory)
 
 
 def _seed_lines(c: _Context) -> tuple[list, list]:
@@ -576,14 +583,24 @@ def _listed_ids(c: _Context) -> tuple:
     return ids
 
 
-def _split(c: _Context, cell: CellPlan) -> tuple[list, list, tuple]:
+@dataclass(frozen=True)
+class Split:
+    """How a step's kernels are split (:func:`_split`): the prologue, the rest part's early
+    return, the parts compiled (``("",)`` for one launch)."""
+
+    prologue: list
+    skip: list
+    parts: tuple
+
+
+def _split(c: _Context, cell: CellPlan) -> Split:
     """The adjoint's prologue, the rest part's early return and the parts compiled, for a split
     step (:func:`_listed_ids`), else the cell plan's prologue alone. The listed part's thread is
     a position in the list; the rest part returns at the listed ids' cells, which the compiler
     can then leave out of its code: the step's registers are those of the other conditions."""
-    ids = _listed_ids(c)
+    ids = c.listed_ids
     if not ids:
-        return cell.prologue, [], ("",)
+        return Split(cell.prologue, [], ("",))
     position, cells = c.names.listed_position(), c.names.listed_cells()
     # the cell plan's prologue starts with grid_lines: the thread index, then the grid sizes
     own, rest_of_prologue = cell.prologue[:1], cell.prologue[1:]
@@ -591,7 +608,7 @@ def _split(c: _Context, cell: CellPlan) -> tuple[list, list, tuple]:
     prologue = static_if('part == "listed"', listed, own) + rest_of_prologue
     condition = c.lines.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
     skip = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed part"])
-    return prologue, skip, ("", "rest", "listed")
+    return Split(prologue, skip, ("", "rest", "listed"))
 
 
 def _adjoint_params(c: _Context) -> list:
@@ -606,7 +623,7 @@ def _adjoint_params(c: _Context) -> list:
 
 def _listed_param(c: _Context) -> list:
     """A split step's cells to run (every variant takes them; the listed part reads them)."""
-    return [f"{c.names.listed_cells()}: wp.array2d(dtype=wp.int32)"] if _listed_ids(c) else []
+    return [f"{c.names.listed_cells()}: wp.array2d(dtype=wp.int32)"] if c.listed_ids else []
 
 
 def _slot_param(c: _Context) -> str:
@@ -670,7 +687,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         variants=variants, prologue=parts.prologue, skip=parts.skip, factory_params=factory)
 
 
-def _adjoint(c: _Context, cell: CellPlan) -> tuple[AdjointPlan, int]:
+def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, int]:
     """The adjoint plan, and its count of updates per cell (for the header)."""
     seeds, in_place_seeds = _seed_lines(c)
     sweep = _sweep(c)
@@ -678,9 +695,8 @@ def _adjoint(c: _Context, cell: CellPlan) -> tuple[AdjointPlan, int]:
     slot_lines = _slot_lines(c, sweep.slot_terms)
     kept, parameter_kept = _kept_lines(c)
     carry = _carry_lines(c, sweep) if c.accesses.in_place else None
-    prologue, skip, parts = _split(c, cell)
     plan = _adjoint_plan(AdjointParts(
-        prologue=prologue, skip=skip, parts=parts,
+        prologue=split.prologue, skip=split.skip, parts=split.parts,
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
         replay=cell.lines, sweep=sweep, write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
@@ -816,7 +832,7 @@ def _manifest(config: Configuration, c: _Context, identity: str, sources: list, 
         overwritten_inputs=tuple(sorted(set(accesses.in_place) | _read_and_overwritten(c.program, accesses))),
         fields=tuple(c.program.fields),
         f_1_read_ids=_read_ids(c),
-        listed_ids=_listed_ids(c),
+        listed_ids=c.listed_ids,
         overwritten_ids=_overwritten_ids(c),
     )
 
@@ -848,11 +864,12 @@ def plan_module(config: Configuration, program: Program, adjoint: Adjoint, acces
     planned with a body); ``names`` is the module's namer, the one reverse mode used."""
     c = _Context(program, adjoint, accesses, cell_guards, names)
     cell = _cell_plan(c)
-    adjoint_plan, update_count = _adjoint(c, cell)
+    split = _split(c, cell)
+    adjoint_plan, update_count = _adjoint(c, cell, split)
     q = int(config.velocity_set.split("Q")[1])
     prepare, gather = _prepare_plan(c, cell), _gather_plan(c)
     kept = _kept_plan(c, any(variant.fresh for variant in adjoint_plan.variants), q)
-    forward = _forward_plan(c, cell, q)
+    forward = _forward_plan(c, cell, q, split)
     kernels = ([variant.name for variant in forward.variants] + [variant.name for variant in adjoint_plan.variants]
                + ["adjoint_prepare"] * bool(prepare.body) + ["adjoint_gather"] * bool(gather.body)
                + ["adjoint_kept"] * bool(kept.body))

@@ -288,8 +288,9 @@ class DifferentiableStep:
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         # forward_save's copy of f_0, which forward leaves alone: f_0 stands in
         inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields, f_0]
+        inputs += self._cells_argument(bc_mask)
         for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:]):
-            wp.launch(kernel, dim=dim, inputs=inputs + self._cells_argument(bc_mask), device=f_0.device, record_tape=False)
+            wp.launch(kernel, dim=dim, inputs=inputs, device=f_0.device, record_tape=False)
 
     def _forward_parts(self, bc_mask, grid: tuple) -> list:
         """(kernel, launch dimensions) of the forward: ``forward`` over the grid, or for a split
@@ -348,8 +349,8 @@ class DifferentiableStep:
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
                   *self.field_arrays(), f_0]  # the last: forward_save's copy, unused here (see forward)
-        return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False,
-                                   inputs=inputs + self._cells_argument(bc_mask))
+        inputs += self._cells_argument(bc_mask)
+        return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False, inputs=inputs)
                          for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:])])
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
