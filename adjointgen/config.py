@@ -25,7 +25,10 @@ DESIGN_COLLISIONS = ("PorousBGK",)
 COLLISIONS = BUILTIN_COLLISIONS  # plus the collisions users register (adjointgen.xlb.user.register)
 PRECISIONS = ("FP32FP32", "FP64FP64", "FP64FP32")  # compute precision, then store precision
 # built by adjointgen.xlb.support.boundary_conditions (see its docstring for each mix)
-BUILTIN_BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "extrapolation", "obstacle")
+BUILTIN_BOUNDARIES = ("periodic", "cavity", "box", "channel", "outflow", "regularized", "extrapolation", "obstacle",
+                      "bouzidi")
+# mixes of adjointgen's design operators (a wall that reads a per-link design field)
+DESIGN_BOUNDARIES = ("bouzidi",)
 BOUNDARIES = BUILTIN_BOUNDARIES  # plus the mixes users register (adjointgen.xlb.user.register_mix)
 
 
@@ -53,6 +56,11 @@ class Configuration:
                 raise ConfigurationError(
                     f"unknown {what} {value!r}; choose one of {', '.join(allowed)}{hint}"
                 )
+
+    @property
+    def has_design_fields(self) -> bool:
+        """Whether adjointgen's own design operators read per-cell fields in this configuration."""
+        return self.collision in DESIGN_COLLISIONS or self.boundaries in DESIGN_BOUNDARIES
 
     def __reduce__(self):
         # rebuilt through __init__ in another process (adjointgen.tools.parallel), so that its

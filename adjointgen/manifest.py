@@ -20,7 +20,7 @@ from adjointgen.errors import DamagedModule
 
 FORMAT = 1
 #: manifest keys left out of a module's MANIFEST when empty (and read back as empty when absent)
-OPTIONAL_KEYS = ("fields", "f_1_read_ids", "listed_ids", "overwritten_ids")
+OPTIONAL_KEYS = ("fields", "field_components", "f_1_read_ids", "listed_ids", "overwritten_ids")
 HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
@@ -58,6 +58,10 @@ class Manifest:
     # differentiable inputs whose per-cell adjoints every adjoint variant writes; written into the
     # MANIFEST only when there are some, so modules without fields read as before
     fields: tuple[str, ...] = ()
+    # the number of components of each field, in the order of ``fields`` (arrays (components, nx,
+    # ny, nz)); written only where a field has several (e.g. one value per lattice link), so
+    # empty means one each
+    field_components: tuple[int, ...] = ()
     # the boundary ids of the cells at which the step reads its input f_1 (ZouHe's and
     # Regularized's data), where every such read is guarded by the cell's id; empty where f_1 is
     # not read or read at every cell. A rollout then stores f_1 only at those cells (and kept ones)
@@ -109,13 +113,20 @@ class Manifest:
             raise DamagedModule(f"{where}: manifest format {data['format']}, this adjointgen reads format {FORMAT}")
         manifest = cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
         types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int}
-        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields", "f_1_read_ids",
-                     "listed_ids", "overwritten_ids"):
+        for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields", "field_components",
+                     "f_1_read_ids", "listed_ids", "overwritten_ids"):
             types[name] = tuple
         for name, kind in types.items():
             if not isinstance(getattr(manifest, name), kind):
                 raise DamagedModule(f"{where}: MANIFEST[{name!r}] must be a {kind.__name__}")
+        if manifest.field_components and len(manifest.field_components) != len(manifest.fields):
+            raise DamagedModule(f"{where}: MANIFEST['field_components'] must have one entry per field")
         return manifest
+
+    def field_shape(self, name: str, grid: tuple) -> tuple:
+        """The shape of the design field ``name``'s array for a state of cells ``grid``."""
+        components = self.field_components[self.fields.index(name)] if self.field_components else 1
+        return (components, *grid)
 
 
 def body_sha256(body: str) -> str:

@@ -140,7 +140,11 @@ class Program:
     thread: tuple  # the thread index symbols, one per launch dimension
     shapes: dict = field(default_factory=dict)  # shape symbol name -> (array, axis)
     compute_dtype: str = "float32"
-    fields: tuple = ()  # design fields: array parameters read at the own cell, differentiable inputs
+    fields: tuple = ()  # adjointgen.xlb.fields.Field per design field: arrays read at the own cell, differentiable inputs
+
+    @property
+    def field_names(self) -> tuple:
+        return tuple(spec.name for spec in self.fields)
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)

@@ -579,9 +579,9 @@ class Lowering:
 
     def inline(self, symbol, args, env):
         functional, module = self.processed[symbol]
-        name = field_of(functional.pyfunc)
-        if name is not None:
-            return self.field_read(name, args)
+        spec = field_of(functional.pyfunc)
+        if spec is not None:
+            return self.field_read(spec, args)
         if symbol in self.call_stack:
             self.refuse(f"a recursive call of {symbol}", "unroll the recursion by hand; kernels cannot recurse")
         fdef = _function_def(module)
@@ -604,15 +604,23 @@ class Lowering:
         return result
 
 
-    def field_read(self, name: str, args) -> Scalar:
+    def field_read(self, spec, args) -> Scalar:
         """A design field's reader (:func:`adjointgen.xlb.fields.field`): this cell's element
-        ``name[0, i, j, k]`` of the field's kernel array, in the compute precision."""
-        if args:
-            self.refuse(f"the field reader of {name!r} called with arguments", "call it without arguments: porosity()")
-        if len(self.thread) != 3 or name not in self.arg_types:
-            self.refuse(f"a read of the field {name!r} here", "read fields inside functionals the stepper kernel calls")
-        param = self.arg_types[name]
-        value = self.load(ArrayRef(name, param.dtype, param.ndim), (sympy.Integer(0), *self.thread))
+        ``name[c, i, j, k]`` of the field's kernel array, in the compute precision; ``c`` is 0 for a
+        field of one component, else the reader's argument, which must be a constant."""
+        if spec.components == 1 and args:
+            self.refuse(f"the field reader of {spec.name!r} called with arguments", "call it without arguments: porosity()")
+        if spec.components > 1 and len(args) != 1:
+            self.refuse(f"the field reader of {spec.name!r} called with {len(args)} arguments",
+                        f"pass the component's index, a constant in [0, {spec.components}): wall_distance(l)")
+        if len(self.thread) != 3 or spec.name not in self.arg_types:
+            self.refuse(f"a read of the field {spec.name!r} here", "read fields inside functionals the stepper kernel calls")
+        component = sympy.Integer(0) if spec.components == 1 else args[0].expr if isinstance(args[0], Scalar) else None
+        if component is None or not component.is_Integer or not 0 <= int(component) < spec.components:
+            self.refuse(f"the field {spec.name!r} read at component {component}",
+                        f"index it with a constant in [0, {spec.components}) (a loop index over range(q) is one)")
+        param = self.arg_types[spec.name]
+        value = self.load(ArrayRef(spec.name, param.dtype, param.ndim), (component, *self.thread))
         return self.cast(value, self.compute_dtype)
 
 
@@ -636,7 +644,7 @@ def eliminate_dead_code(program: Program) -> Program:
 
 
 def lower(kernel, processed: dict, compute_dtype: str, params: list, name: str, exit_guards=(), fields=()) -> Program:
-    """``fields``: the names of the design fields among ``params`` (kernel arrays read at the own cell)."""
+    """``fields``: the design fields among ``params`` (adjointgen.xlb.fields.Field; kernel arrays read at the own cell)."""
     lowering = Lowering(kernel, processed, compute_dtype, {p.name: p for p in params}, exit_guards)
     program = lowering.run(name)
     program.fields = tuple(fields)

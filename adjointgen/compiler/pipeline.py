@@ -129,7 +129,7 @@ def _identity(codes: dict, functions: dict) -> str:
         digest.update(f"{symbol}\n{codes[symbol]}\n".encode())
     fields = fields_of(functions.values())
     if fields:
-        digest.update(f"fields: {', '.join(fields)}\n".encode())
+        digest.update(f"fields: {', '.join(spec.label for spec in fields)}\n".encode())
     return digest.hexdigest()
 
 
@@ -143,7 +143,7 @@ def program_identity(processed: ProcessedFunctionals) -> str:
 def kernel_params(config: Configuration, lifted_names=(), fields=()) -> list[Param]:
     """The XLB stepper kernel's parameters, typed for ``config`` (all parameters concrete, so
     the generated kernels are double throughout under FP64, whatever type the caller passes),
-    followed by the lifted boundary values and the design fields (arrays ``(1, nx, ny, nz)`` in
+    followed by the lifted boundary values and the design fields (arrays ``(components, nx, ny, nz)`` in
     the store precision)."""
     store = "float64" if config.precision.endswith("FP64") else "float32"
     compute = "float64" if config.precision.startswith("FP64") else "float32"
@@ -154,7 +154,7 @@ def kernel_params(config: Configuration, lifted_names=(), fields=()) -> list[Par
         Param("missing_mask", "array", "bool", 4),
         Param("omega", "scalar", compute),
         Param("timestep", "scalar", "int32"),
-    ] + [Param(name, "scalar", compute) for name in lifted_names] + [Param(name, "array", store, 4) for name in fields]
+    ] + [Param(name, "scalar", compute) for name in lifted_names] + [Param(spec.name, "array", store, 4) for spec in fields]
 
 
 def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = False,

@@ -400,7 +400,7 @@ def _sweep(c: _Context) -> _Sweep:
             if slot is None:  # the primary read of this population: scattered straight back
                 target = c.lines.index(symbol, c.grads[array], index)
                 entry = destinations.setdefault(target, _Destination(False, c.dtype(array), group.origin,
-                                                                     added_to=array in c.program.fields))
+                                                                     added_to=array in c.program.field_names))
                 entry.terms.append(name)
                 entry.loads.append(str(symbol))
                 entry.origin = entry.origin or group.origin
@@ -830,7 +830,9 @@ def _manifest(config: Configuration, c: _Context, identity: str, sources: list, 
         gather_into=tuple(sorted({s.array for s in accesses.slots})),
         in_place=tuple(accesses.in_place),
         overwritten_inputs=tuple(sorted(set(accesses.in_place) | _read_and_overwritten(c.program, accesses))),
-        fields=tuple(c.program.fields),
+        fields=c.program.field_names,
+        field_components=tuple(spec.components for spec in c.program.fields)
+        if any(spec.components > 1 for spec in c.program.fields) else (),
         f_1_read_ids=_read_ids(c),
         listed_ids=c.listed_ids,
         overwritten_ids=_overwritten_ids(c),

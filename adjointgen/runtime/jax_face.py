@@ -12,9 +12,10 @@ nz)`` with ``nz = 1`` in 2D (XLB's JAX backend drops that axis in 2D).
 
 Design fields: where the stepper's operators read per-cell fields (``step.manifest.fields``, e.g.
 :class:`~adjointgen.xlb.design.PorousBGK`'s ``porosity``) the function takes one more argument,
-``fields``, a dict {name: array (1, nx, ny, nz)}; each is differentiable, and its cotangent is
-the generated adjoint's per-cell field gradient. The fields travel to the kernels stacked in one
-array of shape (number of fields, nx, ny, nz), in manifest order.
+``fields``, a dict {name: array (components, nx, ny, nz)} (one component for ``porosity``, q for
+:class:`~adjointgen.xlb.design.BouzidiBounceBackBC`'s ``wall_distance``); each is
+differentiable, and its cotangent is the generated adjoint's per-cell field gradient. The fields
+travel to the kernels stacked in one array (all components, nx, ny, nz), in manifest order.
 """
 # (no ``from __future__ import annotations``: jax_callable reads the callables' annotations,
 # which name local Warp types)
@@ -47,7 +48,7 @@ def _step_of(stepper):
     generated = load_module(stepper, config)
     grid = tuple(stepper.grid.shape) + (1,) * (3 - len(stepper.grid.shape))
     store = wp.float64 if config.precision.endswith("FP64") else wp.float32
-    stand_ins = {name: wp.zeros((1, *grid), dtype=store) for name in generated.manifest.fields}
+    stand_ins = {name: wp.zeros(generated.manifest.field_shape(name, grid), dtype=store) for name in generated.manifest.fields}
     return DifferentiableStep(stepper, generated, config, fields=stand_ins)
 
 
@@ -136,8 +137,11 @@ def _with_fields(step, timestep: int, names: tuple):
     t = _Types(step)
     grid = tuple(step.stepper.grid.shape) + (1,) * (3 - len(step.stepper.grid.shape))
 
-    def views(stacked):  # one (1, nx, ny, nz) view per field, manifest order
-        return [stacked[k:k + 1] for k in range(len(names))]
+    shapes = [step.manifest.field_shape(name, grid) for name in names]
+    starts = [sum(shape[0] for shape in shapes[:k]) for k in range(len(names) + 1)]
+
+    def views(stacked):  # one (components, nx, ny, nz) view per field, manifest order
+        return [stacked[starts[k]:starts[k + 1]] for k in range(len(names))]
 
     def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state):
@@ -152,12 +156,12 @@ def _with_fields(step, timestep: int, names: tuple):
                      adj_fields=dict(zip(names, views(adj_fields))), field_values=views(fields))
 
     backward_call = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],
-                                    output_dims={"adj_omega": (1,), "adj_fields": (len(names), *grid)},
+                                    output_dims={"adj_omega": (1,), "adj_fields": (starts[-1], *grid)},
                                     graph_mode=wp.JaxCallableGraphMode.NONE)
     stacked_step = _custom_step(t, t.forward_call(forward), backward_call)
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
-        stacked = jnp.concatenate([_field(fields, name, (1, *grid), f_0.dtype) for name in names], axis=0)
+        stacked = jnp.concatenate([_field(fields, name, shape, f_0.dtype) for name, shape in zip(names, shapes)], axis=0)
         return stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked)
 
     return apply

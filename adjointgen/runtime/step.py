@@ -172,7 +172,7 @@ class DifferentiableStep:
             self._scalars[entry.name] = entry.scalar_names()
             self.parameters[entry.name] = wp.array([initial[n] for n in entry.scalar_names()],
                                                    dtype=self.compute_dtype, requires_grad=True)
-        # ---- design fields (adjointgen.xlb.fields): name -> Warp array (1, nx, ny, nz); with
+        # ---- design fields (adjointgen.xlb.fields): name -> Warp array (components, nx, ny, nz); with
         # requires_grad, tape.backward() fills .grad. Replace an entry to change the design.
         self.fields = dict(fields or {})
         declared, given = set(self.manifest.fields), set(self.fields)
@@ -236,11 +236,12 @@ class DifferentiableStep:
 
     def _check_fields(self, grid: tuple, device, values: list) -> None:
         for name, array in zip(self.manifest.fields, values):
-            if not isinstance(array, wp.array) or array.shape != (1, *grid) or array.dtype != self.store_dtype:
+            shape = self.manifest.field_shape(name, grid)
+            if not isinstance(array, wp.array) or array.shape != shape or array.dtype != self.store_dtype:
                 found = (f"{array.shape} {wp.types.type_repr(array.dtype)}" if isinstance(array, wp.array)
                          else type(array).__name__)
-                raise RuntimeArgumentError(f"the design field {name!r} must be a Warp array of shape {(1, *grid)} and dtype "
-                                           f"{self.store_dtype.__name__} (like bc_mask, in the store precision); got {found}")
+                raise RuntimeArgumentError(f"the design field {name!r} must be a Warp array of shape {shape} and dtype "
+                                           f"{self.store_dtype.__name__} (the store precision); got {found}")
             if str(array.device) != str(device):
                 raise RuntimeArgumentError(f"the design field {name!r} is on {array.device}, the state on {device}")
 

@@ -25,48 +25,97 @@ Compiled by Warp itself (XLB's own Warp stepper, which has no per-cell inputs), 
 from __future__ import annotations
 
 import keyword
+from dataclasses import dataclass
 
 import warp as wp
 
 from adjointgen.errors import ConfigurationError
 
-#: the attribute of a reader's Python function that names its field
+#: the attribute of a reader's Python function that holds its :class:`Field`
 FIELD_ATTRIBUTE = "__adjointgen_field__"
 #: names a field cannot take: the XLB stepper kernel's own parameters
 RESERVED = ("f_0", "f_1", "bc_mask", "missing_mask", "omega", "timestep")
 
-_READERS: dict = {}  # (name, dtype name) -> the reader (one per name and precision, so Warp sees one function)
+
+@dataclass(frozen=True, order=True)
+class Field:
+    """A design field as its operators declare it: kernel array ``name`` of shape
+    ``(components, nx, ny, nz)``; ``default`` is what the reader returns where Warp compiles the
+    operator itself (XLB's own stepper); ``low`` and ``high`` bound its meaningful values (the
+    verifier samples inside them)."""
+
+    name: str
+    components: int = 1
+    default: float = 0.0
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """``name``, with the number of components where there are several: ``wall_distance[9]``."""
+        return self.name if self.components == 1 else f"{self.name}[{self.components}]"
+
+    @staticmethod
+    def from_json(data) -> "Field | None":
+        return None if data is None else Field(**data)
 
 
-def field(name: str, dtype=wp.float32):
-    """A ``@wp.func`` without arguments that reads this cell's value of the design field ``name``
-    (in ``dtype``, the operator's compute precision) in generated kernels."""
+_READERS: dict = {}  # (name, dtype name, components) -> the reader (one each, so Warp sees one function)
+_DECLARED: dict = {}  # name -> Field: one meaning per name (the components may follow the lattice)
+
+
+def field(name: str, dtype=wp.float32, components: int = 1, default: float = 0.0, low: float = 0.0, high: float = 1.0):
+    """A ``@wp.func`` that reads this cell's value of the design field ``name`` (in ``dtype``, the
+    operator's compute precision) in generated kernels: without arguments for a field of one
+    component (``porosity()``), with the component's index for more (``wall_distance(l)``, ``l``
+    a loop index the generator unrolls, so a constant)."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("adj_"):
         raise ConfigurationError(f"adjointgen.field: {name!r} must be a Python identifier (not starting with adj_)")
     if name in RESERVED:
         raise ConfigurationError(f"adjointgen.field: {name!r} is a parameter of XLB's stepper kernel; choose another name")
-    key = (name, dtype.__name__)
+    if not isinstance(components, int) or components < 1:
+        raise ConfigurationError(f"adjointgen.field: {name!r} needs a positive whole number of components, not {components!r}")
+    spec = Field(name, components, float(default), float(low), float(high))
+    known = _DECLARED.setdefault(name, spec)
+    if (known.default, known.low, known.high) != (spec.default, spec.low, spec.high):
+        raise ConfigurationError(f"adjointgen.field: {name!r} is declared twice, as {known} and as {spec}; "
+                                 "give the second field another name")
+    _DECLARED[name] = spec
+    key = (name, dtype.__name__, components)
     if key not in _READERS:
-        _READERS[key] = wp.func(_reader(name, dtype))
+        _READERS[key] = wp.func(_reader(spec, dtype))
     return _READERS[key]
 
 
-def _reader(name: str, dtype):
-    _zero = dtype(0.0)
+def _reader(spec: Field, dtype):
+    _default = dtype(spec.default)
 
-    def read_field():
-        return _zero
+    if spec.components == 1:
+        def read_field():
+            return _default
+    else:
+        def read_field(component: int):
+            return _default
 
-    read_field.__qualname__ = read_field.__name__ = f"field_{name}_{dtype.__name__}"
-    setattr(read_field, FIELD_ATTRIBUTE, name)
+    suffix = "" if spec.components == 1 else f"_{spec.components}"
+    read_field.__qualname__ = read_field.__name__ = f"field_{spec.name}{suffix}_{dtype.__name__}"
+    setattr(read_field, FIELD_ATTRIBUTE, spec)
     return read_field
 
 
-def field_of(pyfunc) -> str | None:
+def declared(name: str) -> Field:
+    """The field ``name`` as an operator last declared it (:func:`field`): its default and range
+    (take the number of components from the generated module's manifest)."""
+    if name not in _DECLARED:
+        raise ConfigurationError(f"no operator has declared the design field {name!r}; build the stepper first")
+    return _DECLARED[name]
+
+
+def field_of(pyfunc) -> Field | None:
     """The field a functional's Python function reads (None: an ordinary functional)."""
     return getattr(pyfunc, FIELD_ATTRIBUTE, None)
 
 
-def fields_of(functionals) -> tuple[str, ...]:
-    """The sorted field names read by any of ``functionals`` (frontend.Functional)."""
-    return tuple(sorted({name for f in functionals if (name := field_of(f.pyfunc)) is not None}))
+def fields_of(functionals) -> tuple[Field, ...]:
+    """The fields read by any of ``functionals`` (frontend.Functional), sorted by name."""
+    return tuple(sorted({spec for f in functionals if (spec := field_of(f.pyfunc)) is not None}))

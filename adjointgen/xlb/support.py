@@ -98,7 +98,9 @@ def boundary_conditions(config: Configuration, grid) -> list:
     - ``regularized``: RegularizedBC velocity inlet, RegularizedBC pressure outlet, walls;
     - ``extrapolation``: RegularizedBC velocity inlet, ExtrapolationOutflowBC outlet, walls;
     - ``obstacle``: the ``channel`` mix around a solid block in the interior (``bc_mask == 255``,
-      set by :func:`prepare_fields`), its fluid neighbours halfway bounce-back cells.
+      set by :func:`prepare_fields`), its fluid neighbours halfway bounce-back cells;
+    - ``bouzidi``: a periodic domain around a disc (2D) or ball (3D) of :func:`ball_cells` whose
+      wall is adjointgen's interpolated ``BouzidiBounceBackBC`` (a per-link wall-distance field).
     """
     if config.boundaries == "periodic":
         return []
@@ -124,6 +126,11 @@ def boundary_conditions(config: Configuration, grid) -> list:
     if config.boundaries in user.MIXES:
         with contextlib.redirect_stdout(io.StringIO()):  # XLB prints every registration
             return list(user.MIXES[config.boundaries](grid, config.dim))
+    if config.boundaries == "bouzidi":
+        from adjointgen.xlb.design import BouzidiBounceBackBC
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            return [BouzidiBounceBackBC(indices=indices(ball_cells(grid.shape)))]
     box = grid.bounding_box_indices()
     inner = grid.bounding_box_indices(remove_edges=True)
     everything = points(box.values())
@@ -162,6 +169,21 @@ def obstacle_cells(shape: tuple) -> set:
     starts = [max(1, min(sizes[0] // 3, sizes[0] - 1 - lengths[0]))]
     starts += [1 + (sizes[a] - 2 - lengths[a]) // 2 for a in range(1, dim)]
     return set(itertools.product(*(range(s, s + n) for s, n in zip(starts, lengths))))
+
+
+def ball_cells(shape: tuple) -> set:
+    """The cells of the ``bouzidi`` mix's body: centre at the middle of the grid, radius a quarter
+    of the smallest extent, at most what keeps the body's ring of wall cells one cell away from
+    the domain's faces (XLB's JAX masker, unlike its Warp masker, also marks links that cross
+    the domain's faces missing at wall cells there, although the domain is periodic)."""
+    import itertools
+
+    dim = 2 if len(shape) == 2 or shape[2] == 1 else 3
+    sizes = shape[:dim]
+    centre = [(n - 1) / 2 for n in sizes]
+    radius = max(0.5, min(min(sizes) / 4, (min(sizes) - 1) / 2 - 2))
+    return {cell for cell in itertools.product(*(range(n) for n in sizes))
+            if sum((c - m) ** 2 for c, m in zip(cell, centre)) <= radius ** 2}
 
 
 def prepare_fields(stepper, config: Configuration):

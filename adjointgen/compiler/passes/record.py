@@ -31,11 +31,11 @@ from dataclasses import asdict, dataclass
 
 from adjointgen.compiler.frontend import Functional
 from adjointgen.errors import UnresolvedName
-from adjointgen.xlb.fields import field_of
+from adjointgen.xlb.fields import Field, field_of
 
 from .base import Evaluation, NotStatic, NOT_STATIC, PassContext, Registration, namespace_with
 
-FORMAT = 1  # of the JSON form: a record in another format is never replayed
+FORMAT = 2  # of the JSON form: a record in another format is never replayed (2: stamps hold a field spec)
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,15 @@ class Stamp:
     sha256: str
     filename: str
     first_line: int
-    field: str | None  # the design field it reads (adjointgen.xlb.fields), if any
+    field: Field | None  # the design field it reads (adjointgen.xlb.fields), if any
 
     @staticmethod
     def of(symbol: str, functional: Functional) -> "Stamp":
         return Stamp(symbol, functional.sha256, functional.filename, functional.first_line, field_of(functional.pyfunc))
+
+    @staticmethod
+    def from_json(data: dict) -> "Stamp":
+        return Stamp(**{**data, "field": Field.from_json(data["field"])})
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class DependencyRecord:
         if data.get("format") != FORMAT:
             raise ValueError(f"record format {data.get('format')!r}, not {FORMAT}")
         return DependencyRecord(
-            stamps=tuple(Stamp(**stamp) for stamp in data["stamps"]),
+            stamps=tuple(Stamp.from_json(stamp) for stamp in data["stamps"]),
             entries=tuple(entry_from_json(entry) for entry in data["entries"]),
             lifts=tuple(str(line) for line in data["lifts"]),
             identity=str(data["identity"]),

@@ -54,7 +54,7 @@ class FunctionalRun:
 
     @staticmethod
     def from_json(data: dict) -> "FunctionalRun":
-        return FunctionalRun(Stamp(**data["stamp"]), tuple(data["lifted"]), tuple(entry_from_json(e) for e in data["reads"]),
+        return FunctionalRun(Stamp.from_json(data["stamp"]), tuple(data["lifted"]), tuple(entry_from_json(e) for e in data["reads"]),
                              str(data["code"]), tuple(data["fresh"]), tuple(data["exit_guards"]))
 
 
