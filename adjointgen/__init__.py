@@ -20,14 +20,16 @@ def differentiable(stepper, boundary_parameters: bool = False, fields: dict | No
     return _differentiable(stepper, boundary_parameters, fields)
 
 
-def field(name: str, dtype=None):
-    """Inside an XLB-style operator's ``_construct_warp``: a ``@wp.func`` without arguments that
-    reads this cell's value of the design field ``name`` (see :mod:`adjointgen.xlb.fields`)."""
+def field(name: str, dtype=None, components: int = 1, default: float = 0.0, low: float = 0.0, high: float = 1.0):
+    """Inside an XLB-style operator's ``_construct_warp``: a ``@wp.func`` that reads this cell's
+    value of the design field ``name``, without arguments for one component, with the component's
+    index for several (e.g. ``components=q``, one per lattice link); ``default`` is what it reads
+    where Warp compiles the operator itself (see :mod:`adjointgen.xlb.fields`)."""
     import warp as wp
 
     from adjointgen.xlb.fields import field as _field
 
-    return _field(name, dtype or wp.float32)
+    return _field(name, dtype or wp.float32, components, default, low, high)
 
 
 def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     bgk, porous = make_stepper(bgk_config, "warp", shape), make_stepper(porous_config, "warp", shape)
     f_0, f_1, bc_mask, missing_mask = bgk.prepare_fields()
     f_0 = wp.array(tiled_state(bgk_config, args.size, np.float32))
-    gamma = wp.array(design_fields(["porosity"], shape)["porosity"].astype(np.float32), requires_grad=True)
+    gamma = wp.array(design_fields({"porosity": (1, *shape)})["porosity"].astype(np.float32), requires_grad=True)
     step_bgk = adjointgen.differentiable(bgk)
     step_porous = adjointgen.differentiable(porous, fields={"porosity": gamma})
     adj_f_0, adj_f_1 = wp.zeros_like(f_0), wp.array(np.random.default_rng(1).standard_normal(f_0.shape).astype(np.float32))

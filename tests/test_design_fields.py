@@ -70,7 +70,7 @@ def test_manifest_identity_and_modules_without_fields(side):
 
 
 def test_probe_cells_cover_fluid_solid_gray_and_interface():
-    values = design_fields(("porosity",), SHAPE)["porosity"]
+    values = design_fields({"porosity": (1, *SHAPE, 1)})["porosity"]
     kinds = {float(values[cell]) for cell in probe_cells(values)}
     assert 0.0 in kinds and 1.0 in kinds and any(0.0 < v < 1.0 for v in kinds)
     assert len(probe_cells(values)) == 4

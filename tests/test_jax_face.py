@@ -95,7 +95,7 @@ def test_design_field_gradients_over_a_scan_equal_xlb_jax(label, shape):
 
     config, step, f0, f_1, bc_mask, missing_mask, cotangent = _setup(label, shape)
     assert step.fields == ("porosity",)
-    gamma = design_fields(step.fields, shape)["porosity"].astype(f0.dtype)  # fluid, solid and gray cells
+    gamma = design_fields(step.field_shapes)["porosity"].astype(f0.dtype)  # fluid, solid and gray cells
     omega = jnp.asarray(OMEGA, dtype=f0.dtype)
     grads = jax.jit(jax.grad(_field_loss(step, f_1, bc_mask, missing_mask, cotangent), argnums=(0, 1, 2)))(
         f0, omega, {"porosity": jnp.asarray(gamma)})

@@ -35,6 +35,8 @@ def jax_step(stepper, timestep: int = 0):
     apply.step = step
     apply.writes_f_0 = step.manifest.writes_f_0  # False: the returned f_0 is the input itself
     apply.fields = names
+    grid = tuple(stepper.grid.shape) + (1,) * (3 - len(stepper.grid.shape))
+    apply.field_shapes = {name: step.manifest.field_shape(name, grid) for name in names}  # Warp layout
     return apply
 
 

@@ -138,21 +138,21 @@ def _dtype(config: Configuration):
     return np.float64 if config.precision.endswith("FP64") else np.float32
 
 
-def design_fields(manifest, shape: tuple, seed: int = 0) -> dict:
-    """{field name: values in Warp's layout (components, nx, ny, nz)} for the fields of a module's
-    ``manifest``. A field of one component (porosity): about a quarter of the cells at its lower
-    bound (fluid), a quarter at its upper bound (solid), the rest between, so every kind of cell
-    and interface occurs. A field of several (a wall distance per link): uniform over the upper
-    95 % of its range, so both of Bouzidi's branches (q < 1/2, q >= 1/2) occur."""
+def design_fields(shapes: dict, seed: int = 0) -> dict:
+    """{field name: values} for design fields of the given array ``shapes`` ({name: (components,
+    nx, ny, nz)}, Warp's layout: ``step.field_shapes``). A field of one component (porosity):
+    about a quarter of the cells at its lower bound (fluid), a quarter at its upper bound (solid),
+    the rest between, so every kind of cell and interface occurs. A field of several (a wall
+    distance per link): uniform over the upper 95 % of its range, so both of Bouzidi's branches
+    (q < 1/2, q >= 1/2) occur."""
     from adjointgen.xlb.fields import declared
 
-    grid = tuple(shape) + (1,) * (3 - len(shape))
     rng = np.random.default_rng(seed + 7)
     values = {}
-    for name in manifest.fields:
-        spec, size = declared(name), manifest.field_shape(name, grid)
+    for name, size in shapes.items():
+        spec = declared(name)
         width = spec.high - spec.low
-        if spec.components == 1:
+        if size[0] == 1:
             values[name] = np.clip(rng.uniform(spec.low - width / 2, spec.high + width / 2, size), spec.low, spec.high)
         else:
             values[name] = rng.uniform(spec.low + 0.05 * width, spec.high, size)
@@ -201,7 +201,8 @@ class GeneratedSide:
         self.stepper = make_stepper(config, "warp", shape)
         module = module or load_module(self.stepper, config, boundary_parameters)
         # design fields the module reads: fixed values, new arrays (fresh gradients) per rollout
-        self.field_values = design_fields(module.manifest, shape)
+        grid = tuple(shape) + (1,) * (3 - len(shape))
+        self.field_values = design_fields({name: module.manifest.field_shape(name, grid) for name in module.manifest.fields})
         fields = {name: wp.array(values.astype(_dtype(config))) for name, values in self.field_values.items()}
         self.step = DifferentiableStep(self.stepper, module, config, boundary_parameters, fields)
         _, f_1, self.bc_mask, self.missing_mask = prepare_fields(self.stepper, config)
