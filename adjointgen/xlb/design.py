@@ -99,9 +99,10 @@ class BouzidiBounceBackBC(BoundaryCondition):
     the wall needs no read beyond its own cell. Where ``x + c_l`` is itself solid (a gap one cell
     wide) the link falls back to halfway bounce-back. ``q = 1/2`` is halfway bounce-back exactly,
     and the field's default, so XLB's own Warp stepper (which has no per-cell inputs) runs this
-    wall as ``HalfwayBounceBackBC``. Both branches are continuous in q, so moving a wall changes
-    the flow continuously, with gradients with respect to every link's q (zero on links that
-    are not missing).
+    wall as ``HalfwayBounceBackBC``. The two branches meet at q = 1/2, so the step is continuous
+    in every link's q, and moving a wall changes the flow continuously as long as no cell
+    changes sides (fluid to solid or back: a change of masks, where the flow jumps); the
+    gradients are with respect to every link's q (zero on links that are not missing).
 
     The far branch divides by ``2q`` only where ``q >= 1/2`` (elsewhere by 2), so a distance of 0
     on a link that is not missing (a field left unset there) gives neither an infinity nor a NaN
