@@ -6,6 +6,7 @@ field; fields with components are declared and read only as documented."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -119,3 +120,59 @@ def test_a_per_link_field_has_the_shape_of_the_populations(side):
             step(f_0, wp.zeros_like(f_0), side.bc_mask, side.missing_mask, 1.6, 0)
     finally:
         step.fields["wall_distance"] = saved
+
+
+def _bad_walls():
+    """Two walls whose functionals read the per-link field wrongly: without the index, and at a
+    constant index past the last component."""
+    from adjointgen.xlb.design import BouzidiBounceBackBC
+    from adjointgen.xlb.fields import field
+
+    class NoIndexWall(BouzidiBounceBackBC):
+        def _construct_warp(self):
+            distance = field("wall_distance", self.compute_dtype, components=self.velocity_set.q, default=0.5)
+
+            @wp.func
+            def functional(index: Any, timestep: Any, missing_mask: Any, f_0: Any, f_1: Any, f_pre: Any, f_post: Any):
+                _f = f_post
+                for l in range(self.velocity_set.q):
+                    _f[l] = distance() * f_pre[l]
+                return _f
+
+            return functional, None
+
+    class OutOfRangeWall(BouzidiBounceBackBC):
+        def _construct_warp(self):
+            distance = field("wall_distance", self.compute_dtype, components=self.velocity_set.q, default=0.5)
+
+            @wp.func
+            def functional(index: Any, timestep: Any, missing_mask: Any, f_0: Any, f_1: Any, f_pre: Any, f_post: Any):
+                _f = f_post
+                for l in range(self.velocity_set.q):
+                    _f[l] = distance(l + 9) * f_pre[l]
+                return _f
+
+            return functional, None
+
+    return {"NoIndexWall": NoIndexWall, "OutOfRangeWall": OutOfRangeWall}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("NoIndexWall", r"called with 0 arguments.*wall_distance\(l\)"),
+    ("OutOfRangeWall", r"read at component 9.*constant in \[0, 9\)"),
+])
+def test_a_per_link_field_read_without_a_constant_index_is_refused(name, message):
+    from adjointgen.compiler.pipeline import generate
+    from adjointgen.errors import UnsupportedConstruct
+    from adjointgen.xlb import user
+    from adjointgen.xlb.support import ball_cells, make_stepper
+
+    wall = adjointgen.register(_bad_walls()[name])
+    mix = name.lower()
+    user.MIXES[mix] = lambda grid, dim: [wall(indices=np.array(sorted(ball_cells(grid.shape))).T.tolist())]
+    try:
+        config = Configuration("D2Q9", "BGK", "FP64FP64", mix)
+        with pytest.raises(UnsupportedConstruct, match=message):
+            generate(make_stepper(config, "warp", (9, 8)), config)
+    finally:
+        del user.MIXES[mix]

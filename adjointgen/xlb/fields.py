@@ -17,9 +17,17 @@ the call to a read of a new kernel array ``porosity[0, i, j, k]`` (shape ``(1, n
 the adjoint kernels write its per-cell adjoint into ``adj_porosity`` at the own cell, one writer
 per element, no atomics.
 
+A field may have several components per cell (``components=q``: one value per lattice link, as
+:class:`~adjointgen.xlb.design.BouzidiBounceBackBC`'s ``wall_distance``). Its reader then takes
+the component's index, which must be a constant once the generator has unrolled the loops
+(``wall_distance(l)`` inside ``for l in range(q)``); the array has shape ``(components, nx, ny,
+nz)`` and the read is ``wall_distance[l, i, j, k]``. Boundary conditions' functionals read
+fields the same way as collisions'.
+
 Compiled by Warp itself (XLB's own Warp stepper, which has no per-cell inputs), the reader returns
-0: the operator then runs as if the field were 0 everywhere. Run operators with fields through
-:func:`adjointgen.differentiable` (``fields={"porosity": array}``) or their JAX implementation.
+its ``default`` (0 unless declared otherwise): the operator then runs as if the field held that
+everywhere. Run operators with fields through :func:`adjointgen.differentiable`
+(``fields={"porosity": array}``) or their JAX implementation.
 """
 
 from __future__ import annotations
