@@ -75,6 +75,24 @@ def cylinder_mix(grid, dim):
             BouzidiBounceBackBC(indices=_indices(placeholder))]
 
 
+def link_distances(c: np.ndarray, missing: np.ndarray, centre: tuple, radius: float):
+    """(q, d q / d radius), each ``(9, nx, ny)``: on every ``missing`` link of a cell outside the
+    circle, the fraction of the link at which it crosses the circle (see the module docstring);
+    elsewhere q = 1/2 (unused: halfway) and no derivative."""
+    x, y = np.meshgrid(*(np.arange(n) for n in missing.shape[1:]), indexing="ij")
+    d = np.stack([x - centre[0], y - centre[1]]).astype(np.float64)  # (2, nx, ny)
+    e = (d ** 2).sum(0) - radius ** 2  # > 0: the cell is outside
+    q, dq = np.full(missing.shape, 0.5), np.zeros(missing.shape)
+    for l in range(1, missing.shape[0]):
+        cut = missing[l] & (e > 0)
+        a = float((c[:, l] ** 2).sum())
+        b = -np.einsum("d,dxy->xy", c[:, l], d)
+        t = (-b - np.sqrt(np.maximum(b ** 2 - a * e, 0.0))) / a
+        q[l] = np.where(cut, t, 0.5)
+        dq[l] = np.where(cut, radius / np.where(cut, a * t + b, -1.0), 0.0)
+    return q, dq
+
+
 class Problem:
     """The channel, its stepper, and the loss of one radius."""
 
@@ -99,22 +117,8 @@ class Problem:
         if self.prepared_f_1 is None:
             self.prepared_f_1 = self.f_1.numpy()
         self.f_1.assign(self.prepared_f_1)
-        missing = self.missing_mask.numpy()[..., 0]
-        fluid_wall = (self.bc_mask.numpy()[0, :, :, 0] == self.wall.id)
-        x, y = np.meshgrid(np.arange(self.shape[0]), np.arange(self.shape[1]), indexing="ij")
-        d = np.stack([x - self.centre[0], y - self.centre[1]]).astype(np.float64)  # (2, nx, ny)
-        outside = (d ** 2).sum(0) > radius ** 2
-        q = np.full((9, *self.shape), 0.5)
-        dq = np.zeros_like(q)
-        for l in range(9):
-            cut = missing[l] & fluid_wall & outside
-            a = float((self.c[:, l] ** 2).sum())
-            b = -np.einsum("d,dxy->xy", self.c[:, l], d)
-            e = (d ** 2).sum(0) - radius ** 2
-            root = np.sqrt(np.maximum(b ** 2 - a * e, 0.0))
-            t = (-b - root) / max(a, 1.0)
-            q[l] = np.where(cut, t, 0.5)
-            dq[l] = np.where(cut, radius / np.where(cut, a * t + b, -1.0), 0.0)
+        wall_cells = self.bc_mask.numpy()[0, :, :, 0] == self.wall.id
+        q, dq = link_distances(self.c, self.missing_mask.numpy()[..., 0] & wall_cells, self.centre, radius)
         self.q, self.dq = q, dq
         field = wp.array(q[..., None].astype(self.dtype), requires_grad=True)
         if self.step is None:
