@@ -37,6 +37,7 @@ def test_every_boundary_mix_and_collision_model_is_verified_in_2d_and_3d():
     from adjointgen.config import BOUNDARIES, COLLISIONS
 
     verified = WITH_BOUNDARIES + default_configurations(key="verify_extended")
+    verified += default_configurations(key="verify_fields")  # the bouzidi mix (its wall reads a design field)
     for mix in BOUNDARIES:
         assert {c.dim for c in CONFIGS + verified if c.boundaries == mix} == {2, 3}, mix
     for model in ("BGK", "KBC", "SmagorinskyLESBGK", "ForcedBGK"):
