@@ -39,16 +39,9 @@ import warp as wp
 import adjointgen
 from adjointgen.config import Configuration
 from adjointgen.xlb import user
-from adjointgen.xlb.support import INLET_VELOCITY, OUTLET_DENSITY, make_stepper
+from adjointgen.xlb.support import INLET_VELOCITY, OUTLET_DENSITY, make_stepper, sphere_cells
 
 MIX = "cylinder_bouzidi"
-
-
-def disc_cells(shape: tuple, centre: tuple, radius: float) -> set:
-    """Cells whose centres lie inside the circle (the cylinder's solid cells)."""
-    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    inside = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= radius ** 2
-    return set(zip(*(axis.tolist() for axis in np.nonzero(inside))))
 
 
 def _indices(cells) -> list:
@@ -110,7 +103,7 @@ class Problem:
     def place(self, radius: float) -> np.ndarray:
         """Masks for the cylinder of this radius, the wall distances on its links (the design
         field) and d q / d radius (zero on links that are not cut by the circle)."""
-        self.wall.indices = _indices(disc_cells(self.shape, self.centre, radius))
+        self.wall.indices = _indices(sphere_cells(self.shape, self.centre, radius))  # the solid cells
         self.f_0, self.f_1, self.bc_mask, self.missing_mask = self.stepper.prepare_fields()
         # XLB writes the ZouHe boundaries' prescribed values into f_1 on the first call only
         # (is_initialized_with_aux_data): keep that f_1, whose data lie away from the cylinder

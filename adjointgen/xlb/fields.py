@@ -84,7 +84,7 @@ def field(name: str, dtype=wp.float32, components: int = 1, default: float = 0.0
     if not isinstance(components, int) or components < 1:
         raise ConfigurationError(f"adjointgen.field: {name!r} needs a positive whole number of components, not {components!r}")
     spec = Field(name, components, float(default), float(low), float(high))
-    known = _DECLARED.setdefault(name, spec)
+    known = _DECLARED.get(name, spec)
     if (known.default, known.low, known.high) != (spec.default, spec.low, spec.high):
         raise ConfigurationError(f"adjointgen.field: {name!r} is declared twice, as {known} and as {spec}; "
                                  "give the second field another name")

@@ -176,12 +176,16 @@ def ball_cells(shape: tuple) -> set:
     of the smallest extent, at most what keeps the body's ring of wall cells one cell away from
     the domain's faces (XLB's JAX masker, unlike its Warp masker, also marks links that cross
     the domain's faces missing at wall cells there, although the domain is periodic)."""
-    import itertools
-
     dim = 2 if len(shape) == 2 or shape[2] == 1 else 3
     sizes = shape[:dim]
-    centre = [(n - 1) / 2 for n in sizes]
     radius = max(0.5, min(min(sizes) / 4, (min(sizes) - 1) / 2 - 2))
+    return sphere_cells(sizes, [(n - 1) / 2 for n in sizes], radius)
+
+
+def sphere_cells(sizes: tuple, centre, radius: float) -> set:
+    """The cells of a grid of ``sizes`` (2 or 3 extents) whose centres lie in the disc or ball."""
+    import itertools
+
     return {cell for cell in itertools.product(*(range(n) for n in sizes))
             if sum((c - m) ** 2 for c, m in zip(cell, centre)) <= radius ** 2}
 
