@@ -39,13 +39,10 @@ import warp as wp
 import adjointgen
 from adjointgen.config import Configuration
 from adjointgen.xlb import user
-from adjointgen.xlb.support import INLET_VELOCITY, OUTLET_DENSITY, make_stepper, sphere_cells
+from adjointgen.xlb.support import (INLET_VELOCITY, OUTLET_DENSITY, face_cells, index_lists, make_stepper,
+                                    sphere_cells)
 
 MIX = "cylinder_bouzidi"
-
-
-def _indices(cells) -> list:
-    return np.array(sorted(cells)).T.tolist()
 
 
 @user.register_mix(MIX)
@@ -55,17 +52,14 @@ def cylinder_mix(grid, dim):
 
     from adjointgen.xlb.design import BouzidiBounceBackBC
 
-    def points(faces):
-        return {p for face in faces for p in zip(*(list(axis) for axis in face))}
-
     box, inner = grid.bounding_box_indices(), grid.bounding_box_indices(remove_edges=True)
-    inlet, outlet = points([inner["left"]]), points([inner["right"]])
-    walls = points(box.values()) - inlet - outlet
+    inlet, outlet = face_cells([inner["left"]]), face_cells([inner["right"]])
+    walls = face_cells(box.values()) - inlet - outlet
     placeholder = {(grid.shape[0] // 3, grid.shape[1] // 2)}  # replaced by Problem.place
-    return [HalfwayBounceBackBC(indices=_indices(walls)),
-            ZouHeBC("velocity", prescribed_value=(INLET_VELOCITY, 0.0), indices=_indices(inlet)),
-            ZouHeBC("pressure", prescribed_value=(OUTLET_DENSITY,), indices=_indices(outlet)),
-            BouzidiBounceBackBC(indices=_indices(placeholder))]
+    return [HalfwayBounceBackBC(indices=index_lists(walls)),
+            ZouHeBC("velocity", prescribed_value=(INLET_VELOCITY, 0.0), indices=index_lists(inlet)),
+            ZouHeBC("pressure", prescribed_value=(OUTLET_DENSITY,), indices=index_lists(outlet)),
+            BouzidiBounceBackBC(indices=index_lists(placeholder))]
 
 
 def link_distances(c: np.ndarray, missing: np.ndarray, centre: tuple, radius: float):
@@ -103,7 +97,7 @@ class Problem:
     def place(self, radius: float) -> np.ndarray:
         """Masks for the cylinder of this radius, the wall distances on its links (the design
         field) and d q / d radius (zero on links that are not cut by the circle)."""
-        self.wall.indices = _indices(sphere_cells(self.shape, self.centre, radius))  # the solid cells
+        self.wall.indices = index_lists(sphere_cells(self.shape, self.centre, radius))  # the solid cells
         self.f_0, self.f_1, self.bc_mask, self.missing_mask = self.stepper.prepare_fields()
         # XLB writes the ZouHe boundaries' prescribed values into f_1 on the first call only
         # (is_initialized_with_aux_data): keep that f_1, whose data lie away from the cylinder

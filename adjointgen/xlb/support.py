@@ -104,7 +104,6 @@ def boundary_conditions(config: Configuration, grid) -> list:
     """
     if config.boundaries == "periodic":
         return []
-    import numpy as np
     from xlb.operator.boundary_condition import (DoNothingBC, EquilibriumBC, ExtrapolationOutflowBC, FullwayBounceBackBC,
                                                  HalfwayBounceBackBC, RegularizedBC, ZouHeBC)
     from xlb.operator.boundary_condition.boundary_condition_registry import boundary_condition_registry
@@ -117,12 +116,6 @@ def boundary_conditions(config: Configuration, grid) -> list:
     boundary_condition_registry.bc_to_id.clear()
     boundary_condition_registry.next_id = 1
 
-    def points(faces) -> set:
-        return {p for face in faces for p in zip(*(list(axis) for axis in face))}
-
-    def indices(cells) -> list:
-        return np.array(sorted(cells)).T.tolist()
-
     if config.boundaries in user.MIXES:
         with contextlib.redirect_stdout(io.StringIO()):  # XLB prints every registration
             return list(user.MIXES[config.boundaries](grid, config.dim))
@@ -130,31 +123,31 @@ def boundary_conditions(config: Configuration, grid) -> list:
         from adjointgen.xlb.design import BouzidiBounceBackBC
 
         with contextlib.redirect_stdout(io.StringIO()):
-            return [BouzidiBounceBackBC(indices=indices(ball_cells(grid.shape)))]
+            return [BouzidiBounceBackBC(indices=index_lists(ball_cells(grid.shape)))]
     box = grid.bounding_box_indices()
     inner = grid.bounding_box_indices(remove_edges=True)
-    everything = points(box.values())
+    everything = face_cells(box.values())
     with contextlib.redirect_stdout(io.StringIO()):  # XLB prints every registration
         if config.boundaries == "box":
-            return [FullwayBounceBackBC(indices=indices(everything))]
+            return [FullwayBounceBackBC(indices=index_lists(everything))]
         if config.boundaries == "cavity":
-            lid = points([inner["top"]])
+            lid = face_cells([inner["top"]])
             velocity = (LID_VELOCITY,) + (0.0,) * (config.dim - 1)
-            return [HalfwayBounceBackBC(indices=indices(everything - lid)), EquilibriumBC(rho=1.0, u=velocity, indices=indices(lid))]
-        inlet, outlet = points([inner["left"]]), points([inner["right"]])
-        walls = HalfwayBounceBackBC(indices=indices(everything - inlet - outlet))
+            return [HalfwayBounceBackBC(indices=index_lists(everything - lid)), EquilibriumBC(rho=1.0, u=velocity, indices=index_lists(lid))]
+        inlet, outlet = face_cells([inner["left"]]), face_cells([inner["right"]])
+        walls = HalfwayBounceBackBC(indices=index_lists(everything - inlet - outlet))
         velocity = (INLET_VELOCITY,) + (0.0,) * (config.dim - 1)
         if config.boundaries == "outflow":
-            return [walls, ZouHeBC("velocity", prescribed_value=velocity, indices=indices(inlet)),
-                    DoNothingBC(indices=indices(outlet))]
+            return [walls, ZouHeBC("velocity", prescribed_value=velocity, indices=index_lists(inlet)),
+                    DoNothingBC(indices=index_lists(outlet))]
         if config.boundaries == "extrapolation":
-            return [walls, RegularizedBC("velocity", prescribed_value=velocity, indices=indices(inlet)),
-                    ExtrapolationOutflowBC(indices=indices(outlet))]
+            return [walls, RegularizedBC("velocity", prescribed_value=velocity, indices=index_lists(inlet)),
+                    ExtrapolationOutflowBC(indices=index_lists(outlet))]
         kind = RegularizedBC if config.boundaries == "regularized" else ZouHeBC
-        conditions = [walls, kind("velocity", prescribed_value=velocity, indices=indices(inlet)),
-                      kind("pressure", prescribed_value=(OUTLET_DENSITY,), indices=indices(outlet))]
+        conditions = [walls, kind("velocity", prescribed_value=velocity, indices=index_lists(inlet)),
+                      kind("pressure", prescribed_value=(OUTLET_DENSITY,), indices=index_lists(outlet))]
         if config.boundaries == "obstacle":
-            conditions.append(HalfwayBounceBackBC(indices=indices(obstacle_cells(grid.shape))))
+            conditions.append(HalfwayBounceBackBC(indices=index_lists(obstacle_cells(grid.shape))))
         return conditions
 
 
@@ -169,6 +162,16 @@ def obstacle_cells(shape: tuple) -> set:
     starts = [max(1, min(sizes[0] // 3, sizes[0] - 1 - lengths[0]))]
     starts += [1 + (sizes[a] - 2 - lengths[a]) // 2 for a in range(1, dim)]
     return set(itertools.product(*(range(s, s + n) for s, n in zip(starts, lengths))))
+
+
+def face_cells(faces) -> set:
+    """The cells of some of ``grid.bounding_box_indices()``'s faces, as coordinate tuples."""
+    return {p for face in faces for p in zip(*(list(axis) for axis in face))}
+
+
+def index_lists(cells) -> list:
+    """Cells as XLB takes a boundary condition's ``indices``: one list per axis, sorted."""
+    return np.array(sorted(cells)).T.tolist()
 
 
 def ball_cells(shape: tuple) -> set:
