@@ -21,8 +21,9 @@ import tempfile
 from pathlib import Path
 
 
-def registers(module_path: str, ptxas: str, arch: int = 90) -> dict:
-    """{kernel name: (registers, spill store bytes, spill load bytes)}."""
+def registers(module_path: str, ptxas: str, arch: int = 90, cap: int | None = None) -> dict:
+    """{kernel name: (registers, spill store bytes, spill load bytes)}; ``cap``: ptxas's
+    ``-maxrregcount`` (what a kernel would need under a register limit)."""
     import warp as wp
 
     wp.config.quiet = True
@@ -39,7 +40,8 @@ def registers(module_path: str, ptxas: str, arch: int = 90) -> dict:
             text = Path(ptx).read_bytes().replace(b"\0", b"")  # Warp's PTX ends in a NUL byte
             clean = Path(folder) / "clean.ptx"
             clean.write_bytes(text)
-            report = subprocess.run([ptxas, f"-arch=sm_{arch}", "-v", str(clean), "-o", str(Path(folder) / "out.cubin")],
+            limit = [f"-maxrregcount={cap}"] if cap else []
+            report = subprocess.run([ptxas, f"-arch=sm_{arch}", "-v", *limit, str(clean), "-o", str(Path(folder) / "out.cubin")],
                                     capture_output=True, text=True, check=True).stderr
             kernel = None
             for line in report.splitlines():
@@ -60,11 +62,12 @@ def main(argv=None) -> int:
     parser.add_argument("modules", nargs="+", help="generated module files")
     parser.add_argument("--ptxas", default="ptxas")
     parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--cap", type=int, default=None, help="a register limit (ptxas -maxrregcount)")
     args = parser.parse_args(argv)
     print("| module | kernel | registers | spill stores (B) | spill loads (B) |")
     print("|---|---|---|---|---|")
     for path in args.modules:
-        for kernel, (count, stores, loads) in sorted(registers(path, args.ptxas, args.arch).items()):
+        for kernel, (count, stores, loads) in sorted(registers(path, args.ptxas, args.arch, args.cap).items()):
             print(f"| {Path(path).name} | {kernel} | {count} | {stores} | {loads} |")
     return 0
 

@@ -1,7 +1,10 @@
-"""The sharded step on 4 host CPU devices (XLA's --xla_force_host_platform_device_count, which has
-to be set before JAX starts: hence a subprocess). Forward and gradient of a 3-step rollout split
-along x equal the single-device ones, for a pure-JAX step (XLB's JAX stepper: checks the halo
-exchange and its transpose alone) and for the JAX face of the generated Warp kernels."""
+"""The sharded step and the sharded rollout on 4 host CPU devices (XLA's
+--xla_force_host_platform_device_count, which has to be set before JAX starts: hence a
+subprocess). Forward and gradient of a 3-step loop of sharded steps split along x equal the
+single-device ones, for a pure-JAX step (XLB's JAX stepper: checks the halo exchange and its
+transpose alone) and for the JAX face of the generated Warp kernels. The sharded rollout (padded
+slabs, crossing populations only, checkpointed segments) gives the single-device states and state
+gradients bit for bit, and a halo that leaves one crossing population out is caught."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ SCRIPT = textwrap.dedent('''
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from adjointgen.config import Configuration
     from adjointgen.runtime.jax_face import jax_step
-    from adjointgen.runtime.sharding import sharded_step
+    from adjointgen.runtime.sharding import Crossing, sharded_rollout, sharded_step
     from adjointgen.tools.verify import random_state
     from adjointgen.xlb.support import make_stepper, prepare_fields
 
@@ -48,6 +51,40 @@ SCRIPT = textwrap.dedent('''
         results[name] = {"forward": float(jnp.abs(a1 - a2).max()), "grad": float(jnp.abs(g1 - g2).max()) / scale,
                          "omega": abs(float(o1) - float(o2)) / abs(float(o1)), "sharded": str(g2.sharding.spec)}
 
+    def rollout(name, step, f0, f1, bc, mm, crossing, fields=None, steps=5):
+        # 5 steps in segments of 2: two checkpointed segments and a rest of one step
+        dtype = f0.dtype
+        c = jnp.asarray(np.random.default_rng(2).standard_normal(f0.shape).astype(dtype))
+        run = sharded_rollout(step, mesh, steps, crossing, segment=2)
+        extra = () if fields is None else (fields,)
+
+        def one_device(f, g, omega, *extra):
+            for t in range(steps):
+                left, new = step(f, g, bc, mm, omega, *extra)
+                f, g = new, left
+            return f, g
+
+        def loss_with(r):
+            def loss(f, g, omega, *extra):
+                a, b = r(f, g, omega, *extra)
+                return jnp.sum(c * a) + 0.5 * jnp.sum(c * b), (a, b)
+            return loss
+
+        omega = jnp.asarray(1.6, dtype=dtype)
+        arguments = (0, 1, 2) + ((3,) if fields is not None else ())
+        grad = lambda r: jax.jit(jax.value_and_grad(loss_with(r), argnums=arguments, has_aux=True))
+        (_, s1), g1 = grad(one_device)(f0, f1, omega, *extra)
+        sharded = lambda f, g, w, *extra: run(f, g, put(bc), put(mm), w, *extra)
+        (_, s2), g2 = grad(sharded)(put(f0), put(f1), omega, *({k: put(v) for k, v in fields.items()} for fields in extra))
+        # a field's gradient, like omega's, is a sum over the steps, which the loop and the
+        # checkpointed scan add in different orders
+        fields_error = max([float(jnp.abs(g1[3][k] - g2[3][k]).max() / jnp.abs(g1[3][k]).max()) for k in fields]
+                           if fields is not None else [0.0])
+        results["rollout " + name] = {
+            "forward": max(float(jnp.abs(a - b).max()) for a, b in zip(s1, s2)),
+            "grad": max(float(jnp.abs(a - b).max()) for a, b in zip(g1[:2], g2[:2])), "fields": fields_error,
+            "omega": abs(float(g1[2]) - float(g2[2])) / abs(float(g1[2])), "sharded": str(g2[0].sharding.spec)}
+
     # a pure-JAX step: XLB's own JAX stepper, D2Q9 periodic (its arrays drop the z axis in 2D)
     config = Configuration.parse("D2Q9/BGK/FP32FP32")
     jstep = make_stepper(config, "jax", (16, 6))
@@ -66,7 +103,25 @@ SCRIPT = textwrap.dedent('''
         dtype = np.float64 if config.is_fp64 else np.float32
         f0 = jnp.asarray(random_state(config, shape, 0).astype(dtype))
         step = jax_step(stepper)
-        compare(label, step, f0, jnp.asarray(f1.numpy()), jnp.asarray(bc.numpy()), jnp.asarray(mm.numpy()), step.writes_f_0)
+        f1, bc, mm = jnp.asarray(f1.numpy()), jnp.asarray(bc.numpy()), jnp.asarray(mm.numpy())
+        compare(label, step, f0, f1, bc, mm, step.writes_f_0)
+        crossing = Crossing.of(stepper.velocity_set)
+        rollout(label, step, f0, f1, bc, mm, crossing)
+        if label.startswith("D2Q9/BGK/FP32"):  # a halo without one crossing population must show
+            rollout(label + " (one population short)", step, f0, f1, bc, mm,
+                    Crossing(crossing.rightward[1:], crossing.leftward))
+    # a design field: the porous collision's porosity, split along x like the state
+    config = Configuration.parse("D2Q9/PorousBGK/FP64FP64")
+    stepper = make_stepper(config, "warp", (16, 6))
+    _, f1, bc, mm = prepare_fields(stepper, config)
+    step = jax_step(stepper)
+    porosity = np.random.default_rng(3).uniform(0.0, 0.6, step.field_shapes["porosity"])
+    rollout(config.label, step, jnp.asarray(random_state(config, (16, 6), 0)), jnp.asarray(f1.numpy()),
+            jnp.asarray(bc.numpy()), jnp.asarray(mm.numpy()), Crossing.of(stepper.velocity_set),
+            fields={"porosity": jnp.asarray(porosity)})
+    results["crossing"] = {name: [len(c.rightward), len(c.leftward)] for name, c in (
+        ("D3Q19", Crossing.of(make_stepper(Configuration.parse("D3Q19/BGK/FP32FP32"), "warp", (4, 4, 4)).velocity_set)),
+        ("D3Q27", Crossing.of(make_stepper(Configuration.parse("D3Q27/BGK/FP32FP32"), "warp", (4, 4, 4)).velocity_set)))}
     print(json.dumps(results))
 ''')
 
@@ -77,10 +132,15 @@ def test_sharded_rollout_equals_the_single_device_one():
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert results["devices"] == 4
+    assert results.pop("crossing") == {"D3Q19": [5, 5], "D3Q27": [9, 9]}
+    short = results.pop("rollout D2Q9/BGK/FP32FP32 (one population short)")
+    assert short["forward"] > 1e-3 and short["grad"] > 1e-3, short
     for name, r in results.items():
         if name == "devices":
             continue
-        if name.startswith("xlb_jax"):  # XLA compiles the sharded program differently: FP32 rounding
+        if name.startswith("rollout"):  # bit for bit: every element of a state gradient has one writer
+            assert r["forward"] == 0.0 and r["grad"] == 0.0 and r["fields"] <= 1e-14, (name, r)
+        elif name.startswith("xlb_jax"):  # XLA compiles the sharded program differently: FP32 rounding
             assert r["forward"] <= 1e-6 and r["grad"] <= 1e-5, (name, r)
         else:  # the same Warp kernels on the same cells
             assert r["forward"] == 0.0 and r["grad"] <= 1e-12, (name, r)

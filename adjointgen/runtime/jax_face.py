@@ -157,13 +157,22 @@ def _with_fields(step, timestep: int, names: tuple):
         step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega,
                      adj_fields=dict(zip(names, views(adj_fields))), field_values=views(fields))
 
-    backward_call = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],
-                                    output_dims={"adj_omega": (1,), "adj_fields": (starts[-1], *grid)},
-                                    graph_mode=wp.JaxCallableGraphMode.NONE)
+    raw_backward = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],
+                                   output_dims={"adj_omega": (1,), "adj_fields": (starts[-1], *grid)},
+                                   graph_mode=wp.JaxCallableGraphMode.NONE)
+
+    def backward_call(f_0, f_1, bc_mask, missing_mask, omega, stacked, adj_f_0, adj_f_1):
+        # the field gradient is shaped like the fields the step ran with (a slab of the grid
+        # where the step runs sharded, see adjointgen.runtime.sharding)
+        return raw_backward(f_0, f_1, bc_mask, missing_mask, omega, stacked, adj_f_0, adj_f_1,
+                            output_dims={"adj_omega": (1,), "adj_fields": tuple(stacked.shape)})
+
     stacked_step = _custom_step(t, t.forward_call(forward), backward_call)
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
-        stacked = jnp.concatenate([_field(fields, name, shape, f_0.dtype) for name, shape in zip(names, shapes)], axis=0)
+        # the fields' grid is the state's: the stepper's grid, or a device's slab of it
+        local = [(shape[0], *f_0.shape[1:]) for shape in shapes]
+        stacked = jnp.concatenate([_field(fields, name, shape, f_0.dtype) for name, shape in zip(names, local)], axis=0)
         return stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked)
 
     return apply

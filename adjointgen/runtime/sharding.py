@@ -22,6 +22,10 @@ are exchanged like the state (they are inputs of every step; cheap next to the p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 
 def _halo_exchange(x, axis_name: str, devices: int, halo: int):
     """``x`` padded along axis 1 with ``halo`` planes from the left and right neighbours."""
@@ -59,3 +63,102 @@ def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1, writes_f_0: bo
 
     slab = P(None, axis_name)
     return jax.shard_map(local, mesh=mesh, in_specs=(slab, slab, slab, slab, P()), out_specs=(slab, slab))
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """The populations that stream across a cut normal to x: ``rightward`` (``c_x = +1``), which a
+    slab's first plane pulls from its left neighbour's last plane, and ``leftward`` (``c_x = -1``),
+    which its last plane pulls from its right neighbour's first plane (indices into the Warp
+    layout's first axis)."""
+
+    rightward: tuple[int, ...]
+    leftward: tuple[int, ...]
+
+    @classmethod
+    def of(cls, velocity_set) -> "Crossing":
+        """From an XLB velocity set: its ``right_indices`` (``c_x = +1``) and ``left_indices``
+        (``c_x = -1``). One halo plane is enough for the speeds of D2Q9, D3Q19 and D3Q27 (at most 1)."""
+        return cls(tuple(int(l) for l in velocity_set.right_indices), tuple(int(l) for l in velocity_set.left_indices))
+
+
+def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str = "x", segment: int | None = None):
+    """``steps`` steps of XLB's two-buffer loop (``f_0, f_1 = f_new, f_0``) with ``step`` (a
+    generated step's JAX face, :func:`~adjointgen.runtime.jax_face.jax_step`), the grid split along
+    x over the devices of ``mesh``: ``run(f_0, f_1, bc_mask, missing_mask, omega) -> (f_0, f_1)``,
+    differentiable in ``f_0``, ``f_1`` and ``omega``. A step that reads design fields takes them as
+    a sixth argument, ``fields`` ({name: array (components, nx, ny, nz)}, split along x like the
+    state; differentiable too).
+
+    Unlike :func:`sharded_step`, the slabs stay padded for the whole rollout:
+
+    - each device's arrays get one halo plane on each side once, at the start; the masks' halo
+      planes mark kept cells (``bc_mask`` 255, XLB's solid cells), which the generated kernels leave
+      alone in the forward and in the adjoint, so no mask is exchanged and no halo cell computes;
+    - before each step only the populations that cross the cut (``crossing``: 5 of 19 for D3Q19, 9
+      of 27 for D3Q27) travel, one plane each way (``jax.lax.ppermute``), into the halo planes;
+      the slab is never copied into a new padded array;
+    - the reverse pass is JAX's transposition of that: the adjoint a slab's first plane scatters
+      into its left halo travels back to the left neighbour and lands on the element it pulled.
+      Every element of a state gradient has one writer, there as on one device, so the sharded
+      gradient equals the one-device gradient bit for bit (``tests/test_sharding.py``).
+
+    Memory: the loop runs as ``jax.lax.scan`` over segments of ``segment`` steps (default about
+    sqrt(steps)), each under ``jax.checkpoint``: the reverse pass keeps one state per segment and
+    the inputs of one segment's steps, and runs each forward step twice. Per device that is
+    ``(steps / segment + segment)`` states of its slab, whatever the number of devices."""
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    devices = mesh.shape[axis_name]
+    segment = segment or max(1, int(round(steps ** 0.5)))
+    right, left = np.asarray(crossing.rightward), np.asarray(crossing.leftward)
+    to_right = [(i, (i + 1) % devices) for i in range(devices)]
+    to_left = [(i, (i - 1) % devices) for i in range(devices)]
+
+    def refresh(f):
+        """The crossing populations of the halo planes, from the neighbours' edge planes."""
+        from_left = jax.lax.ppermute(f[right, -2:-1], axis_name, to_right)
+        from_right = jax.lax.ppermute(f[left, 1:2], axis_name, to_left)
+        return f.at[right, :1].set(from_left).at[left, -1:].set(from_right)
+
+    def one_step(constants, state, _):
+        f_0, f_1 = state
+        f_0_out, f_new = step(refresh(f_0), f_1, *constants)
+        return (f_new, f_0_out), None
+
+    def run_steps(constants, state, count):
+        body = jax.checkpoint(lambda s: jax.lax.scan(lambda c, x: one_step(constants, c, x), s, None, length=count)[0])
+        return body(state)
+
+    def local(f_0, f_1, bc_mask, missing_mask, omega, *fields):
+        # halo cells are kept cells: they read no field either, so the fields' halos are zeros
+        constants = (_pad(bc_mask, 255), _pad(missing_mask, False), jax.lax.pcast(omega, axis_name, to="varying"),
+                     *({name: _pad(value, 0) for name, value in group.items()} for group in fields))
+        state = (_pad(f_0, 0), _pad(f_1, 0))
+        whole, rest = divmod(steps, segment)
+        if whole:
+            state = jax.lax.scan(lambda s, _: (run_steps(constants, s, segment), None), state, None, length=whole)[0]
+        if rest:
+            state = run_steps(constants, state, rest)
+        return state[0][:, 1:-1], state[1][:, 1:-1]
+
+    slab = P(None, axis_name)
+    plain = jax.shard_map(local, mesh=mesh, in_specs=(slab, slab, slab, slab, P()), out_specs=(slab, slab))
+    with_fields = jax.shard_map(local, mesh=mesh, in_specs=(slab, slab, slab, slab, P(), slab), out_specs=(slab, slab))
+
+    def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None):
+        if fields is None:
+            return plain(f_0, f_1, bc_mask, missing_mask, omega)
+        return with_fields(f_0, f_1, bc_mask, missing_mask, omega, fields)
+
+    return run
+
+
+def _pad(x, value):
+    """``x`` with one plane of ``value`` on each side along axis 1."""
+    import jax.numpy as jnp
+
+    widths = [(0, 0)] * x.ndim
+    widths[1] = (1, 1)
+    return jnp.pad(x, widths, constant_values=value)
