@@ -18,6 +18,9 @@ travels back to the device that owns the plane and is added there (the transpose
 device) is summed over the devices by the cast's transpose. One halo plane
 suffices for velocity sets whose speeds are at most 1 per axis (D2Q9, D3Q19, D3Q27). The masks
 are exchanged like the state (they are inputs of every step; cheap next to the populations).
+
+:func:`sharded_rollout` runs a whole rollout that way without the per-step copies: slabs padded
+once, only the populations that cross the cut exchanged before each step, checkpointed segments.
 """
 
 from __future__ import annotations
@@ -98,38 +101,40 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     - before each step only the populations that cross the cut (``crossing``: 5 of 19 for D3Q19, 9
       of 27 for D3Q27) travel, one plane each way (``jax.lax.ppermute``), into the halo planes;
       the slab is never copied into a new padded array;
-    - the reverse pass is JAX's transposition of that: the adjoint a slab's first plane scatters
-      into its left halo travels back to the left neighbour and lands on the element it pulled.
-      Every element of a state gradient has one writer, there as on one device, so the sharded
-      gradient equals the one-device gradient bit for bit (``tests/test_sharding.py``).
+    - in the reverse pass (the refresh's own VJP, :func:`_halo_refresh`) the adjoint a slab's first
+      plane scatters into its left halo travels back to the left neighbour and is added onto the
+      element it pulled. Every element of a state gradient has one writer, there as on one
+      device, so the sharded gradient equals the one-device gradient bit for bit
+      (``tests/test_sharding.py``; omega's and the fields' gradients, sums over the steps, to
+      rounding).
 
-    Memory: the loop runs as ``jax.lax.scan`` over segments of ``segment`` steps (default about
-    sqrt(steps)), each under ``jax.checkpoint``: the reverse pass keeps one state per segment and
-    the inputs of one segment's steps, and runs each forward step twice. Per device that is
-    ``(steps / segment + segment)`` states of its slab, whatever the number of devices."""
+    Memory and time: the loop runs as a ``jax.lax.scan`` over segments of ``segment`` steps
+    (default: the even number nearest sqrt(steps)), each under ``jax.checkpoint`` with its steps
+    inlined. The reverse pass keeps one state per segment and the inputs of one segment's steps,
+    and runs each forward step twice; per device that is ``steps / segment + segment`` states of
+    its slab, whatever the number of devices. Inlined steps keep their inputs as the buffers
+    themselves (a scan over the steps would copy them into stacked residuals), and an even
+    segment hands the pair of buffers back in the order it came (an odd one makes XLA copy both
+    to swap them).
+    """
     import jax
     from jax.sharding import PartitionSpec as P
 
     devices = mesh.shape[axis_name]
-    segment = segment or max(1, int(round(steps ** 0.5)))
-    right, left = np.asarray(crossing.rightward), np.asarray(crossing.leftward)
-    to_right = [(i, (i + 1) % devices) for i in range(devices)]
-    to_left = [(i, (i - 1) % devices) for i in range(devices)]
+    segment = segment or 2 * max(1, int(round(steps ** 0.5 / 2)))  # even: the pair of buffers comes back in order
+    refresh = _halo_refresh(crossing, axis_name, devices)
 
-    def refresh(f):
-        """The crossing populations of the halo planes, from the neighbours' edge planes."""
-        from_left = jax.lax.ppermute(f[right, -2:-1], axis_name, to_right)
-        from_right = jax.lax.ppermute(f[left, 1:2], axis_name, to_left)
-        return f.at[right, :1].set(from_left).at[left, -1:].set(from_right)
-
-    def one_step(constants, state, _):
+    def one_step(constants, state):
         f_0, f_1 = state
         f_0_out, f_new = step(refresh(f_0), f_1, *constants)
-        return (f_new, f_0_out), None
+        return f_new, f_0_out
 
     def run_steps(constants, state, count):
-        body = jax.checkpoint(lambda s: jax.lax.scan(lambda c, x: one_step(constants, c, x), s, None, length=count)[0])
-        return body(state)
+        def body(s):  # the segment's steps inlined: their residuals are the buffers themselves
+            for _ in range(count):
+                s = one_step(constants, s)
+            return s
+        return jax.checkpoint(body)(state)
 
     def local(f_0, f_1, bc_mask, missing_mask, omega, *fields):
         # halo cells are kept cells: they read no field either, so the fields' halos are zeros
@@ -153,6 +158,72 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         return with_fields(f_0, f_1, bc_mask, missing_mask, omega, fields)
 
     return run
+
+
+def _runs(indices) -> list[tuple[int, int]]:
+    """``indices`` as runs of consecutive values, ``[(start, stop), ...]``."""
+    runs: list[list[int]] = []
+    for index in sorted(indices):
+        if runs and runs[-1][1] == index:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1])
+    return [(start, stop) for start, stop in runs]
+
+
+def _halo_refresh(crossing: Crossing, axis_name: str, devices: int):
+    """``refresh(f)``: ``f`` (a padded slab) with the crossing populations of its two halo planes
+    taken from the neighbours' edge planes, as a ``jax.custom_vjp`` whose reverse sends the halo
+    planes' adjoints back and adds them onto the neighbours' edge planes.
+
+    Both directions touch only the crossing populations of four planes (slices and in-place
+    updates, ``jax.lax.dynamic_slice`` / ``dynamic_update_slice``); JAX's own transposition of an
+    indexed update would make a pass over the whole array for each."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    # (runs, halo plane, edge plane it comes from, direction it travels): rightward populations
+    # fill the left halo (plane 0) from the left neighbour's last plane (-2), leftward ones the
+    # right halo (-1) from the right neighbour's first plane (1)
+    to_right = [(i, (i + 1) % devices) for i in range(devices)]
+    to_left = [(i, (i - 1) % devices) for i in range(devices)]
+    sides = [(_runs(crossing.rightward), 0, -2, to_right), (_runs(crossing.leftward), -1, 1, to_left)]
+
+    def planes(f, runs, plane):
+        n = f.shape[1]
+        return [lax.dynamic_slice_in_dim(lax.dynamic_slice_in_dim(f, start, stop - start, 0), plane % n, 1, 1)
+                for start, stop in runs]
+
+    def put(f, pieces, runs, plane):
+        n = f.shape[1]
+        for piece, (start, _) in zip(pieces, runs):
+            f = lax.dynamic_update_slice(f, piece.astype(f.dtype), (start, plane % n) + (0,) * (f.ndim - 2))
+        return f
+
+    def send(pieces, permutation):
+        return [lax.ppermute(piece, axis_name, permutation) for piece in pieces]
+
+    @jax.custom_vjp
+    def refresh(f):
+        received = [send(planes(f, runs, edge), permutation) for runs, _, edge, permutation in sides]
+        for pieces, (runs, halo, _, _) in zip(received, sides):
+            f = put(f, pieces, runs, halo)
+        return f
+
+    def refresh_fwd(f):
+        return refresh(f), None
+
+    def refresh_bwd(_, ct):
+        back = [send(planes(ct, runs, halo), [(b, a) for a, b in permutation]) for runs, halo, _, permutation in sides]
+        for runs, halo, _, _ in sides:  # the halos were overwritten: their old content has no adjoint
+            ct = put(ct, [jnp.zeros_like(p) for p in planes(ct, runs, halo)], runs, halo)
+        for pieces, (runs, _, edge, _) in zip(back, sides):
+            ct = put(ct, [old + new for old, new in zip(planes(ct, runs, edge), pieces)], runs, edge)
+        return (ct,)
+
+    refresh.defvjp(refresh_fwd, refresh_bwd)
+    return refresh
 
 
 def _pad(x, value):

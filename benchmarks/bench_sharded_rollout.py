@@ -1,0 +1,168 @@
+"""Rollouts through the JAX face on the devices of one host: forward and gradient of ``T`` steps,
+the three ways of running them, in one process.
+
+Rows (D3Q19 FP32 periodic BGK, ``--size N`` -> N^3 per device, ratios to XLB's own Warp forward
+rollout of the same grid in the same process):
+
+- ``xlb``: XLB's Warp stepper, ``T`` steps of its two-buffer loop (no JAX);
+- ``face``: the generated step's JAX face in a ``jax.lax.scan``, one step per iteration, as a user
+  would write XLB's loop (one device, no halos);
+- ``step_loop``: :func:`~adjointgen.runtime.sharding.sharded_step` in a scan (every step pads the
+  slabs into new arrays and cuts the results back out);
+  (both in checkpointed segments of about sqrt(T) steps, as the rollout runs them, so that the
+  gradients fit in memory: every way stores the same states)
+- ``rollout``: :func:`~adjointgen.runtime.sharding.sharded_rollout` (slabs padded once, crossing
+  populations exchanged per step, checkpointed segments).
+
+Each sharded row runs on a mesh of 1 device and, where the host has more, on all of them (weak
+scaling: the grid grows along x with the devices). The gradient is that of <c, f_0 after T steps>
+with respect to the initial f_0; the sharded gradients are compared with the one-device face's.
+
+Usage (device machine): ``python benchmarks/bench_sharded_rollout.py --size 192 --steps 100 --out $OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scaling import _log, _timed  # noqa: E402
+from bench_step import _source_tree_packages  # noqa: E402
+
+
+def _xlb_rollout_ms(stepper, arrays, steps: int, repeats: int) -> float:
+    """Median time of ``steps`` steps of XLB's own Warp loop."""
+    import statistics
+
+    import warp as wp
+
+    f_0, f_1, bc_mask, missing_mask = arrays
+    stepper(f_0, f_1, bc_mask, missing_mask, 1.6, 0)
+    wp.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for t in range(steps):
+            f_0, f_1 = stepper(f_0, f_1, bc_mask, missing_mask, 1.6, t)
+            f_0, f_1 = f_1, f_0
+        wp.synchronize()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def _rows(shape, devices, steps: int, repeats: int, reference=None):
+    """The face, step-loop and rollout rows on ``devices`` (and XLB's rollout on one device)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import warp as wp
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from adjointgen.config import Configuration
+    from adjointgen.runtime.jax_face import jax_step
+    from adjointgen.runtime.sharding import Crossing, sharded_rollout, sharded_step
+    from adjointgen.xlb.support import make_stepper, prepare_fields
+
+    config = Configuration.parse("D3Q19/BGK/FP32FP32")
+    stepper = make_stepper(config, "warp", shape)
+    f_0w, f_1w, bc_w, mm_w = prepare_fields(stepper, config)
+    rng = np.random.default_rng(0)
+    w = np.asarray(stepper.velocity_set._w, dtype=np.float32).reshape(-1, 1, 1, 1)
+    f0 = (w * (1 + 0.01 * rng.standard_normal((19, *shape)))).astype(np.float32)
+    c = rng.standard_normal(f0.shape).astype(np.float32)
+    rows = {}
+    if len(devices) == 1:
+        f_0w.assign(f0)
+        rows["xlb_forward_ms"] = _xlb_rollout_ms(stepper, (f_0w, f_1w, bc_w, mm_w), steps, repeats)
+        _log(f"xlb rollout {rows['xlb_forward_ms']:.2f} ms")
+    step = jax_step(stepper)
+    mesh = Mesh(np.array(devices), ("x",))
+    place = NamedSharding(mesh, P(None, "x"))
+    f0, f1, bc, mm, c = [jax.device_put(jnp.asarray(a), place) for a in (f0, f_1w.numpy(), bc_w.numpy(), mm_w.numpy(), c)]
+    omega = jnp.float32(1.6)
+    segment = 2 * max(1, int(round(steps ** 0.5 / 2)))  # as sharded_rollout's default
+
+    def scanned(one):
+        """``steps`` steps of ``one`` in checkpointed segments, as sharded_rollout runs them."""
+        def run(f, g, bc, mm):
+            def body(state, _):
+                left, new = one(state[0], state[1], bc, mm, omega)
+                return (new, left), None
+
+            def segment_of(count):
+                return jax.checkpoint(lambda s: jax.lax.scan(body, s, None, length=count)[0])
+
+            whole, rest = divmod(steps, segment)
+            state = jax.lax.scan(lambda s, _: (segment_of(segment)(s), None), (f, g), None, length=whole)[0]
+            return segment_of(rest)(state) if rest else state
+        return run
+
+    ways = {"step_loop": scanned(sharded_step(step, mesh, writes_f_0=step.writes_f_0)),
+            "rollout": lambda f, g, bc, mm: sharded_rollout(step, mesh, steps, Crossing.of(stepper.velocity_set),
+                                                             segment=segment)(f, g, bc, mm, omega)}
+    if len(devices) == 1:
+        ways = {"face": scanned(step), **ways}
+    gradients = {}
+    for name, run in ways.items():
+        forward = jax.jit(lambda f, g, bc, mm, run=run: run(f, g, bc, mm)[0])
+        gradient = jax.jit(jax.grad(lambda f, g, bc, mm, c, run=run: jnp.sum(c * run(f, g, bc, mm)[0])))
+        rows[f"{name}_forward_ms"] = _timed(lambda: forward(f0, f1, bc, mm), repeats, 1)
+        rows[f"{name}_gradient_ms"] = _timed(lambda: gradient(f0, f1, bc, mm, c), repeats, 1)
+        gradients[name] = np.asarray(gradient(f0, f1, bc, mm, c))
+        _log(f"{name} on {len(devices)}: forward {rows[f'{name}_forward_ms']:.2f} ms, gradient {rows[f'{name}_gradient_ms']:.2f} ms")
+    base = reference if reference is not None else gradients.get("face")
+    if base is not None and base.shape == gradients["rollout"].shape:
+        rows["rollout_gradient_vs_face"] = float(np.max(np.abs(gradients["rollout"] - base)))
+    wp.synchronize()
+    return rows, gradients.get("face")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=".")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _source_tree_packages()
+    import jax
+    import warp as wp
+
+    wp.init()
+    everything = jax.devices()
+    n = len(everything)
+    results = {"device_kind": everything[0].device_kind, "devices": n, "jax": jax.__version__, "warp": wp.__version__,
+               "date": time.strftime("%Y-%m-%d"), "size": args.size, "steps": args.steps, "rows": []}
+    one, face_gradient = _rows((args.size,) * 3, everything[:1], args.steps, args.repeats)
+    results["rows"].append({"devices": 1, "grid": [args.size] * 3, **one})
+    if n > 1:
+        many, _ = _rows((n * args.size, args.size, args.size), everything, args.steps, args.repeats)
+        results["rows"].append({"devices": n, "grid": [n * args.size, args.size, args.size], **many})
+    xlb = one["xlb_forward_ms"]
+    lines = [f"# Rollouts through the JAX face: {n} x {results['device_kind']}, JAX {results['jax']}, Warp {results['warp']}, "
+             f"{results['date']}", "", f"D3Q19 FP32 periodic BGK, {args.size}^3 per device, T = {args.steps} steps, median of "
+             f"{args.repeats}; ratios to XLB's Warp forward rollout on one device ({xlb:.1f} ms).", "",
+             "| devices | way | forward ms | forward / XLB | gradient ms | gradient / XLB |", "|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        for way in ("face", "step_loop", "rollout"):
+            if f"{way}_forward_ms" in row:
+                fwd, grad = row[f"{way}_forward_ms"], row[f"{way}_gradient_ms"]
+                lines.append(f"| {row['devices']} | {way} | {fwd:.1f} | {fwd / xlb:.2f}x | {grad:.1f} | {grad / xlb:.2f}x |")
+    if "rollout_gradient_vs_face" in one:
+        lines += ["", f"Rollout gradient vs the face's (one device, max abs difference): {one['rollout_gradient_vs_face']:.1e}."]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_sharded_rollout.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "bench_sharded_rollout.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
