@@ -118,3 +118,35 @@ def test_a_step_that_reads_a_field_asks_for_it():
         step(f0, f_1, bc_mask, missing_mask, OMEGA, {})
     with pytest.raises(RuntimeArgumentError, match=r"shape \(1, 8, 6, 1\)"):
         step(f0, f_1, bc_mask, missing_mask, OMEGA, {"porosity": jnp.zeros((8, 6))})
+
+
+def test_an_omega_known_when_tracing_is_built_in_and_never_read_back(monkeypatch):
+    """A number (or concrete array) for omega: the step is built for that value (per value, never
+    a stale one) and gives the traced step's results bit for bit without reading omega from the
+    device; a traced omega is read at every call."""
+    from adjointgen.runtime import jax_face
+
+    _, step, f0, f_1, bc_mask, missing_mask, cotangent = _setup("D2Q9/BGK/FP32FP32", (8, 6))
+    reads = []
+    original = jax_face._Types.omega_value
+    monkeypatch.setattr(jax_face._Types, "omega_value",
+                        lambda self, array, fixed: reads.append(fixed) or original(self, array, fixed))
+
+    def loss(f, omega):
+        g = f_1
+        for _ in range(3):
+            g, f = step(f, g, bc_mask, missing_mask, omega)  # (f_0, f_new): the new state becomes f_0
+        return jnp.sum(cotangent * f)
+
+    for value in (OMEGA, 0.9 * OMEGA):
+        reads.clear()
+        traced = jax.jit(jax.value_and_grad(loss))(f0, jnp.asarray(value, dtype=f0.dtype))
+        assert reads and all(fixed is None for fixed in reads)  # read back at each call
+        reads.clear()
+        fixed = jax.jit(jax.value_and_grad(lambda f: loss(f, value)))(f0)
+        assert reads and all(r == value for r in reads)  # the built-in value, no read-back
+        np.testing.assert_array_equal(np.asarray(traced[1]), np.asarray(fixed[1]))
+        assert float(traced[0]) == float(fixed[0])
+        if value != OMEGA:
+            assert not np.array_equal(np.asarray(fixed[1]), np.asarray(first)), "a stale omega"
+        first = fixed[1]

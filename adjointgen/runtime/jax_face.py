@@ -31,12 +31,35 @@ def jax_step(stepper, timestep: int = 0):
     stepper reads design fields."""
     step = _step_of(stepper)
     names = tuple(step.manifest.fields)
-    apply = _with_fields(step, timestep, names) if names else _without_fields(step, timestep)
+    build = (lambda omega_value: _with_fields(step, timestep, names, omega_value)) if names else \
+        (lambda omega_value: _without_fields(step, timestep, omega_value))
+    apply = _by_omega(build)
     apply.step = step
     apply.writes_f_0 = step.manifest.writes_f_0  # False: the returned f_0 is the input itself
     apply.fields = names
     grid = tuple(stepper.grid.shape) + (1,) * (3 - len(stepper.grid.shape))
     apply.field_shapes = {name: step.manifest.field_shape(name, grid) for name in names}  # Warp layout
+    return apply
+
+
+def _by_omega(build):
+    """The step function: where ``omega`` is known when JAX traces the call (a Python number, a
+    NumPy value or a concrete JAX array, not a tracer), a step with that value built in (cached
+    per value), whose kernels never read omega back from the device; else (omega traced: a jit
+    argument, or differentiated) the step that reads it at every call."""
+    import jax
+
+    read_each_call = build(None)
+    fixed: dict = {}
+
+    def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields):
+        if isinstance(omega, jax.core.Tracer):
+            return read_each_call(f_0, f_1, bc_mask, missing_mask, omega, *fields)
+        value = float(np.asarray(omega).reshape(-1)[0])
+        if value not in fixed:
+            fixed[value] = build(value)
+        return fixed[value](f_0, f_1, bc_mask, missing_mask, omega, *fields)
+
     return apply
 
 
@@ -65,6 +88,11 @@ class _Types:
         self.compute = jnp.float64 if step.compute_dtype == wp.float64 else jnp.float32
         self.writes_f_0 = step.manifest.writes_f_0
 
+    def omega_value(self, omega_array, fixed):
+        """omega for the kernels: ``fixed`` where the step was built for one value, else read
+        from the device (a read-back waits for the device's queue)."""
+        return fixed if fixed is not None else float(omega_array.numpy()[0])
+
     def omega_array(self, omega):
         import jax.numpy as jnp
 
@@ -89,18 +117,18 @@ def _zero_cotangents(*masks):
     return [np.zeros(m.shape, dtype=jax.dtypes.float0) for m in masks]
 
 
-def _without_fields(step, timestep: int):
+def _without_fields(step, timestep: int, fixed: float | None):
     t = _Types(step)
 
     def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
-        step.forward(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep)
+        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep)
 
     def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
                  adj_f_0: t.state, adj_f_1: t.state, adj_omega: t.omega):
         adj_omega.zero_()
-        step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega)
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1, adj_omega)
 
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
@@ -133,7 +161,7 @@ def _custom_step(t: _Types, forward_call, backward_call):
     return apply
 
 
-def _with_fields(step, timestep: int, names: tuple):
+def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
     import jax.numpy as jnp
 
     t = _Types(step)
@@ -147,14 +175,14 @@ def _with_fields(step, timestep: int, names: tuple):
 
     def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state):
-        step.forward(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, field_values=views(fields))
+        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, field_values=views(fields))
 
     def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state,
                  adj_f_0: t.state, adj_f_1: t.state, adj_omega: t.omega, adj_fields: t.state):
         adj_omega.zero_()
         adj_fields.zero_()  # the adjoint adds the field gradients into it
-        step.adjoint(f_0, f_1, bc_mask, missing_mask, float(omega.numpy()[0]), timestep, adj_f_0, adj_f_1, adj_omega,
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1, adj_omega,
                      adj_fields=dict(zip(names, views(adj_fields))), field_values=views(fields))
 
     raw_backward = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],

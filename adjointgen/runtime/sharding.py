@@ -25,6 +25,7 @@ once, only the populations that cross the cut exchanged before each step, checkp
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +90,9 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     """``steps`` steps of XLB's two-buffer loop (``f_0, f_1 = f_new, f_0``) with ``step`` (a
     generated step's JAX face, :func:`~adjointgen.runtime.jax_face.jax_step`), the grid split along
     x over the devices of ``mesh``: ``run(f_0, f_1, bc_mask, missing_mask, omega) -> (f_0, f_1)``,
-    differentiable in ``f_0``, ``f_1`` and ``omega``. A step that reads design fields takes them as
+    differentiable in ``f_0``, ``f_1`` and ``omega`` (an ``omega`` known before tracing, a number
+    or a concrete array, goes to the steps as a number: see :func:`~adjointgen.runtime.jax_face.jax_step`).
+    A step that reads design fields takes them as
     a sixth argument, ``fields`` ({name: array (components, nx, ny, nz)}, split along x like the
     state; differentiable too).
 
@@ -136,9 +139,11 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
             return s
         return jax.checkpoint(body)(state)
 
-    def local(f_0, f_1, bc_mask, missing_mask, omega, *fields):
-        # halo cells are kept cells: they read no field either, so the fields' halos are zeros
-        constants = (_pad(bc_mask, 255), _pad(missing_mask, False), jax.lax.pcast(omega, axis_name, to="varying"),
+    def local(fixed, f_0, f_1, bc_mask, missing_mask, omega, *fields):
+        # halo cells are kept cells: they read no field either, so the fields' halos are zeros;
+        # omega known before tracing goes to the step as a number (no read-back per step)
+        omega = fixed if fixed is not None else jax.lax.pcast(omega, axis_name, to="varying")
+        constants = (_pad(bc_mask, 255), _pad(missing_mask, False), omega,
                      *({name: _pad(value, 0) for name, value in group.items()} for group in fields))
         state = (_pad(f_0, 0), _pad(f_1, 0))
         whole, rest = divmod(steps, segment)
@@ -149,13 +154,15 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         return state[0][:, 1:-1], state[1][:, 1:-1]
 
     slab = P(None, axis_name)
-    plain = jax.shard_map(local, mesh=mesh, in_specs=(slab, slab, slab, slab, P()), out_specs=(slab, slab))
-    with_fields = jax.shard_map(local, mesh=mesh, in_specs=(slab, slab, slab, slab, P(), slab), out_specs=(slab, slab))
+    mapped: dict = {}
 
     def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None):
-        if fields is None:
-            return plain(f_0, f_1, bc_mask, missing_mask, omega)
-        return with_fields(f_0, f_1, bc_mask, missing_mask, omega, fields)
+        fixed = None if isinstance(omega, jax.core.Tracer) else float(np.asarray(omega).reshape(-1)[0])
+        key = (fixed, fields is not None)
+        if key not in mapped:
+            specs = (slab, slab, slab, slab, P()) + ((slab,) if fields is not None else ())
+            mapped[key] = jax.shard_map(functools.partial(local, fixed), mesh=mesh, in_specs=specs, out_specs=(slab, slab))
+        return mapped[key](f_0, f_1, bc_mask, missing_mask, omega, *(() if fields is None else (fields,)))
 
     return run
 
