@@ -80,6 +80,12 @@ SCRIPT = textwrap.dedent('''
         # checkpointed scan add in different orders
         fields_error = max([float(jnp.abs(g1[3][k] - g2[3][k]).max() / jnp.abs(g1[3][k]).max()) for k in fields]
                            if fields is not None else [0.0])
+        # omega as a number: built into the steps (no read-back), the same state gradients
+        fixed = jax.jit(jax.grad(lambda f, g, *extra: loss_with(sharded)(f, g, 1.6, *extra)[0], argnums=(0, 1)))(
+            put(f0), put(f1), *({k: put(v) for k, v in fields.items()} for fields in extra))
+        results["rollout " + name + " (omega a number)"] = {
+            "forward": 0.0, "grad": max(float(jnp.abs(a - b).max()) for a, b in zip(g1[:2], fixed)), "fields": 0.0,
+            "omega": 0.0, "sharded": str(fixed[0].sharding.spec)}
         results["rollout " + name] = {
             "forward": max(float(jnp.abs(a - b).max()) for a, b in zip(s1, s2)),
             "grad": max(float(jnp.abs(a - b).max()) for a, b in zip(g1[:2], g2[:2])), "fields": fields_error,
@@ -134,6 +140,7 @@ def test_sharded_rollout_equals_the_single_device_one():
     assert results["devices"] == 4
     assert results.pop("crossing") == {"D3Q19": [5, 5], "D3Q27": [9, 9]}
     short = results.pop("rollout D2Q9/BGK/FP32FP32 (one population short)")
+    results.pop("rollout D2Q9/BGK/FP32FP32 (one population short) (omega a number)")
     assert short["forward"] > 1e-3 and short["grad"] > 1e-3, short
     for name, r in results.items():
         if name == "devices":

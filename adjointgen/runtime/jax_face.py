@@ -132,10 +132,10 @@ def _without_fields(step, timestep: int, fixed: float | None):
 
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
-    return _custom_step(t, t.forward_call(forward), backward_call)
+    return _custom_step(t, t.forward_call(forward), backward_call, fixed)
 
 
-def _custom_step(t: _Types, forward_call, backward_call):
+def _custom_step(t: _Types, forward_call, backward_call, fixed: float | None):
     """``(f_0, f_1, bc_mask, missing_mask, omega, *extra) -> (f_0, f_new)`` as a ``jax.custom_vjp``
     over the two callables; the ``extra`` inputs (the stacked design fields) pass to both
     callables after omega, and their cotangents come back from the backward's last outputs."""
@@ -154,7 +154,10 @@ def _custom_step(t: _Types, forward_call, backward_call):
         adj_f_0, adj_f_1 = cotangents
         adj_f_0, adj_f_1, adj_omega, *adj_extra = backward_call(
             f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), *extra, adj_f_0.astype(f_0.dtype), adj_f_1.astype(f_1.dtype))
-        adj_omega = jnp.reshape(adj_omega, jnp.shape(omega)).astype(jnp.result_type(omega))
+        if fixed is None:
+            adj_omega = jnp.reshape(adj_omega, jnp.shape(omega)).astype(jnp.result_type(omega))
+        else:  # omega was a number when traced: nothing differentiates it (a zero of its own type)
+            adj_omega = jnp.zeros_like(omega)
         return (adj_f_0, adj_f_1, *_zero_cotangents(bc_mask, missing_mask), adj_omega, *adj_extra)
 
     apply.defvjp(apply_fwd, apply_bwd)
@@ -195,7 +198,7 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
         return raw_backward(f_0, f_1, bc_mask, missing_mask, omega, stacked, adj_f_0, adj_f_1,
                             output_dims={"adj_omega": (1,), "adj_fields": tuple(stacked.shape)})
 
-    stacked_step = _custom_step(t, t.forward_call(forward), backward_call)
+    stacked_step = _custom_step(t, t.forward_call(forward), backward_call, fixed)
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
         # the fields' grid is the state's: the stepper's grid, or a device's slab of it
