@@ -150,3 +150,28 @@ def test_an_omega_known_when_tracing_is_built_in_and_never_read_back(monkeypatch
         if value != OMEGA:
             assert not np.array_equal(np.asarray(fixed[1]), np.asarray(first)), "a stale omega"
         first = fixed[1]
+
+
+@pytest.mark.parametrize("label, writes_f_0", [("D2Q9/BGK/FP64FP64/cavity", False), ("D2Q9/BGK/FP64FP64/obstacle", True)])
+def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0):
+    """The face writes a new array (or, where ZouHe keeps data in f_0, f_0 and f_1 in place):
+    kept (solid) cells hold exactly what XLB's own Warp step leaves there, the other cells its
+    values to rounding (the generated arithmetic's order)."""
+    import warp as wp
+
+    config, step, f0, f_1, bc_mask, missing_mask, _ = _setup(label, (9, 7))
+    assert step.writes_f_0 == writes_f_0
+    kept = np.asarray(bc_mask).copy()
+    kept[0, 3:5, 2:4] = 255  # a solid block, as prepare_fields marks the obstacle mix's
+    stepper = make_stepper(config, "warp", (9, 7))
+    arrays = [wp.array(np.asarray(a), dtype=dtype) for a, dtype in
+              ((f0, wp.float64), (f_1, wp.float64), (kept, wp.uint8), (missing_mask, wp.bool))]
+    omega = float(np.float32(OMEGA))  # XLB's kernel takes a Python float as a float32
+    expected_0, expected_new = stepper(*arrays, omega, 0)
+    f_0_out, f_new = jax.jit(step)(f0, f_1, jnp.asarray(kept), missing_mask, omega)
+    solid = np.broadcast_to(kept == 255, np.shape(f_new))
+    for ours, theirs in ((f_new, expected_new), (f_0_out, expected_0)):
+        ours, theirs = np.asarray(ours), theirs.numpy()
+        np.testing.assert_array_equal(ours[solid], theirs[solid])
+        np.testing.assert_allclose(ours, theirs, rtol=1e-14, atol=1e-15)
+    assert not np.array_equal(np.asarray(f_new)[solid], np.asarray(f0)[solid])  # f_1's content, not f_0's

@@ -5,8 +5,8 @@ whose VJP launches the generated adjoint kernels (through Warp's ``jax_callable`
 CPU and on CUDA devices (JAX chooses from where the arrays live).
 
 Guarantees: the inputs are never modified (JAX semantics; the kernels write into new buffers);
-the backward pass needs only the step's inputs, which JAX keeps anyway, so a step stores nothing
-extra; ``omega`` is differentiable (a float or a 0-d/1-element array); ``bc_mask`` and
+the backward pass needs only the step's inputs (``f_0``, and ``f_1`` only where a boundary
+condition keeps data there), so a step stores nothing extra; ``omega`` is differentiable (a float or a 0-d/1-element array); ``bc_mask`` and
 ``missing_mask`` are not (their cotangents are zero). Arrays use the Warp layout, ``(q, nx, ny,
 nz)`` with ``nz = 1`` in 2D (XLB's JAX backend drops that axis in 2D).
 
@@ -20,6 +20,8 @@ travel to the kernels stacked in one array (all components, nx, ny, nz), in mani
 # (no ``from __future__ import annotations``: jax_callable reads the callables' annotations,
 # which name local Warp types)
 
+
+from typing import Any
 
 import numpy as np
 import warp as wp
@@ -87,6 +89,7 @@ class _Types:
         self.omega = wp.array(dtype=step.compute_dtype)
         self.compute = jnp.float64 if step.compute_dtype == wp.float64 else jnp.float32
         self.writes_f_0 = step.manifest.writes_f_0
+        self.reads_f_1 = step.manifest.reads_f_1
 
     def omega_value(self, omega_array, fixed):
         """omega for the kernels: ``fixed`` where the step was built for one value, else read
@@ -98,17 +101,37 @@ class _Types:
 
         return jnp.reshape(jnp.asarray(omega, dtype=self.compute), (1,))
 
-    def forward_call(self, forward):
-        # the forward writes the new state into f_1's buffer (kept cells keep their old content
-        # there) and, for conditions that keep data in f_0 (ZouHe, ...), into f_0's: those are
-        # in-out, so JAX gives the callable copies (or buffers it no longer needs), never the
-        # caller's arrays
-        return wp.jax_callable(forward, num_outputs=2 if self.writes_f_0 else 1,
-                               in_out_argnames=["f_0", "f_1"] if self.writes_f_0 else ["f_1"],
-                               graph_mode=wp.JaxCallableGraphMode.NONE)
+    def forward_call(self, in_place, into_new):
+        """The forward as a JAX call ``(f_0, f_1, bc_mask, missing_mask, omega, *extra)``.
+
+        Where a condition keeps data in ``f_0`` (ZouHe, ...) the step writes into ``f_0`` and
+        ``f_1`` in place (``in_place``: both in-out, so JAX hands the callable copies or buffers
+        it no longer needs, never the caller's arrays). Every other step writes a new array
+        (``into_new``, its last parameter ``f_new``): ``f_1`` is only read (at kept cells), so it
+        need not be copied where JAX still holds it, e.g. as an input a reverse pass needs."""
+        if self.writes_f_0:
+            return wp.jax_callable(in_place, num_outputs=2, in_out_argnames=["f_0", "f_1"],
+                                   graph_mode=wp.JaxCallableGraphMode.NONE)
+        call = wp.jax_callable(into_new, num_outputs=1, graph_mode=wp.JaxCallableGraphMode.NONE)
+        return lambda f_0, *rest: call(f_0, *rest, output_dims={"f_new": tuple(f_0.shape)})
 
     def new_state(self, f_0, outputs):
         return tuple(outputs[:2]) if self.writes_f_0 else (f_0, outputs[0])  # f_0 untouched: passed through
+
+
+@wp.kernel
+def _keep_kept_cells(bc_mask: wp.array4d(dtype=wp.uint8), before: wp.array4d(dtype=Any), after: wp.array4d(dtype=Any)):
+    """``after`` takes ``before``'s populations at kept cells (bc_mask 255), which the step leaves alone."""
+    i, j, k = wp.tid()
+    if bc_mask[0, i, j, k] == wp.uint8(255):
+        for q in range(before.shape[0]):
+            after[q, i, j, k] = before[q, i, j, k]
+
+
+def _into_new(f_1, f_new, bc_mask):
+    """``f_new`` ready to take a step's output: its kept cells hold ``f_1``'s old content."""
+    wp.launch(_keep_kept_cells, dim=f_1.shape[1:], inputs=[bc_mask, f_1, f_new], device=f_1.device)
+    return f_new
 
 
 def _zero_cotangents(*masks):
@@ -120,9 +143,13 @@ def _zero_cotangents(*masks):
 def _without_fields(step, timestep: int, fixed: float | None):
     t = _Types(step)
 
-    def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
-                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
+    def in_place(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
         step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep)
+
+    def into_new(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, f_new: t.state):
+        in_place(f_0, _into_new(f_1, f_new, bc_mask), bc_mask, missing_mask, omega)
 
     def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
@@ -132,7 +159,7 @@ def _without_fields(step, timestep: int, fixed: float | None):
 
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
-    return _custom_step(t, t.forward_call(forward), backward_call, fixed)
+    return _custom_step(t, t.forward_call(in_place, into_new), backward_call, fixed)
 
 
 def _custom_step(t: _Types, forward_call, backward_call, fixed: float | None):
@@ -146,11 +173,14 @@ def _custom_step(t: _Types, forward_call, backward_call, fixed: float | None):
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *extra):
         return t.new_state(f_0, forward_call(f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), *extra))
 
-    def apply_fwd(*inputs):
-        return apply(*inputs), inputs
+    def apply_fwd(f_0, f_1, *rest):
+        # the adjoint reads the input f_1 only where a condition keeps data there: otherwise it
+        # is not kept for the reverse pass (and f_0 stands in for it there, unread)
+        return apply(f_0, f_1, *rest), (f_0, f_1 if t.reads_f_1 else None, *rest)
 
     def apply_bwd(residuals, cotangents):
         f_0, f_1, bc_mask, missing_mask, omega, *extra = residuals
+        f_1 = f_0 if f_1 is None else f_1
         adj_f_0, adj_f_1 = cotangents
         adj_f_0, adj_f_1, adj_omega, *adj_extra = backward_call(
             f_0, f_1, bc_mask, missing_mask, t.omega_array(omega), *extra, adj_f_0.astype(f_0.dtype), adj_f_1.astype(f_1.dtype))
@@ -176,9 +206,13 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
     def views(stacked):  # one (components, nx, ny, nz) view per field, manifest order
         return [stacked[starts[k]:starts[k + 1]] for k in range(len(names))]
 
-    def forward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
-                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state):
+    def in_place(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state):
         step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, field_values=views(fields))
+
+    def into_new(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state, f_new: t.state):
+        in_place(f_0, _into_new(f_1, f_new, bc_mask), bc_mask, missing_mask, omega, fields)
 
     def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state,
@@ -198,7 +232,7 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
         return raw_backward(f_0, f_1, bc_mask, missing_mask, omega, stacked, adj_f_0, adj_f_1,
                             output_dims={"adj_omega": (1,), "adj_fields": tuple(stacked.shape)})
 
-    stacked_step = _custom_step(t, t.forward_call(forward), backward_call, fixed)
+    stacked_step = _custom_step(t, t.forward_call(in_place, into_new), backward_call, fixed)
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
         # the fields' grid is the state's: the stepper's grid, or a device's slab of it
