@@ -161,6 +161,7 @@ def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0):
 
     config, step, f0, f_1, bc_mask, missing_mask, _ = _setup(label, (9, 7))
     assert step.writes_f_0 == writes_f_0
+    assert step.step.split_listed is False  # no read-back of the mask per call (new Warp arrays each call)
     kept = np.asarray(bc_mask).copy()
     kept[0, 3:5, 2:4] = 255  # a solid block, as prepare_fields marks the obstacle mix's
     stepper = make_stepper(config, "warp", (9, 7))

@@ -76,7 +76,12 @@ def _step_of(stepper):
     grid = tuple(stepper.grid.shape) + (1,) * (3 - len(stepper.grid.shape))
     store = wp.float64 if config.precision.endswith("FP64") else wp.float32
     stand_ins = {name: wp.zeros(generated.manifest.field_shape(name, grid), dtype=store) for name in generated.manifest.fields}
-    return DifferentiableStep(stepper, generated, config, fields=stand_ins)
+    step = DifferentiableStep(stepper, generated, config, fields=stand_ins)
+    # a split step (ZouHe, ... cells from a list) reads its list back from the mask once per mask
+    # object, and the callables get a new Warp array for the mask at every call: one launch over
+    # the grid instead of a device read-back and a host scan of the mask per step
+    step.split_listed = False
+    return step
 
 
 class _Types:
