@@ -14,8 +14,8 @@ rollout of the same grid in the same process):
 - ``rollout``: :func:`~adjointgen.runtime.sharding.sharded_rollout` (slabs padded once, crossing
   populations exchanged per step, checkpointed segments).
 
-Each sharded row runs on a mesh of 1 device and, where the host has more, on all of them (weak
-scaling: the grid grows along x with the devices). The gradient is that of <c, f_0 after T steps>
+Each sharded row runs on a mesh of 1 device and, where the host has more, on all of them, weak
+(the grid grows along x with the devices) and strong (the one-device grid split n ways). The gradient is that of <c, f_0 after T steps>
 with respect to the initial f_0; the sharded gradients are compared with the one-device face's.
 
 Usage (device machine): ``python benchmarks/bench_sharded_rollout.py --size 192 --steps 100 --out $OUT``.
@@ -141,22 +141,31 @@ def main(argv=None):
     results = {"device_kind": everything[0].device_kind, "devices": n, "jax": jax.__version__, "warp": wp.__version__,
                "date": time.strftime("%Y-%m-%d"), "size": args.size, "steps": args.steps, "rows": []}
     one, face_gradient = _rows((args.size,) * 3, everything[:1], args.steps, args.repeats)
-    results["rows"].append({"devices": 1, "grid": [args.size] * 3, **one})
-    if n > 1:
-        many, _ = _rows((n * args.size, args.size, args.size), everything, args.steps, args.repeats)
-        results["rows"].append({"devices": n, "grid": [n * args.size, args.size, args.size], **many})
+    results["rows"].append({"scaling": "-", "devices": 1, "grid": [args.size] * 3, **one})
+    if n > 1:  # weak: the grid grows with the devices along x; strong: the same grid split n ways
+        for scaling, grid in (("weak", (n * args.size, args.size, args.size)), ("strong", (args.size,) * 3)):
+            many, _ = _rows(grid, everything, args.steps, args.repeats, face_gradient if scaling == "strong" else None)
+            results["rows"].append({"scaling": scaling, "devices": n, "grid": list(grid), **many})
     xlb = one["xlb_forward_ms"]
     lines = [f"# Rollouts through the JAX face: {n} x {results['device_kind']}, JAX {results['jax']}, Warp {results['warp']}, "
-             f"{results['date']}", "", f"D3Q19 FP32 periodic BGK, {args.size}^3 per device, T = {args.steps} steps, median of "
-             f"{args.repeats}; ratios to XLB's Warp forward rollout on one device ({xlb:.1f} ms).", "",
-             "| devices | way | forward ms | forward / XLB | gradient ms | gradient / XLB |", "|---|---|---|---|---|---|"]
+             f"{results['date']}", "", f"D3Q19 FP32 periodic BGK, {args.size}^3 on one device, T = {args.steps} steps, median "
+             f"of {args.repeats}; ratios to XLB's Warp forward rollout on one device ({xlb:.1f} ms); efficiency against the "
+             "same way on one device (weak: t1 / tn, strong: t1 / (n tn)).", "",
+             "| scaling | devices | grid | way | forward ms | forward / XLB | gradient ms | gradient / XLB | efficiency fwd / grad |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
         for way in ("face", "step_loop", "rollout"):
             if f"{way}_forward_ms" in row:
                 fwd, grad = row[f"{way}_forward_ms"], row[f"{way}_gradient_ms"]
-                lines.append(f"| {row['devices']} | {way} | {fwd:.1f} | {fwd / xlb:.2f}x | {grad:.1f} | {grad / xlb:.2f}x |")
-    if "rollout_gradient_vs_face" in one:
-        lines += ["", f"Rollout gradient vs the face's (one device, max abs difference): {one['rollout_gradient_vs_face']:.1e}."]
+                p = row["devices"] if row["scaling"] == "strong" else 1
+                efficiency = (f"{one[f'{way}_forward_ms'] / (p * fwd):.2f} / {one[f'{way}_gradient_ms'] / (p * grad):.2f}"
+                              if row["devices"] > 1 else "-")
+                lines.append(f"| {row['scaling']} | {row['devices']} | {'x'.join(map(str, row['grid']))} | {way} | {fwd:.1f} | "
+                             f"{fwd / xlb:.2f}x | {grad:.1f} | {grad / xlb:.2f}x | {efficiency} |")
+    for row in results["rows"]:
+        if "rollout_gradient_vs_face" in row:
+            lines += ["", f"Rollout gradient on {row['devices']} device(s) vs the face's on one (same grid, max abs difference): "
+                          f"{row['rollout_gradient_vs_face']:.1e}."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_sharded_rollout.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -37,3 +37,27 @@ def test_bench_rollout_writes_the_plan_and_the_floor(tmp_path, capsys):
     assert case["floor_s"] > 0 and case["ratio_to_forward"] > 0
     assert "plan 20 steps: 3 snapshots" in capsys.readouterr().err
     assert "| D2Q9/BGK/FP32FP32 | 16x16 | 3 |" in (tmp_path / "rollout.md").read_text()
+
+
+def test_sharded_rollout_bench_on_two_host_devices(tmp_path):
+    """benchmarks/bench_sharded_rollout.py's plumbing on 2 host CPU devices (XLA's flag has to be
+    set before JAX starts: a subprocess): one-device, weak and strong rows, and the strong row's
+    gradient equal to the one-device face's bit for bit."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sharded_rollout.py"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    out = subprocess.run([sys.executable, str(script), "--size", "6", "--steps", "4", "--repeats", "1", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "bench_sharded_rollout.json").read_text())
+    rows = {(row["scaling"], row["devices"]): row for row in results["rows"]}
+    assert set(rows) == {("-", 1), ("weak", 2), ("strong", 2)}
+    assert rows[("strong", 2)]["rollout_gradient_vs_face"] == 0.0
+    assert rows[("-", 1)]["rollout_gradient_vs_face"] == 0.0
+    assert all(row[f"{way}_gradient_ms"] > 0 for row in rows.values() for way in ("step_loop", "rollout"))
+    assert "| strong | 2 |" in (tmp_path / "bench_sharded_rollout.md").read_text()
