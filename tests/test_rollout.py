@@ -289,7 +289,12 @@ def test_bad_arguments_are_refused():
     with pytest.raises(RuntimeArgumentError, match="steps >= 1"):
         checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 0, 2)
     result = checkpointed_rollout(side.step, f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 3, 2, progress=False)
-    result.backward()
+    # a cotangent shaped unlike the state (wp.copy would copy what fits: a silently wrong gradient)
+    with pytest.raises(RuntimeArgumentError, match=r"adj_f_0 must be a Warp array shaped and typed like the state"):
+        result.backward(adj_f_0=wp.zeros((9, 6, 1, 1), dtype=wp.float64))
+    with pytest.raises(RuntimeArgumentError, match=r"adj_f_1 .*got shape \(9, 6, 5, 1\), dtype float32"):
+        result.backward(adj_f_1=wp.zeros((9, 6, 5, 1), dtype=wp.float32))
+    result.backward()  # a refused call leaves the result usable
     with pytest.raises(RuntimeArgumentError, match="only once"):
         result.backward()
 
