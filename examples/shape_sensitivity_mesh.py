@@ -11,7 +11,7 @@ its gradient with respect to every vertex comes from one ``checkpointed_rollout`
 moves the surface with: positive where pushing the surface outwards raises the loss.
 
 The example checks itself: the vertex with the largest normal sensitivity is moved along its
-normal by +-1e-3 (FP64, no cell centre crossing the surface) and the central difference of the
+normal by +-1e-5 (FP64, no cell centre crossing the surface) and the central difference of the
 loss is compared with the gradient's projection.
 
 Writes into --out: sensitivity.png (the mesh's vertices coloured by the normal sensitivity, and
@@ -106,7 +106,7 @@ def check(flow: Flow, mesh, sensitivity: np.ndarray, step: float) -> dict:
     raise RuntimeError("every candidate vertex moves a cell centre across the surface: use a smaller --fd-step")
 
 
-def figure(path: Path, mesh, sensitivity: np.ndarray, f: np.ndarray, c: np.ndarray):
+def figure(path: Path, mesh, sensitivity: np.ndarray, f: np.ndarray, c: np.ndarray, solid: np.ndarray):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,7 +122,7 @@ def figure(path: Path, mesh, sensitivity: np.ndarray, f: np.ndarray, c: np.ndarr
     ax.set_xlabel("x"), ax.set_ylabel("y"), ax.set_zlabel("z")
     ax2 = fig.add_subplot(1, 2, 2)
     rho = f.sum(axis=0)
-    u = np.einsum("q,qxyz->xyz", c[0].astype(np.float64), f) / rho
+    u = np.where(solid, np.nan, np.einsum("q,qxyz->xyz", c[0].astype(np.float64), f) / rho)  # solid cells blank
     middle = f.shape[3] // 2
     image = ax2.imshow(u[:, :, middle].T, origin="lower", cmap="viridis")
     fig.colorbar(image, ax=ax2, shrink=0.7, label="u_x")
@@ -136,7 +136,7 @@ def main(argv=None):
     parser.add_argument("--grid", default="32x16x16", help="NXxNYxNZ")
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--radius", type=float, default=3.4)
-    parser.add_argument("--fd-step", type=float, default=1e-3)
+    parser.add_argument("--fd-step", type=float, default=1e-5)
     parser.add_argument("--no-figures", action="store_true", help="results.json only (a machine without matplotlib)")
     parser.add_argument("--out", default="examples/output/shape_sensitivity_mesh")
     args = parser.parse_args(argv)
@@ -156,7 +156,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     if not args.no_figures:
-        figure(out / "sensitivity.png", mesh, sensitivity, f, flow.c)
+        figure(out / "sensitivity.png", mesh, sensitivity, f, flow.c, flow.solid)
     print(json.dumps(report, indent=2))
 
 

@@ -101,3 +101,17 @@ def test_shape_example_recovers_the_radius(tmp_path):
     assert report["relative_error"] < 1e-3 and report["final_loss"] < 1e-4 * report["first_loss"]
     for figure in ("fields.png", "history.png"):
         assert (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mesh_shape_sensitivity_matches_finite_differences(tmp_path):
+    """examples/shape_sensitivity_mesh.py on a smaller box: its own check (the largest normal
+    sensitivity against central differences of the loss, the vertex moved along its normal)."""
+    import json
+
+    result = subprocess.run([sys.executable, str(EXAMPLE.parent / "shape_sensitivity_mesh.py"), "--grid", "24x12x12",
+                             "--steps", "40", "--radius", "2.6", "--no-figures", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["cut_links"] > 100 and abs(report["check"]["adjoint"]) > 0
+    assert report["check"]["relative_difference"] < 1e-5, report["check"]
