@@ -86,6 +86,28 @@ def measure(shape, devices, repeats, inner, keep_gradient=False):
     return row, (np.asarray(gradient(f0, f1, bc, mm, c)) if keep_gradient else None)
 
 
+def start_jax_and_warp() -> tuple[list, dict]:
+    """JAX (not preallocating the device's memory: Warp shares it) and Warp from this source tree:
+    the devices, and the run's header (card, versions, date)."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    _source_tree_packages()
+    import jax
+    import warp as wp
+
+    wp.init()
+    devices = jax.devices()
+    return devices, {"device_kind": devices[0].device_kind, "jax": jax.__version__, "warp": wp.__version__,
+                     "date": time.strftime("%Y-%m-%d")}
+
+
+def write_results(out: Path, name: str, results: dict, lines: list) -> None:
+    """``name``.json (the results) and ``name``.md (the table ``lines``) into ``out``; the table printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strong", type=int, default=256)
@@ -94,16 +116,10 @@ def main(argv=None):
     parser.add_argument("--inner", type=int, default=5)
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    _source_tree_packages()
-    import jax
+    everything, header = start_jax_and_warp()
     import numpy as np
-    import warp as wp
 
-    wp.init()
-    everything = jax.devices()
-    results = {"devices": [str(d) for d in everything], "device_kind": everything[0].device_kind,
-               "jax": jax.__version__, "warp": wp.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
+    results = {"devices": [str(d) for d in everything], **header, "rows": []}
     n = len(everything)
     cases = [("strong", (args.strong,) * 3, everything[:1]), ("strong", (args.strong,) * 3, everything),
              ("weak", (args.weak,) * 3, everything[:1]), ("weak", (n * args.weak, args.weak, args.weak), everything)]
@@ -135,11 +151,7 @@ def main(argv=None):
                 eff[key] = one[key] / (p * row[key]) if kind == "strong" else one[key] / row[key]
             lines.append(f"| {kind} | {'x'.join(map(str, row['grid']))} | {p} | {row['forward_ms']:.3f} | "
                          f"{row['gradient_ms']:.3f} | {eff['forward_ms']:.2f} | {eff['gradient_ms']:.2f} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_scaling.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "bench_scaling.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(Path(args.out), "bench_scaling", results, lines)
 
 
 if __name__ == "__main__":

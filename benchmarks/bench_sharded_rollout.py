@@ -24,15 +24,12 @@ Usage (device machine): ``python benchmarks/bench_sharded_rollout.py --size 192 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scaling import _log, _timed  # noqa: E402
-from bench_step import _source_tree_packages  # noqa: E402
+from bench_scaling import _log, _timed, start_jax_and_warp, write_results  # noqa: E402
 
 
 def _xlb_rollout_ms(stepper, arrays, steps: int, repeats: int) -> float:
@@ -130,16 +127,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    _source_tree_packages()
-    import jax
-    import warp as wp
-
-    wp.init()
-    everything = jax.devices()
+    everything, header = start_jax_and_warp()
     n = len(everything)
-    results = {"device_kind": everything[0].device_kind, "devices": n, "jax": jax.__version__, "warp": wp.__version__,
-               "date": time.strftime("%Y-%m-%d"), "size": args.size, "steps": args.steps, "rows": []}
+    results = {**header, "devices": n, "size": args.size, "steps": args.steps, "rows": []}
     one, face_gradient = _rows((args.size,) * 3, everything[:1], args.steps, args.repeats)
     results["rows"].append({"scaling": "-", "devices": 1, "grid": [args.size] * 3, **one})
     if n > 1:  # weak: the grid grows with the devices along x; strong: the same grid split n ways
@@ -166,11 +156,7 @@ def main(argv=None):
         if "rollout_gradient_vs_face" in row:
             lines += ["", f"Rollout gradient on {row['devices']} device(s) vs the face's on one (same grid, max abs difference): "
                           f"{row['rollout_gradient_vs_face']:.1e}."]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_sharded_rollout.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "bench_sharded_rollout.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(Path(args.out), "bench_sharded_rollout", results, lines)
 
 
 if __name__ == "__main__":
