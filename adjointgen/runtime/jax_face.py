@@ -44,20 +44,26 @@ def jax_step(stepper, timestep: int = 0):
     return apply
 
 
+def known_omega(omega) -> float | None:
+    """omega's value where JAX traces the call with it known (a Python number, a NumPy value, a
+    concrete JAX array), None where it is a tracer (a jit argument, or being differentiated)."""
+    import jax
+
+    return None if isinstance(omega, jax.core.Tracer) else float(np.asarray(omega).reshape(-1)[0])
+
+
 def _by_omega(build):
     """The step function: where ``omega`` is known when JAX traces the call (a Python number, a
     NumPy value or a concrete JAX array, not a tracer), a step with that value built in (cached
     per value), whose kernels never read omega back from the device; else (omega traced: a jit
     argument, or differentiated) the step that reads it at every call."""
-    import jax
-
     read_each_call = build(None)
     fixed: dict = {}
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields):
-        if isinstance(omega, jax.core.Tracer):
+        value = known_omega(omega)
+        if value is None:
             return read_each_call(f_0, f_1, bc_mask, missing_mask, omega, *fields)
-        value = float(np.asarray(omega).reshape(-1)[0])
         if value not in fixed:
             fixed[value] = build(value)
         return fixed[value](f_0, f_1, bc_mask, missing_mask, omega, *fields)

@@ -28,8 +28,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import numpy as np
-
 
 def _halo_exchange(x, axis_name: str, devices: int, halo: int):
     """``x`` padded along axis 1 with ``halo`` planes from the left and right neighbours."""
@@ -92,9 +90,8 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     x over the devices of ``mesh``: ``run(f_0, f_1, bc_mask, missing_mask, omega) -> (f_0, f_1)``,
     differentiable in ``f_0``, ``f_1`` and ``omega`` (an ``omega`` known before tracing, a number
     or a concrete array, goes to the steps as a number: see :func:`~adjointgen.runtime.jax_face.jax_step`).
-    A step that reads design fields takes them as
-    a sixth argument, ``fields`` ({name: array (components, nx, ny, nz)}, split along x like the
-    state; differentiable too).
+    A step that reads design fields takes them as a sixth argument, ``fields`` ({name: array
+    (components, nx, ny, nz)}, split along x like the state; differentiable too).
 
     Unlike :func:`sharded_step`, the slabs stay padded for the whole rollout:
 
@@ -122,6 +119,8 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     """
     import jax
     from jax.sharding import PartitionSpec as P
+
+    from adjointgen.runtime.jax_face import known_omega
 
     devices = mesh.shape[axis_name]
     segment = segment or 2 * max(1, int(round(steps ** 0.5 / 2)))  # even: the pair of buffers comes back in order
@@ -157,7 +156,7 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     mapped: dict = {}
 
     def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None):
-        fixed = None if isinstance(omega, jax.core.Tracer) else float(np.asarray(omega).reshape(-1)[0])
+        fixed = known_omega(omega)
         key = (fixed, fields is not None)
         if key not in mapped:
             specs = (slab, slab, slab, slab, P()) + ((slab,) if fields is not None else ())
