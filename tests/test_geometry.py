@@ -118,3 +118,40 @@ def test_meshes_and_masks_that_do_not_fit_are_refused():
         cut_links(smaller, wall.missing, wall.c, wall.solid)  # masks of the larger ball
     with pytest.raises(ValueError, match="shapes do not agree"):
         cut_links(mesh, wall.missing[:, :4], wall.c, wall.solid)
+
+
+def test_jax_grad_through_the_face_reaches_the_vertices():
+    """wall_distance_of_vertices in a JAX program: jax.grad of the same loss through the JAX face
+    (3 steps) equals vertex_gradient of the rollout's field gradient, and the field equals
+    wall_distance's."""
+    import jax
+    import jax.numpy as jnp
+
+    from adjointgen.runtime.jax_face import jax_step
+    from adjointgen.tools.verify import _enable_x64
+    from adjointgen.xlb.geometry import wall_distance_of_vertices
+
+    _enable_x64()
+    mesh = _ball()
+    wall = Wall(mesh)
+    _, expected = wall.run(mesh, cotangent=True)
+    links = wall.links(mesh)
+    step = jax_step(wall.stepper)
+    f0 = jnp.asarray(random_state(CONFIG, SHAPE, 0))
+    weights = jnp.asarray(np.random.default_rng(4).standard_normal(f0.shape))
+    arrays = [jnp.asarray(a.numpy()) for a in (wall.f_1, wall.bc_mask, wall.missing_mask)]
+    faces = np.asarray(mesh.faces)
+
+    def loss(vertices):
+        field = wall_distance_of_vertices(vertices, faces, links, wall.c, (19, *SHAPE))
+        f, g = f0, arrays[0]
+        for _ in range(3):
+            g, f = step(f, g, arrays[1], arrays[2], 1.6, {"wall_distance": field})
+        return jnp.sum(weights * f)
+
+    vertices = jnp.asarray(mesh.vertices)
+    field = wall_distance_of_vertices(vertices, faces, links, wall.c, (19, *SHAPE))
+    assert np.allclose(np.asarray(field), wall_distance(links, (19, *SHAPE)), rtol=0, atol=1e-12)
+    gradient = np.asarray(jax.jit(jax.grad(loss))(vertices))
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())

@@ -13,7 +13,9 @@ circle, for any closed mesh in 3D:
 3. :func:`wall_distance`: those q as the per-link design field (1/2, halfway, elsewhere);
 4. :func:`vertex_gradient`: d loss / d vertices = sum over the cut links of d loss / d q (the
    generated adjoint's field gradient) times d q / d (the hit triangle's vertices), from
-   ``q = n . (v0 - x) / (n . (-c_l))`` with ``n = (v1 - v0) x (v2 - v0)``, differentiated by JAX.
+   ``q = n . (v0 - x) / (n . (-c_l))`` with ``n = (v1 - v0) x (v2 - v0)``, differentiated by JAX;
+   or, in JAX programs, :func:`wall_distance_of_vertices`, the field as a JAX function of the
+   vertices, for ``jax.grad`` through the JAX face.
 
 Moving the vertices moves q smoothly as long as no cell centre crosses the surface (then
 :func:`solid_cells` changes, the masks are rebuilt, and the loss jumps, as in the shape example).
@@ -101,6 +103,29 @@ def wall_distance(links: CutLinks, shape: tuple) -> np.ndarray:
     return field
 
 
+def _q_of(triangle, origin, direction):
+    """Where the ray ``origin + t direction`` meets the plane of ``triangle`` (3 corners): t."""
+    import jax.numpy as jnp
+
+    normal = jnp.cross(triangle[1] - triangle[0], triangle[2] - triangle[0])
+    return jnp.dot(normal, triangle[0] - origin) / jnp.dot(normal, direction)
+
+
+def wall_distance_of_vertices(vertices, faces: np.ndarray, links: CutLinks, c: np.ndarray, shape: tuple):
+    """:func:`wall_distance` as a JAX function of the mesh's ``vertices`` ((n, 3), a JAX array),
+    for the cut links found once by :func:`cut_links` (each link keeps its triangle): so that
+    ``jax.grad`` reaches the vertices through the JAX face's ``fields={"wall_distance": ...}``.
+    Valid while the vertices move too little for a link to change triangles or a cell to change
+    sides; the dtype is the vertices'."""
+    import jax
+    import jax.numpy as jnp
+
+    corners = jnp.asarray(np.asarray(faces)[links.triangles])
+    q = jax.vmap(_q_of)(vertices[corners], jnp.asarray(links.cells, dtype=vertices.dtype),
+                        jnp.asarray(-c[:, links.links].T, dtype=vertices.dtype))
+    return jnp.full(shape, 0.5, dtype=vertices.dtype).at[(links.links, *links.cells.T)].set(q)
+
+
 def vertex_gradient(mesh, links: CutLinks, c: np.ndarray, field_gradient: np.ndarray) -> np.ndarray:
     """d loss / d vertices, shape (number of vertices, 3), from ``field_gradient`` (d loss / d
     wall_distance, shaped like the field): the chain rule through each cut link's q."""
@@ -111,12 +136,8 @@ def vertex_gradient(mesh, links: CutLinks, c: np.ndarray, field_gradient: np.nda
     corners = np.asarray(mesh.faces)[links.triangles]  # (n, 3) vertex indices
     directions = -c[:, links.links].T.astype(np.float64)
 
-    def q_of(triangle, origin, direction):
-        normal = jnp.cross(triangle[1] - triangle[0], triangle[2] - triangle[0])
-        return jnp.dot(normal, triangle[0] - origin) / jnp.dot(normal, direction)
-
     with jax.enable_x64(True):
-        dq = np.asarray(jax.vmap(jax.grad(q_of))(jnp.asarray(vertices[corners]), jnp.asarray(links.cells, dtype=jnp.float64),
+        dq = np.asarray(jax.vmap(jax.grad(_q_of))(jnp.asarray(vertices[corners]), jnp.asarray(links.cells, dtype=jnp.float64),
                                                  jnp.asarray(directions)))  # (n, 3 corners, 3)
     weights = field_gradient[(links.links, *links.cells.T)]  # d loss / d q per link
     gradient = np.zeros_like(vertices)
