@@ -83,9 +83,11 @@ def cut_links(mesh, missing_mask: np.ndarray, c: np.ndarray, solid: np.ndarray) 
         "nd,nd->n", directions[which_ray], directions[which_ray])
     q = np.full(len(rows), np.inf)
     triangles = np.full(len(rows), -1)
-    for ray, hit, triangle in zip(which_ray, t, which_triangle):
-        if 0.0 < hit < q[ray]:
-            q[ray], triangles[ray] = hit, triangle
+    ahead = t > 0.0  # hits behind a cell's centre do not bound its link
+    order = np.lexsort((t[ahead], which_ray[ahead]))  # by ray, nearest hit first
+    rays, hits, hit_triangles = which_ray[ahead][order], t[ahead][order], which_triangle[ahead][order]
+    _, first = np.unique(rays, return_index=True)
+    q[rays[first]], triangles[rays[first]] = hits[first], hit_triangles[first]
     uncut = np.flatnonzero(q > 1.0 + _REACH)
     if len(uncut):
         first = uncut[0]
