@@ -35,6 +35,7 @@ from adjointgen.runtime.plan import (RolloutPlan, array_bytes_of, cells_with_ids
                                      reverses_fresh, storage)
 from adjointgen.runtime import launches
 from adjointgen.runtime.launches import PackedForward
+from adjointgen.runtime.step import check_like_state
 from adjointgen.runtime.step import paused_tape
 
 __all__ = ["checkpointed_rollout", "RolloutResult", "plan_rollout", "RolloutPlan"]
@@ -107,21 +108,9 @@ class RolloutResult:
             raise RuntimeArgumentError("this rollout can be run backward only once")
         for name, given in (("adj_f_0", adj_f_0), ("adj_f_1", adj_f_1)):
             if given is not None:
-                _check_cotangent(name, given, self.f_0)
+                check_like_state(name, given, self.f_0)
         run, self._backward = self._backward, None
         return run(adj_f_0, adj_f_1, observe, adj_omega, adj_parameters, adj_fields)
-
-
-def _check_cotangent(name: str, given, like) -> None:
-    """Refuse a cotangent that is not shaped, typed and placed like the state (``wp.copy`` would
-    copy what fits and leave a silently wrong gradient)."""
-    if not isinstance(given, wp.array) or given.shape != like.shape or given.dtype != like.dtype:
-        found = (f"shape {given.shape}, dtype {wp.types.type_repr(given.dtype)}" if isinstance(given, wp.array)
-                 else type(given).__name__)
-        raise RuntimeArgumentError(f"{name} must be a Warp array shaped and typed like the state (shape {like.shape}, "
-                                   f"dtype {wp.types.type_repr(like.dtype)}); got {found}")
-    if str(given.device) != str(like.device):
-        raise RuntimeArgumentError(f"{name} is on {given.device}, the state on {like.device}")
 
 
 def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,

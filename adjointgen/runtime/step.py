@@ -337,8 +337,7 @@ class DifferentiableStep:
         ``adj_fields`` ({field name: array shaped like the field}): the design fields' gradients,
         always added to (also with ``fresh``); fields not named get a scratch gradient."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
-            if not isinstance(grad, wp.array) or grad.shape != of.shape or grad.dtype != of.dtype:
-                raise RuntimeArgumentError(f"{name} must be a warp array shaped and typed like the state")
+            check_like_state(name, grad, of)
         kept_cells = fresh and carry is not None and self._has_kept_cells(bc_mask)
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
                               adj_parameters, fresh, adj_fields, field_values, carry, kept_cells).run()
@@ -560,6 +559,18 @@ class DifferentiableStep:
                 "(ZouHeBC, RegularizedBC); EquilibriumBC's values are step.parameters with differentiable(..., boundary_parameters=True)")
         cells = bc_mask.numpy()[0] == bc.id
         return f_1_grad.numpy()[0][cells]
+
+
+def check_like_state(name: str, given, like) -> None:
+    """Refuse a gradient array that is not shaped, typed and placed like the state ``like`` (a
+    launch or ``wp.copy`` would use what fits and leave a silently wrong gradient)."""
+    if not isinstance(given, wp.array) or given.shape != like.shape or given.dtype != like.dtype:
+        found = (f"shape {given.shape}, dtype {wp.types.type_repr(given.dtype)}" if isinstance(given, wp.array)
+                 else type(given).__name__)
+        raise RuntimeArgumentError(f"{name} must be a Warp array shaped and typed like the state (shape {like.shape}, "
+                                   f"dtype {wp.types.type_repr(like.dtype)}); got {found}")
+    if str(given.device) != str(like.device):
+        raise RuntimeArgumentError(f"{name} is on {given.device}, the state on {like.device}")
 
 
 def _same_buffer(a, b) -> bool:
