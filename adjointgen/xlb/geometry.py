@@ -13,9 +13,9 @@ circle, for any closed mesh in 3D:
 3. :func:`wall_distance`: those q as the per-link design field (1/2, halfway, elsewhere);
 4. :func:`vertex_gradient`: d loss / d vertices = sum over the cut links of d loss / d q (the
    generated adjoint's field gradient) times d q / d (the hit triangle's vertices), from
-   ``q = n . (v0 - x) / (n . (-c_l))`` with ``n = (v1 - v0) x (v2 - v0)``, differentiated by JAX;
-   or, in JAX programs, :func:`wall_distance_of_vertices`, the field as a JAX function of the
-   vertices, for ``jax.grad`` through the JAX face.
+   ``q = n . (v0 - x) / (n . (-c_l))`` with ``n = (v1 - v0) x (v2 - v0)``: JAX's vector-Jacobian
+   product of :func:`wall_distance_of_vertices`, the field as a JAX function of the vertices,
+   which JAX programs use directly (``jax.grad`` through the JAX face).
 
 Moving the vertices moves q smoothly as long as no cell centre crosses the surface (then
 :func:`solid_cells` changes, the masks are rebuilt, and the loss jumps, as in the shape example).
@@ -64,35 +64,34 @@ def cut_links(mesh, missing_mask: np.ndarray, c: np.ndarray, solid: np.ndarray) 
     if missing_mask.ndim != 4 or missing_mask.shape[1:] != solid.shape or c.shape != (3, missing_mask.shape[0]):
         raise ValueError(f"shapes do not agree: missing_mask {missing_mask.shape}, c {c.shape}, solid {solid.shape} "
                          "(a 3D lattice in the Warp layout)")
-    rows = []
+    found = []  # (cells, link) per population
     for l in range(missing_mask.shape[0]):
         cells = np.argwhere(missing_mask[l] & ~solid)
         sources = cells - c[:, l]
         inside = np.all((sources >= 0) & (sources < solid.shape), axis=1)
         cells, sources = cells[inside], sources[inside]
-        cells = cells[solid[tuple(sources.T)]]
-        rows += [(tuple(cell), l) for cell in cells]
-    if not rows:
+        found.append(cells[solid[tuple(sources.T)]])
+    cells = np.concatenate(found)
+    links = np.concatenate([np.full(len(cells_of_l), l) for l, cells_of_l in enumerate(found)])
+    if not len(cells):
         return CutLinks(np.zeros((0, 3), int), np.zeros(0, int), np.zeros(0, int), np.zeros(0))
-    cells = np.array([cell for cell, _ in rows])
-    links = np.array([l for _, l in rows])
     directions = -c[:, links].T.astype(np.float64)
     locations, which_ray, which_triangle = mesh.ray.intersects_location(cells.astype(np.float64), directions,
                                                                         multiple_hits=True)
     t = np.einsum("nd,nd->n", locations - cells[which_ray], directions[which_ray]) / np.einsum(
         "nd,nd->n", directions[which_ray], directions[which_ray])
-    q = np.full(len(rows), np.inf)
-    triangles = np.full(len(rows), -1)
+    q = np.full(len(cells), np.inf)
+    triangles = np.full(len(cells), -1)
     ahead = t > 0.0  # hits behind a cell's centre do not bound its link
     order = np.lexsort((t[ahead], which_ray[ahead]))  # by ray, nearest hit first
     rays, hits, hit_triangles = which_ray[ahead][order], t[ahead][order], which_triangle[ahead][order]
-    _, first = np.unique(rays, return_index=True)
-    q[rays[first]], triangles[rays[first]] = hits[first], hit_triangles[first]
+    _, nearest = np.unique(rays, return_index=True)
+    q[rays[nearest]], triangles[rays[nearest]] = hits[nearest], hit_triangles[nearest]
     uncut = np.flatnonzero(q > 1.0 + _REACH)
     if len(uncut):
         first = uncut[0]
         raise ValueError(f"{len(uncut)} missing link(s) toward solid cells are not cut by the mesh within the link, e.g. "
-                         f"cell {tuple(cells[first])}, population {links[first]}: the masks were not built from "
+                         f"cell {tuple(int(x) for x in cells[first])}, population {links[first]}: the masks were not built from "
                          "solid_cells(mesh, ...) of this mesh")
     return CutLinks(cells, links, triangles, np.minimum(q, 1.0))
 
@@ -130,18 +129,13 @@ def wall_distance_of_vertices(vertices, faces: np.ndarray, links: CutLinks, c: n
 
 def vertex_gradient(mesh, links: CutLinks, c: np.ndarray, field_gradient: np.ndarray) -> np.ndarray:
     """d loss / d vertices, shape (number of vertices, 3), from ``field_gradient`` (d loss / d
-    wall_distance, shaped like the field): the chain rule through each cut link's q."""
+    wall_distance, shaped like the field): the chain rule through each cut link's q, as the
+    vector-Jacobian product of :func:`wall_distance_of_vertices` (in float64)."""
     import jax
     import jax.numpy as jnp
 
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    corners = np.asarray(mesh.faces)[links.triangles]  # (n, 3) vertex indices
-    directions = -c[:, links.links].T.astype(np.float64)
-
     with jax.enable_x64(True):
-        dq = np.asarray(jax.vmap(jax.grad(_q_of))(jnp.asarray(vertices[corners]), jnp.asarray(links.cells, dtype=jnp.float64),
-                                                 jnp.asarray(directions)))  # (n, 3 corners, 3)
-    weights = field_gradient[(links.links, *links.cells.T)]  # d loss / d q per link
-    gradient = np.zeros_like(vertices)
-    np.add.at(gradient, corners.reshape(-1), (weights[:, None, None] * dq).reshape(-1, 3))
-    return gradient
+        vertices = jnp.asarray(np.asarray(mesh.vertices, dtype=np.float64))
+        _, pull = jax.vjp(lambda v: wall_distance_of_vertices(v, mesh.faces, links, c, field_gradient.shape), vertices)
+        (gradient,) = pull(jnp.asarray(field_gradient, dtype=jnp.float64))
+        return np.asarray(gradient)
