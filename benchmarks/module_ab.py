@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--inner", type=int, default=10)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--cotangent", choices=("random", "zero"), default="random",
+                        help="the output adjoints the adjoints start from (zero: where no cotangent has arrived, "
+                             "e.g. a loss on part of the grid)")
     parser.add_argument("--forward-only", action="store_true",
                         help="time the forward kernels only (also for steps with slots or in-place arrays)")
     args = parser.parse_args(argv)
@@ -68,6 +71,8 @@ def main(argv=None) -> int:
     compute = wp.float64 if config.precision.startswith("FP64") else wp.float32
     f_0 = wp.array(tiled_state(config, args.size, dtype), dtype=f_0.dtype)
     cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
+    if args.cotangent == "zero":
+        cotangent[:] = 0
     modules = {"A": _load(args.a, "module_a"), "B": _load(args.b, "module_b")}
     if not args.forward_only and any(m.manifest.slot_count or m.manifest.in_place for m in modules.values()):
         raise SystemExit("module_ab.py launches the kernels directly: only for steps without slots or in-place arrays")
@@ -96,6 +101,11 @@ def main(argv=None) -> int:
     for round_ in range(args.rounds + 1):  # round 0: compile, warm up and outputs for equality, not timed
         for variant, module in modules.items():
             for kernel in kernels:
+                # the output adjoints as chosen, before each batch (an accumulating adjoint clears
+                # them on its first launch: its other launches, and every variant after it, would
+                # otherwise run on zeros)
+                arrays["adj_f_1"].assign(cotangent)
+                wp.synchronize()
                 ms = _round(lambda m=module, k=kernel: launch(m, k), wp.synchronize, args.inner)
                 if round_:
                     samples[(variant, kernel)].append(ms)
@@ -115,7 +125,7 @@ def main(argv=None) -> int:
     equal = {k: all(np.array_equal(a, b, equal_nan=True) for a, b in zip(gradients["A"][k], gradients["B"][k])) for k in kernels}
     result = {
         "device": wp.get_device().name, "warp": wp.config.version, "config": args.config, "size": args.size,
-        "rounds": args.rounds, "inner": args.inner, "a": args.a, "b": args.b, "bitwise_equal_outputs": equal,
+        "rounds": args.rounds, "inner": args.inner, "cotangent": args.cotangent, "a": args.a, "b": args.b, "bitwise_equal_outputs": equal,
         "median_ms": {f"{v}/{k}": statistics.median(s) for (v, k), s in samples.items()},
     }
     for kernel in kernels:
@@ -123,7 +133,7 @@ def main(argv=None) -> int:
     print(json.dumps(result, indent=1))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"ab_{config.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (Path(args.out) / f"ab_{config.name}_{args.cotangent}.json").write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

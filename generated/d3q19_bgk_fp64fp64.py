@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 162 statements per cell. Adjoint: 336 updates per cell.
+# Forward: 162 statements per cell. Adjoint: 337 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 0, -1) (mod n): a bijection, scattered directly
@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 7b2612e2f113ea8c2782187df293a5b064af8bb2596a2ee347d2e31628cb48f3
+# body-sha256: 1124557552d7b6f2e123a8fbaf546c235c52224c63d427a4368b5833aabd705a
 # ---- end of header ----
 import warp as wp
 
@@ -811,12 +811,13 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         adj_u_1_10 = adj_u_1_10 + wp.float64(3.0) * adj_usqr * u_1_10
         adj_u_2_10 = adj_u_2_10 + wp.float64(3.0) * adj_usqr * u_2_10
         # adj of: first_moment.py:37  u /= rho
-        adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 / (rho_17 * rho_17))
-        adj_u_2_9 = adj_u_2_10 / rho_17
-        adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 / (rho_17 * rho_17))
-        adj_u_1_9 = adj_u_1_10 / rho_17
-        adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 / (rho_17 * rho_17))
-        adj_u_0_9 = adj_u_0_10 / rho_17
+        rcp_rho_17 = wp.float64(1.0) / (rho_17)
+        adj_rho_17 = adj_rho_17 - (adj_u_2_10 * u_2_9 * (rcp_rho_17 * rcp_rho_17))
+        adj_u_2_9 = adj_u_2_10 * rcp_rho_17
+        adj_rho_17 = adj_rho_17 - (adj_u_1_10 * u_1_9 * (rcp_rho_17 * rcp_rho_17))
+        adj_u_1_9 = adj_u_1_10 * rcp_rho_17
+        adj_rho_17 = adj_rho_17 - (adj_u_0_10 * u_0_9 * (rcp_rho_17 * rcp_rho_17))
+        adj_u_0_9 = adj_u_0_10 * rcp_rho_17
         # adj of: first_moment.py:34  u[d] += f[l]  [d=1, l=18; d=0, l=18]
         adj_f_0_18 = adj_f_0_18 + adj_u_1_9
         adj_u_1_8 = adj_u_1_9

@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 242 statements per cell. Adjoint: 504 updates per cell.
+# Forward: 242 statements per cell. Adjoint: 505 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 0, -1) (mod n): a bijection, scattered directly
@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 2a78b3505f21b511b54d3a17e1973d78720885a90cb492be8939011c279025bd
+# body-sha256: 6c2bb1a9a409c38ea3d3c8f9277310176d700a770b4fdedd5dc5609b15e3aaa5
 # ---- end of header ----
 import warp as wp
 
@@ -1123,12 +1123,13 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         adj_u_1_18 = adj_u_1_18 + wp.float64(3.0) * adj_usqr * u_1_18
         adj_u_2_18 = adj_u_2_18 + wp.float64(3.0) * adj_usqr * u_2_18
         # adj of: first_moment.py:37  u /= rho
-        adj_rho_25 = adj_rho_25 - (adj_u_2_18 * u_2_17 / (rho_25 * rho_25))
-        adj_u_2_17 = adj_u_2_18 / rho_25
-        adj_rho_25 = adj_rho_25 - (adj_u_1_18 * u_1_17 / (rho_25 * rho_25))
-        adj_u_1_17 = adj_u_1_18 / rho_25
-        adj_rho_25 = adj_rho_25 - (adj_u_0_18 * u_0_17 / (rho_25 * rho_25))
-        adj_u_0_17 = adj_u_0_18 / rho_25
+        rcp_rho_25 = wp.float64(1.0) / (rho_25)
+        adj_rho_25 = adj_rho_25 - (adj_u_2_18 * u_2_17 * (rcp_rho_25 * rcp_rho_25))
+        adj_u_2_17 = adj_u_2_18 * rcp_rho_25
+        adj_rho_25 = adj_rho_25 - (adj_u_1_18 * u_1_17 * (rcp_rho_25 * rcp_rho_25))
+        adj_u_1_17 = adj_u_1_18 * rcp_rho_25
+        adj_rho_25 = adj_rho_25 - (adj_u_0_18 * u_0_17 * (rcp_rho_25 * rcp_rho_25))
+        adj_u_0_17 = adj_u_0_18 * rcp_rho_25
         # adj of: first_moment.py:34  u[d] += f[l]  [d=2, l=26; d=1, l=26; d=0, l=26]
         adj_f_0_26 = adj_f_0_26 + adj_u_2_17
         adj_u_2_16 = adj_u_2_17

@@ -107,6 +107,14 @@ class Namer:
         """A load of ``variable``'s element issued again inside a later guarded run (the forward)."""
         return self._numbered("reload", f"{variable}_again", (variable, run))
 
+    def reciprocal(self, variable: str) -> str:
+        """The reverse sweep's ``1 / variable`` (:mod:`adjointgen.compiler.reciprocals`)."""
+        return self._claim("reciprocal", variable, f"rcp_{variable}")
+
+    def reciprocal_of_expression(self, expression: str) -> str:
+        """The reverse sweep's reciprocal of an expression (its sympy ``srepr``)."""
+        return self._numbered("reciprocal", "rcp", expression)
+
     def reader_id(self, id_variable: str, reader: str) -> str:
         """The boundary id of the cell at the coordinates ``reader`` (adjoint_gather)."""
         return self._numbered("reader id", f"{id_variable}_reader", reader)

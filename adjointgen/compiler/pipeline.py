@@ -30,6 +30,7 @@ from adjointgen.compiler import guards
 from adjointgen.compiler import lower as lowering
 from adjointgen.compiler import parameters
 from adjointgen.compiler import plan
+from adjointgen.compiler import reciprocals
 from adjointgen.compiler import reverse
 from adjointgen.compiler.access import Accesses
 from adjointgen.compiler.ir import Assign, Param, Program
@@ -173,7 +174,8 @@ def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = Fal
                                     record.passes.exit_guards, fields)
     record.accesses = access.analyse(record.program, unit_axes=tuple(range(config.dim, 3)))
     record.names = Namer.for_program(record.program)
-    record.adjoint = reverse.differentiate(record.program, record.accesses, record.names)
+    record.adjoint = reciprocals.hoist(reverse.differentiate(record.program, record.accesses, record.names),
+                                       record.program, record.names)
     record.guards = guards.cell_guards(record.program)
     record.plan = plan.plan_module(config, record.program, record.adjoint, record.accesses, record.guards, record.names,
                                    record.passes.sources, program_identity(record.passes))

@@ -1,0 +1,95 @@
+"""Why ``adjointgen bench``'s ``ag_adjoint_fresh`` row and ``kernel_options_ab.py``'s direct launch of
+the same ``adjoint_fresh_state`` differ (v32: KBC 3.17 against 1.67 ms, cavity 0.78 against 0.58):
+times, in one process on one GPU, the runtime's ``step.adjoint(fresh=True)`` and a direct launch
+of the step's own kernel, each with the output adjoints random and with them zero (the bench's
+earlier accumulating rows leave ``adj_f_1`` cleared), and the kernels' registers.
+
+    python benchmarks/adjoint_path_diag.py --config D3Q27/KBC/FP32FP32 --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import _source_tree_packages  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", required=True)
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--inner", type=int, default=10)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    _source_tree_packages()
+    import numpy as np
+    import warp as wp
+
+    import adjointgen
+    from adjointgen.config import Configuration
+    from adjointgen.tools.bench import tiled_state
+    from adjointgen.xlb.support import make_stepper, prepare_fields
+
+    wp.init()
+    results = {}
+    for label in args.config:
+        config = Configuration.parse(label)
+        stepper = make_stepper(config, "warp", (args.size,) * config.dim)
+        step = adjointgen.differentiable(stepper)
+        f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+        dtype = np.float64 if config.is_fp64 else np.float32
+        f_0 = wp.array(tiled_state(config, args.size, dtype), dtype=f_0.dtype)
+        cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
+        adj_f_0, adj_f_1 = wp.zeros_like(f_0), wp.array(cotangent, dtype=f_0.dtype)
+        kernel = step.kernel("adjoint_fresh_state")
+        arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask,
+                  "omega": step.kernel_omega(1.6), "timestep": 0, "adj_f_0": adj_f_0, "adj_f_1": adj_f_1,
+                  "adj_omega_cells": wp.zeros(f_0.shape[1:], dtype=step.compute_dtype),
+                  "adj_slots": wp.zeros((max(step.manifest.slot_count, 1), *f_0.shape[1:]), dtype=step.compute_dtype)}
+
+        def runtime():
+            step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True)
+
+        def direct():
+            wp.launch(kernel, dim=f_0.shape[1:], inputs=[arrays[a.label] for a in kernel.adj.args], block_dim=128)
+
+        def timed(fn):
+            wp.synchronize()
+            start = time.perf_counter()
+            for _ in range(args.inner):
+                fn()
+            wp.synchronize()
+            return (time.perf_counter() - start) * 1e3 / args.inner
+
+        gather = step.kernel("adjoint_gather") if step.manifest.slot_count else None
+
+        def gathered():
+            wp.launch(gather, dim=f_0.shape[1:], inputs=[f_0, arrays["adj_slots"], bc_mask, adj_f_0])
+
+        runtime(), direct(), gather and gathered()
+        samples = {}
+        for _ in range(args.rounds):
+            for adjoints in ("random", "zero"):
+                adj_f_1.assign(cotangent) if adjoints == "random" else adj_f_1.zero_()
+                for name, fn in (("runtime", runtime), ("direct", direct)) + ((("gather", gathered),) if gather else ()):
+                    samples.setdefault(f"{name}/{adjoints}", []).append(timed(fn))
+        results[label] = {"ms": {k: statistics.median(v) for k, v in samples.items()},
+                          "registers": {n: dict(wp.get_cuda_kernel_properties(step.kernel(n), wp.get_device()))
+                                        for n in step.manifest.kernels if n.startswith("adjoint_fresh")}
+                          if wp.get_device().is_cuda else {}}
+        print(label, json.dumps(results[label], indent=1), flush=True)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "adjoint_path_diag.json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
