@@ -421,3 +421,75 @@ def test_boundary_parameter_gradients_of_a_rollout_equal_the_tape_ones():
     for name, array in step.parameters.items():
         expected = array.grad.numpy()
         assert np.any(expected) and np.allclose(ours[name].numpy(), expected, rtol=1e-12, atol=1e-14), name
+
+
+def _pending_and_gathered(side, shape, monkeypatch, steps=12, snapshots=3):
+    """A fresh rollout's gradients (initial f_0, f_1, omega) with the slots gathered after every
+    step and with each step adding the slots the step before left (DifferentiableStep.pending_gather),
+    and the gather modes each packed its adjoints with."""
+    config = side.config
+    dtype = np.float64 if config.is_fp64 else np.float32
+    f0 = random_state(config, shape, 0).astype(dtype)
+    cotangent = np.random.default_rng(1).standard_normal(f0.shape).astype(dtype)
+    original, modes, outputs = side.step.adjoint_launches, [], {}
+
+    def spy(*args, **kwargs):
+        modes.append(kwargs.get("gather", "now"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(side.step, "adjoint_launches", spy)
+    for pending in (False, True):
+        side.step.pending_gather = pending
+        omega = wp.zeros(1, dtype=side.step.compute_dtype)
+        result = checkpointed_rollout(side.step, wp.array(f0), wp.array(side.f1_prepared.astype(dtype)), side.bc_mask,
+                                      side.missing_mask, 1.6, steps, snapshots, progress=False)
+        adj = result.backward(adj_f_0=wp.array(cotangent), adj_omega=omega)
+        outputs[pending] = [a.numpy() for a in adj] + [omega.numpy()]
+    side.step.pending_gather = None
+    return outputs[True], outputs[False], modes
+
+
+@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64/cavity", (7, 6)), ("D3Q19/BGK/FP32FP32/cavity", (4, 5, 3))])
+def test_slots_gathered_by_the_next_step_change_no_bit(label, shape, monkeypatch):
+    """Halfway bounce-back reads a cell's own populations a second time, through slots. With
+    pending_gather each reverse step adds the slots the step before left to its seeds (the
+    _pending variants) and one adjoint_gather runs at the end: bit for bit the gradients of a
+    gather after every step."""
+    side = GeneratedSide(Configuration.parse(label), shape)
+    assert side.step.manifest.gathers_pending
+    pending, gathered, modes = _pending_and_gathered(side, shape, monkeypatch)
+    assert modes == ["now", "later", "pending"]
+    for ours, reference in zip(pending, gathered):
+        assert np.array_equal(ours, reference)
+    assert np.any(pending[0])
+
+
+@pytest.mark.parametrize("broken", ["no gather at the end", "no slots added by the next step"])
+def test_the_pending_comparison_rejects_lost_slots(broken, monkeypatch):
+    """The comparison above fails when the slots of the first step or of the steps between are lost."""
+    from adjointgen.runtime.rollout import _Sweep
+
+    side = GeneratedSide(Configuration.parse("D2Q9/BGK/FP64FP64/cavity"), (7, 6))
+    if broken == "no gather at the end":
+        monkeypatch.setattr(side.step, "gather_pending", lambda *args: None)
+    else:  # every step runs the plain fresh variant and leaves its slots to nobody
+        original = _Sweep.adjoint_step
+        monkeypatch.setattr(_Sweep, "adjoint_step", lambda self, *args: (setattr(self, "slots_left", False),
+                                                                          original(self, *args))[1])
+    pending, gathered, _ = _pending_and_gathered(side, (7, 6), monkeypatch)
+    assert not all(np.array_equal(ours, reference) for ours, reference in zip(pending, gathered))
+
+
+def test_pending_gathers_only_where_the_module_has_them():
+    periodic = GeneratedSide(Configuration.parse("D2Q9/BGK/FP64FP64"), (6, 5))
+    channel = GeneratedSide(Configuration.parse("D2Q9/BGK/FP64FP64/channel"), (8, 6))
+    assert not periodic.step.manifest.gathers_pending  # no slots
+    assert not channel.step.manifest.gathers_pending  # ZouHe updates f_0 in place: its steps gather after each
+    side = periodic
+    f_0 = wp.array(random_state(side.config, (6, 5), 0))
+    with pytest.raises(RuntimeArgumentError, match="gathers_pending"):
+        side.step.adjoint(f_0, wp.zeros_like(f_0), side.bc_mask, side.missing_mask, 1.6, 0, wp.zeros_like(f_0),
+                          wp.zeros_like(f_0), fresh=True, gather="pending")
+    with pytest.raises(RuntimeArgumentError, match="'now', 'later' or 'pending'"):
+        side.step.adjoint(f_0, wp.zeros_like(f_0), side.bc_mask, side.missing_mask, 1.6, 0, wp.zeros_like(f_0),
+                          wp.zeros_like(f_0), fresh=True, gather="soon")
