@@ -25,15 +25,12 @@ HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
 
-def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "", pending: bool = False) -> str:
+def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "") -> str:
     """``adjoint`` (accumulating), ``adjoint_fresh`` (writes into gradients known to be zero), each
     with ``_state`` when it leaves out the per-cell adjoints of scalar parameters, and ``_rest`` /
     ``_listed`` for the two launches of a split step (the cells without the listed boundary ids,
-    and the listed cells; see ``Manifest.listed_ids``); ``_pending`` for a fresh variant that first
-    adds to its seeds what the previous step's adjoint left in the slots (a rollout's reverse sweep
-    then gathers the slots once, not after every step)."""
-    return (("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "") + (f"_{part}" if part else "")
-            + ("_pending" if pending else ""))
+    and the listed cells; see ``Manifest.listed_ids``)."""
+    return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "") + (f"_{part}" if part else "")
 
 
 def forward_kernel_name(save: bool, part: str = "") -> str:
@@ -80,18 +77,12 @@ class Manifest:
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
 
-    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "", pending: bool = False) -> str:
+    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "") -> str:
         """The name of the adjoint variant asked for; an error naming the module's variants if absent."""
-        name = adjoint_kernel_name(fresh, state_only, part, pending)
+        name = adjoint_kernel_name(fresh, state_only, part)
         if not self.has(name):
             raise KeyError(f"{self.configuration} has no {name} kernel (it has {', '.join(self.kernels)})")
         return name
-
-    @property
-    def gathers_pending(self) -> bool:
-        """The fresh adjoints have ``_pending`` variants: a chain of fresh steps can leave the
-        slots to the next step and gather once at the end (see :func:`adjoint_kernel_name`)."""
-        return self.has(adjoint_kernel_name(True, False, pending=True))
 
     @property
     def writes_f_0(self) -> bool:

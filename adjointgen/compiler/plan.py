@@ -92,13 +92,11 @@ class AdjointVariant:
     fresh: bool
     state_only: bool
     part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
-    pending: bool = False  # adds the slots the previous step's adjoint left to its seeds (_pending_lines)
 
     @property
     def arguments(self) -> str:
         """The variant's arguments to the module's ``_adjoint_variant`` factory."""
-        return (f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
-                + (", pending=True" if self.pending else ""))
+        return f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
 
 
 @dataclass(frozen=True)
@@ -218,7 +216,6 @@ class AdjointParts:
     write_back: _WriteBack
     slot_lines: list
     parameter_lines: list
-    pending: list | None  # the pending variants' additions to the seeds (None: no such variants)
 
 
 class _Context:
@@ -565,40 +562,6 @@ def _slot_lines(c: _Context, slot_terms: dict) -> list:
     return merge_ifs(lines)
 
 
-def _pending_lines(c: _Context) -> list | None:
-    """The ``_pending`` variants' additions to the seeds, or None where there are none.
-
-    adjoint_gather adds each slot, the adjoint of a second read of an element, to that element's
-    gradient after the adjoint. In a chain of fresh steps (a rollout's reverse sweep) that
-    gradient is the next step's seed of the same element of its output array, which the next
-    step's thread of the same cell reads. Where every slot is the cell's own (read by the cell
-    that owns the element: halfway bounce-back reading its own populations), that thread can add
-    the slot itself when it reads the seed, before it writes its own slots: no race, and the
-    same sum (``seed + slot``, as adjoint_gather adds it) bit for bit. The slot is read where the
-    adjoint wrote it (its reader's ids), as adjoint_gather reads it. None where a slot is read at
-    another cell (a neighbour would overwrite it first), where the element's seed is not one
-    plain read of the output array at the cell's own element, where the step updates an array in
-    place or is split, or where the stored precision differs from the computed one (the gather
-    adds in the stored precision)."""
-    other = _other_state(c)
-    if not c.accesses.slots or c.accesses.in_place or c.listed_ids or other is None \
-            or c.dtype(c.reference) != c.program.compute_dtype or c.dtype(other) != c.program.compute_dtype:
-        return None
-    seeds = {c.lines.store_index(seed.index): seed for seed in c.adjoint.seeds if seed.array == other}
-    lines = []
-    for slot, access in enumerate(c.accesses.slots):
-        seed = seeds.get(f"{access.population}, {c.lines.thread}")
-        if access.array != c.reference or any(access.shifts) or seed is None or seed.condition is not None \
-                or seed.in_place:
-            return None
-        line = f"{seed.variable} = {seed.variable} + {c.names.slots()}[{slot}, {c.lines.thread}]"
-        if slot not in c.slot_needs:
-            lines.append(line)
-        elif c.slot_needs[slot].ids:  # the adjoint wrote the slot only at these ids
-            lines += [f"if {c.lines.id_condition(c.guards.id_symbol, c.slot_needs[slot])}:", f"    {line}"]
-    return ["# the slots the previous step's adjoint left (see adjoint_gather), added to the seeds", *merge_ifs(lines)]
-
-
 def _kept_lines(c: _Context) -> tuple[list, list]:
     """A kept cell returns early, but still owns its slots and parameter cells: it writes zeros
     there, so the runtime never has to clear these scratch arrays."""
@@ -701,11 +664,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only, part), is_fresh, state_only, part)
                 for part in parts.parts
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
-    pending = parts.pending if fresh and parts.pending is not None else None
-    variants += [AdjointVariant(adjoint_kernel_name(True, state_only, pending=True), True, state_only, pending=True)
-                 for state_only in (False, True)[: 1 + has_parameters]] if pending is not None else []
-    factory = ("name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
-               + (", pending: bool = False" if pending is not None else ""))
+    factory = "name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
     reads = _collapsed_reads(parts.write_back.reads)
     write_back = parts.write_back.writes
@@ -718,7 +677,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     return AdjointPlan(
         params=parts.params,
         kept=parts.kept + guard("not state_only", parts.parameter_kept),
-        seeds=parts.seeds + (static_if("pending", pending) if pending is not None else []),
+        seeds=parts.seeds,
         reads=(static_if("not fresh", reads) if fresh else reads) + _collapsed_reads(parts.write_back.field_reads),
         replay=parts.replay,
         in_place_seeds=parts.in_place_seeds,
@@ -740,8 +699,7 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
         prologue=split.prologue, skip=split.skip, parts=split.parts,
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
-        replay=cell.lines, sweep=sweep, write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c),
-        pending=_pending_lines(c)))
+        replay=cell.lines, sweep=sweep, write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
     return plan, updates + len(write_back.writes) + len(slot_lines)
 

@@ -184,8 +184,7 @@ class _Sweep:
         # the forward and adjoint launches, packed once (runtime.launches; CUDA graphs for runs of steps)
         self.forwards = PackedForward(step, tuple(self.work), bc_mask, missing_mask, self.omega_value, self.lifted_values,
                                       launches.GRAPHS)
-        self.adjoint_steps: dict = {}  # gather mode -> PackedAdjoint, packed at the first reverse step using it
-        self.slots_left = False  # the last adjoint left its slots for the next one (see DifferentiableStep.adjoint)
+        self.adjoint_step = None  # a PackedAdjoint, from the first reverse step
 
     # ------------------------------------------------------------------ forward
     def store(self, pair, with_f_1: bool = True) -> tuple:
@@ -309,8 +308,6 @@ class _Sweep:
         stored = self.stored
         self.fresh = reverses_fresh(self.step.manifest, stored) and observe is None and adj_f_1 is None
         self.carry = wp.zeros_like(adjoints[0]) if self.fresh and stored.carry_arrays else None
-        # each step gathers the slots the step before left, one adjoint_gather at the end
-        self.defer_gather = self.step.defers_gather(self.fresh, self.carry, adjoints[0].device)
         self.adjoints, self.observe, self.adj_omega, self.adj_parameters = adjoints, observe, adj_omega, adj_parameters
         self.adj_fields = adj_fields
         self.reverse_bar = _progress(self.steps, "reverse", self.progress)
@@ -319,8 +316,6 @@ class _Sweep:
         else:
             self.reverse_sweep(list(self.actions))  # the reverse sweep's actions, read one ahead by forward_action
         self.reverse_bar.close()
-        if self.slots_left:  # the first step's slots, into the adjoint of the initial f_0
-            self.step.gather_pending(self.work[0], self.bc_mask, adjoints[0])
         if self.fresh and self.carry is not None:  # the adjoint of the initial f_1, carried out of the first step
             adjoints[1] = self.carry
         elif self.fresh:  # the initial f_1 is not read by such a step: its adjoint is zero (never cleared above)
@@ -355,29 +350,20 @@ class _Sweep:
             # the step read inputs (f_0, f_1) and left (f_0', new); the state after it is
             # (new, f_0'): its adjoints are (adjoints[0], adjoints[1]) in that order
             f_1_input = inputs[1] if inputs[1] is not None else self.work[1]  # not read by this module
-            self.adjoint_step(n, inputs[0], f_1_input).run()
-            self.slots_left = self.defer_gather
+            if self.adjoint_step is None:
+                self.adjoint_step = self.step.adjoint_launches(
+                    inputs[0], f_1_input, self.bc_mask, self.missing_mask, self.omega_value, self.start_timestep + n,
+                    adjoints[1], adjoints[0], self.adj_omega, self.lifted_values, self.adj_parameters, fresh=self.fresh,
+                    adj_fields=self.adj_fields, field_values=self.field_values, carry=self.carry,
+                    kept_cells=self.fresh and self.stored.kept_cells)
+            else:
+                self.adjoint_step.set(f_0=inputs[0], f_1=f_1_input, timestep=self.start_timestep + n, adj_f_0=adjoints[1],
+                                      adj_f_1=adjoints[0])
+            self.adjoint_step.run()
             adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
             if self.observe is not None:
                 self.observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
             self.reverse_bar.update()
-
-
-    def adjoint_step(self, n: int, f_0, f_1) -> "launches.PackedAdjoint":
-        """The packed adjoint of step ``n`` reading ``f_0``, ``f_1``: one per gather mode, packed at
-        its first use, then only its arrays and timestep changed."""
-        adjoints = self.adjoints
-        gather = "now" if not self.defer_gather else "pending" if self.slots_left else "later"
-        packed = self.adjoint_steps.get(gather)
-        if packed is None:
-            packed = self.adjoint_steps[gather] = self.step.adjoint_launches(
-                f_0, f_1, self.bc_mask, self.missing_mask, self.omega_value, self.start_timestep + n, adjoints[1],
-                adjoints[0], self.adj_omega, self.lifted_values, self.adj_parameters, fresh=self.fresh,
-                adj_fields=self.adj_fields, field_values=self.field_values, carry=self.carry,
-                kept_cells=self.fresh and self.stored.kept_cells, gather=gather)
-        else:
-            packed.set(f_0=f_0, f_1=f_1, timestep=self.start_timestep + n, adj_f_0=adjoints[1], adj_f_1=adjoints[0])
-        return packed
 
 
 class _Cells:

@@ -161,10 +161,6 @@ class DifferentiableStep:
         # launches, the listed ids' cells from a list and the rest without their code (fewer
         # registers); None = on CUDA devices only (on a CPU it saves nothing and costs compiles)
         self.split_listed: bool | None = None
-        # rollouts' fresh reverse sweeps over modules with slots: each step adds the slots the step
-        # before left to its seeds (the _pending variants), one adjoint_gather at the end instead of
-        # one per step; None = on CUDA devices only (on a CPU it saves little and costs compiles)
-        self.pending_gather: bool | None = None
         # prescribed boundary values that the generated kernels take as parameters:
         # name -> a Warp array (requires_grad) holding the value(s); tape.backward() fills .grad
         self._lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
@@ -315,7 +311,7 @@ class DifferentiableStep:
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
-                field_values=None, carry=None, gather: str = "now"):
+                field_values=None, carry=None):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -339,19 +335,12 @@ class DifferentiableStep:
         ``self.state_kernels`` says otherwise): the same state gradients, from kernels that need
         fewer registers. ``check=False``: the caller has checked the gradient arrays (a rollout, once).
         ``adj_fields`` ({field name: array shaped like the field}): the design fields' gradients,
-        always added to (also with ``fresh``); fields not named get a scratch gradient.
-
-        ``gather`` (modules with slots, ``fresh`` only, where ``manifest.gathers_pending``): ``"now"``
-        runs adjoint_gather after the adjoint, as every caller needs who reads the gradient next.
-        A chain of fresh steps (a rollout's reverse sweep) may pass ``"later"`` for its first step
-        and ``"pending"`` for the others: the slots stay in the step's scratch array and each next
-        step adds them to its seeds itself; after the last step, :meth:`gather_pending` adds the
-        last slots to its ``adj_f_0``. The same gradients bit for bit, without a gather per step."""
+        always added to (also with ``fresh``); fields not named get a scratch gradient."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             check_like_state(name, grad, of)
         kept_cells = fresh and carry is not None and self._has_kept_cells(bc_mask)
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
-                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, gather).run()
+                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
         """The forward launches, packed (a :class:`~adjointgen.runtime.launches.Launches`: ``.launch()``
@@ -366,14 +355,12 @@ class DifferentiableStep:
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
-                         field_values=None, carry=None, kept_cells: bool = False, gather: str = "now") -> PackedAdjoint:
+                         field_values=None, carry=None, kept_cells: bool = False) -> PackedAdjoint:
         """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
         f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs. ``field_values``:
         the design fields' arrays the step ran with (default: ``self.fields`` as it is now).
         ``kept_cells`` (with ``fresh`` and ``carry``): the mask has kept cells, so adjoint_kept runs
-        after the adjoint (the caller knows; :meth:`adjoint` reads the mask). ``gather``: see
-        :meth:`adjoint`."""
-        pending = self._check_gather(gather, fresh, carry)
+        after the adjoint (the caller knows; :meth:`adjoint` reads the mask)."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         fields = self.field_arrays() if field_values is None else list(field_values)
         state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields]
@@ -416,8 +403,7 @@ class DifferentiableStep:
         inputs += self._cells_argument(bc_mask)  # a split step's kernels take the list (only the listed part reads it)
         try:
             parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
-            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part, pending)), count)
-                       for part, count in parts]
+            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part)), count) for part, count in parts]
         except KeyError as exc:
             raise RuntimeArgumentError(exc.args[0]) from None
         for kernel, count in kernels:  # the parts run disjoint cells, and every element still has one writer
@@ -430,40 +416,16 @@ class DifferentiableStep:
             kept = wp.launch(self.kernel("adjoint_kept"), dim=dim, inputs=[f_0, bc_mask, adj_f_0, adj_f_1, carry],
                              device=device, record_tape=False, record_cmd=True)
             launches.append((kept, {"f_0": 0, "adj_f_0": 2, "adj_f_1": 3}))
-        if slots is not None and gather == "now":
-            gathering = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
-                                  inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
-            launches.append((gathering, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
+        if slots is not None:
+            gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
+                               inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
+            launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
         reductions = []
         for scalar, grad, component in targets:
             total = wp.zeros(1, dtype=self.compute_dtype, device=device)
             add = wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=device, record_tape=False, record_cmd=True)
             reductions.append((cells[scalar], total, add))
         return PackedAdjoint(launches, reductions)
-
-    def _check_gather(self, gather: str, fresh: bool, carry) -> bool:
-        """Whether the adjoint runs its ``_pending`` variant; refuses a ``gather`` the step cannot do."""
-        if gather not in ("now", "later", "pending"):
-            raise RuntimeArgumentError(f"gather must be 'now', 'later' or 'pending', not {gather!r}")
-        if gather != "now" and not (fresh and carry is None and self.manifest.gathers_pending):
-            raise RuntimeArgumentError(
-                f"gather={gather!r} needs a fresh adjoint without a carry of a module whose slots the next step can "
-                f"gather ({self.config.label}: manifest.gathers_pending is {self.manifest.gathers_pending})")
-        return gather == "pending"
-
-    def defers_gather(self, fresh: bool, carry, device) -> bool:
-        """Whether a chain of fresh adjoints on ``device`` leaves each step's slots to the next
-        (``gather="later"`` then ``"pending"``, :meth:`gather_pending` at the end): where the module
-        has the variants and ``pending_gather`` allows it (None: on CUDA devices)."""
-        wanted = wp.get_device(device).is_cuda if self.pending_gather is None else self.pending_gather
-        return bool(wanted and fresh and carry is None and self.manifest.gathers_pending)
-
-    def gather_pending(self, f_0, bc_mask, adj_f_0) -> None:
-        """Add to ``adj_f_0`` the slots that the last adjoint run with ``gather="later"`` or
-        ``"pending"`` left (the end of such a chain, see :meth:`adjoint`)."""
-        slots = self._scratch("slots", (self.manifest.slot_count, *f_0.shape[1:]), f_0.device)
-        wp.launch(self.kernel("adjoint_gather"), dim=f_0.shape[1:], inputs=[f_0, slots, bc_mask, adj_f_0],
-                  device=f_0.device, record_tape=False)
 
     def _field_gradients(self, adj_fields: dict, field_values: list) -> dict:
         """{field: the array every adjoint variant adds its gradient into}: the caller's, or, for

@@ -126,16 +126,10 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     fresh = reverses_fresh(step.manifest, storage(step, bc_mask))
     # the carry: where the step updates f_0 in place or keeps cells (adjoint_kept then runs too)
     carry = wp.zeros_like(f_0) if fresh and (step.manifest.in_place or has_kept_cells(bc_mask)) else None
-    # a rollout's steps add the slots the step before left instead of gathering them (one
-    # adjoint_gather per rollout, see DifferentiableStep.adjoint)
-    gather = "pending" if step.defers_gather(fresh, carry, f_0.device) else "now"
-    if gather == "pending":
-        notes["ag_adjoint_fresh"] = notes["ag_adjoint_fresh_omega"] = "the rollout's per-step variant: slots added by the next step"
     if fresh:
         # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared)
         times["ag_adjoint_fresh"] = _timed(
-            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True, carry=carry,
-                                 gather=gather),
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True, carry=carry),
             sync, repeats, inner)
     # the same with the omega gradient asked for (the kernels that also write per-cell adjoints of
     # omega, which the runtime then sums); the rows above get the state-only kernels
@@ -144,8 +138,7 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega), sync, repeats, inner)
     if "ag_adjoint_fresh" in times:
         times["ag_adjoint_fresh_omega"] = _timed(
-            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True, carry=carry,
-                                 gather=gather),
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True, carry=carry),
             sync, repeats, inner)
     extra.update(dict.fromkeys(("ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
                                 "ag_adjoint_fresh_omega"), memory.used() - before))

@@ -65,9 +65,8 @@ def _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps: int, fresh: bo
     adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
     carry = wp.zeros_like(f_0) if fresh and (step.manifest.in_place or has_kept_cells(bc_mask)) else None
     forward = timed(wp, lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, [], check=False), steps)
-    gather = "pending" if step.defers_gather(fresh, carry, f_0.device) else "now"  # as the rollout runs it
     adjoint = timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=fresh, check=False,
-                                             carry=carry, gather=gather), steps)
+                                             carry=carry), steps)
     return forward / steps, adjoint / steps
 
 
