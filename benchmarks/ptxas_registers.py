@@ -21,9 +21,11 @@ import tempfile
 from pathlib import Path
 
 
-def registers(module_path: str, ptxas: str, arch: int = 90, cap: int | None = None) -> dict:
+def registers(module_path: str, ptxas: str, arch: int = 90, cap: int | None = None, nvdisasm: str | None = None) -> dict:
     """{kernel name: (registers, spill store bytes, spill load bytes)}; ``cap``: ptxas's
-    ``-maxrregcount`` (what a kernel would need under a register limit)."""
+    ``-maxrregcount`` (what a kernel would need under a register limit); with ``nvdisasm`` (from
+    the ``nvidia-cuda-nvdisasm`` wheel) also the kernel's static SASS: instructions, calls (a
+    division's slow path is one) and local-memory (spill) instructions, appended to the tuple."""
     import warp as wp
 
     wp.config.quiet = True
@@ -41,8 +43,10 @@ def registers(module_path: str, ptxas: str, arch: int = 90, cap: int | None = No
             clean = Path(folder) / "clean.ptx"
             clean.write_bytes(text)
             limit = [f"-maxrregcount={cap}"] if cap else []
-            report = subprocess.run([ptxas, f"-arch=sm_{arch}", "-v", *limit, str(clean), "-o", str(Path(folder) / "out.cubin")],
+            cubin = Path(folder) / "out.cubin"
+            report = subprocess.run([ptxas, f"-arch=sm_{arch}", "-v", *limit, str(clean), "-o", str(cubin)],
                                     capture_output=True, text=True, check=True).stderr
+            sass = _sass_counts(nvdisasm, cubin) if nvdisasm else {}
             kernel = None
             for line in report.splitlines():
                 match = re.search(r"entry function '(\w+?)_[0-9a-f]+_cuda_kernel_forward'", line)
@@ -54,7 +58,31 @@ def registers(module_path: str, ptxas: str, arch: int = 90, cap: int | None = No
                 used = re.search(r"Used (\d+) registers", line)
                 if used and kernel:
                     found[kernel][0] = int(used.group(1))
+            for name, counts in sass.items():
+                if name in found:
+                    found[name] += list(counts)
     return {name: tuple(values) for name, values in found.items()}
+
+
+def _sass_counts(nvdisasm: str, cubin: Path) -> dict:
+    """{kernel: (SASS instructions, CALL instructions, LDL + STL instructions)} of a cubin."""
+    listing = subprocess.run([nvdisasm, str(cubin)], capture_output=True, text=True, check=True).stdout
+    counts, kernel = {}, None
+    for line in listing.splitlines():
+        if line.startswith(".text."):  # a function's code, or its subroutines' (counted with it)
+            kernel = None
+        header = re.match(r"\.text\.(\w+?)_[0-9a-f]+_cuda_kernel_forward:", line)
+        if header:
+            kernel = header.group(1)
+            counts[kernel] = [0, 0, 0]
+            continue
+        instruction = re.match(r"\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if instruction and kernel:
+            opcode = instruction.group(1)
+            counts[kernel][0] += 1
+            counts[kernel][1] += opcode.startswith("CALL")
+            counts[kernel][2] += opcode.startswith(("LDL", "STL"))
+    return counts
 
 
 def main(argv=None) -> int:
@@ -63,12 +91,14 @@ def main(argv=None) -> int:
     parser.add_argument("--ptxas", default="ptxas")
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--cap", type=int, default=None, help="a register limit (ptxas -maxrregcount)")
+    parser.add_argument("--nvdisasm", default=None, help="also count the SASS instructions (nvdisasm from nvidia-cuda-nvdisasm)")
     args = parser.parse_args(argv)
-    print("| module | kernel | registers | spill stores (B) | spill loads (B) |")
-    print("|---|---|---|---|---|")
+    sass = " SASS instructions | CALLs | LDL/STL |" if args.nvdisasm else ""
+    print("| module | kernel | registers | spill stores (B) | spill loads (B) |" + sass)
+    print("|---|---|---|---|---|" + "---|---|---|" * bool(sass))
     for path in args.modules:
-        for kernel, (count, stores, loads) in sorted(registers(path, args.ptxas, args.arch, args.cap).items()):
-            print(f"| {Path(path).name} | {kernel} | {count} | {stores} | {loads} |")
+        for kernel, values in sorted(registers(path, args.ptxas, args.arch, args.cap, args.nvdisasm).items()):
+            print(f"| {Path(path).name} | {kernel} | " + " | ".join(str(v) for v in values) + " |")
     return 0
 
 

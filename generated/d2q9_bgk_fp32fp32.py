@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 2deb44ede398d89a67f3bcd5fcf19f718dd61d24c297333360e5e5b8f10f0555
+# body-sha256: 78cdcf0c6099ec72f0c46f56fcfc0c8e81ef9132bf66583ca97aca76a7d6b021
 # ---- end of header ----
 import warp as wp
 
@@ -276,8 +276,8 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         u_1_3 = f_0_7 + u_1_2
         u_0_4 = -f_0_8 + u_0_3  # first_moment.py:36
         u_1_4 = -f_0_8 + u_1_3
-        u_0_5 = u_0_4 / rho_7  # first_moment.py:37
-        u_1_5 = u_1_4 / rho_7
+        u_0_5 = u_0_4 * (wp.float32(1.0) / (rho_7))  # first_moment.py:37
+        u_1_5 = u_1_4 * (wp.float32(1.0) / (rho_7))
         usqr = wp.float32(1.5) * (u_0_5 * u_0_5) + wp.float32(1.5) * (u_1_5 * u_1_5)  # quadratic_equilibrium.py:55
         feq_0 = wp.float32(0.4444444477558136) * rho_7 * (-usqr + wp.float32(1.0))  # quadratic_equilibrium.py:58
         cu = wp.float32(3.0) * u_1_5  # quadratic_equilibrium.py:52

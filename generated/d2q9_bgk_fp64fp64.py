@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: cfc58b6c93dcb6bba0ce2a8232490e5b02eb5ee65930e1975ddb3e2514a4f835
+# body-sha256: 0d70422a509d94b71e7180d9fd2128b12a3b1e5e35f49249548ce2c21ffb8625
 # ---- end of header ----
 import warp as wp
 
@@ -276,8 +276,8 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         u_1_3 = f_0_7 + u_1_2
         u_0_4 = -f_0_8 + u_0_3  # first_moment.py:36
         u_1_4 = -f_0_8 + u_1_3
-        u_0_5 = u_0_4 / rho_7  # first_moment.py:37
-        u_1_5 = u_1_4 / rho_7
+        u_0_5 = u_0_4 * (wp.float64(1.0) / (rho_7))  # first_moment.py:37
+        u_1_5 = u_1_4 * (wp.float64(1.0) / (rho_7))
         usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)  # quadratic_equilibrium.py:55
         feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
         cu = wp.float64(3.0) * u_1_5  # quadratic_equilibrium.py:52

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: bf3e253021145ac25810366257135eb1cf7416842183d8a2a14c9d2d845d612a
+# body-sha256: 2f6339e4409d5202d80581c8fc46ae2d53637416ccef5eb69b7b24e58fb00e17
 # ---- end of header ----
 import warp as wp
 
@@ -460,9 +460,9 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         u_1_8 = -f_0_17 + u_1_7  # first_moment.py:36
         u_0_9 = f_0_18 + u_0_8  # first_moment.py:34
         u_1_9 = f_0_18 + u_1_8
-        u_0_10 = u_0_9 / rho_17  # first_moment.py:37
-        u_1_10 = u_1_9 / rho_17
-        u_2_10 = u_2_9 / rho_17
+        u_0_10 = u_0_9 * (wp.float32(1.0) / (rho_17))  # first_moment.py:37
+        u_1_10 = u_1_9 * (wp.float32(1.0) / (rho_17))
+        u_2_10 = u_2_9 * (wp.float32(1.0) / (rho_17))
         usqr = wp.float32(1.5) * (u_0_10 * u_0_10) + wp.float32(1.5) * (u_1_10 * u_1_10) + wp.float32(1.5) * (u_2_10 * u_2_10)  # quadratic_equilibrium.py:55
         feq_0 = wp.float32(0.3333333432674408) * rho_17 * (-usqr + wp.float32(1.0))  # quadratic_equilibrium.py:58
         cu = -u_2_10  # quadratic_equilibrium.py:51

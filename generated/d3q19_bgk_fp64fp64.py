@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 1124557552d7b6f2e123a8fbaf546c235c52224c63d427a4368b5833aabd705a
+# body-sha256: c0443f647f7b1cb5a59f9af32e3235b321139edf26bf9ad4beb3b44399a501f2
 # ---- end of header ----
 import warp as wp
 
@@ -460,9 +460,9 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         u_1_8 = -f_0_17 + u_1_7  # first_moment.py:36
         u_0_9 = f_0_18 + u_0_8  # first_moment.py:34
         u_1_9 = f_0_18 + u_1_8
-        u_0_10 = u_0_9 / rho_17  # first_moment.py:37
-        u_1_10 = u_1_9 / rho_17
-        u_2_10 = u_2_9 / rho_17
+        u_0_10 = u_0_9 * (wp.float64(1.0) / (rho_17))  # first_moment.py:37
+        u_1_10 = u_1_9 * (wp.float64(1.0) / (rho_17))
+        u_2_10 = u_2_9 * (wp.float64(1.0) / (rho_17))
         usqr = wp.float64(1.5) * (u_0_10 * u_0_10) + wp.float64(1.5) * (u_1_10 * u_1_10) + wp.float64(1.5) * (u_2_10 * u_2_10)  # quadratic_equilibrium.py:55
         feq_0 = wp.float64(0.3333333333333333) * rho_17 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
         cu = -u_2_10  # quadratic_equilibrium.py:51

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 1f2b9096f268defa842f5aa7dc4aaad8f35b0a3a9a8d31824da456755cba837b
+# body-sha256: 20e9a7a44632ad82c6648da1a98283a4f3e1f18f259cdb10e4e02fd04c0416a1
 # ---- end of header ----
 import warp as wp
 
@@ -620,9 +620,9 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         u_0_17 = f_0_26 + u_0_16  # first_moment.py:34
         u_1_17 = f_0_26 + u_1_16
         u_2_17 = f_0_26 + u_2_16
-        u_0_18 = u_0_17 / rho_25  # first_moment.py:37
-        u_1_18 = u_1_17 / rho_25
-        u_2_18 = u_2_17 / rho_25
+        u_0_18 = u_0_17 * (wp.float32(1.0) / (rho_25))  # first_moment.py:37
+        u_1_18 = u_1_17 * (wp.float32(1.0) / (rho_25))
+        u_2_18 = u_2_17 * (wp.float32(1.0) / (rho_25))
         usqr = wp.float32(1.5) * (u_0_18 * u_0_18) + wp.float32(1.5) * (u_1_18 * u_1_18) + wp.float32(1.5) * (u_2_18 * u_2_18)  # quadratic_equilibrium.py:55
         feq_0 = wp.float32(0.29629629850387573) * rho_25 * (-usqr + wp.float32(1.0))  # quadratic_equilibrium.py:58
         cu = -u_2_18  # quadratic_equilibrium.py:51

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 6c2bb1a9a409c38ea3d3c8f9277310176d700a770b4fdedd5dc5609b15e3aaa5
+# body-sha256: bc51220e2ff10d65b7ecc6be2cb60d353042b98173e142f44e5345e6ac09e868
 # ---- end of header ----
 import warp as wp
 
@@ -620,9 +620,9 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool):
         u_0_17 = f_0_26 + u_0_16  # first_moment.py:34
         u_1_17 = f_0_26 + u_1_16
         u_2_17 = f_0_26 + u_2_16
-        u_0_18 = u_0_17 / rho_25  # first_moment.py:37
-        u_1_18 = u_1_17 / rho_25
-        u_2_18 = u_2_17 / rho_25
+        u_0_18 = u_0_17 * (wp.float64(1.0) / (rho_25))  # first_moment.py:37
+        u_1_18 = u_1_17 * (wp.float64(1.0) / (rho_25))
+        u_2_18 = u_2_17 * (wp.float64(1.0) / (rho_25))
         usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)  # quadratic_equilibrium.py:55
         feq_0 = wp.float64(0.2962962962962963) * rho_25 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
         cu = -u_2_18  # quadratic_equilibrium.py:51

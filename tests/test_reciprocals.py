@@ -118,3 +118,32 @@ def test_the_shipped_modules_divide_in_their_reverse_sweeps_only_to_define_recip
         dividing = [line.strip() for line in sweep.splitlines() if " / " in line and not line.strip().startswith("#")]
         assert dividing, path.name
         assert all(line.startswith("rcp_") and " = wp.float" in line for line in dividing), (path.name, dividing)
+
+
+def test_the_replay_divides_through_the_sweeps_reciprocals_and_keeps_its_targets():
+    from adjointgen.compiler.ir import Reciprocal
+
+    program, _, after = _adjoints()
+    assert after.reciprocals
+    statements = [s for s in program.statements if isinstance(s, Assign)]
+    replayed = reciprocals.in_replay(statements, after.reciprocals)
+    assert [s.target for s in replayed] == [s.target for s in statements]
+    rewritten = [s for s, old in zip(replayed, statements) if s.expr != old.expr]
+    assert rewritten and all(any(isinstance(n, Reciprocal) for n in sympy.preorder_traversal(s.expr)) for s in rewritten)
+    point = {s.target: 0.0 for s in program.statements} | dict(zip((st.target for st in program.statements[:3]), (0.9, 0.4, -0.7)))
+    for old, new in zip(statements, replayed):  # the same values, up to rounding
+        point[old.target] = float(old.expr.subs(point))
+        value = float(new.expr.replace(lambda n: isinstance(n, Reciprocal), lambda n: 1 / n.args[0]).subs(point))
+        assert abs(value - point[old.target]) <= 1e-12 * max(1.0, abs(point[old.target]))
+    assert reciprocals.in_replay(statements, ()) == statements
+
+
+def test_the_shipped_forwards_keep_their_divisions_and_the_replays_share_the_reciprocals():
+    from adjointgen import locations
+
+    for path in sorted(locations.generated_dir().glob("d*.py")):
+        text = path.read_text()
+        forward = text[text.index("def _forward_variant"):text.index("def _adjoint_variant")]
+        replay = text[text.index("        # replay of the forward cell program"):text.index("        # reverse sweep")]
+        assert " / rho" in forward and "1.0) / (rho" not in forward, path.name
+        assert "1.0) / (rho" in replay and " / rho" not in replay.replace("1.0) / (rho", ""), path.name

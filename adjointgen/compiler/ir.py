@@ -51,6 +51,18 @@ class Select(sympy.Function):
         return self.args[1].is_integer and self.args[2].is_integer
 
 
+class Reciprocal(sympy.Function):
+    """``Reciprocal(x)``: ``1 / x``, printed as that division of one; a replayed ``a / x`` written
+    ``a * Reciprocal(x)`` shares the division with the reverse sweep's ``rcp_x = 1 / x`` (equal
+    expressions, which the compiler computes once; see :mod:`adjointgen.compiler.reciprocals`).
+    Only the adjoint's replay holds it; nothing differentiates it."""
+
+    nargs = 1
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
 @dataclass(frozen=True)
 class Param:
     name: str

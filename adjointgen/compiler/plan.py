@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from adjointgen.compiler import guards
+from adjointgen.compiler import reciprocals
 from adjointgen.compiler.access import Access, Accesses
 from adjointgen.compiler.ir import Load, Origin, Program
 from adjointgen.compiler.naming import Namer
@@ -699,9 +700,21 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
         prologue=split.prologue, skip=split.skip, parts=split.parts,
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
-        replay=cell.lines, sweep=sweep, write_back=write_back, slot_lines=slot_lines, parameter_lines=_parameter_lines(c)))
+        replay=_replay_lines(c, cell), sweep=sweep, write_back=write_back, slot_lines=slot_lines,
+        parameter_lines=_parameter_lines(c)))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
     return plan, updates + len(write_back.writes) + len(slot_lines)
+
+
+def _replay_lines(c: _Context, cell: CellPlan) -> list:
+    """The adjoint's replay of the cell program: the forward's lines, with its divisions by the
+    values the reverse sweep inverts written through the same reciprocals
+    (:func:`adjointgen.compiler.reciprocals.in_replay`)."""
+    if not c.adjoint.reciprocals:
+        return cell.lines
+    _, body_statements = split_prologue(c.program, c.adjoint.keep)
+    return guarded_body(c.lines, reciprocals.in_replay(body_statements, c.adjoint.reciprocals), c.guards,
+                        frozenset(c.listed_ids))
 
 
 def _prepare_plan(c: _Context, cell: CellPlan) -> PreparePlan:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from adjointgen.compiler.ir import FLOAT_TYPES, Select
+from adjointgen.compiler.ir import FLOAT_TYPES, Reciprocal, Select
 
 _RELATIONS = {sympy.Eq: "==", sympy.Ne: "!=", sympy.Lt: "<", sympy.Le: "<=", sympy.Gt: ">", sympy.Ge: ">="}
 
@@ -65,6 +65,8 @@ class WarpPrinter:
             return self.mul(expr, dtype)
         if isinstance(expr, sympy.Pow):
             return self.pow(expr, dtype)
+        if isinstance(expr, Reciprocal):
+            return f"({self.number(1, dtype)} / ({self.print(expr.args[0], dtype)}))"
         if isinstance(expr, Select):
             condition, value, other = expr.args
             return f"wp.where({self.print(condition, 'bool')}, {self.print(value, dtype)}, {self.print(other, dtype)})"

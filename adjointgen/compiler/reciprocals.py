@@ -15,8 +15,12 @@ reciprocal's numerator is never zero; a product by it costs one multiplication. 
 differ from the divisions by rounding only (a reciprocal and a product round twice); where the
 divisor is a value that a select may discard (see :func:`adjointgen.compiler.reverse._times`), the
 product stays inside the same zero-safe select as the division was. Divisors that are not
-floating-point (an integer expression) keep their division. The forward program and its replay
-are not changed: the replay computes what the forward computed, bit for bit.
+floating-point (an integer expression) keep their division.
+
+The adjoint's replay of the forward then divides by the same values (``temp = fneq / feq``):
+:func:`in_replay` writes those divisions as products with ``1 / feq`` too, which the compiler
+merges with the sweep's reciprocal. The forward kernel keeps its divisions (XLB's arithmetic);
+the replayed values differ from it by rounding only.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import replace
 
 import sympy
 
-from adjointgen.compiler.ir import FLOAT_TYPES, Program
+from adjointgen.compiler.ir import FLOAT_TYPES, Assign, Program, Reciprocal
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.reverse import Adjoint, Group, Update
 
@@ -41,7 +45,31 @@ def hoist(adjoint: Adjoint, program: Program, names: Namer) -> Adjoint:
     order of first use, so regenerating is byte-identical."""
     defined: dict = {}  # divisor -> reciprocal symbol
     groups = [_hoisted(group, program, names, defined) for group in adjoint.groups]
-    return replace(adjoint, groups=groups)
+    return replace(adjoint, groups=groups, reciprocals=tuple(defined))
+
+
+def in_replay(statements: list, divisors: tuple) -> list:
+    """The adjoint's replay of ``statements`` with each division by one of ``divisors`` (those
+    the reverse sweep inverts) written as a product with ``Reciprocal(divisor)``: the replay and
+    the sweep then share one division per divisor (KBC: 27 divisions fewer per cell, ptxas sm_90:
+    3408 -> 3040 instructions and 128 -> 88 bytes of spills). Statements keep their targets, so
+    the guard analysis and the scheduling apply unchanged. The replayed values then differ from
+    the forward's by rounding only (the forward kernel keeps its divisions)."""
+    wanted = set(divisors)
+    if not wanted:
+        return list(statements)
+    out = []
+    for statement in statements:
+        expr = getattr(statement, "expr", None) if isinstance(statement, Assign) else None
+        if expr is not None and any(_is_power_of(node, wanted) for node in sympy.preorder_traversal(expr)):
+            statement = replace(statement, expr=expr.replace(lambda node: _is_power_of(node, wanted),
+                                                             lambda node: Reciprocal(node.base) ** (-node.exp)))
+        out.append(statement)
+    return out
+
+
+def _is_power_of(node, divisors: set) -> bool:
+    return isinstance(node, sympy.Pow) and node.exp.is_Integer and node.exp < 0 and node.base in divisors
 
 
 def _hoisted(group: Group, program: Program, names: Namer, defined: dict) -> Group:

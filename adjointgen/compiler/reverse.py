@@ -57,6 +57,7 @@ class Adjoint:
     keep: object  # the common keep condition of all stores (or None)
     parameters: list = field(default_factory=list)  # (scalar parameter, its adjoint variable or None)
     prepared: list = field(default_factory=list)  # (array, index, condition): elements adjoint_prepare moves
+    reciprocals: tuple = ()  # divisors whose reciprocal the sweep defines (compiler.reciprocals)
 
 
 def _times(adj, partial, guarded_symbols=frozenset()):
