@@ -20,6 +20,61 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _source_tree_packages  # noqa: E402
 
 
+def _diagnose(label: str, args) -> dict:
+    """{"ms": medians by path and output adjoints, "registers": of the step's fresh adjoints}."""
+    import numpy as np
+    import warp as wp
+
+    import adjointgen
+    from adjointgen.config import Configuration
+    from adjointgen.tools.bench import tiled_state
+    from adjointgen.xlb.support import make_stepper, prepare_fields
+
+    config = Configuration.parse(label)
+    stepper = make_stepper(config, "warp", (args.size,) * config.dim)
+    step = adjointgen.differentiable(stepper)
+    f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+    dtype = np.float64 if config.is_fp64 else np.float32
+    f_0 = wp.array(tiled_state(config, args.size, dtype), dtype=f_0.dtype)
+    cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
+    adj_f_0, adj_f_1 = wp.zeros_like(f_0), wp.array(cotangent, dtype=f_0.dtype)
+    kernel = step.kernel("adjoint_fresh_state")
+    arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask,
+              "omega": step.kernel_omega(1.6), "timestep": 0, "adj_f_0": adj_f_0, "adj_f_1": adj_f_1,
+              "adj_omega_cells": wp.zeros(f_0.shape[1:], dtype=step.compute_dtype),
+              "adj_slots": wp.zeros((max(step.manifest.slot_count, 1), *f_0.shape[1:]), dtype=step.compute_dtype)}
+
+    def runtime():
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True)
+
+    def direct():
+        wp.launch(kernel, dim=f_0.shape[1:], inputs=[arrays[a.label] for a in kernel.adj.args], block_dim=128)
+
+    def timed(fn):
+        wp.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.inner):
+            fn()
+        wp.synchronize()
+        return (time.perf_counter() - start) * 1e3 / args.inner
+
+    gather = step.kernel("adjoint_gather") if step.manifest.slot_count else None
+
+    def gathered():
+        wp.launch(gather, dim=f_0.shape[1:], inputs=[f_0, arrays["adj_slots"], bc_mask, adj_f_0])
+
+    runtime(), direct(), gather and gathered()
+    samples = {}
+    for _ in range(args.rounds):
+        for adjoints in ("random", "zero"):
+            adj_f_1.assign(cotangent) if adjoints == "random" else adj_f_1.zero_()
+            for name, fn in (("runtime", runtime), ("direct", direct)) + ((("gather", gathered),) if gather else ()):
+                samples.setdefault(f"{name}/{adjoints}", []).append(timed(fn))
+    registers = {n: dict(wp.get_cuda_kernel_properties(step.kernel(n), wp.get_device()))
+                 for n in step.manifest.kernels if n.startswith("adjoint_fresh")} if wp.get_device().is_cuda else {}
+    return {"ms": {k: statistics.median(v) for k, v in samples.items()}, "registers": registers}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", required=True)
@@ -29,61 +84,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     _source_tree_packages()
-    import numpy as np
     import warp as wp
-
-    import adjointgen
-    from adjointgen.config import Configuration
-    from adjointgen.tools.bench import tiled_state
-    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     wp.init()
     results = {}
     for label in args.config:
-        config = Configuration.parse(label)
-        stepper = make_stepper(config, "warp", (args.size,) * config.dim)
-        step = adjointgen.differentiable(stepper)
-        f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
-        dtype = np.float64 if config.is_fp64 else np.float32
-        f_0 = wp.array(tiled_state(config, args.size, dtype), dtype=f_0.dtype)
-        cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
-        adj_f_0, adj_f_1 = wp.zeros_like(f_0), wp.array(cotangent, dtype=f_0.dtype)
-        kernel = step.kernel("adjoint_fresh_state")
-        arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask,
-                  "omega": step.kernel_omega(1.6), "timestep": 0, "adj_f_0": adj_f_0, "adj_f_1": adj_f_1,
-                  "adj_omega_cells": wp.zeros(f_0.shape[1:], dtype=step.compute_dtype),
-                  "adj_slots": wp.zeros((max(step.manifest.slot_count, 1), *f_0.shape[1:]), dtype=step.compute_dtype)}
-
-        def runtime():
-            step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True)
-
-        def direct():
-            wp.launch(kernel, dim=f_0.shape[1:], inputs=[arrays[a.label] for a in kernel.adj.args], block_dim=128)
-
-        def timed(fn):
-            wp.synchronize()
-            start = time.perf_counter()
-            for _ in range(args.inner):
-                fn()
-            wp.synchronize()
-            return (time.perf_counter() - start) * 1e3 / args.inner
-
-        gather = step.kernel("adjoint_gather") if step.manifest.slot_count else None
-
-        def gathered():
-            wp.launch(gather, dim=f_0.shape[1:], inputs=[f_0, arrays["adj_slots"], bc_mask, adj_f_0])
-
-        runtime(), direct(), gather and gathered()
-        samples = {}
-        for _ in range(args.rounds):
-            for adjoints in ("random", "zero"):
-                adj_f_1.assign(cotangent) if adjoints == "random" else adj_f_1.zero_()
-                for name, fn in (("runtime", runtime), ("direct", direct)) + ((("gather", gathered),) if gather else ()):
-                    samples.setdefault(f"{name}/{adjoints}", []).append(timed(fn))
-        results[label] = {"ms": {k: statistics.median(v) for k, v in samples.items()},
-                          "registers": {n: dict(wp.get_cuda_kernel_properties(step.kernel(n), wp.get_device()))
-                                        for n in step.manifest.kernels if n.startswith("adjoint_fresh")}
-                          if wp.get_device().is_cuda else {}}
+        results[label] = _diagnose(label, args)
         print(label, json.dumps(results[label], indent=1), flush=True)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

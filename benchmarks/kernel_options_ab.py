@@ -6,7 +6,7 @@ into shared memory (``enable_cuda_smem_spilling``, CUDA 13) would give each conf
 For each configuration the module is generated here (pipeline.generate, small grid; the kernels
 do not depend on the grid's size); each variant is that text with options added to the adjoint
 kernels' ``wp.kernel(...)`` call, imported from a temporary file (a benchmark-only module: not
-checked, never used by the runtime). Every kernel runs on the same inputs (``module_ab.py``'s:
+checked, never used by the runtime). Every kernel runs on the same inputs (``module_ab.kernel_inputs``:
 the tiled random state, XLB's masks, random output adjoints), launched with the arrays its own
 parameter list names, blocks of 128 as the runtime launches adjoints; the variants alternate over
 rounds and each time is the median of its rounds. The denominator is the base module's
@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _source_tree_packages  # noqa: E402
+from module_ab import kernel_inputs  # noqa: E402
 
 _ADJOINT_FACTORY = 'return wp.kernel(enable_backward=False, module="unique")(adjoint)'
 
@@ -62,30 +63,6 @@ def _import(path: Path, name: str):
     return module
 
 
-def _inputs(config, size: int, slot_count: int):
-    """Every array or value the kernels name, as in module_ab.py, and the adjoint's slots
-    (``adjoint_gather``'s input, not run here: the same kernel for every variant)."""
-    import numpy as np
-    import warp as wp
-
-    from adjointgen.tools.bench import tiled_state
-    from adjointgen.xlb.support import make_stepper, prepare_fields
-
-    shape = (size,) * config.dim
-    stepper = make_stepper(config, "warp", shape)
-    f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
-    dtype = np.float64 if config.is_fp64 else np.float32
-    compute = wp.float64 if config.precision.startswith("FP64") else wp.float32
-    f_0 = wp.array(tiled_state(config, size, dtype), dtype=f_0.dtype)
-    cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
-    arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask, "omega": compute(1.6),
-              "timestep": 0, "adj_f_0": wp.zeros_like(f_0), "adj_f_1": wp.array(cotangent, dtype=f_0.dtype),
-              "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute),
-              "saved_f_0": wp.empty_like(f_0),
-              "adj_slots": wp.zeros((slot_count, *f_0.shape[1:]), dtype=compute) if slot_count else None}
-    return arrays, cotangent
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -113,7 +90,7 @@ def main(argv=None) -> int:
         path = folder / f"variant_{name}.py"
         path.write_text(with_options(text, VARIANTS[name]))
         modules[name] = _import(path, f"kernel_options_{config.name}_{name}")
-    arrays, cotangent = _inputs(config, args.size, modules["base"].MANIFEST["slot_count"])
+    arrays, cotangent = kernel_inputs(config, args.size, "random", modules["base"].MANIFEST["slot_count"])
     kernels = args.kernels.split(",")
 
     def launch(module, kernel_name):

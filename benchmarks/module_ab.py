@@ -31,6 +31,35 @@ def _load(path: str, name: str):
     return load_checked(Path(path), name)
 
 
+def kernel_inputs(config, size: int, cotangent: str = "random", slot_count: int = 0):
+    """Every array or value a generated kernel's parameter list may name, by label (so modules of
+    different layouts, and variants of one, are launched alike): the tiled random state on a
+    ``size``^d grid, XLB's masks, the output adjoints (``cotangent``: "random" or "zero"), and,
+    with ``slot_count``, the adjoint's slots. Returns (arrays, the output adjoints as NumPy)."""
+    import numpy as np
+    import warp as wp
+
+    from adjointgen.tools.bench import tiled_state
+    from adjointgen.xlb.support import make_stepper, prepare_fields
+
+    shape = (size,) * config.dim
+    stepper = make_stepper(config, "warp", shape)
+    f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+    dtype = np.float64 if config.is_fp64 else np.float32
+    compute = wp.float64 if config.precision.startswith("FP64") else wp.float32
+    f_0 = wp.array(tiled_state(config, size, dtype), dtype=f_0.dtype)
+    adjoints = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
+    if cotangent == "zero":
+        adjoints[:] = 0
+    arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask, "omega": compute(1.6),
+              "timestep": 0, "adj_f_0": wp.zeros_like(f_0), "adj_f_1": wp.array(adjoints, dtype=f_0.dtype),
+              "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute),
+              "saved_f_0": wp.empty_like(f_0)}  # forward_save's copy (forward takes it and leaves it alone)
+    if slot_count:
+        arrays["adj_slots"] = wp.zeros((slot_count, *f_0.shape[1:]), dtype=compute)
+    return arrays, adjoints
+
+
 def _round(fn, sync, inner: int) -> float:
     start = time.perf_counter()
     for _ in range(inner):
@@ -60,27 +89,13 @@ def main(argv=None) -> int:
 
     from adjointgen.config import Configuration
     from adjointgen.runtime.plan import has_kept_cells
-    from adjointgen.tools.bench import tiled_state
-    from adjointgen.xlb.support import make_stepper, prepare_fields
 
     config = Configuration.parse(args.config)
-    shape = (args.size,) * config.dim
-    stepper = make_stepper(config, "warp", shape)
-    f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
-    dtype = np.float64 if config.is_fp64 else np.float32
-    compute = wp.float64 if config.precision.startswith("FP64") else wp.float32
-    f_0 = wp.array(tiled_state(config, args.size, dtype), dtype=f_0.dtype)
-    cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
-    if args.cotangent == "zero":
-        cotangent[:] = 0
+    arrays, cotangent = kernel_inputs(config, args.size, args.cotangent)
+    f_0, f_1, bc_mask = arrays["f_0"], arrays["f_1"], arrays["bc_mask"]
     modules = {"A": _load(args.a, "module_a"), "B": _load(args.b, "module_b")}
     if not args.forward_only and any(m.manifest.slot_count or m.manifest.in_place for m in modules.values()):
         raise SystemExit("module_ab.py launches the kernels directly: only for steps without slots or in-place arrays")
-    # every kernel launched with the arrays its own parameter list names (modules may differ in layout)
-    arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask, "omega": compute(1.6),
-              "timestep": 0, "adj_f_0": wp.zeros_like(f_0), "adj_f_1": wp.array(cotangent, dtype=f_0.dtype),
-              "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute),
-              "saved_f_0": wp.empty_like(f_0)}  # forward_save's copy (forward takes it and leaves it alone)
     fresh = not has_kept_cells(bc_mask) and all(m.manifest.has("adjoint_fresh") for m in modules.values())
     kernels = [k for k in ("forward", "forward_save", "adjoint", "adjoint_fresh", "adjoint_state", "adjoint_fresh_state")
                if all(m.manifest.has(k) for m in modules.values()) and (fresh or "fresh" not in k)]

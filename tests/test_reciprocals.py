@@ -6,7 +6,7 @@ import sympy
 
 from adjointgen.compiler import reciprocals
 from adjointgen.compiler.access import analyse
-from adjointgen.compiler.ir import Assign, Param
+from adjointgen.compiler.ir import Assign
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.reverse import differentiate
 from tests.helpers import lower_source
