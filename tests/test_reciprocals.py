@@ -10,7 +10,7 @@ from adjointgen.compiler.ir import Assign
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.reverse import differentiate
 from tests.helpers import lower_source
-from tests.test_reverse import HEAD, PARAMS, _reverse_sweep_values
+from tests.test_reverse import HEAD, PARAMS, adjoint_values
 
 SOURCE = HEAD + (
     "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n    z = a[2, i, j, k]\n"
@@ -28,16 +28,6 @@ def _adjoints(source=SOURCE):
 
 def _negative_powers(expr):
     return [n for n in sympy.preorder_traversal(expr) if isinstance(n, sympy.Pow) and n.exp.is_Integer and n.exp < 0]
-
-
-def _sweep(program, adjoint, seeds, point):
-    env = dict(point)
-    for name, seed in zip((s.variable for s in adjoint.seeds), seeds):
-        env[sympy.Symbol(name, real=True)] = seed
-    for statement in program.statements:
-        if isinstance(statement, Assign):
-            env[statement.target] = float(statement.expr.subs(env))
-    return _reverse_sweep_values(adjoint, env)
 
 
 def test_only_the_definitions_divide_and_each_is_defined_once_before_its_uses():
@@ -62,8 +52,8 @@ def test_the_gradient_is_unchanged_up_to_rounding():
     program, before, after = _adjoints()
     loads = [st.target for st in program.statements[:3]]
     point = dict(zip(loads, (0.9, 0.4, -0.7))) | {sympy.Symbol("s", real=True): 1.3}
-    old = _sweep(program, before, (0.3, -1.7), point)
-    new = _sweep(program, after, (0.3, -1.7), point)
+    old = adjoint_values(program, before, (0.3, -1.7), point)
+    new = adjoint_values(program, after, (0.3, -1.7), point)
     for load in loads:
         key = sympy.Symbol(f"adj_{load}", real=True)
         assert abs(new[key] - old[key]) <= 1e-12 * max(1.0, abs(old[key]))
@@ -86,8 +76,8 @@ def test_a_wrong_reciprocal_would_be_seen():
         break
     loads = [st.target for st in program.statements[:3]]
     point = dict(zip(loads, (0.9, 0.4, -0.7))) | {sympy.Symbol("s", real=True): 1.3}
-    old = _sweep(program, before, (0.3, -1.7), point)
-    new = _sweep(program, type(after)(after.seeds, after.clears, broken, after.keep, after.parameters, after.prepared),
+    old = adjoint_values(program, before, (0.3, -1.7), point)
+    new = adjoint_values(program, type(after)(after.seeds, after.clears, broken, after.keep, after.parameters, after.prepared),
                  (0.3, -1.7), point)
     assert max(abs(new[sympy.Symbol(f"adj_{l}", real=True)] - old[sympy.Symbol(f"adj_{l}", real=True)]) for l in loads) > 1e-6
 

@@ -21,6 +21,18 @@ def _reverse_sweep_values(adjoint, values):
     return env
 
 
+def adjoint_values(program, adjoint, seeds, point):
+    """The forward's statements and then the reverse sweep evaluated numerically at ``point``
+    (load values), with ``seeds`` for the stored values' adjoints; returns every variable."""
+    env = dict(point)
+    for name, seed in zip((s.variable for s in adjoint.seeds), seeds):
+        env[sympy.Symbol(name, real=True)] = seed
+    for statement in program.statements:
+        if isinstance(statement, Assign):
+            env[statement.target] = float(statement.expr.subs(env))
+    return _reverse_sweep_values(adjoint, env)
+
+
 def test_statement_partials_compose_to_the_whole_gradient():
     program = lower_source(HEAD + (
         "    x = a[0, i, j, k]\n    y = a[1, i, j, k]\n"
@@ -37,13 +49,7 @@ def test_statement_partials_compose_to_the_whole_gradient():
     outputs = [sympy.sympify(store.value).subs(subs) for store in program.stores]
     seeds = [0.3, -1.7]
     point = {x: 0.9, y: 0.4, sympy.Symbol("s", real=True): 1.3}
-    env = dict(point)
-    for name, seed in zip((s.variable for s in adjoint.seeds), seeds):
-        env[sympy.Symbol(name, real=True)] = seed
-    for st in program.statements:
-        if isinstance(st, Assign):
-            env[st.target] = float(st.expr.subs(env))
-    env = _reverse_sweep_values(adjoint, env)
+    env = adjoint_values(program, adjoint, seeds, point)
     for load in (x, y):
         expected = float(sum(seed * sympy.diff(out, load) for seed, out in zip(seeds, outputs)).subs(point))
         assert abs(env[sympy.Symbol(f"adj_{load}", real=True)] - expected) < 1e-12
