@@ -13,11 +13,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _source_tree_packages  # noqa: E402
+from module_ab import timed_batch  # noqa: E402
 
 
 def _diagnose(label: str, args) -> dict:
@@ -50,14 +50,6 @@ def _diagnose(label: str, args) -> dict:
     def direct():
         wp.launch(kernel, dim=f_0.shape[1:], inputs=[arrays[a.label] for a in kernel.adj.args], block_dim=128)
 
-    def timed(fn):
-        wp.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.inner):
-            fn()
-        wp.synchronize()
-        return (time.perf_counter() - start) * 1e3 / args.inner
-
     gather = step.kernel("adjoint_gather") if step.manifest.slot_count else None
 
     def gathered():
@@ -69,7 +61,7 @@ def _diagnose(label: str, args) -> dict:
         for adjoints in ("random", "zero"):
             adj_f_1.assign(cotangent) if adjoints == "random" else adj_f_1.zero_()
             for name, fn in (("runtime", runtime), ("direct", direct)) + ((("gather", gathered),) if gather else ()):
-                samples.setdefault(f"{name}/{adjoints}", []).append(timed(fn))
+                samples.setdefault(f"{name}/{adjoints}", []).append(timed_batch(fn, wp.synchronize, args.inner))
     registers = {n: dict(wp.get_cuda_kernel_properties(step.kernel(n), wp.get_device()))
                  for n in step.manifest.kernels if n.startswith("adjoint_fresh")} if wp.get_device().is_cuda else {}
     return {"ms": {k: statistics.median(v) for k, v in samples.items()}, "registers": registers}

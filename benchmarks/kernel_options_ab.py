@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _source_tree_packages  # noqa: E402
-from module_ab import kernel_inputs  # noqa: E402
+from module_ab import kernel_inputs, timed_batch  # noqa: E402
 
 _ADJOINT_FACTORY = 'return wp.kernel(enable_backward=False, module="unique")(adjoint)'
 
@@ -98,14 +98,6 @@ def main(argv=None) -> int:
         wp.launch(kernel, dim=arrays["f_0"].shape[1:], inputs=[arrays[a.label] for a in kernel.adj.args],
                   block_dim=128 if kernel_name.startswith("adjoint") else 256)
 
-    def timed(fn) -> float:
-        wp.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.inner):
-            fn()
-        wp.synchronize()
-        return (time.perf_counter() - start) * 1e3 / args.inner
-
     launch(modules["base"], "forward")  # compiles the denominator's kernel
     outputs = {}
     for name, module in modules.items():  # compiles; each adjoint's outputs from the same inputs
@@ -116,7 +108,7 @@ def main(argv=None) -> int:
     samples = {key: [] for key in [("base", "forward")] + [(n, k) for n in modules for k in kernels]}
     for _ in range(args.rounds):
         for name, kernel in samples:
-            samples[(name, kernel)].append(timed(lambda m=modules[name], k=kernel: launch(m, k)))
+            samples[(name, kernel)].append(timed_batch(lambda m=modules[name], k=kernel: launch(m, k), wp.synchronize, args.inner))
     ms = {f"{n}/{k}": statistics.median(s) for (n, k), s in samples.items()}
     forward = ms["base/forward"]
     equal = {f"{n}/{k}": all(np.array_equal(a, b, equal_nan=True) for a, b in zip(outputs[(n, k)], outputs[("base", k)]))

@@ -60,7 +60,10 @@ def kernel_inputs(config, size: int, cotangent: str = "random", slot_count: int 
     return arrays, adjoints
 
 
-def _round(fn, sync, inner: int) -> float:
+def timed_batch(fn, sync, inner: int) -> float:
+    """Milliseconds per call of ``fn`` over ``inner`` calls, from a synchronised start (work queued
+    before, such as restoring the inputs, is not counted) to a synchronised end."""
+    sync()
     start = time.perf_counter()
     for _ in range(inner):
         fn()
@@ -120,8 +123,7 @@ def main(argv=None) -> int:
                 # them on its first launch: its other launches, and every variant after it, would
                 # otherwise run on zeros)
                 arrays["adj_f_1"].assign(cotangent)
-                wp.synchronize()
-                ms = _round(lambda m=module, k=kernel: launch(m, k), wp.synchronize, args.inner)
+                ms = timed_batch(lambda m=module, k=kernel: launch(m, k), wp.synchronize, args.inner)
                 if round_:
                     samples[(variant, kernel)].append(ms)
             if round_:
