@@ -42,7 +42,7 @@ def _diagnose(label: str, args) -> dict:
     arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask,
               "omega": step.kernel_omega(1.6), "timestep": 0, "adj_f_0": adj_f_0, "adj_f_1": adj_f_1,
               "adj_omega_cells": wp.zeros(f_0.shape[1:], dtype=step.compute_dtype),
-              "adj_slots": wp.zeros((max(step.manifest.slot_count, 1), *f_0.shape[1:]), dtype=step.compute_dtype)}
+              "adj_slots": wp.zeros((*f_0.shape[1:], max(step.manifest.slot_count, 1)), dtype=step.compute_dtype)}
 
     def runtime():
         step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True)

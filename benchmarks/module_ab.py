@@ -56,7 +56,7 @@ def kernel_inputs(config, size: int, cotangent: str = "random", slot_count: int 
               "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute),
               "saved_f_0": wp.empty_like(f_0)}  # forward_save's copy (forward takes it and leaves it alone)
     if slot_count:
-        arrays["adj_slots"] = wp.zeros((slot_count, *f_0.shape[1:]), dtype=compute)
+        arrays["adj_slots"] = wp.zeros((*f_0.shape[1:], slot_count), dtype=compute)
     return arrays, adjoints
 
 

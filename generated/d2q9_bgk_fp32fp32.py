@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 78cdcf0c6099ec72f0c46f56fcfc0c8e81ef9132bf66583ca97aca76a7d6b021
+# body-sha256: 7376526f22e6f7ba244dd841babc4a7d81f602562bd8f5bee91ef24a2540a187
 # ---- end of header ----
 import warp as wp
 
@@ -35,7 +35,7 @@ wp.set_module_options({"enable_backward": False})
 # What this module declares (adjointgen.manifest.Manifest; checked when it is loaded)
 MANIFEST = {
     "configuration": "D2Q9/BGK/FP32FP32",
-    "format": 1,
+    "format": 2,
     "gather_into": [],
     "in_place": [],
     "kernels": [

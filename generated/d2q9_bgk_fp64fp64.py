@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 0d70422a509d94b71e7180d9fd2128b12a3b1e5e35f49249548ce2c21ffb8625
+# body-sha256: 23d2894eaad426955374b20ce5886593cafb0c64c6284b6d59025bfff6923d1e
 # ---- end of header ----
 import warp as wp
 
@@ -35,7 +35,7 @@ wp.set_module_options({"enable_backward": False})
 # What this module declares (adjointgen.manifest.Manifest; checked when it is loaded)
 MANIFEST = {
     "configuration": "D2Q9/BGK/FP64FP64",
-    "format": 1,
+    "format": 2,
     "gather_into": [],
     "in_place": [],
     "kernels": [

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 2f6339e4409d5202d80581c8fc46ae2d53637416ccef5eb69b7b24e58fb00e17
+# body-sha256: 077e41cea262556c202f56dbec4cb59dbca4b1be2e6dbea3846f926e6ffc6d48
 # ---- end of header ----
 import warp as wp
 
@@ -45,7 +45,7 @@ wp.set_module_options({"enable_backward": False})
 # What this module declares (adjointgen.manifest.Manifest; checked when it is loaded)
 MANIFEST = {
     "configuration": "D3Q19/BGK/FP32FP32",
-    "format": 1,
+    "format": 2,
     "gather_into": [],
     "in_place": [],
     "kernels": [

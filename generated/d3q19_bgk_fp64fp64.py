@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: c0443f647f7b1cb5a59f9af32e3235b321139edf26bf9ad4beb3b44399a501f2
+# body-sha256: 1e3de511163e57e6863be4c9d0645fc9cdb3065805e8aa6efc4b8e45cb46f198
 # ---- end of header ----
 import warp as wp
 
@@ -45,7 +45,7 @@ wp.set_module_options({"enable_backward": False})
 # What this module declares (adjointgen.manifest.Manifest; checked when it is loaded)
 MANIFEST = {
     "configuration": "D3Q19/BGK/FP64FP64",
-    "format": 1,
+    "format": 2,
     "gather_into": [],
     "in_place": [],
     "kernels": [

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 20e9a7a44632ad82c6648da1a98283a4f3e1f18f259cdb10e4e02fd04c0416a1
+# body-sha256: 3abe5be01e75788e9555e794ae67401f2d1919ef71cab49ba3692b4e5397e16a
 # ---- end of header ----
 import warp as wp
 
@@ -53,7 +53,7 @@ wp.set_module_options({"enable_backward": False})
 # What this module declares (adjointgen.manifest.Manifest; checked when it is loaded)
 MANIFEST = {
     "configuration": "D3Q27/BGK/FP32FP32",
-    "format": 1,
+    "format": 2,
     "gather_into": [],
     "in_place": [],
     "kernels": [

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: bc51220e2ff10d65b7ecc6be2cb60d353042b98173e142f44e5345e6ac09e868
+# body-sha256: 69a812c3c3cdd7e4541fd2263c17d4f2d3c945b76fe741a27a2c4057e9c9be81
 # ---- end of header ----
 import warp as wp
 
@@ -53,7 +53,7 @@ wp.set_module_options({"enable_backward": False})
 # What this module declares (adjointgen.manifest.Manifest; checked when it is loaded)
 MANIFEST = {
     "configuration": "D3Q27/BGK/FP64FP64",
-    "format": 1,
+    "format": 2,
     "gather_into": [],
     "in_place": [],
     "kernels": [

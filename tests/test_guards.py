@@ -106,10 +106,11 @@ def test_cavity_slots_are_written_and_gathered_only_at_wall_cells(cavity_module)
     adjoint = _adjoint_body(text)
     gather = text.split("def adjoint_gather(")[1].split("def adjoint_kept(")[0]
     # the bounce-back's own-cell reads: their adjoint is exactly zero away from the walls
-    written = adjoint.split("    if bc_mask_0 == wp.uint8(1):\n        adj_slots[0, i, j, k] = ")[1].split("\n    # per-cell")[0]
+    written = adjoint.split("    if bc_mask_0 == wp.uint8(1):\n        adj_slots[i, j, k, 0] = ")[1].split("\n    # per-cell")[0]
     assert written.count("adj_slots[") == 17  # the other 17 of 18, in the same block
+    assert "adj_slots[i, j, k, 17] = " in written  # cell-major: a cell's slots are adjacent in memory
     assert "bc_mask: wp.array4d(dtype=wp.uint8)" in gather
-    assert "    if bc_mask_0_reader_0 == wp.uint8(1):\n        adj_f_0[1, i, j, k] = adj_f_0[1, i, j, k] + adj_slots[0, i, j, k]" in gather
+    assert "    if bc_mask_0_reader_0 == wp.uint8(1):\n        adj_f_0[1, i, j, k] = adj_f_0[1, i, j, k] + adj_slots[i, j, k, 0]" in gather
     assert gather.count("+ adj_slots[") == 18 and gather.count("= bc_mask[") == 1
 
 

@@ -551,23 +551,30 @@ def _slot_lines(c: _Context, slot_terms: dict) -> list:
     """Each slot written: the reads' adjoints where the read can matter, zero where none used it."""
     lines = []
     for slot, terms in sorted(slot_terms.items()):
-        line = f"{c.names.slots()}[{slot}, {c.lines.thread}] = {' + '.join(terms)}"
+        line = f"{_slot_element(c, slot, c.lines.thread)} = {' + '.join(terms)}"
         if slot not in c.slot_needs:
             lines.append(line)
         elif c.slot_needs[slot].ids:  # written (and gathered) only where the read can matter
             lines += [f"if {c.lines.id_condition(c.guards.id_symbol, c.slot_needs[slot])}:", f"    {line}"]
     written = {str(slot) for slot in slot_terms}
     zero = c.zero(c.program.compute_dtype)
-    lines += [f"{c.names.slots()}[{slot}, {c.lines.thread}] = {zero}"
+    lines += [f"{_slot_element(c, slot, c.lines.thread)} = {zero}"
               for slot in range(len(c.accesses.slots)) if str(slot) not in written]
     return merge_ifs(lines)
+
+
+def _slot_element(c: _Context, slot: int, cell: str) -> str:
+    """Slot ``slot`` of the thread at ``cell``. Cell-major (the slot index last): a wall cell's
+    slots share 32-byte sectors also on the planes across the fastest axis, where one cell per warp
+    writes them and the gather reads them back (slot-major, each was a sector of its own)."""
+    return f"{c.names.slots()}[{cell}, {slot}]"
 
 
 def _kept_lines(c: _Context) -> tuple[list, list]:
     """A kept cell returns early, but still owns its slots and parameter cells: it writes zeros
     there, so the runtime never has to clear these scratch arrays."""
     zero = c.zero(c.program.compute_dtype)
-    slots = [f"{c.names.slots()}[{slot}, {c.lines.thread}] = {zero}" for slot in range(len(c.accesses.slots))]
+    slots = [f"{_slot_element(c, slot, c.lines.thread)} = {zero}" for slot in range(len(c.accesses.slots))]
     parameters = [f"{c.names.parameter_cells(name)}[{c.lines.thread}] = {c.zero(c.dtype(name))}"
                   for name, _ in c.adjoint.parameters]
     return slots, parameters
@@ -812,7 +819,7 @@ def _gather_plan(c: _Context) -> GatherPlan:
     for slot, access in enumerate(c.accesses.slots):
         target = f"{c.grads[access.array]}[{access.population}, {c.lines.thread}]"
         reader = ", ".join(c.lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
-        value = convert(f"{c.names.slots()}[{slot}, {reader}]", c.program.compute_dtype, c.dtype(access.array))
+        value = convert(_slot_element(c, slot, reader), c.program.compute_dtype, c.dtype(access.array))
         if slot not in c.slot_needs:
             body.append(f"{target} = {target} + {value}")
         elif c.slot_needs[slot].ids:  # the reader's id says whether it wrote the slot

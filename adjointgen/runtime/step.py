@@ -397,7 +397,7 @@ class DifferentiableStep:
         if self.manifest.slot_count:
             # reads that are not scattered directly leave their adjoint in a slot of the reader;
             # adjoint_gather adds them to the owners' gradients (no atomics, no races)
-            slots = self._scratch("slots", (self.manifest.slot_count, *f_0.shape[1:]), f_0.device)
+            slots = self._scratch("slots", (*f_0.shape[1:], self.manifest.slot_count), f_0.device)  # cell-major
             inputs.append(slots)
         listed = self.listed_cells(bc_mask)
         inputs += self._cells_argument(bc_mask)  # a split step's kernels take the list (only the listed part reads it)
