@@ -233,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--extended", action="store_true",
                         help="also the larger set of boundary mixes and collision models (verify_extended), and verify_fields")
     verify.add_argument("--fields", action="store_true",
-                        help="also the design-field configurations (verify_fields: PorousBGK, d/d porosity per cell; the bouzidi mix, d/d wall distance per link)")
+                        help="also the design-field configurations (verify_fields: PorousBGK, d/d porosity per cell; "
+                             "the bouzidi mix, d/d wall distance per link)")
     verify.add_argument("--jobs", "-j", type=int, help="worker processes, one configuration each (default: one per core)")
     verify.set_defaults(run=cmd_verify)
 
