@@ -474,8 +474,10 @@ class DifferentiableStep:
 
     def _pairs(self, bc_mask) -> bool:
         """Whether a fresh adjoint on ``bc_mask`` runs the paired variant (no kept cell: the caller's
-        guarantee or ``kept_cells``; nothing in place: checked by the caller)."""
-        return self.pairing and self.manifest.has("adjoint_pairs") and not self._unpaired.get(bc_mask, False)
+        guarantee or ``kept_cells``; nothing in place: checked by the caller). Not while a CUDA graph
+        is being captured: its flag could not be read back there, so the slots run instead."""
+        return (self.pairing and self.manifest.has("adjoint_pairs") and not self._unpaired.get(bc_mask, False)
+                and not bc_mask.device.is_capturing)
 
     def _pair_bits(self, bc_mask, missing_mask):
         """``adjoint_pairs``' two words of pair bits per cell for these masks, computed once per
