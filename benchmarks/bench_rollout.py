@@ -92,7 +92,7 @@ def run_adjointgen(args) -> dict:
     ag_forward = _timed(wp, lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, [], check=False), args.steps)
     ag_adjoint = _timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=True, check=False),
                         args.steps)
-    del adj_0, adj_1
+    adj_0 = adj_1 = None  # freed before the rollouts
     # warm-up of the rollout's own path (a short rollout)
     adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, 4, 2, progress=False).backward(adj_f_0=f_0)
     cotangent = wp.clone(f_0)
@@ -187,7 +187,7 @@ def run_jax(args) -> dict:
 
         body = jax.checkpoint(one, static_argnums=(1,)) if remat else one
 
-        def loss(f):
+        def loss(f, body=body):
             for t in range(args.steps):
                 f = body(f, t)
             return jnp.sum(f * c)

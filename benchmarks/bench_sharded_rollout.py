@@ -109,8 +109,8 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
     for name, run in ways.items():
         forward = jax.jit(lambda f, g, bc, mm, run=run: run(f, g, bc, mm)[0])
         gradient = jax.jit(jax.grad(lambda f, g, bc, mm, c, run=run: jnp.sum(c * run(f, g, bc, mm)[0])))
-        rows[f"{name}_forward_ms"] = _timed(lambda: forward(f0, f1, bc, mm), repeats, 1)
-        rows[f"{name}_gradient_ms"] = _timed(lambda: gradient(f0, f1, bc, mm, c), repeats, 1)
+        rows[f"{name}_forward_ms"] = _timed(lambda forward=forward: forward(f0, f1, bc, mm), repeats, 1)
+        rows[f"{name}_gradient_ms"] = _timed(lambda gradient=gradient: gradient(f0, f1, bc, mm, c), repeats, 1)
         gradients[name] = np.asarray(gradient(f0, f1, bc, mm, c))
         _log(f"{name} on {len(devices)}: forward {rows[f'{name}_forward_ms']:.2f} ms, gradient {rows[f'{name}_gradient_ms']:.2f} ms")
     base = reference if reference is not None else gradients.get("face")
