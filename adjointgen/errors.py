@@ -37,11 +37,6 @@ class RuntimeArgumentError(AdjointgenError, ValueError):
     """Arrays passed to a differentiable step with the wrong shape, dtype or device."""
 
 
-class PairingMismatch(AdjointgenError):
-    """A paired fresh adjoint (adjointgen.compiler.pairing) found a contribution it left out not
-    zero on this mask: the gradient it was computing is not returned."""
-
-
 class DamagedModule(AdjointgenError):
     """A generated module whose body no longer matches the hash in its header, or whose manifest
     is missing or malformed: it was edited, cut short or written by another generator."""

@@ -25,14 +25,12 @@ HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
 
-def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "", paired: bool = False) -> str:
+def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "") -> str:
     """``adjoint`` (accumulating), ``adjoint_fresh`` (writes into gradients known to be zero), each
     with ``_state`` when it leaves out the per-cell adjoints of scalar parameters, and ``_rest`` /
     ``_listed`` for the two launches of a split step (the cells without the listed boundary ids,
-    and the listed cells; see ``Manifest.listed_ids``); ``_paired``: a fresh variant that writes
-    the slots' elements itself, without ``adjoint_gather`` (:mod:`adjointgen.compiler.pairing`)."""
-    return (("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "") + (f"_{part}" if part else "")
-            + ("_paired" if paired else ""))
+    and the listed cells; see ``Manifest.listed_ids``)."""
+    return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "") + (f"_{part}" if part else "")
 
 
 def forward_kernel_name(save: bool, part: str = "") -> str:
@@ -79,9 +77,9 @@ class Manifest:
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
 
-    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "", paired: bool = False) -> str:
+    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "") -> str:
         """The name of the adjoint variant asked for; an error naming the module's variants if absent."""
-        name = adjoint_kernel_name(fresh, state_only, part, paired)
+        name = adjoint_kernel_name(fresh, state_only, part)
         if not self.has(name):
             raise KeyError(f"{self.configuration} has no {name} kernel (it has {', '.join(self.kernels)})")
         return name

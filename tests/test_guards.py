@@ -104,10 +104,9 @@ def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells(cavi
 def test_cavity_slots_are_written_and_gathered_only_at_wall_cells(cavity_module):
     text = cavity_module
     adjoint = _adjoint_body(text)
-    gather = text.split("def adjoint_gather(")[1].split("@wp.kernel")[0]
+    gather = text.split("def adjoint_gather(")[1].split("def adjoint_kept(")[0]
     # the bounce-back's own-cell reads: their adjoint is exactly zero away from the walls
-    # (in the variants with slots: the paired ones write no slot, adjointgen.compiler.pairing)
-    written = adjoint.split("        if bc_mask_0 == wp.uint8(1):\n            adj_slots[i, j, k, 0] = ")[1].split("\n    # per-cell")[0]
+    written = adjoint.split("    if bc_mask_0 == wp.uint8(1):\n        adj_slots[i, j, k, 0] = ")[1].split("\n    # per-cell")[0]
     assert written.count("adj_slots[") == 17  # the other 17 of 18, in the same block
     assert "adj_slots[i, j, k, 17] = " in written  # cell-major: a cell's slots are adjacent in memory
     assert "bc_mask: wp.array4d(dtype=wp.uint8)" in gather

@@ -37,7 +37,6 @@ def _context(plan: ModulePlan) -> dict:
         "replay": plan.adjoint.replay,
         "prepare_params": plan.prepare.params, "prepare_body": plan.prepare.body,
         "gather_params": plan.gather.params, "gather_body": plan.gather.body,
-        "pairs_params": plan.pairs.params, "pairs_body": plan.pairs.body,
         "kept_params": plan.kept.params, "kept_body": plan.kept.body,
     }
 

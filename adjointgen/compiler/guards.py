@@ -129,15 +129,6 @@ def _visit(expr, need: Need, id_symbol, needs: dict) -> None:
         _visit(arg, need, id_symbol, needs)
 
 
-def tested_ids(program: Program, id_symbol) -> frozenset:
-    """Every id ``k`` the program tests its cell's id against (``Eq(id, k)``): the ids of the
-    boundary conditions it applies; a cell with another id (a fluid cell) gets none of them."""
-    expressions = [e for s in program.statements for e in s.operands()]
-    expressions += [e for store in program.stores for e in (store.value, store.keep, store.when) if e is not None]
-    tests = set().union(*(sympy.sympify(e).atoms(sympy.Eq) for e in expressions))
-    return frozenset(k for k in (_id_test(test, id_symbol) for test in tests) if k is not None)
-
-
 def analyse(program: Program, id_symbol) -> dict:
     """{statement target name: guard (a :class:`Need`)} for the statements worth guarding, given
     the symbol of the cell's boundary id (None: nothing is guarded)."""

@@ -115,23 +115,6 @@ class Namer:
         """The reverse sweep's reciprocal of an expression (its sympy ``srepr``)."""
         return self._numbered("reciprocal", "rcp", expression)
 
-    def paired_id(self, id_variable: str, role: str, cell: str) -> str:
-        """The boundary id of the cell at ``cell`` that a paired write tests (``role``: "reader"
-        where a writer tests its reader, "writer" the other way; :mod:`adjointgen.compiler.pairing`)."""
-        return self._numbered(f"paired {role} id", f"{id_variable}_{role}_at", cell)
-
-    def pair_bits(self, role: str) -> str:
-        """The paired adjoint's word of pair bits (``role``: "writes" or "reads")."""
-        return self._claim("pair bits", role, f"paired_{role}")
-
-    def pairs(self) -> str:
-        """``adjoint_pairs``' output, the paired adjoints' input: two words of pair bits per cell."""
-        return self._claim("pair bits array", "", "adj_pairs")
-
-    def pairing_error(self) -> str:
-        """The one-element flag a paired adjoint sets where a contribution it leaves out is not zero."""
-        return self._claim("pairing error flag", "", "adj_pairing_error")
-
     def reader_id(self, id_variable: str, reader: str) -> str:
         """The boundary id of the cell at the coordinates ``reader`` (adjoint_gather)."""
         return self._numbered("reader id", f"{id_variable}_reader", reader)

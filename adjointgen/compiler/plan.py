@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from adjointgen.compiler import guards, pairing, reciprocals
+from adjointgen.compiler import guards
+from adjointgen.compiler import reciprocals
 from adjointgen.compiler.access import Access, Accesses
 from adjointgen.compiler.ir import Load, Origin, Program
 from adjointgen.compiler.naming import Namer
@@ -92,13 +93,11 @@ class AdjointVariant:
     fresh: bool
     state_only: bool
     part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
-    paired: bool = False  # fresh, without slots: see adjointgen.compiler.pairing
 
     @property
     def arguments(self) -> str:
         """The variant's arguments to the module's ``_adjoint_variant`` factory."""
-        return (f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
-                + (", paired=True" if self.paired else ""))
+        return f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
 
 
 @dataclass(frozen=True)
@@ -146,14 +145,6 @@ class GatherPlan:
 
 
 @dataclass(frozen=True)
-class PairsPlan:
-    """``adjoint_pairs`` (the pair bits of the paired adjoints, once per mask; empty body: not generated)."""
-
-    params: list = field(default_factory=list)
-    body: list = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class KeptPlan:
     """``adjoint_kept`` (completes a fresh adjoint where cells are kept; empty body: not generated)."""
 
@@ -174,7 +165,6 @@ class ModulePlan:
     adjoint: AdjointPlan
     prepare: PreparePlan
     gather: GatherPlan
-    pairs: PairsPlan
     kept: KeptPlan
     manifest: Manifest
 
@@ -205,7 +195,6 @@ class _WriteBack:
     fresh_writes: list  # the writes of the fresh variant
     fresh_outputs: list  # those of them that write an output's (cleared) element
     field_reads: list  # (Origin, line): the design fields' gradients, read up front in every variant
-    fresh_elements: list  # (target, value, the access of its primary read or None) per fresh write
 
 
 @dataclass(frozen=True)
@@ -227,7 +216,6 @@ class AdjointParts:
     parts: tuple  # ("",) or, for a split step, ("", "rest", "listed")
     write_back: _WriteBack
     slot_lines: list
-    paired_writes: list  # the paired variants' writes (adjointgen.compiler.pairing); [] where there are none
     parameter_lines: list
 
 
@@ -243,11 +231,6 @@ class _Context:
         self.forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
         self.seed_params = [f"{names.seed(a)}: {program.param(a).annotation()}" for a in accesses.in_place]
         self.slot_needs = _slot_needs(accesses, cell_guards.needs)
-
-    @functools.cached_property
-    def pairing(self) -> pairing.Pairing | None:
-        """The slots' pairing (:mod:`adjointgen.compiler.pairing`), or None."""
-        return pairing.find(self.program, self.accesses, self.guards, self.slot_needs, split=bool(self.listed_ids))
 
     @functools.cached_property
     def listed_ids(self) -> tuple:
@@ -494,7 +477,7 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
     together; interleaved read-modify-writes would each wait a full memory round trip, since it
     cannot prove the addresses distinct."""
     zero = c.zero(c.dtype(c.program.stores[0].array)) if c.program.stores else "0"
-    reads, writes, fresh_writes, fresh_outputs, field_reads, fresh_elements = [], [], [], [], [], []
+    reads, writes, fresh_writes, fresh_outputs, field_reads = [], [], [], [], []
     for target, entry in sorted(sweep.destinations.items(), key=lambda item: population_order(item[0])):
         # the terms are adjoints (compute precision); the element is in the array's precision
         added = convert(" + ".join(entry.terms), c.program.compute_dtype, entry.dtype) if entry.terms else None
@@ -506,7 +489,6 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
             continue
         if added is not None or not entry.cleared:
             fresh_writes.append(f"{target} = {added or zero}")
-            fresh_elements.append((target, added or zero, c.accesses.loads[entry.loads[0]] if entry.loads else None))
             if entry.cleared:
                 fresh_outputs.append(fresh_writes[-1])
         if not entry.cleared:
@@ -514,7 +496,7 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
             reads.append((entry.origin, f"{old} = {target}"))
             added = f"{old} + {added}" if added else old
         writes.append(f"{target} = {added or zero}")
-    return _WriteBack(reads, writes, fresh_writes, fresh_outputs, field_reads, fresh_elements)
+    return _WriteBack(reads, writes, fresh_writes, fresh_outputs, field_reads)
 
 
 def _other_state(c: _Context) -> str | None:
@@ -644,8 +626,6 @@ def _adjoint_params(c: _Context) -> list:
                for name, _ in c.adjoint.parameters]
     if c.accesses.slots:
         params.append(_slot_param(c))
-    if c.pairing is not None:  # every variant takes them (one body); only the paired ones use them
-        params += [f"{c.names.pairs()}: wp.array4d(dtype=wp.int32)", f"{c.names.pairing_error()}: wp.array(dtype=wp.int32)"]
     return params + _listed_param(c)
 
 
@@ -692,10 +672,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only, part), is_fresh, state_only, part)
                 for part in parts.parts
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
-    variants += [AdjointVariant(adjoint_kernel_name(True, state_only, paired=True), True, state_only, paired=True)
-                 for state_only in (False, True)[: 1 + has_parameters] if parts.paired_writes]
-    factory = ("name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
-               + (", paired: bool = False" if parts.paired_writes else ""))
+    factory = "name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
     reads = _collapsed_reads(parts.write_back.reads)
     write_back = parts.write_back.writes
@@ -713,24 +690,9 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         replay=parts.replay,
         in_place_seeds=parts.in_place_seeds,
         groups=parts.sweep.groups,
-        writes=_writes(static_if("fresh", fresh_writes, write_back) if fresh else write_back, parts),
+        writes=(static_if("fresh", fresh_writes, write_back) if fresh else write_back) + parts.slot_lines,
         parameter_lines=guard("not state_only", parts.parameter_lines),
         variants=variants, prologue=parts.prologue, skip=parts.skip, factory_params=factory)
-
-
-def _writes(unpaired: list, parts: AdjointParts) -> list:
-    """The variants' writes: the slot lines after the others, or, where the module has paired
-    variants, those variants' writes instead (no slots)."""
-    unpaired = unpaired + parts.slot_lines
-    return static_if("paired", parts.paired_writes, unpaired) if parts.paired_writes else unpaired
-
-
-def _paired_writes(c: _Context, sweep: _Sweep, write_back: _WriteBack) -> list:
-    """The writes of the paired variants (:mod:`adjointgen.compiler.pairing`); [] where there are none."""
-    if c.pairing is None:
-        return []
-    printer = pairing.PairedLines(c.pairing, c.lines, c.names, c.names.pairing_error(), c.names.pairs())
-    return printer.writer(write_back.fresh_elements) + printer.reader(sweep.slot_terms, c.grads, c.program.compute_dtype)
 
 
 def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, int]:
@@ -746,7 +708,7 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
         replay=_replay_lines(c, cell), sweep=sweep, write_back=write_back, slot_lines=slot_lines,
-        paired_writes=_paired_writes(c, sweep, write_back), parameter_lines=_parameter_lines(c)))
+        parameter_lines=_parameter_lines(c)))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
     return plan, updates + len(write_back.writes) + len(slot_lines)
 
@@ -842,19 +804,6 @@ def _load_of(program: Program, symbol) -> Load | None:
     return next((s for s in program.statements if isinstance(s, Load) and s.target == symbol), None)
 
 
-def _pairs_plan(c: _Context) -> PairsPlan:
-    """``adjoint_pairs``: the pair bits the paired adjoints read (:mod:`adjointgen.compiler.pairing`)."""
-    p = c.pairing
-    if p is None:
-        return PairsPlan()
-    params = [f"{name}: {c.program.param(name).annotation()}" for name in (p.id_array, p.mask)]
-    params.append(f"{c.names.pairs()}: wp.array4d(dtype=wp.int32)")
-    shifts = [Access("", 0, tuple(sign * s for s in slot.primary)) for slot in p.slots for sign in (1, -1)]
-    grid = c.lines.grid_lines(p.mask) + c.lines.neighbour_definitions(shifts)
-    printer = pairing.PairedLines(p, c.lines, c.names, c.names.pairing_error(), c.names.pairs())
-    return PairsPlan(params, printer.pairs_body(grid))
-
-
 def _gather_plan(c: _Context) -> GatherPlan:
     """Each thread adds to its own elements what the readers left in their slots; a slot written
     only at some boundary ids is gathered only where the reader's id is one of them."""
@@ -940,15 +889,14 @@ def plan_module(config: Configuration, program: Program, adjoint: Adjoint, acces
     split = _split(c, cell)
     adjoint_plan, update_count = _adjoint(c, cell, split)
     q = int(config.velocity_set.split("Q")[1])
-    prepare, gather, pairs = _prepare_plan(c, cell), _gather_plan(c), _pairs_plan(c)
+    prepare, gather = _prepare_plan(c, cell), _gather_plan(c)
     kept = _kept_plan(c, any(variant.fresh for variant in adjoint_plan.variants), q)
     forward = _forward_plan(c, cell, q, split)
     kernels = ([variant.name for variant in forward.variants] + [variant.name for variant in adjoint_plan.variants]
                + ["adjoint_prepare"] * bool(prepare.body) + ["adjoint_gather"] * bool(gather.body)
-               + ["adjoint_pairs"] * bool(pairs.body)
                + ["adjoint_kept"] * bool(kept.body))
     sources = sorted(sources, key=lambda f: f.symbol)
     return ModulePlan(config=config, identity=identity, sources=sources, proof=accesses.proof,
                       statement_count=len(program.statements), adjoint_update_count=update_count, cell=cell,
-                      forward=forward, adjoint=adjoint_plan, prepare=prepare, gather=gather, pairs=pairs, kept=kept,
+                      forward=forward, adjoint=adjoint_plan, prepare=prepare, gather=gather, kept=kept,
                       manifest=_manifest(config, c, identity, sources, kernels))

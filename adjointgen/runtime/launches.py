@@ -48,10 +48,9 @@ class PackedAdjoint:
     """The launches of one adjoint step, in order, each with the indices of the step's arrays and
     timestep among its parameters; then the reductions of per-cell parameter adjoints."""
 
-    def __init__(self, launches: list, reductions: list, pairing_flag=None):
+    def __init__(self, launches: list, reductions: list):
         self.launches = launches  # [(warp.Launch, {"f_0": index, "timestep": index, ...})]
         self.reductions = reductions  # [(per-cell array, one-element total, packed launch adding it)]
-        self.pairing_flag = pairing_flag  # a paired adjoint's error flag (int32, one element); None: not paired
         self.values: dict = {}
 
     def set(self, **values):

@@ -316,8 +316,6 @@ class _Sweep:
         else:
             self.reverse_sweep(list(self.actions))  # the reverse sweep's actions, read one ahead by forward_action
         self.reverse_bar.close()
-        if self.adjoint_step is not None:  # a paired fresh adjoint's flag, once per rollout
-            self.step.check_pairing(self.adjoint_step, self.bc_mask)
         if self.fresh and self.carry is not None:  # the adjoint of the initial f_1, carried out of the first step
             adjoints[1] = self.carry
         elif self.fresh:  # the initial f_1 is not read by such a step: its adjoint is zero (never cleared above)

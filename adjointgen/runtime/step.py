@@ -31,7 +31,7 @@ from adjointgen.runtime.launches import Launches, PackedAdjoint
 from adjointgen.runtime.modules import GeneratedModule
 from adjointgen.runtime.plan import has_kept_cells
 from adjointgen.config import Configuration
-from adjointgen.errors import PairingMismatch, RuntimeArgumentError
+from adjointgen.errors import RuntimeArgumentError
 
 def _identity(stepper, boundary_parameters: bool):
     """``(identity, processed)``: see :func:`adjointgen.runtime.identities.identity_of`."""
@@ -161,12 +161,6 @@ class DifferentiableStep:
         # launches, the listed ids' cells from a list and the rest without their code (fewer
         # registers); None = on CUDA devices only (on a CPU it saves nothing and costs compiles)
         self.split_listed: bool | None = None
-        # fresh adjoints without slots where the module has paired variants (adjointgen.compiler.pairing):
-        # no adjoint_gather launch; a mask on which one found a contribution it left out not zero is
-        # remembered here and gets the slots from then on
-        self.pairing = True
-        self._unpaired = weakref.WeakKeyDictionary()  # bc_mask -> True once a paired adjoint failed on it
-        self._pair_bit_arrays = weakref.WeakKeyDictionary()  # bc_mask -> (missing_mask, its pair bits)
         # prescribed boundary values that the generated kernels take as parameters:
         # name -> a Warp array (requires_grad) holding the value(s); tape.backward() fills .grad
         self._lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
@@ -317,7 +311,7 @@ class DifferentiableStep:
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
-                field_values=None, carry=None, check_pairing: bool = True):
+                field_values=None, carry=None):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -341,35 +335,12 @@ class DifferentiableStep:
         ``self.state_kernels`` says otherwise): the same state gradients, from kernels that need
         fewer registers. ``check=False``: the caller has checked the gradient arrays (a rollout, once).
         ``adj_fields`` ({field name: array shaped like the field}): the design fields' gradients,
-        always added to (also with ``fresh``); fields not named get a scratch gradient.
-
-        A fresh adjoint runs the module's paired variant where it has one (no ``adjoint_gather``;
-        see :mod:`adjointgen.compiler.pairing`) and then reads its error flag back, raising
-        :class:`~adjointgen.errors.PairingMismatch` where it is set; ``check_pairing=False`` leaves
-        that read to a later call (a tape's run of fused steps reads it once, at its last step)."""
+        always added to (also with ``fresh``); fields not named get a scratch gradient."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             check_like_state(name, grad, of)
         kept_cells = fresh and carry is not None and self._has_kept_cells(bc_mask)
-        packed = self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega,
-                                       lifted_values, adj_parameters, fresh, adj_fields, field_values, carry, kept_cells)
-        packed.run()
-        if check_pairing:
-            self.check_pairing(packed, bc_mask)
-
-    def check_pairing(self, packed: PackedAdjoint, bc_mask):
-        """Raise :class:`PairingMismatch` if a paired adjoint since the flag was last read (``packed``'s
-        or an unchecked one before it) left out a contribution that was not zero; the mask then gets
-        the slots from then on. Reads the flag back (waits for the device); nothing where
-        ``packed`` is not paired."""
-        if packed.pairing_flag is None or not packed.pairing_flag.numpy()[0]:
-            return
-        packed.pairing_flag.zero_()
-        self._unpaired[bc_mask] = True
-        raise PairingMismatch(
-            f"{self.config.label}: on this mask a bounce-back cell and the cell across its missing link do not mirror "
-            "each other, so the fresh adjoint without slots left out a contribution that was not zero; this gradient "
-            "is not returned. The step uses slots on this mask from now on: run the gradient again "
-            "(step.pairing = False turns the paired adjoints off)")
+        self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
+                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
         """The forward launches, packed (a :class:`~adjointgen.runtime.launches.Launches`: ``.launch()``
@@ -428,19 +399,11 @@ class DifferentiableStep:
             # adjoint_gather adds them to the owners' gradients (no atomics, no races)
             slots = self._scratch("slots", (*f_0.shape[1:], self.manifest.slot_count), f_0.device)  # cell-major
             inputs.append(slots)
-        paired = fresh and not in_place and not kept_cells and self._pairs(bc_mask)
-        flag = None
-        if self.manifest.has("adjoint_pairs"):  # every variant takes the pair bits and the flag (one body)
-            flag = self._pairing_flag(f_0.device)
-            bits = self._pair_bits(bc_mask, missing_mask) if paired else self._scratch("no_pairs", (1, 1, 1, 1), f_0.device,
-                                                                                       wp.int32)
-            inputs += [bits, flag]
         listed = self.listed_cells(bc_mask)
         inputs += self._cells_argument(bc_mask)  # a split step's kernels take the list (only the listed part reads it)
         try:
             parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
-            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part, paired)), count)
-                       for part, count in parts]
+            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part)), count) for part, count in parts]
         except KeyError as exc:
             raise RuntimeArgumentError(exc.args[0]) from None
         for kernel, count in kernels:  # the parts run disjoint cells, and every element still has one writer
@@ -453,7 +416,7 @@ class DifferentiableStep:
             kept = wp.launch(self.kernel("adjoint_kept"), dim=dim, inputs=[f_0, bc_mask, adj_f_0, adj_f_1, carry],
                              device=device, record_tape=False, record_cmd=True)
             launches.append((kept, {"f_0": 0, "adj_f_0": 2, "adj_f_1": 3}))
-        if slots is not None and not paired:
+        if slots is not None:
             gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
                                inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
             launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
@@ -462,36 +425,7 @@ class DifferentiableStep:
             total = wp.zeros(1, dtype=self.compute_dtype, device=device)
             add = wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=device, record_tape=False, record_cmd=True)
             reductions.append((cells[scalar], total, add))
-        return PackedAdjoint(launches, reductions, flag if paired else None)
-
-    def _pairing_flag(self, device):
-        """The paired adjoints' error flag on ``device``: zero when made, set by a paired adjoint that
-        left out a contribution that was not zero, read and cleared by :meth:`check_pairing`."""
-        key = ("pairing_error", (1,), str(device))
-        if key not in self._scratch_arrays:
-            self._scratch_arrays[key] = wp.zeros(1, dtype=wp.int32, device=device)
-        return self._scratch_arrays[key]
-
-    def _pairs(self, bc_mask) -> bool:
-        """Whether a fresh adjoint on ``bc_mask`` runs the paired variant (no kept cell: the caller's
-        guarantee or ``kept_cells``; nothing in place: checked by the caller). Not while a CUDA graph
-        is being captured: its flag could not be read back there, so the slots run instead."""
-        return (self.pairing and self.manifest.has("adjoint_pairs") and not self._unpaired.get(bc_mask, False)
-                and not bc_mask.device.is_capturing)
-
-    def _pair_bits(self, bc_mask, missing_mask):
-        """``adjoint_pairs``' two words of pair bits per cell for these masks, computed once per
-        mask pair (kept while ``bc_mask`` lives; a mask edited in place keeps its old bits, which
-        stay consistent: every element one writer, and a contribution left out that is not zero
-        still sets the flag)."""
-        cached = self._pair_bit_arrays.get(bc_mask)
-        if cached is not None and cached[0] is missing_mask:
-            return cached[1]
-        bits = wp.empty((2, *bc_mask.shape[1:]), dtype=wp.int32, device=bc_mask.device)
-        wp.launch(self.kernel("adjoint_pairs"), dim=bc_mask.shape[1:], inputs=[bc_mask, missing_mask, bits],
-                  device=bc_mask.device, record_tape=False)
-        self._pair_bit_arrays[bc_mask] = (missing_mask, bits)
-        return bits
+        return PackedAdjoint(launches, reductions)
 
     def _field_gradients(self, adj_fields: dict, field_values: list) -> dict:
         """{field: the array every adjoint variant adds its gradient into}: the caller's, or, for
@@ -682,11 +616,8 @@ class _TapeRecord:
 
     def __call__(self):
         fresh, cleared_later = self.kernels()
-        # the paired adjoints' flag is read once per run of fused steps, by the last to go back (the
-        # first recorded of the run): one wait for the device per run instead of one per step
         self.step.adjoint(*self.inputs, self.f_0.grad, self.f_1.grad, self.adj_omega, self.lifted_values, self.adj_parameters,
-                          fresh=fresh, adj_fields=self.adj_fields, field_values=self.field_values,
-                          check_pairing=self.previous_f_0 is None)
+                          fresh=fresh, adj_fields=self.adj_fields, field_values=self.field_values)
         if fresh and not cleared_later:
             self.f_1.grad.zero_()  # what the accumulating adjoint would have cleared (every cell)
 

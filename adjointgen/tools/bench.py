@@ -126,24 +126,20 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
     fresh = reverses_fresh(step.manifest, storage(step, bc_mask))
     # the carry: where the step updates f_0 in place or keeps cells (adjoint_kept then runs too)
     carry = wp.zeros_like(f_0) if fresh and (step.manifest.in_place or has_kept_cells(bc_mask)) else None
-    kept = carry is not None and has_kept_cells(bc_mask)
     if fresh:
-        # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared), as it
-        # runs it: packed launches, a paired adjoint's flag read once at the end
-        packed = step.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True, carry=carry,
-                                       kept_cells=kept)
-        times["ag_adjoint_fresh"] = _timed(packed.run, sync, repeats, inner)
-        step.check_pairing(packed, bc_mask)
+        # what a rollout's reverse sweep runs here (adj_f_0 written, adj_f_1 not cleared)
+        times["ag_adjoint_fresh"] = _timed(
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True, carry=carry),
+            sync, repeats, inner)
     # the same with the omega gradient asked for (the kernels that also write per-cell adjoints of
     # omega, which the runtime then sums); the rows above get the state-only kernels
     adj_omega = wp.zeros(1, dtype=step.compute_dtype)
     times["ag_adjoint_omega"] = _timed(
         lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega), sync, repeats, inner)
     if "ag_adjoint_fresh" in times:
-        packed = step.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True,
-                                       carry=carry, kept_cells=kept)
-        times["ag_adjoint_fresh_omega"] = _timed(packed.run, sync, repeats, inner)
-        step.check_pairing(packed, bc_mask)
+        times["ag_adjoint_fresh_omega"] = _timed(
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True, carry=carry),
+            sync, repeats, inner)
     extra.update(dict.fromkeys(("ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
                                 "ag_adjoint_fresh_omega"), memory.used() - before))
     ours = _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega)
