@@ -1,8 +1,11 @@
 #!/bin/bash
 # v37 on the device machine (after the two staging calls of ../shared/gpu/README.md), results in $OUT:
 #   bash benchmarks/v37_gpu.sh
-# 1. the cavity's bench rows from v36's tree (ab_v37/base, made with `git archive e820f9f ...`) and
-#    from this one, in one session; 2. this tree's cavity rollout (T = 1000, 20 GB) and tape step.
+# 1. the cavity's bench rows from v36's tree and from this one, in one session; 2. this tree's
+#    cavity rollout (T = 1000, 20 GB) and tape step. v36's tree, made here before the GPU calls:
+#    mkdir -p ab_v37/base && git archive e820f9f adjointgen templates generated pyproject.toml \
+#        benchmarks/bench_step.py | tar -x -C ab_v37/base
+# (v37's results came from 786051f, the paired adjoints, since reverted: NOTES v37.)
 set -u
 export PYTHONPATH=/tmp/site:/tmp/stub
 mkdir -p /tmp/stub/pyvista && touch /tmp/stub/pyvista/__init__.py
