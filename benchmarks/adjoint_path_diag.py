@@ -17,32 +17,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import _source_tree_packages  # noqa: E402
-from module_ab import timed_batch  # noqa: E402
+from module_ab import kernel_inputs, timed_batch  # noqa: E402
 
 
 def _diagnose(label: str, args) -> dict:
     """{"ms": medians by path and output adjoints, "registers": of the step's fresh adjoints}."""
-    import numpy as np
     import warp as wp
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.tools.bench import tiled_state
-    from adjointgen.xlb.support import make_stepper, prepare_fields
+    from adjointgen.xlb.support import make_stepper
 
     config = Configuration.parse(label)
-    stepper = make_stepper(config, "warp", (args.size,) * config.dim)
-    step = adjointgen.differentiable(stepper)
-    f_0, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
-    dtype = np.float64 if config.is_fp64 else np.float32
-    f_0 = wp.array(tiled_state(config, args.size, dtype), dtype=f_0.dtype)
-    cotangent = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
-    adj_f_0, adj_f_1 = wp.zeros_like(f_0), wp.array(cotangent, dtype=f_0.dtype)
+    step = adjointgen.differentiable(make_stepper(config, "warp", (args.size,) * config.dim))
+    arrays, cotangent = kernel_inputs(config, args.size, "random", step.manifest.slot_count)
+    f_0, f_1, bc_mask, missing_mask = (arrays[name] for name in ("f_0", "f_1", "bc_mask", "missing_mask"))
+    adj_f_0, adj_f_1 = arrays["adj_f_0"], arrays["adj_f_1"]
     kernel = step.kernel("adjoint_fresh_state")
-    arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask,
-              "omega": step.kernel_omega(1.6), "timestep": 0, "adj_f_0": adj_f_0, "adj_f_1": adj_f_1,
-              "adj_omega_cells": wp.zeros(f_0.shape[1:], dtype=step.compute_dtype),
-              "adj_slots": wp.zeros((*f_0.shape[1:], max(step.manifest.slot_count, 1)), dtype=step.compute_dtype)}
 
     def runtime():
         step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_f_0, adj_f_1, fresh=True)
