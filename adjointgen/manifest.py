@@ -25,19 +25,22 @@ HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
 
-def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "") -> str:
+def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "", device_omega: bool = False) -> str:
     """``adjoint`` (accumulating), ``adjoint_fresh`` (writes into gradients known to be zero), each
-    with ``_state`` when it leaves out the per-cell adjoints of scalar parameters, and ``_rest`` /
+    with ``_state`` when it leaves out the per-cell adjoints of scalar parameters, ``_device_omega``
+    when it reads omega from a one-element array instead of taking the number, and ``_rest`` /
     ``_listed`` for the two launches of a split step (the cells without the listed boundary ids,
     and the listed cells; see ``Manifest.listed_ids``)."""
-    return ("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "") + (f"_{part}" if part else "")
+    return (("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "")
+            + ("_device_omega" if device_omega else "") + (f"_{part}" if part else ""))
 
 
-def forward_kernel_name(save: bool, part: str = "") -> str:
+def forward_kernel_name(save: bool, part: str = "", device_omega: bool = False) -> str:
     """``forward``; ``forward_save``: the same cell program that also stores each element of ``f_0``
     it reads through its primary read into ``saved_f_0`` (a copy of the step's input for the adjoint);
-    ``_rest`` / ``_listed`` for the two launches of a split step (see :func:`adjoint_kernel_name`)."""
-    return ("forward_save" if save else "forward") + (f"_{part}" if part else "")
+    ``_device_omega`` and ``_rest`` / ``_listed`` as in :func:`adjoint_kernel_name`."""
+    return (("forward_save" if save else "forward") + ("_device_omega" if device_omega else "")
+            + (f"_{part}" if part else ""))
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,19 @@ class Manifest:
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
 
-    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "") -> str:
+    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "", device_omega: bool = False) -> str:
         """The name of the adjoint variant asked for; an error naming the module's variants if absent."""
-        name = adjoint_kernel_name(fresh, state_only, part)
+        name = adjoint_kernel_name(fresh, state_only, part, device_omega)
         if not self.has(name):
             raise KeyError(f"{self.configuration} has no {name} kernel (it has {', '.join(self.kernels)})")
         return name
+
+    @property
+    def device_omega(self) -> bool:
+        """The module has the ``_device_omega`` forward and accumulating adjoint (whole grid): a
+        caller whose omega is only on the device (a traced JAX value) runs them without reading
+        it back. Absent where ``adjoint_prepare``, which takes omega as a number, would read it."""
+        return self.has(forward_kernel_name(False, "", True)) and self.has(adjoint_kernel_name(False, False, "", True))
 
     @property
     def writes_f_0(self) -> bool:

@@ -34,14 +34,17 @@ def _log(message: str) -> None:
 
 
 def _timed(fn, repeats: int, inner: int) -> float:
-    fn().block_until_ready()  # compiles (XLA, and the Warp module on first use)
-    fn().block_until_ready()
+    """Median milliseconds of ``fn()`` (an array or a tuple of them), after two warm-up calls."""
+    import jax
+
+    jax.block_until_ready(fn())  # compiles (XLA, and the Warp module on first use)
+    jax.block_until_ready(fn())
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(inner):
             out = fn()
-        out.block_until_ready()
+        jax.block_until_ready(out)
         samples.append((time.perf_counter() - start) * 1e3 / inner)
     return statistics.median(samples)
 

@@ -13,6 +13,12 @@ rollout of the same grid in the same process):
   gradients fit in memory: every way stores the same states)
 - ``rollout``: :func:`~adjointgen.runtime.sharding.sharded_rollout` (slabs padded once, crossing
   populations exchanged per step, checkpointed segments).
+- ``rollout_dw``: the same with omega a jit argument, differentiated too (the gradient is then
+  that of ``f_0`` and omega): omega is traced, so the kernels read it on the device
+  (``device_omega`` variants) instead of having it built in.
+
+In the other rows omega is a number known when JAX traces (built into the steps); ``step_loop``
+traces it anyway (``sharded_step`` marks it device-varying).
 
 Each sharded row runs on a mesh of 1 device and, where the host has more, on all of them, weak
 (the grid grows along x with the devices) and strong (the one-device grid split n ways). The gradient is that of <c, f_0 after T steps>
@@ -87,7 +93,7 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
 
     def scanned(one):
         """``steps`` steps of ``one`` in checkpointed segments, as sharded_rollout runs them."""
-        def run(f, g, bc, mm):
+        def run(f, g, bc, mm, _):
             def body(state, _):
                 left, new = one(state[0], state[1], bc, mm, omega)
                 return (new, left), None
@@ -100,20 +106,25 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
             return segment_of(rest)(state) if rest else state
         return run
 
-    ways = {"step_loop": scanned(sharded_step(step, mesh, writes_f_0=step.writes_f_0)),
-            "rollout": lambda f, g, bc, mm: sharded_rollout(step, mesh, steps, Crossing.of(stepper.velocity_set),
-                                                             segment=segment)(f, g, bc, mm, omega)}
+    rollout = sharded_rollout(step, mesh, steps, Crossing.of(stepper.velocity_set), segment=segment)
+    # (run, whether omega is the run's traced argument, also differentiated)
+    ways = {"step_loop": (scanned(sharded_step(step, mesh, writes_f_0=step.writes_f_0)), False),
+            "rollout": (lambda f, g, bc, mm, _: rollout(f, g, bc, mm, omega), False),
+            "rollout_dw": (rollout, True)}
     if len(devices) == 1:
-        ways = {"face": scanned(step), **ways}
+        ways = {"face": (scanned(step), False), **ways}
     gradients = {}
-    for name, run in ways.items():
-        forward = jax.jit(lambda f, g, bc, mm, run=run: run(f, g, bc, mm)[0])
-        gradient = jax.jit(jax.grad(lambda f, g, bc, mm, c, run=run: jnp.sum(c * run(f, g, bc, mm)[0])))
-        rows[f"{name}_forward_ms"] = _timed(lambda forward=forward: forward(f0, f1, bc, mm), repeats, 1)
-        rows[f"{name}_gradient_ms"] = _timed(lambda gradient=gradient: gradient(f0, f1, bc, mm, c), repeats, 1)
-        gradients[name] = np.asarray(gradient(f0, f1, bc, mm, c))
+    for name, (run, traced) in ways.items():
+        forward = jax.jit(lambda f, g, bc, mm, w, run=run: run(f, g, bc, mm, w)[0])
+        gradient = jax.jit(jax.grad(lambda f, g, bc, mm, w, c, run=run: jnp.sum(c * run(f, g, bc, mm, w)[0]),
+                                    argnums=(0, 4) if traced else 0))
+        rows[f"{name}_forward_ms"] = _timed(lambda forward=forward: forward(f0, f1, bc, mm, omega), repeats, 1)
+        rows[f"{name}_gradient_ms"] = _timed(lambda gradient=gradient: gradient(f0, f1, bc, mm, omega, c), repeats, 1)
+        found = gradient(f0, f1, bc, mm, omega, c)
+        gradients[name] = np.asarray(found[0] if traced else found)
         _log(f"{name} on {len(devices)}: forward {rows[f'{name}_forward_ms']:.2f} ms, gradient {rows[f'{name}_gradient_ms']:.2f} ms")
     base = reference if reference is not None else gradients.get("face")
+    rows["rollout_dw_vs_rollout"] = float(np.max(np.abs(gradients["rollout_dw"] - gradients["rollout"])))  # expected 0
     if base is not None and base.shape == gradients["rollout"].shape:
         rows["rollout_gradient_vs_face"] = float(np.max(np.abs(gradients["rollout"] - base)))
     wp.synchronize()
@@ -144,7 +155,7 @@ def main(argv=None):
              "| scaling | devices | grid | way | forward ms | forward / XLB | gradient ms | gradient / XLB | efficiency fwd / grad |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
-        for way in ("face", "step_loop", "rollout"):
+        for way in ("face", "step_loop", "rollout", "rollout_dw"):
             if f"{way}_forward_ms" in row:
                 fwd, grad = row[f"{way}_forward_ms"], row[f"{way}_gradient_ms"]
                 p = row["devices"] if row["scaling"] == "strong" else 1
@@ -156,6 +167,8 @@ def main(argv=None):
         if "rollout_gradient_vs_face" in row:
             lines += ["", f"Rollout gradient on {row['devices']} device(s) vs the face's on one (same grid, max abs difference): "
                           f"{row['rollout_gradient_vs_face']:.1e}."]
+        lines += [f"Rollout gradient with omega traced vs built in, {row['devices']} device(s), {row['scaling']}: "
+                  f"max abs difference {row['rollout_dw_vs_rollout']:.1e}."]
     write_results(Path(args.out), "bench_sharded_rollout", results, lines)
 
 

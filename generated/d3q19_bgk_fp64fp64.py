@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 1e3de511163e57e6863be4c9d0645fc9cdb3065805e8aa6efc4b8e45cb46f198
+# body-sha256: 6620d622390774c6477c4c9467bdaea2770381f53e1a4416a3763f41d127b7be
 # ---- end of header ----
 import warp as wp
 
@@ -51,10 +51,12 @@ MANIFEST = {
     "kernels": [
         "forward",
         "forward_save",
+        "forward_device_omega",
         "adjoint",
         "adjoint_fresh",
         "adjoint_state",
         "adjoint_fresh_state",
+        "adjoint_device_omega",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -78,21 +80,27 @@ MANIFEST = {
 }
 
 
-def _forward_variant(name: str, save: bool):
+def _forward_variant(name: str, save: bool, device_omega: bool = False):
     # One body, compiled per variant (wp.static flag; each variant its own module, compiled on first launch).
     # save=True (forward_save, where listed): each element of f_0 is loaded by exactly one thread, at its
     # primary read (a periodic shift of the grid, unguarded), and stored from there into saved_f_0, a copy
     # complete where no cell is kept (bc_mask 255: such a cell returns before its loads); save=False
-    # leaves saved_f_0 alone (callers pass any array of its type).
+    # leaves saved_f_0 alone (callers pass any array of its type). device_omega=True: omega read from a
+    # one-element array (for callers that hold it on the device only).
+    omega_type = wp.array(dtype=wp.float64) if device_omega else wp.float64
     def forward(
         f_0: wp.array4d(dtype=wp.float64),
         f_1: wp.array4d(dtype=wp.float64),
         bc_mask: wp.array4d(dtype=wp.uint8),
         missing_mask: wp.array4d(dtype=wp.bool),
-        omega: wp.float64,
+        omega_in: omega_type,
         timestep: wp.int32,
         saved_f_0: wp.array4d(dtype=wp.float64),
     ):
+        if wp.static(device_omega):
+            omega = omega_in[0]  # a caller's omega on the device: no read-back
+        else:
+            omega = omega_in
         i, j, k = wp.tid()
         nx = f_0.shape[1]
         ny = f_0.shape[2]
@@ -314,25 +322,32 @@ def _forward_variant(name: str, save: bool):
 
 forward = _forward_variant("forward", save=False)
 forward_save = _forward_variant("forward_save", save=True)
+forward_device_omega = _forward_variant("forward_device_omega", save=False, device_omega=True)
 
 
-def _adjoint_variant(name: str, fresh: bool, state_only: bool):
+def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: bool = False):
     # One body, compiled per variant (wp.static flags; each variant its own module, compiled on first launch):
     # fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),
     #   the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where
     #   written and outputs' gradients not needed, the elements read get their adjoints written, nothing
-    #   is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers).
+    #   is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers);
+    # device_omega=True: omega read from a one-element array (for callers that hold it on the device only).
+    omega_type = wp.array(dtype=wp.float64) if device_omega else wp.float64
     def adjoint(
         f_0: wp.array4d(dtype=wp.float64),
         f_1: wp.array4d(dtype=wp.float64),
         bc_mask: wp.array4d(dtype=wp.uint8),
         missing_mask: wp.array4d(dtype=wp.bool),
-        omega: wp.float64,
+        omega_in: omega_type,
         timestep: wp.int32,
         adj_f_0: wp.array4d(dtype=wp.float64),
         adj_f_1: wp.array4d(dtype=wp.float64),
         adj_omega_cells: wp.array3d(dtype=wp.float64),
     ):
+        if wp.static(device_omega):
+            omega = omega_in[0]  # a caller's omega on the device: no read-back
+        else:
+            omega = omega_in
         i, j, k = wp.tid()
         nx = f_0.shape[1]
         ny = f_0.shape[2]
@@ -998,6 +1013,7 @@ adjoint = _adjoint_variant("adjoint", fresh=False, state_only=False)
 adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
 adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
+adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
 
 
 

@@ -122,17 +122,24 @@ def test_a_step_that_reads_a_field_asks_for_it():
         step(f0, f_1, bc_mask, missing_mask, OMEGA, {"porosity": jnp.zeros((8, 6))})
 
 
-def test_an_omega_known_when_tracing_is_built_in_and_never_read_back(monkeypatch):
+def test_omega_is_never_read_back_and_known_omega_is_built_in(monkeypatch):
     """A number (or concrete array) for omega: the step is built for that value (per value, never
-    a stale one) and gives the traced step's results bit for bit without reading omega from the
-    device; a traced omega is read at every call."""
+    a stale one); a traced omega goes to the module's device_omega variants as its array. Either
+    way nothing reads omega back from the device, and both give the same bits."""
+    import warp as wp
+
     from adjointgen.runtime import jax_face
+    from adjointgen.runtime.step import DifferentiableStep
 
     _, step, f0, f_1, bc_mask, missing_mask, cotangent = _setup("D2Q9/BGK/FP32FP32", (8, 6))
-    reads = []
+    assert step.step.manifest.device_omega
+    given, read_back = [], []
     original = jax_face._Types.omega_value
     monkeypatch.setattr(jax_face._Types, "omega_value",
-                        lambda self, array, fixed: reads.append(fixed) or original(self, array, fixed))
+                        lambda self, array, fixed: given.append(original(self, array, fixed)) or given[-1])
+    kernel_omega = DifferentiableStep.kernel_omega
+    monkeypatch.setattr(DifferentiableStep, "kernel_omega", lambda self, omega, device_omega=False: read_back.append(
+        isinstance(omega, wp.array) and not device_omega) or kernel_omega(self, omega, device_omega))
 
     def loss(f, omega):
         g = f_1
@@ -142,17 +149,47 @@ def test_an_omega_known_when_tracing_is_built_in_and_never_read_back(monkeypatch
 
     first = None
     for value in (OMEGA, 0.9 * OMEGA):
-        reads.clear()
-        traced = jax.jit(jax.value_and_grad(loss))(f0, jnp.asarray(value, dtype=f0.dtype))
-        assert reads and all(fixed is None for fixed in reads)  # read back at each call
-        reads.clear()
+        given.clear()
+        traced = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(f0, jnp.asarray(value, dtype=f0.dtype))
+        assert given and all(isinstance(g, wp.array) for g in given)  # the array, to the device_omega variants
+        given.clear()
         fixed = jax.jit(jax.value_and_grad(functools.partial(loss, omega=value)))(f0)
-        assert reads and all(r == value for r in reads)  # the built-in value, no read-back
-        np.testing.assert_array_equal(np.asarray(traced[1]), np.asarray(fixed[1]))
+        assert given and all(g == value for g in given)  # the built-in value
+        np.testing.assert_array_equal(np.asarray(traced[1][0]), np.asarray(fixed[1]))
         assert float(traced[0]) == float(fixed[0])
+        assert float(traced[1][1]) != 0.0  # omega's gradient from the device_omega adjoint
         if first is not None:
             assert not np.array_equal(np.asarray(fixed[1]), np.asarray(first)), "a stale omega"
         first = fixed[1]
+    assert read_back and not any(read_back)
+
+
+def test_a_known_omega_runs_the_adjoint_without_omegas_part(monkeypatch):
+    """With omega built in, nothing asks for its gradient: the face passes no adj_omega, so the
+    module's state-only adjoint runs (where the step prefers it, on CUDA; forced here), with the
+    same state gradient bit for bit."""
+    from adjointgen.runtime.step import DifferentiableStep
+
+    _, step, f0, f_1, bc_mask, missing_mask, cotangent = _setup("D2Q9/BGK/FP32FP32", (8, 6))
+    asked = []
+    adjoint = DifferentiableStep.adjoint
+    monkeypatch.setattr(DifferentiableStep, "adjoint",
+                        lambda self, *args, **kwargs: asked.append(args[8]) or adjoint(self, *args, **kwargs))
+
+    def loss(f):
+        g = f_1
+        for _ in range(3):
+            g, f = step(f, g, bc_mask, missing_mask, OMEGA)  # a number: built in
+        return jnp.sum(cotangent * f)
+
+    plain = jax.grad(loss)(f0)
+    step.step.state_kernels = True
+    try:
+        state_only = jax.grad(loss)(f0)
+    finally:
+        step.step.state_kernels = None
+    assert asked and all(a is None for a in asked)
+    np.testing.assert_array_equal(np.asarray(plain), np.asarray(state_only))
 
 
 @pytest.mark.parametrize("label, writes_f_0", [("D2Q9/BGK/FP64FP64/cavity", False), ("D2Q9/BGK/FP64FP64/obstacle", True)])

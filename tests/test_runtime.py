@@ -234,6 +234,51 @@ def test_without_a_parameter_gradient_the_state_kernels_give_the_same_state_grad
         assert np.any(results[False][0])
 
 
+@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP32FP32", (7, 5)), ("D2Q9/BGK/FP64FP64/channel", (9, 6))])
+def test_omega_read_on_the_device_gives_the_same_bits(label, shape):
+    """The device_omega variants (omega from a one-element array, for callers that hold it on the
+    device only): the forward's new state and the accumulating adjoint's state and omega
+    gradients are bit for bit those of the variants that take the number, for a periodic grid
+    and for ZouHe's channel (updated in place: adjoint_prepare, which takes the number, runs too)."""
+    from adjointgen.tools.verify import GeneratedSide
+
+    config = Configuration.parse(label)
+    side = GeneratedSide(config, shape)
+    step = side.step
+    assert step.manifest.device_omega
+    dtype = np.float64 if config.is_fp64 else np.float32
+    f0 = random_state(config, shape, 0).astype(dtype)
+    f1 = side.f1_prepared.astype(dtype)
+    cotangents = [np.random.default_rng(seed).standard_normal(f0.shape).astype(dtype) for seed in (1, 2)]
+    omega_array = wp.array([OMEGA], dtype=step.compute_dtype)
+    results = {}
+    for device_omega in (False, True):
+        omega = omega_array if device_omega else OMEGA
+        f_0, f_1 = wp.array(f0), wp.array(f1)
+        step.forward(f_0, f_1, side.bc_mask, side.missing_mask, omega, 0, device_omega=device_omega)
+        adj_f_0, adj_f_1 = wp.array(cotangents[0]), wp.array(cotangents[1])
+        adj_omega = wp.zeros(1, dtype=step.compute_dtype)
+        step.adjoint(wp.array(f0), wp.array(f1), side.bc_mask, side.missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega,
+                     device_omega=device_omega)
+        results[device_omega] = [a.numpy() for a in (f_0, f_1, adj_f_0, adj_f_1, adj_omega)]
+    for number, array in zip(results[False], results[True]):
+        assert np.array_equal(number, array)
+    assert results[True][4][0] != 0.0
+
+
+def test_device_omega_is_refused_clearly_where_the_module_has_no_such_variants(d2q9, monkeypatch):
+    import dataclasses
+
+    _, step, (f_0, f_1, bc_mask, missing_mask) = d2q9
+    omega = wp.array([OMEGA], dtype=wp.float32)
+    with pytest.raises(RuntimeArgumentError, match="needs omega as a one-element Warp array"):
+        step.forward(f_0, f_1, bc_mask, missing_mask, OMEGA, device_omega=True)
+    kernels = tuple(name for name in step.manifest.kernels if "device_omega" not in name)
+    monkeypatch.setattr(step, "manifest", dataclasses.replace(step.manifest, kernels=kernels))
+    with pytest.raises(RuntimeArgumentError, match="no device_omega variants.*pass omega as a number"):
+        step.forward(f_0, f_1, bc_mask, missing_mask, omega, device_omega=True)
+
+
 def test_readme_use_runs_as_written(tmp_path):
     """The README's "Use" block, run as a script exactly as written; appended: the gradient it
     printed equals the one a checkpointed rollout pulls back from d loss / d final state =

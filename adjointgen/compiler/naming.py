@@ -74,6 +74,15 @@ class Namer:
         """The per-thread slots for reads that are not scattered directly."""
         return self._claim("slots", "", "adj_slots")
 
+    def parameter_argument(self, parameter: str) -> str:
+        """The kernel parameter that brings a scalar parameter in: the number itself, or (the
+        ``device_omega`` variants) a one-element array holding it."""
+        return self._claim("parameter argument", parameter, f"{parameter}_in")
+
+    def parameter_type(self, parameter: str) -> str:
+        """The variant factory's annotation for :meth:`parameter_argument` (number or array)."""
+        return self._claim("parameter type", parameter, f"{parameter}_type")
+
     def saved(self, array: str) -> str:
         """forward_save's output array: the copy of ``array`` it stores while reading it."""
         return self._claim("saved copy", array, f"saved_{array}")

@@ -53,11 +53,12 @@ class ForwardVariant:
     name: str
     save: bool
     part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
+    device_omega: bool = False  # omega from a one-element array (see ParameterArguments)
 
     @property
     def arguments(self) -> str:
         """The variant's arguments to the module's ``_forward_variant`` factory."""
-        return f"save={self.save}" + (f', part="{self.part}"' if self.part else "")
+        return f"save={self.save}" + (f', part="{self.part}"' if self.part else "") + _device_argument(self.device_omega)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class ForwardPlan:
     prologue: list  # the cell plan's, or a split step's (its listed part takes the cell from the list)
     skip: list  # a split step's rest part: the listed ids' cells return
     factory_params: str  # the parameters of the module's _forward_variant factory
+    factory_lines: list  # the factory's lines before the kernel (ParameterArguments)
 
 
 _ADJOINT_COMMENT = (
@@ -81,7 +83,8 @@ _ADJOINT_COMMENT = (
     "fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),",
     "  the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where",
     "  written and outputs' gradients not needed, the elements read get their adjoints written, nothing",
-    "  is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers).",
+    "  is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers);",
+    "device_omega=True: omega read from a one-element array (for callers that hold it on the device only).",
 )
 
 
@@ -93,11 +96,35 @@ class AdjointVariant:
     fresh: bool
     state_only: bool
     part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
+    device_omega: bool = False  # omega from a one-element array (see ParameterArguments)
 
     @property
     def arguments(self) -> str:
         """The variant's arguments to the module's ``_adjoint_variant`` factory."""
-        return f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
+        return (f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
+                + _device_argument(self.device_omega))
+
+
+def _device_argument(device_omega: bool) -> str:
+    return ", device_omega=True" if device_omega else ""
+
+
+#: the scalar parameter of XLB's call that a caller may hold only on the device (a traced JAX
+#: value): the forward and the accumulating adjoint get variants that read it from an array
+DEVICE_PARAMETER = "omega"
+
+
+@dataclass(frozen=True)
+class ParameterArguments:
+    """How the forward and adjoint variants take :data:`DEVICE_PARAMETER`: through a kernel
+    parameter whose annotation the variant factory chooses (``factory_lines``), a number or, in
+    the ``device_omega`` variants, a one-element array read at the top of the body (``prologue``),
+    so that a caller with omega only on the device launches without reading it back. Empty where
+    the program has no such parameter."""
+
+    factory_lines: list
+    prologue: list
+    generated: bool  # the device_omega variants are compiled (not where adjoint_prepare reads omega)
 
 
 @dataclass(frozen=True)
@@ -125,6 +152,7 @@ class AdjointPlan:
     prologue: list  # the cell plan's prologue; a split step's listed part takes its cell from the list
     skip: list  # a split step's rest part: the listed ids' cells return (compiled without their code)
     factory_params: str  # the parameters of the module's _adjoint_variant factory
+    factory_lines: list  # the factory's lines before the kernel (ParameterArguments)
     comment: tuple = _ADJOINT_COMMENT
 
 
@@ -217,6 +245,7 @@ class AdjointParts:
     write_back: _WriteBack
     slot_lines: list
     parameter_lines: list
+    arguments: ParameterArguments
 
 
 class _Context:
@@ -228,9 +257,21 @@ class _Context:
         self.print = self.lines.print
         self.grads = {p.name: names.gradient(p.name) for p in program.params if p.differentiable}
         self.reference = next(p.name for p in program.params if p.differentiable)
-        self.forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]
+        self.forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]  # adjoint_prepare's
+        # the forward and adjoint variants': DEVICE_PARAMETER through its argument (ParameterArguments)
+        self.variant_params = [f"{names.parameter_argument(p.name)}: {names.parameter_type(p.name)}"
+                               if self.takes_device_parameter(p) else f"{p.name}: {p.annotation()}" for p in program.params]
         self.seed_params = [f"{names.seed(a)}: {program.param(a).annotation()}" for a in accesses.in_place]
         self.slot_needs = _slot_needs(accesses, cell_guards.needs)
+
+    @staticmethod
+    def takes_device_parameter(param) -> bool:
+        return param.name == DEVICE_PARAMETER and param.kind == "scalar"
+
+    @functools.cached_property
+    def parameter_arguments(self) -> ParameterArguments:
+        """:func:`_parameter_arguments` of the program, computed once."""
+        return _parameter_arguments(self)
 
     @functools.cached_property
     def listed_ids(self) -> tuple:
@@ -312,7 +353,8 @@ _FORWARD_COMMENT = (
     "save=True (forward_save, where listed): each element of {array} is loaded by exactly one thread, at its",
     "primary read (a periodic shift of the grid, unguarded), and stored from there into {saved}, a copy",
     "complete where no cell is kept (bc_mask 255: such a cell returns before its loads); save=False",
-    "leaves {saved} alone (callers pass any array of its type).",
+    "leaves {saved} alone (callers pass any array of its type). device_omega=True: omega read from a",
+    "one-element array (for callers that hold it on the device only).",
 )
 
 
@@ -345,13 +387,40 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int, split: Split) -> ForwardP
     stores = [line for store in c.program.stores for line in c.lines.store(store)]
     saves = _save_lines(c, q)
     saved = c.names.saved(c.reference)
-    params = c.forward_params + [f"{saved}: {c.program.param(c.reference).annotation()}"] + _listed_param(c)
+    params = c.variant_params + [f"{saved}: {c.program.param(c.reference).annotation()}"] + _listed_param(c)
+    arguments = c.parameter_arguments
     variants = [ForwardVariant(forward_kernel_name(save, part), save, part)
                 for part in split.parts for save in (False, True)[: 1 + bool(saves)]]
+    variants += [ForwardVariant(forward_kernel_name(False, "", True), False, "", True)] * arguments.generated
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
-    factory = "name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "")
-    return ForwardPlan(params, _forward_body(c) + copy + stores, variants, comment, split.prologue, split.skip, factory)
+    factory = "name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "") + _device_parameter(c)
+    return ForwardPlan(params, _forward_body(c) + copy + stores, variants, comment, arguments.prologue + split.prologue,
+                       split.skip, factory, arguments.factory_lines)
+
+
+def _device_parameter(c: _Context) -> str:
+    """The variant factories' ``device_omega`` parameter, where the program takes omega."""
+    return _DEVICE_FLAG if c.parameter_arguments.factory_lines else ""
+
+
+_DEVICE_FLAG = ", device_omega: bool = False"
+
+
+def _parameter_arguments(c: _Context) -> ParameterArguments:
+    """See :class:`ParameterArguments`. The ``device_omega`` variants are left out where
+    ``adjoint_prepare`` (one kernel, omega as a number) reads omega: a caller with omega only on
+    the device could not launch it."""
+    param = next((p for p in c.program.params if c.takes_device_parameter(p)), None)
+    if param is None:
+        return ParameterArguments([], [], False)
+    argument, annotation = c.names.parameter_argument(param.name), c.names.parameter_type(param.name)
+    factory_lines = [f"{annotation} = wp.array(dtype={param.annotation()}) if device_omega else {param.annotation()}"]
+    prologue = static_if("device_omega", [f"{param.name} = {argument}[0]  # a caller's omega on the device: no read-back"],
+                         [f"{param.name} = {argument}"])
+    prepared = needed(c.program, [c.adjoint.keep] + [condition for _, _, condition in c.adjoint.prepared])
+    prepare_reads = bool(c.accesses.in_place) and any(param.name in {str(u) for u in s.uses()} for s in prepared)
+    return ParameterArguments(factory_lines, prologue, not prepare_reads)
 
 
 def _seed_lines(c: _Context) -> tuple[list, list]:
@@ -620,7 +689,7 @@ def _split(c: _Context, cell: CellPlan) -> Split:
 
 
 def _adjoint_params(c: _Context) -> list:
-    params = c.forward_params + [f"{c.grads[p.name]}: {p.annotation()}" for p in c.program.params if p.differentiable]
+    params = c.variant_params + [f"{c.grads[p.name]}: {p.annotation()}" for p in c.program.params if p.differentiable]
     params += c.seed_params
     params += [f"{c.names.parameter_cells(name)}: wp.array{len(c.program.thread)}d(dtype=wp.{c.dtype(name)})"
                for name, _ in c.adjoint.parameters]
@@ -672,7 +741,10 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only, part), is_fresh, state_only, part)
                 for part in parts.parts
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
-    factory = "name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
+    # for callers with omega on the device only (a JAX trace): accumulating, with omega's adjoints
+    variants += [AdjointVariant(adjoint_kernel_name(False, False, "", True), False, False, "", True)] * parts.arguments.generated
+    factory = ("name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
+               + (_DEVICE_FLAG if parts.arguments.factory_lines else ""))
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
     reads = _collapsed_reads(parts.write_back.reads)
     write_back = parts.write_back.writes
@@ -692,7 +764,8 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         groups=parts.sweep.groups,
         writes=(static_if("fresh", fresh_writes, write_back) if fresh else write_back) + parts.slot_lines,
         parameter_lines=guard("not state_only", parts.parameter_lines),
-        variants=variants, prologue=parts.prologue, skip=parts.skip, factory_params=factory)
+        variants=variants, prologue=parts.arguments.prologue + parts.prologue, skip=parts.skip, factory_params=factory,
+        factory_lines=parts.arguments.factory_lines)
 
 
 def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, int]:
@@ -708,7 +781,7 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
         replay=_replay_lines(c, cell), sweep=sweep, write_back=write_back, slot_lines=slot_lines,
-        parameter_lines=_parameter_lines(c)))
+        parameter_lines=_parameter_lines(c), arguments=c.parameter_arguments))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
     return plan, updates + len(write_back.writes) + len(slot_lines)
 

@@ -56,14 +56,15 @@ def _by_omega(build):
     """The step function: where ``omega`` is known when JAX traces the call (a Python number, a
     NumPy value or a concrete JAX array, not a tracer), a step with that value built in (cached
     per value), whose kernels never read omega back from the device; else (omega traced: a jit
-    argument, or differentiated) the step that reads it at every call."""
-    read_each_call = build(None)
+    argument, or differentiated) the step whose kernels read it from its array on the device
+    (the module's ``_device_omega`` variants; a module without them reads it back at every call)."""
+    traced = build(None)
     fixed: dict = {}
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields):
         value = known_omega(omega)
         if value is None:
-            return read_each_call(f_0, f_1, bc_mask, missing_mask, omega, *fields)
+            return traced(f_0, f_1, bc_mask, missing_mask, omega, *fields)
         if value not in fixed:
             fixed[value] = build(value)
         return fixed[value](f_0, f_1, bc_mask, missing_mask, omega, *fields)
@@ -101,11 +102,26 @@ class _Types:
         self.compute = jnp.float64 if step.compute_dtype == wp.float64 else jnp.float32
         self.writes_f_0 = step.manifest.writes_f_0
         self.reads_f_1 = step.manifest.reads_f_1
+        self.device_omega = step.manifest.device_omega
 
     def omega_value(self, omega_array, fixed):
-        """omega for the kernels: ``fixed`` where the step was built for one value, else read
-        from the device (a read-back waits for the device's queue)."""
-        return fixed if fixed is not None else float(omega_array.numpy()[0])
+        """omega for the kernels: ``fixed`` where the step was built for one value; else the
+        array itself, which the module's ``_device_omega`` variants read on the device; else (a
+        module without them) read back from the device (a read-back waits for the device's queue)."""
+        if fixed is not None:
+            return fixed
+        return omega_array if self.device_omega else float(omega_array.numpy()[0])
+
+    def on_device(self, fixed) -> bool:
+        """Whether the kernels read omega from its array (see :meth:`omega_value`)."""
+        return fixed is None and self.device_omega
+
+    @staticmethod
+    def wanted_adj_omega(adj_omega, fixed):
+        """Where omega's gradient goes: nowhere for a step built for one value (nothing
+        differentiates a number; the step's VJP returns a zero for it, and the adjoint runs its
+        variant without per-cell omega adjoints, which needs fewer registers), else ``adj_omega``."""
+        return adj_omega if fixed is None else None
 
     def omega_array(self, omega):
         import jax.numpy as jnp
@@ -156,7 +172,7 @@ def _without_fields(step, timestep: int, fixed: float | None):
 
     def in_place(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
-        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep)
+        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, device_omega=t.on_device(fixed))
 
     def into_new(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, f_new: t.state):
@@ -166,7 +182,8 @@ def _without_fields(step, timestep: int, fixed: float | None):
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
                  adj_f_0: t.state, adj_f_1: t.state, adj_omega: t.omega):
         adj_omega.zero_()
-        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1, adj_omega)
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1,
+                     t.wanted_adj_omega(adj_omega, fixed), device_omega=t.on_device(fixed))
 
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
@@ -219,7 +236,8 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
 
     def in_place(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state):
-        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, field_values=views(fields))
+        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, field_values=views(fields),
+                     device_omega=t.on_device(fixed))
 
     def into_new(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state, f_new: t.state):
@@ -230,8 +248,9 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
                  adj_f_0: t.state, adj_f_1: t.state, adj_omega: t.omega, adj_fields: t.state):
         adj_omega.zero_()
         adj_fields.zero_()  # the adjoint adds the field gradients into it
-        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1, adj_omega,
-                     adj_fields=dict(zip(names, views(adj_fields))), field_values=views(fields))
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1,
+                     t.wanted_adj_omega(adj_omega, fixed), adj_fields=dict(zip(names, views(adj_fields))),
+                     field_values=views(fields), device_omega=t.on_device(fixed))
 
     raw_backward = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],
                                    output_dims={"adj_omega": (1,), "adj_fields": (starts[-1], *grid)},

@@ -258,16 +258,29 @@ class DifferentiableStep:
                 "of the others and of the stepper; pass arrays from the same stepper.prepare_fields() or grid")
 
     # ------------------------------------------------------------------ launches
-    def kernel_omega(self, omega):
+    def kernel_omega(self, omega, device_omega: bool = False):
         """omega as the kernels take it: a float, or a one-element Warp array (whose gradient
-        ``tape.backward()`` then fills); the array's value is read back once per call."""
+        ``tape.backward()`` then fills); the array's value is read back once per call. With
+        ``device_omega`` the array itself, for the module's ``_device_omega`` variants, which read
+        it on the device (no read-back; :attr:`Manifest.device_omega`)."""
         if isinstance(omega, wp.array):
             if omega.shape != (1,) or omega.dtype != self.compute_dtype:
                 raise RuntimeArgumentError(
                     f"omega as an array must have shape (1,) and dtype {self.compute_dtype.__name__}; "
                     f"got {omega.shape} {wp.types.type_repr(omega.dtype)}")
+            if device_omega:
+                return omega
             return self.compute_dtype(float(omega.numpy()[0]))
+        if device_omega:
+            raise RuntimeArgumentError(f"device_omega=True needs omega as a one-element Warp array; got {type(omega).__name__}")
         return self.compute_dtype(omega)
+
+    def _device_omega_variants(self, device_omega: bool) -> bool:
+        """``device_omega``, refused with a message where the module has no such variants."""
+        if device_omega and not self.manifest.device_omega:
+            raise RuntimeArgumentError(f"{self.config.label}'s module has no device_omega variants (its adjoint_prepare "
+                                       "reads omega): pass omega as a number")
+        return device_omega
 
     def _scratch(self, name, shape, device, dtype=None):
         """A reusable uninitialised array (the kernels overwrite every element they later read)."""
@@ -278,28 +291,34 @@ class DifferentiableStep:
         return array
 
     def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None, check: bool = True,
-                field_values=None):
+                field_values=None, device_omega: bool = False):
         """Launch the generated forward kernel (never recorded on a tape). A caller that runs many
         steps on the same arrays (a rollout) checks them once and passes ``check=False`` and the
         ``lifted_values`` it read once (:meth:`parameter_values`), so a step costs one launch.
-        ``field_values``: the design fields' arrays in manifest order (default: ``self.fields``)."""
+        ``field_values``: the design fields' arrays in manifest order (default: ``self.fields``).
+        ``device_omega``: omega is a one-element array read on the device (see :meth:`kernel_omega`;
+        the whole grid in one launch only)."""
         fields = self.field_arrays() if field_values is None else list(field_values)
         if check:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask, fields)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         # forward_save's copy of f_0, which forward leaves alone: f_0 stands in
-        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields, f_0]
+        device_omega = self._device_omega_variants(device_omega)
+        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega, device_omega), int(timestep), *lifted_values,
+                  *fields, f_0]
         inputs += self._cells_argument(bc_mask)
-        for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:]):
+        for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:], device_omega):
             wp.launch(kernel, dim=dim, inputs=inputs, device=f_0.device, record_tape=False)
 
-    def _forward_parts(self, bc_mask, grid: tuple) -> list:
+    def _forward_parts(self, bc_mask, grid: tuple, device_omega: bool = False) -> list:
         """(kernel, launch dimensions) of the forward: ``forward`` over the grid, or for a split
         step on a mask with listed cells ``forward_rest`` over the grid and ``forward_listed`` over
         the list (disjoint cells: the same stores as one launch)."""
         listed = self.listed_cells(bc_mask)
         if listed is None:
-            return [(self.kernel("forward"), grid)]
+            return [(self.kernel(forward_kernel_name(False, "", device_omega)), grid)]
+        if device_omega:
+            raise RuntimeArgumentError("device_omega runs the whole grid in one launch: set step.split_listed = False")
         return [(self.kernel(forward_kernel_name(False, part)), dim) for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
 
     def _cells_argument(self, bc_mask) -> list:
@@ -311,7 +330,7 @@ class DifferentiableStep:
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
-                field_values=None, carry=None):
+                field_values=None, carry=None, device_omega: bool = False):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -335,12 +354,13 @@ class DifferentiableStep:
         ``self.state_kernels`` says otherwise): the same state gradients, from kernels that need
         fewer registers. ``check=False``: the caller has checked the gradient arrays (a rollout, once).
         ``adj_fields`` ({field name: array shaped like the field}): the design fields' gradients,
-        always added to (also with ``fresh``); fields not named get a scratch gradient."""
+        always added to (also with ``fresh``); fields not named get a scratch gradient.
+        ``device_omega``: as in :meth:`forward` (accumulating, whole grid: ``adjoint_device_omega``)."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             check_like_state(name, grad, of)
         kept_cells = fresh and carry is not None and self._has_kept_cells(bc_mask)
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
-                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells).run()
+                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, device_omega).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
         """The forward launches, packed (a :class:`~adjointgen.runtime.launches.Launches`: ``.launch()``
@@ -355,7 +375,7 @@ class DifferentiableStep:
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
-                         field_values=None, carry=None, kept_cells: bool = False) -> PackedAdjoint:
+                         field_values=None, carry=None, kept_cells: bool = False, device_omega: bool = False) -> PackedAdjoint:
         """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
         f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs. ``field_values``:
         the design fields' arrays the step ran with (default: ``self.fields`` as it is now).
@@ -363,7 +383,10 @@ class DifferentiableStep:
         after the adjoint (the caller knows; :meth:`adjoint` reads the mask)."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         fields = self.field_arrays() if field_values is None else list(field_values)
-        state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values, *fields]
+        device_omega = self._device_omega_variants(device_omega)
+        state = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega, device_omega), int(timestep), *lifted_values, *fields]
+        # adjoint_prepare takes omega as a number; with device_omega it does not read it (the manifest's promise)
+        prepare_state = state[:4] + [self.compute_dtype(0.0)] + state[5:] if device_omega else state
         roles = {"f_0": 0, "f_1": 1, "timestep": 5}  # parameter indices of the state's arrays in every kernel but the gather
         grads = {"f_0": adj_f_0, "f_1": adj_f_1}
         field_grads = self._field_gradients(adj_fields or {}, fields)
@@ -378,7 +401,7 @@ class DifferentiableStep:
         elif in_place:
             # elements the step overwrote in place: their gradients move to seed arrays first
             seeds = [self._scratch(f"seed_{name}", f_0.shape, f_0.device, f_0.dtype) for name in in_place]
-            prepare = wp.launch(self.kernel("adjoint_prepare"), dim=dim, inputs=state + [grads[n] for n in in_place] + seeds,
+            prepare = wp.launch(self.kernel("adjoint_prepare"), dim=dim, inputs=prepare_state + [grads[n] for n in in_place] + seeds,
                                 device=device, record_tape=False, record_cmd=True)
             launches.append((prepare, {**roles, **{f"adj_{n}": len(state) + i for i, n in enumerate(in_place)}}))
             inputs += seeds
@@ -388,7 +411,7 @@ class DifferentiableStep:
         # no parameter gradient asked for: the kernel variant without per-cell parameter adjoints
         # (fewer registers: it need not keep what d/d omega reads)
         wanted = f_0.device.is_cuda if self.state_kernels is None else self.state_kernels
-        state_only = wanted and not targets and self.manifest.has(adjoint_kernel_name(fresh, state_only=True))
+        state_only = wanted and not targets and not device_omega and self.manifest.has(adjoint_kernel_name(fresh, state_only=True))
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
         # (every variant takes them: one body; the state-only variants leave them unwritten)
         cells = {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.manifest.parameters}
@@ -403,7 +426,8 @@ class DifferentiableStep:
         inputs += self._cells_argument(bc_mask)  # a split step's kernels take the list (only the listed part reads it)
         try:
             parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
-            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part)), count) for part, count in parts]
+            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part, device_omega)), count)
+                       for part, count in parts]
         except KeyError as exc:
             raise RuntimeArgumentError(exc.args[0]) from None
         for kernel, count in kernels:  # the parts run disjoint cells, and every element still has one writer
