@@ -27,8 +27,8 @@ def copies_per_computation(text: str, shape: str) -> dict:
         if head:
             name = head.group(1)
             found[name] = [0, 0]
-        elif name and f"{shape}{{" in line.split("=")[-1][:60] + line.split(" = ")[0] and " copy(" in line:
-            found[name][0] += 1
+        elif name and f"{shape}{{" in line and (" copy(" in line or "copy_fusion" in line.split(" = ")[0]):
+            found[name][0] += 1  # a copy, or a fusion that ends in one
         elif name and "custom-call(" in line:
             found[name][1] += 1
     return {k: tuple(v) for k, v in found.items() if v[0]}

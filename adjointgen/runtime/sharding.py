@@ -23,10 +23,12 @@ are exchanged like the state (they are inputs of every step; cheap next to the p
 once, only the populations that cross the cut exchanged before each step, checkpointed segments.
 """
 
-from __future__ import annotations
-
 import functools
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import warp as wp
 
 
 def _halo_exchange(x, axis_name: str, devices: int, halo: int):
@@ -166,70 +168,106 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     return run
 
 
-def _runs(indices) -> list[tuple[int, int]]:
-    """``indices`` as runs of consecutive values, ``[(start, stop), ...]``."""
-    runs: list[list[int]] = []
-    for index in sorted(indices):
-        if runs and runs[-1][1] == index:
-            runs[-1][1] = index + 1
-        else:
-            runs.append([index, index + 1])
-    return [(start, stop) for start, stop in runs]
-
-
 def _halo_refresh(crossing: Crossing, axis_name: str, devices: int):
     """``refresh(f)``: ``f`` (a padded slab) with the crossing populations of its two halo planes
     taken from the neighbours' edge planes, as a ``jax.custom_vjp`` whose reverse sends the halo
     planes' adjoints back and adds them onto the neighbours' edge planes.
 
-    Both directions touch only the crossing populations of four planes (slices and in-place
-    updates, ``jax.lax.dynamic_slice`` / ``dynamic_update_slice``); JAX's own transposition of an
-    indexed update would make a pass over the whole array for each."""
+    The pieces that travel (``jax.lax.ppermute``) are the crossing populations of one plane each
+    way. Writing them into the halo planes, and in the reverse clearing the halos and adding the
+    returned pieces onto the edge planes, are Warp kernels over one plane with the array in-out
+    (:func:`_halo_calls`): XLA's own in-place update of an array a Warp call had just written
+    made it copy the whole array first, in the gradient three to four times a step (its
+    optimised HLO; with the Warp calls, about one copy per checkpointed segment is left). JAX's
+    transposition of an indexed update would also make passes over the whole array."""
     import jax
-    import jax.numpy as jnp
     from jax import lax
 
-    # (runs, halo plane, edge plane it comes from, direction it travels): rightward populations
-    # fill the left halo (plane 0) from the left neighbour's last plane (-2), leftward ones the
-    # right halo (-1) from the right neighbour's first plane (1)
+    # rightward populations fill the left halo (plane 0) from the left neighbour's last plane
+    # (-2); leftward ones the right halo (-1) from the right neighbour's first plane (1)
     to_right = [(i, (i + 1) % devices) for i in range(devices)]
     to_left = [(i, (i - 1) % devices) for i in range(devices)]
-    sides = [(_runs(crossing.rightward), 0, -2, to_right), (_runs(crossing.leftward), -1, 1, to_left)]
+    rightward, leftward = (np.asarray(indices, dtype=np.int32) for indices in (crossing.rightward, crossing.leftward))
 
-    def planes(f, runs, plane):
+    def pieces(f, left_plane: int, right_plane: int, left_to, right_to):
+        """The rightward populations of plane ``left_plane`` sent along ``left_to``, the leftward
+        ones of ``right_plane`` along ``right_to`` (one plane each: sliced before indexed)."""
         n = f.shape[1]
-        return [lax.dynamic_slice_in_dim(lax.dynamic_slice_in_dim(f, start, stop - start, 0), plane % n, 1, 1)
-                for start, stop in runs]
-
-    def put(f, pieces, runs, plane):
-        n = f.shape[1]
-        for piece, (start, _) in zip(pieces, runs):
-            f = lax.dynamic_update_slice(f, piece.astype(f.dtype), (start, plane % n) + (0,) * (f.ndim - 2))
-        return f
-
-    def send(pieces, permutation):
-        return [lax.ppermute(piece, axis_name, permutation) for piece in pieces]
+        left = f[:, left_plane % n:left_plane % n + 1][rightward]
+        right = f[:, right_plane % n:right_plane % n + 1][leftward]
+        return lax.ppermute(left, axis_name, left_to), lax.ppermute(right, axis_name, right_to)
 
     @jax.custom_vjp
     def refresh(f):
-        received = [send(planes(f, runs, edge), permutation) for runs, _, edge, permutation in sides]
-        for pieces, (runs, halo, _, _) in zip(received, sides):
-            f = put(f, pieces, runs, halo)
-        return f
+        left, right = pieces(f, -2, 1, to_right, to_left)
+        return _halo_calls(f.dtype).put(f, left, right, rightward, leftward)[0]
 
     def refresh_fwd(f):
         return refresh(f), None
 
     def refresh_bwd(_, ct):
-        back = [send(planes(ct, runs, halo), [(b, a) for a, b in permutation]) for runs, halo, _, permutation in sides]
-        for runs, halo, _, _ in sides:  # the halos were overwritten: their old content has no adjoint
-            ct = put(ct, [jnp.zeros_like(p) for p in planes(ct, runs, halo)], runs, halo)
-        for pieces, (runs, _, edge, _) in zip(back, sides):
-            ct = put(ct, [old + new for old, new in zip(planes(ct, runs, edge), pieces)], runs, edge)
-        return (ct,)
+        # the halos' adjoints go back where their contents came from; the halos were
+        # overwritten, so their old contents get no adjoint
+        left, right = pieces(ct, 0, -1, [(b, a) for a, b in to_right], [(b, a) for a, b in to_left])
+        return (_halo_calls(ct.dtype).return_(ct, left, right, rightward, leftward)[0],)
 
     refresh.defvjp(refresh_fwd, refresh_bwd)
     return refresh
+
+
+@wp.kernel
+def _put_halos(f: wp.array4d(dtype=Any), left: wp.array4d(dtype=Any), right: wp.array4d(dtype=Any),
+               rightward: wp.array(dtype=wp.int32), leftward: wp.array(dtype=wp.int32)):
+    """The received pieces into the halo planes: ``left`` (rightward populations) into plane 0,
+    ``right`` (leftward ones) into the last plane."""
+    j, k = wp.tid()
+    last = f.shape[1] - 1
+    for a in range(rightward.shape[0]):
+        f[rightward[a], 0, j, k] = left[a, 0, j, k]
+    for a in range(leftward.shape[0]):
+        f[leftward[a], last, j, k] = right[a, 0, j, k]
+
+
+@wp.kernel
+def _return_halos(ct: wp.array4d(dtype=Any), left: wp.array4d(dtype=Any), right: wp.array4d(dtype=Any),
+                  rightward: wp.array(dtype=wp.int32), leftward: wp.array(dtype=wp.int32)):
+    """The refresh's transpose on the adjoint ``ct``: the halos' crossing populations cleared, the
+    returned adjoints added onto the edge planes they were read from (``left``, from the right
+    neighbour's left halo, onto plane -2; ``right`` onto plane 1)."""
+    j, k = wp.tid()
+    last = ct.shape[1] - 1
+    for a in range(rightward.shape[0]):
+        p = rightward[a]
+        ct[p, 0, j, k] = ct.dtype(0.0)
+        ct[p, last - 1, j, k] = ct[p, last - 1, j, k] + left[a, 0, j, k]
+    for a in range(leftward.shape[0]):
+        p = leftward[a]
+        ct[p, last, j, k] = ct.dtype(0.0)
+        ct[p, 1, j, k] = ct[p, 1, j, k] + right[a, 0, j, k]
+
+
+@dataclass(frozen=True)
+class _HaloCalls:
+    """The halo kernels as JAX calls for one state dtype: ``put(f, left, right, rightward,
+    leftward)`` and ``return_(ct, ...)``, each returning ``(the array,)`` updated in place."""
+
+    put: object
+    return_: object
+
+
+@functools.cache
+def _halo_calls(dtype) -> _HaloCalls:
+    scalar = wp.float64 if np.dtype(dtype) == np.float64 else wp.float32
+    state, indices = wp.array4d(dtype=scalar), wp.array(dtype=wp.int32)
+
+    def call(kernel):
+        def launch(f: state, left: state, right: state, rightward: indices, leftward: indices):
+            wp.launch(kernel, dim=f.shape[2:], inputs=[f, left, right, rightward, leftward], device=f.device)
+
+        launch.__name__ = kernel.key
+        return wp.jax_callable(launch, num_outputs=1, in_out_argnames=["f"], graph_mode=wp.JaxCallableGraphMode.NONE)
+
+    return _HaloCalls(call(_put_halos), call(_return_halos))
 
 
 def _pad(x, value):
