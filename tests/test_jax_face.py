@@ -192,19 +192,23 @@ def test_a_known_omega_runs_the_adjoint_without_omegas_part(monkeypatch):
     np.testing.assert_array_equal(np.asarray(plain), np.asarray(state_only))
 
 
-@pytest.mark.parametrize("label, writes_f_0", [("D2Q9/BGK/FP64FP64/cavity", False), ("D2Q9/BGK/FP64FP64/obstacle", True)])
-def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0):
+@pytest.mark.parametrize("label, writes_f_0, shape", [("D2Q9/BGK/FP64FP64/cavity", False, (9, 7)),
+                                                      ("D2Q9/BGK/FP64FP64/obstacle", True, (9, 7)),
+                                                      ("D3Q19/BGK/FP64FP64/cavity", False, (5, 4, 11))])
+def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0, shape):
     """The face writes a new array (or, where ZouHe keeps data in f_0, f_0 and f_1 in place):
     kept (solid) cells hold exactly what XLB's own Warp step leaves there, the other cells its
-    values to rounding (the generated arithmetic's order)."""
+    values to rounding (the generated arithmetic's order). In 3D the solid block spans k = 6..9,
+    across the runs of 8 cells along z that the kept-cells copy handles per thread."""
     import warp as wp
 
-    config, step, f0, f_1, bc_mask, missing_mask, _ = _setup(label, (9, 7))
+    config, step, f0, f_1, bc_mask, missing_mask, _ = _setup(label, shape)
     assert step.writes_f_0 == writes_f_0
     assert step.step.split_listed is False  # no read-back of the mask per call (new Warp arrays each call)
     kept = np.asarray(bc_mask).copy()
-    kept[0, 3:5, 2:4] = 255  # a solid block, as prepare_fields marks the obstacle mix's
-    stepper = make_stepper(config, "warp", (9, 7))
+    block = (slice(3, 5), slice(2, 4)) if len(shape) == 2 else (slice(2, 4), slice(1, 3), slice(6, 10))
+    kept[(0, *block)] = 255  # a solid block, as prepare_fields marks the obstacle mix's
+    stepper = make_stepper(config, "warp", shape)
     arrays = [wp.array(np.asarray(a), dtype=dtype) for a, dtype in
               ((f0, wp.float64), (f_1, wp.float64), (kept, wp.uint8), (missing_mask, wp.bool))]
     omega = float(np.float32(OMEGA))  # XLB's kernel takes a Python float as a float32
