@@ -198,8 +198,7 @@ def test_a_known_omega_runs_the_adjoint_without_omegas_part(monkeypatch):
 def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0, shape):
     """The face writes a new array (or, where ZouHe keeps data in f_0, f_0 and f_1 in place):
     kept (solid) cells hold exactly what XLB's own Warp step leaves there, the other cells its
-    values to rounding (the generated arithmetic's order). In 3D the solid block spans k = 6..9,
-    across the runs of 8 cells along z that the kept-cells copy handles per thread."""
+    values to rounding (the generated arithmetic's order)."""
     import warp as wp
 
     config, step, f0, f_1, bc_mask, missing_mask, _ = _setup(label, shape)
