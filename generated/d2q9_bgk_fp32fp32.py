@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 03f5f747441ba62faf875bfd5d046a146802f6dc6707cf83359417e9650d657b
+# body-sha256: 2fe2cadf43133e4cb370e8d0e2e05d85dc7259f000b21055dc247ed8d0f56717
 # ---- end of header ----
 import warp as wp
 
@@ -47,6 +47,7 @@ MANIFEST = {
         "adjoint_state",
         "adjoint_fresh_state",
         "adjoint_device_omega",
+        "adjoint_fresh_device_omega",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -545,6 +546,7 @@ adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
 adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
+adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, device_omega=True)
 
 
 

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: e13c2d144147fa027d4d3c7db3db88b876b84a57c064cc48a0fb64e97eb73690
+# body-sha256: 2ac76a60c5c4008ef023a7f710ed1f3e22517850bf4f06d88d8a48c73a5a7530
 # ---- end of header ----
 import warp as wp
 
@@ -57,6 +57,7 @@ MANIFEST = {
         "adjoint_state",
         "adjoint_fresh_state",
         "adjoint_device_omega",
+        "adjoint_fresh_device_omega",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -1014,6 +1015,7 @@ adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
 adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
+adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, device_omega=True)
 
 
 

@@ -35,7 +35,7 @@
 #   f_0[16] read at x - (1, 0, 1) (mod n): a bijection, scattered directly
 #   f_0[17] read at x - (1, -1, 0) (mod n): a bijection, scattered directly
 #   f_0[18] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 6620d622390774c6477c4c9467bdaea2770381f53e1a4416a3763f41d127b7be
+# body-sha256: 1fcd884c7c75071d34b4a72d58fd4af379f39e753007aa14a687efcced9d963f
 # ---- end of header ----
 import warp as wp
 
@@ -57,6 +57,7 @@ MANIFEST = {
         "adjoint_state",
         "adjoint_fresh_state",
         "adjoint_device_omega",
+        "adjoint_fresh_device_omega",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -1014,6 +1015,7 @@ adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
 adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
+adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, device_omega=True)
 
 
 

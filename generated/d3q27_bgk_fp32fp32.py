@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 5a9654b5b05f30e4d1c9d4cb19219497abf5d07511b99e573f09b7c73458728d
+# body-sha256: 2a3603c6ce17196a32ec8c2d93aa9df8f43b3644e16dd44b910367b956d57cb8
 # ---- end of header ----
 import warp as wp
 
@@ -65,6 +65,7 @@ MANIFEST = {
         "adjoint_state",
         "adjoint_fresh_state",
         "adjoint_device_omega",
+        "adjoint_fresh_device_omega",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -1426,6 +1427,7 @@ adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
 adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
+adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, device_omega=True)
 
 
 

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 2d27a67a0794c3ef36aea8b90f680350ed71fb00298d9af5de93f860b5d0f18f
+# body-sha256: 3f8980eba8687f28c6880bba7f9aba81b3fb77eb0cc52b4f4f30175e975ee081
 # ---- end of header ----
 import warp as wp
 
@@ -65,6 +65,7 @@ MANIFEST = {
         "adjoint_state",
         "adjoint_fresh_state",
         "adjoint_device_omega",
+        "adjoint_fresh_device_omega",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -1426,6 +1427,7 @@ adjoint_fresh = _adjoint_variant("adjoint_fresh", fresh=True, state_only=False)
 adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
+adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, device_omega=True)
 
 
 

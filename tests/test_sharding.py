@@ -111,6 +111,7 @@ SCRIPT = textwrap.dedent('''
         dtype = np.float64 if config.is_fp64 else np.float32
         f0 = jnp.asarray(random_state(config, shape, 0).astype(dtype))
         step = jax_step(stepper)
+        results.setdefault("carried", {})[label] = step.carried is not None  # the rollout's fresh steps
         f1, bc, mm = jnp.asarray(f1.numpy()), jnp.asarray(bc.numpy()), jnp.asarray(mm.numpy())
         compare(label, step, f0, f1, bc, mm, step.writes_f_0)
         crossing = Crossing.of(stepper.velocity_set)
@@ -141,6 +142,7 @@ def test_sharded_rollout_equals_the_single_device_one():
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert results["devices"] == 4
     assert results.pop("crossing") == {"D3Q19": [5, 5], "D3Q27": [9, 9]}
+    assert all(results.pop("carried").values())  # every rollout above but the porous one ran fresh adjoints
     short = results.pop("rollout D2Q9/BGK/FP32FP32 (one population short)")
     results.pop("rollout D2Q9/BGK/FP32FP32 (one population short) (omega a number)")
     assert short["forward"] > 1e-3 and short["grad"] > 1e-3, short

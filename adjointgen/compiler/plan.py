@@ -741,8 +741,9 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only, part), is_fresh, state_only, part)
                 for part in parts.parts
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
-    # for callers with omega on the device only (a JAX trace): accumulating, with omega's adjoints
-    variants += [AdjointVariant(adjoint_kernel_name(False, False, "", True), False, False, "", True)] * parts.arguments.generated
+    # for callers with omega on the device only (a JAX trace), with omega's adjoints
+    variants += [AdjointVariant(adjoint_kernel_name(is_fresh, False, "", True), is_fresh, False, "", True)
+                 for is_fresh in (False, True)[: 1 + fresh]] * parts.arguments.generated
     factory = ("name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
                + (_DEVICE_FLAG if parts.arguments.factory_lines else ""))
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)

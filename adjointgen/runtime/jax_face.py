@@ -21,6 +21,7 @@ travel to the kernels stacked in one array (all components, nx, ny, nz), in mani
 # which name local Warp types)
 
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,8 @@ def jax_step(stepper, timestep: int = 0):
     names = tuple(step.manifest.fields)
     build = (lambda omega_value: _with_fields(step, timestep, names, omega_value)) if names else \
         (lambda omega_value: _without_fields(step, timestep, omega_value))
-    apply = _by_omega(build)
+    apply, carried = _by_omega(build)
+    apply.carried = carried if carries(step.manifest) else None
     apply.step = step
     apply.writes_f_0 = step.manifest.writes_f_0  # False: the returned f_0 is the input itself
     apply.fields = names
@@ -52,24 +54,44 @@ def known_omega(omega) -> float | None:
     return None if isinstance(omega, jax.core.Tracer) else float(np.asarray(omega).reshape(-1)[0])
 
 
+def carries(manifest) -> bool:
+    """Whether the face has a ``carried`` step (see :func:`jax_step`): the module's
+    ``adjoint_fresh`` can chain through a carry (a step that keeps data in ``f_1`` without
+    updating ``f_0`` in place has none, as in a Warp rollout), and ``adjoint_kept`` completes it
+    at kept cells, which the face cannot look for in a traced mask."""
+    return manifest.has("adjoint_fresh") and manifest.has("adjoint_kept") and bool(manifest.in_place or not manifest.reads_f_1)
+
+
+@dataclass(frozen=True)
+class _Faces:
+    """One omega's step functions: ``plain`` (any cotangents) and ``carried`` (see :func:`jax_step`)."""
+
+    plain: object
+    carried: object
+
+
 def _by_omega(build):
-    """The step function: where ``omega`` is known when JAX traces the call (a Python number, a
-    NumPy value or a concrete JAX array, not a tracer), a step with that value built in (cached
-    per value), whose kernels never read omega back from the device; else (omega traced: a jit
-    argument, or differentiated) the step whose kernels read it from its array on the device
-    (the module's ``_device_omega`` variants; a module without them reads it back at every call)."""
-    traced = build(None)
-    fixed: dict = {}
+    """The step functions, plain and carried: where ``omega`` is known when JAX traces the call (a
+    Python number, a NumPy value or a concrete JAX array, not a tracer), steps with that value
+    built in (cached per value), whose kernels never read omega back from the device; else
+    (omega traced: a jit argument, or differentiated) the steps whose kernels read it from its
+    array on the device (the module's ``_device_omega`` variants; a module without them reads it
+    back at every call)."""
+    faces: dict = {}
+
+    def of(omega) -> _Faces:
+        value = known_omega(omega)
+        if value not in faces:
+            faces[value] = build(value)
+        return faces[value]
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields):
-        value = known_omega(omega)
-        if value is None:
-            return traced(f_0, f_1, bc_mask, missing_mask, omega, *fields)
-        if value not in fixed:
-            fixed[value] = build(value)
-        return fixed[value](f_0, f_1, bc_mask, missing_mask, omega, *fields)
+        return of(omega).plain(f_0, f_1, bc_mask, missing_mask, omega, *fields)
 
-    return apply
+    def carried(f_0, f_1, bc_mask, missing_mask, omega, *fields):
+        return of(omega).carried(f_0, f_1, bc_mask, missing_mask, omega, *fields)
+
+    return apply, carried
 
 
 def _step_of(stepper):
@@ -103,6 +125,7 @@ class _Types:
         self.writes_f_0 = step.manifest.writes_f_0
         self.reads_f_1 = step.manifest.reads_f_1
         self.device_omega = step.manifest.device_omega
+        self.carries = carries(step.manifest)
 
     def omega_value(self, omega_array, fixed):
         """omega for the kernels: ``fixed`` where the step was built for one value; else the
@@ -142,6 +165,28 @@ class _Types:
         call = wp.jax_callable(into_new, num_outputs=1, graph_mode=wp.JaxCallableGraphMode.NONE)
         return lambda f_0, *rest: call(f_0, *rest, output_dims={"f_new": tuple(f_0.shape)})
 
+    def carried_call(self, carried, num_outputs: int, extra_dims=None):
+        """The carried backward as the backward call :func:`_custom_step` expects, ``(f_0, f_1,
+        bc_mask, missing_mask, omega, *extra, adj_f_0, adj_f_1) -> (adj_f_0, adj_f_1, adj_omega,
+        *adj_extra)``, where the incoming ``adj_f_0`` is the carry and goes out as ``adj_f_1`` (the
+        input ``f_1``'s adjoint) and the outgoing ``adj_f_0`` is a new array the fresh adjoint
+        writes; None where the module has no such adjoint (:func:`carries`). ``extra_dims``:
+        {output name: shape function of the stacked fields} for the design fields' gradients."""
+        if not self.carries:
+            return None
+        call = wp.jax_callable(carried, num_outputs=num_outputs, in_out_argnames=["carry"],
+                               graph_mode=wp.JaxCallableGraphMode.NONE)
+
+        def backward_call(f_0, f_1, bc_mask, missing_mask, omega, *rest):
+            *extra, carry, adj_f_1 = rest
+            dims = {"adj_f_0": tuple(f_0.shape), "adj_omega": (1,),
+                    **{name: shape(*extra) for name, shape in (extra_dims or {}).items()}}
+            carry, adj_f_0, adj_omega, *adj_extra = call(f_0, f_1, bc_mask, missing_mask, omega, *extra, adj_f_1, carry,
+                                                         output_dims=dims)
+            return (adj_f_0, carry, adj_omega, *adj_extra)
+
+        return backward_call
+
     def new_state(self, f_0, outputs):
         return tuple(outputs[:2]) if self.writes_f_0 else (f_0, outputs[0])  # f_0 untouched: passed through
 
@@ -159,6 +204,11 @@ def _into_new(f_1, f_new, bc_mask):
     """``f_new`` ready to take a step's output: its kept cells hold ``f_1``'s old content."""
     wp.launch(_keep_kept_cells, dim=f_1.shape[1:], inputs=[bc_mask, f_1, f_new], device=f_1.device)
     return f_new
+
+
+# how the carried backward runs the adjoint: fresh, with the carry, and adjoint_kept at every call
+# (the mask is a new array at every call: looking for kept cells would read it back each time)
+_CARRIED = {"fresh": True, "kept_cells": True}
 
 
 def _zero_cotangents(*masks):
@@ -185,9 +235,19 @@ def _without_fields(step, timestep: int, fixed: float | None):
         step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1,
                      t.wanted_adj_omega(adj_omega, fixed), device_omega=t.on_device(fixed))
 
+    def carried(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
+                adj_f_1: t.state, carry: t.state, adj_f_0: t.state, adj_omega: t.omega):
+        adj_omega.zero_()
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1,
+                     t.wanted_adj_omega(adj_omega, fixed), device_omega=t.on_device(fixed), **_CARRIED, carry=carry)
+
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
-    return _custom_step(t, t.forward_call(in_place, into_new), backward_call, fixed)
+    forward_call = t.forward_call(in_place, into_new)
+    carried_call = t.carried_call(carried, num_outputs=3)
+    return _Faces(_custom_step(t, forward_call, backward_call, fixed),
+                  carried_call and _custom_step(t, forward_call, carried_call, fixed))
 
 
 def _custom_step(t: _Types, forward_call, backward_call, fixed: float | None):
@@ -262,15 +322,28 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
         return raw_backward(f_0, f_1, bc_mask, missing_mask, omega, stacked, adj_f_0, adj_f_1,
                             output_dims={"adj_omega": (1,), "adj_fields": tuple(stacked.shape)})
 
-    stacked_step = _custom_step(t, t.forward_call(in_place, into_new), backward_call, fixed)
+    def carried(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
+                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state,
+                adj_f_1: t.state, carry: t.state, adj_f_0: t.state, adj_omega: t.omega, adj_fields: t.state):
+        adj_omega.zero_()
+        adj_fields.zero_()
+        step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1,
+                     t.wanted_adj_omega(adj_omega, fixed), adj_fields=dict(zip(names, views(adj_fields))),
+                     field_values=views(fields), device_omega=t.on_device(fixed), **_CARRIED, carry=carry)
 
-    def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
-        # the fields' grid is the state's: the stepper's grid, or a device's slab of it
-        local = [(shape[0], *f_0.shape[1:]) for shape in shapes]
-        stacked = jnp.concatenate([_field(fields, name, shape, f_0.dtype) for name, shape in zip(names, local)], axis=0)
-        return stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked)
+    forward_call = t.forward_call(in_place, into_new)
+    carried_call = t.carried_call(carried, num_outputs=4, extra_dims={"adj_fields": lambda stacked: tuple(stacked.shape)})
 
-    return apply
+    def with_fields(stacked_step):
+        def apply(f_0, f_1, bc_mask, missing_mask, omega, fields):
+            # the fields' grid is the state's: the stepper's grid, or a device's slab of it
+            local = [(shape[0], *f_0.shape[1:]) for shape in shapes]
+            stacked = jnp.concatenate([_field(fields, name, shape, f_0.dtype) for name, shape in zip(names, local)], axis=0)
+            return stacked_step(f_0, f_1, bc_mask, missing_mask, omega, stacked)
+        return apply
+
+    return _Faces(with_fields(_custom_step(t, forward_call, backward_call, fixed)),
+                  carried_call and with_fields(_custom_step(t, forward_call, carried_call, fixed)))
 
 
 def _field(fields, name: str, shape: tuple, dtype):

@@ -124,19 +124,27 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
 
     from adjointgen.runtime.jax_face import known_omega
 
+    if steps < 1:
+        raise ValueError(f"a rollout runs at least one step; got steps={steps}")
     devices = mesh.shape[axis_name]
     segment = segment or 2 * max(1, int(round(steps ** 0.5 / 2)))  # even: the pair of buffers comes back in order
     refresh = _halo_refresh(crossing, axis_name, devices)
 
-    def one_step(constants, state):
+    # every step but the last runs the face's carried step (fresh adjoint, 3 arrays of traffic
+    # instead of 5): the cotangent of the f_0 it returns is the adjoint of the next step's input
+    # f_1, zero but at kept cells and where that step keeps data in f_1, as the carried step
+    # needs; the last step's returned f_0 is the rollout's final f_1, whose cotangent is the caller's
+    carried = step.carried or step  # (None where the module has no such adjoint: jax_face.carries)
+
+    def one_step(face, constants, state):
         f_0, f_1 = state
-        f_0_out, f_new = step(refresh(f_0), f_1, *constants)
+        f_0_out, f_new = face(refresh(f_0), f_1, *constants)
         return f_new, f_0_out
 
-    def run_steps(constants, state, count):
+    def run_steps(constants, state, faces):
         def body(s):  # the segment's steps inlined: their residuals are the buffers themselves
-            for _ in range(count):
-                s = one_step(constants, s)
+            for face in faces:
+                s = one_step(face, constants, s)
             return s
         return jax.checkpoint(body)(state)
 
@@ -147,11 +155,11 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         constants = (_pad(bc_mask, 255), _pad(missing_mask, False), omega,
                      *({name: _pad(value, 0) for name, value in group.items()} for group in fields))
         state = (_pad(f_0, 0), _pad(f_1, 0))
-        whole, rest = divmod(steps, segment)
+        whole, rest = divmod(steps - 1, segment)
         if whole:
-            state = jax.lax.scan(lambda s, _: (run_steps(constants, s, segment), None), state, None, length=whole)[0]
-        if rest:
-            state = run_steps(constants, state, rest)
+            state = jax.lax.scan(lambda s, _: (run_steps(constants, s, (carried,) * segment), None), state, None,
+                                 length=whole)[0]
+        state = run_steps(constants, state, (carried,) * rest + (step,))
         return state[0][:, 1:-1], state[1][:, 1:-1]
 
     slab = P(None, axis_name)

@@ -330,7 +330,7 @@ class DifferentiableStep:
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
-                field_values=None, carry=None, device_omega: bool = False):
+                field_values=None, carry=None, device_omega: bool = False, kept_cells: bool | None = None):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -355,10 +355,15 @@ class DifferentiableStep:
         fewer registers. ``check=False``: the caller has checked the gradient arrays (a rollout, once).
         ``adj_fields`` ({field name: array shaped like the field}): the design fields' gradients,
         always added to (also with ``fresh``); fields not named get a scratch gradient.
-        ``device_omega``: as in :meth:`forward` (accumulating, whole grid: ``adjoint_device_omega``)."""
+        ``device_omega``: as in :meth:`forward` (whole grid: ``adjoint_device_omega``,
+        ``adjoint_fresh_device_omega``). ``kept_cells`` (with ``fresh`` and ``carry``): whether the
+        mask may have kept cells, so that adjoint_kept runs; None reads the mask (once per mask
+        object), True is always right where the module has adjoint_kept."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             check_like_state(name, grad, of)
-        kept_cells = fresh and carry is not None and self._has_kept_cells(bc_mask)
+        if kept_cells is None:
+            kept_cells = carry is not None and self._has_kept_cells(bc_mask)
+        kept_cells = fresh and carry is not None and kept_cells
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
                               adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, device_omega).run()
 
