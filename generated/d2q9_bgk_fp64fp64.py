@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 52629e4ca301de88ea4b170664498d6f84f3738d548c5830dbe2d0e53ee54da1
+# body-sha256: 35b62a9636e4d93ee2492ea0ad763527eee2e5c7d1b40881368b7e5ce40f3315
 # ---- end of header ----
 import warp as wp
 
@@ -566,45 +566,53 @@ def adjoint_kept(
     nx = f_0.shape[1]
     ny = f_0.shape[2]
     nz = f_0.shape[3]
+    bc_mask_0 = bc_mask[0, i, j, k]
+    kept = bc_mask_0 == wp.uint8(255)
+    if not kept:
+        return  # not kept: its elements that a kept cell read are that cell's to write
     i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
     i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
     j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
     j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    kept = bc_mask_0 == wp.uint8(255)
     kept_reader_0 = bc_mask[0, i, j_p1, k] == wp.uint8(255)
     kept_reader_1 = bc_mask[0, i, j_m1, k] == wp.uint8(255)
     kept_reader_2 = bc_mask[0, i_p1, j, k] == wp.uint8(255)
-    kept_reader_3 = bc_mask[0, i_m1, j_p1, k] == wp.uint8(255)
-    kept_reader_4 = bc_mask[0, i_p1, j_m1, k] == wp.uint8(255)
-    kept_reader_5 = bc_mask[0, i_m1, j, k] == wp.uint8(255)
+    kept_reader_3 = bc_mask[0, i_m1, j, k] == wp.uint8(255)
+    kept_reader_4 = bc_mask[0, i_m1, j_p1, k] == wp.uint8(255)
+    kept_reader_5 = bc_mask[0, i_p1, j_m1, k] == wp.uint8(255)
     kept_reader_6 = bc_mask[0, i_p1, j_p1, k] == wp.uint8(255)
     kept_reader_7 = bc_mask[0, i_m1, j_m1, k] == wp.uint8(255)
-    if kept:
-        adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]
-    if kept or kept_reader_0:
-        adj_f_0[1, i, j, k] = wp.where(kept_reader_0, wp.float64(0.0), adj_f_0[1, i, j, k]) + wp.where(kept, seed_f_0[1, i, j, k], wp.float64(0.0))
-    if kept or kept_reader_1:
-        adj_f_0[2, i, j, k] = wp.where(kept_reader_1, wp.float64(0.0), adj_f_0[2, i, j, k]) + wp.where(kept, seed_f_0[2, i, j, k], wp.float64(0.0))
-    if kept or kept_reader_2:
-        adj_f_0[3, i, j, k] = wp.where(kept_reader_2, wp.float64(0.0), adj_f_0[3, i, j, k]) + wp.where(kept, seed_f_0[3, i, j, k], wp.float64(0.0))
-    if kept or kept_reader_3:
-        adj_f_0[4, i, j, k] = wp.where(kept_reader_3, wp.float64(0.0), adj_f_0[4, i, j, k]) + wp.where(kept, seed_f_0[4, i, j, k], wp.float64(0.0))
-    if kept or kept_reader_4:
-        adj_f_0[5, i, j, k] = wp.where(kept_reader_4, wp.float64(0.0), adj_f_0[5, i, j, k]) + wp.where(kept, seed_f_0[5, i, j, k], wp.float64(0.0))
-    if kept or kept_reader_5:
-        adj_f_0[6, i, j, k] = wp.where(kept_reader_5, wp.float64(0.0), adj_f_0[6, i, j, k]) + wp.where(kept, seed_f_0[6, i, j, k], wp.float64(0.0))
-    if kept or kept_reader_6:
-        adj_f_0[7, i, j, k] = wp.where(kept_reader_6, wp.float64(0.0), adj_f_0[7, i, j, k]) + wp.where(kept, seed_f_0[7, i, j, k], wp.float64(0.0))
-    if kept or kept_reader_7:
-        adj_f_0[8, i, j, k] = wp.where(kept_reader_7, wp.float64(0.0), adj_f_0[8, i, j, k]) + wp.where(kept, seed_f_0[8, i, j, k], wp.float64(0.0))
-    if kept:
-        seed_f_0[0, i, j, k] = adj_f_1[0, i, j, k]
-        seed_f_0[1, i, j, k] = adj_f_1[1, i, j, k]
-        seed_f_0[2, i, j, k] = adj_f_1[2, i, j, k]
-        seed_f_0[3, i, j, k] = adj_f_1[3, i, j, k]
-        seed_f_0[4, i, j, k] = adj_f_1[4, i, j, k]
-        seed_f_0[5, i, j, k] = adj_f_1[5, i, j, k]
-        seed_f_0[6, i, j, k] = adj_f_1[6, i, j, k]
-        seed_f_0[7, i, j, k] = adj_f_1[7, i, j, k]
-        seed_f_0[8, i, j, k] = adj_f_1[8, i, j, k]
+    adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]
+    adj_f_0[1, i, j, k] = wp.where(kept_reader_0, wp.float64(0.0), adj_f_0[1, i, j, k]) + seed_f_0[1, i, j, k]
+    if not kept_reader_1:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[1, i, j_m1, k] = wp.float64(0.0)
+    adj_f_0[2, i, j, k] = wp.where(kept_reader_1, wp.float64(0.0), adj_f_0[2, i, j, k]) + seed_f_0[2, i, j, k]
+    if not kept_reader_0:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[2, i, j_p1, k] = wp.float64(0.0)
+    adj_f_0[3, i, j, k] = wp.where(kept_reader_2, wp.float64(0.0), adj_f_0[3, i, j, k]) + seed_f_0[3, i, j, k]
+    if not kept_reader_3:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[3, i_m1, j, k] = wp.float64(0.0)
+    adj_f_0[4, i, j, k] = wp.where(kept_reader_4, wp.float64(0.0), adj_f_0[4, i, j, k]) + seed_f_0[4, i, j, k]
+    if not kept_reader_5:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[4, i_p1, j_m1, k] = wp.float64(0.0)
+    adj_f_0[5, i, j, k] = wp.where(kept_reader_5, wp.float64(0.0), adj_f_0[5, i, j, k]) + seed_f_0[5, i, j, k]
+    if not kept_reader_4:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[5, i_m1, j_p1, k] = wp.float64(0.0)
+    adj_f_0[6, i, j, k] = wp.where(kept_reader_3, wp.float64(0.0), adj_f_0[6, i, j, k]) + seed_f_0[6, i, j, k]
+    if not kept_reader_2:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[6, i_p1, j, k] = wp.float64(0.0)
+    adj_f_0[7, i, j, k] = wp.where(kept_reader_6, wp.float64(0.0), adj_f_0[7, i, j, k]) + seed_f_0[7, i, j, k]
+    if not kept_reader_7:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[7, i_m1, j_m1, k] = wp.float64(0.0)
+    adj_f_0[8, i, j, k] = wp.where(kept_reader_7, wp.float64(0.0), adj_f_0[8, i, j, k]) + seed_f_0[8, i, j, k]
+    if not kept_reader_6:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[8, i_p1, j_p1, k] = wp.float64(0.0)
+    seed_f_0[0, i, j, k] = adj_f_1[0, i, j, k]
+    seed_f_0[1, i, j, k] = adj_f_1[1, i, j, k]
+    seed_f_0[2, i, j, k] = adj_f_1[2, i, j, k]
+    seed_f_0[3, i, j, k] = adj_f_1[3, i, j, k]
+    seed_f_0[4, i, j, k] = adj_f_1[4, i, j, k]
+    seed_f_0[5, i, j, k] = adj_f_1[5, i, j, k]
+    seed_f_0[6, i, j, k] = adj_f_1[6, i, j, k]
+    seed_f_0[7, i, j, k] = adj_f_1[7, i, j, k]
+    seed_f_0[8, i, j, k] = adj_f_1[8, i, j, k]

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: 2a3603c6ce17196a32ec8c2d93aa9df8f43b3644e16dd44b910367b956d57cb8
+# body-sha256: 466c953f814f3f9017212ae6b1f2622249aa4268bc3314ff4f1c66de343ef96d
 # ---- end of header ----
 import warp as wp
 
@@ -1447,119 +1447,145 @@ def adjoint_kept(
     nx = f_0.shape[1]
     ny = f_0.shape[2]
     nz = f_0.shape[3]
+    bc_mask_0 = bc_mask[0, i, j, k]
+    kept = bc_mask_0 == wp.uint8(255)
+    if not kept:
+        return  # not kept: its elements that a kept cell read are that cell's to write
     i_p1 = wp.where(i + 1 >= nx, i + 1 - nx, i + 1)
     i_m1 = wp.where(i < 1, i + nx - 1, i - 1)
     j_p1 = wp.where(j + 1 >= ny, j + 1 - ny, j + 1)
     j_m1 = wp.where(j < 1, j + ny - 1, j - 1)
     k_p1 = wp.where(k + 1 >= nz, k + 1 - nz, k + 1)
     k_m1 = wp.where(k < 1, k + nz - 1, k - 1)
-    bc_mask_0 = bc_mask[0, i, j, k]
-    kept = bc_mask_0 == wp.uint8(255)
     kept_reader_0 = bc_mask[0, i, j, k_m1] == wp.uint8(255)
     kept_reader_1 = bc_mask[0, i, j, k_p1] == wp.uint8(255)
     kept_reader_2 = bc_mask[0, i, j_m1, k] == wp.uint8(255)
-    kept_reader_3 = bc_mask[0, i, j_m1, k_m1] == wp.uint8(255)
-    kept_reader_4 = bc_mask[0, i, j_m1, k_p1] == wp.uint8(255)
-    kept_reader_5 = bc_mask[0, i, j_p1, k] == wp.uint8(255)
-    kept_reader_6 = bc_mask[0, i, j_p1, k_m1] == wp.uint8(255)
-    kept_reader_7 = bc_mask[0, i, j_p1, k_p1] == wp.uint8(255)
+    kept_reader_3 = bc_mask[0, i, j_p1, k] == wp.uint8(255)
+    kept_reader_4 = bc_mask[0, i, j_m1, k_m1] == wp.uint8(255)
+    kept_reader_5 = bc_mask[0, i, j_p1, k_p1] == wp.uint8(255)
+    kept_reader_6 = bc_mask[0, i, j_m1, k_p1] == wp.uint8(255)
+    kept_reader_7 = bc_mask[0, i, j_p1, k_m1] == wp.uint8(255)
     kept_reader_8 = bc_mask[0, i_m1, j, k] == wp.uint8(255)
-    kept_reader_9 = bc_mask[0, i_m1, j, k_m1] == wp.uint8(255)
-    kept_reader_10 = bc_mask[0, i_m1, j, k_p1] == wp.uint8(255)
-    kept_reader_11 = bc_mask[0, i_m1, j_m1, k] == wp.uint8(255)
-    kept_reader_12 = bc_mask[0, i_m1, j_m1, k_m1] == wp.uint8(255)
-    kept_reader_13 = bc_mask[0, i_m1, j_m1, k_p1] == wp.uint8(255)
-    kept_reader_14 = bc_mask[0, i_m1, j_p1, k] == wp.uint8(255)
-    kept_reader_15 = bc_mask[0, i_m1, j_p1, k_m1] == wp.uint8(255)
-    kept_reader_16 = bc_mask[0, i_m1, j_p1, k_p1] == wp.uint8(255)
-    kept_reader_17 = bc_mask[0, i_p1, j, k] == wp.uint8(255)
-    kept_reader_18 = bc_mask[0, i_p1, j, k_m1] == wp.uint8(255)
-    kept_reader_19 = bc_mask[0, i_p1, j, k_p1] == wp.uint8(255)
-    kept_reader_20 = bc_mask[0, i_p1, j_m1, k] == wp.uint8(255)
-    kept_reader_21 = bc_mask[0, i_p1, j_m1, k_m1] == wp.uint8(255)
-    kept_reader_22 = bc_mask[0, i_p1, j_m1, k_p1] == wp.uint8(255)
-    kept_reader_23 = bc_mask[0, i_p1, j_p1, k] == wp.uint8(255)
-    kept_reader_24 = bc_mask[0, i_p1, j_p1, k_m1] == wp.uint8(255)
-    kept_reader_25 = bc_mask[0, i_p1, j_p1, k_p1] == wp.uint8(255)
-    if kept:
-        adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]
-    if kept or kept_reader_0:
-        adj_f_0[1, i, j, k] = wp.where(kept_reader_0, wp.float32(0.0), adj_f_0[1, i, j, k]) + wp.where(kept, seed_f_0[1, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_1:
-        adj_f_0[2, i, j, k] = wp.where(kept_reader_1, wp.float32(0.0), adj_f_0[2, i, j, k]) + wp.where(kept, seed_f_0[2, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_2:
-        adj_f_0[3, i, j, k] = wp.where(kept_reader_2, wp.float32(0.0), adj_f_0[3, i, j, k]) + wp.where(kept, seed_f_0[3, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_3:
-        adj_f_0[4, i, j, k] = wp.where(kept_reader_3, wp.float32(0.0), adj_f_0[4, i, j, k]) + wp.where(kept, seed_f_0[4, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_4:
-        adj_f_0[5, i, j, k] = wp.where(kept_reader_4, wp.float32(0.0), adj_f_0[5, i, j, k]) + wp.where(kept, seed_f_0[5, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_5:
-        adj_f_0[6, i, j, k] = wp.where(kept_reader_5, wp.float32(0.0), adj_f_0[6, i, j, k]) + wp.where(kept, seed_f_0[6, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_6:
-        adj_f_0[7, i, j, k] = wp.where(kept_reader_6, wp.float32(0.0), adj_f_0[7, i, j, k]) + wp.where(kept, seed_f_0[7, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_7:
-        adj_f_0[8, i, j, k] = wp.where(kept_reader_7, wp.float32(0.0), adj_f_0[8, i, j, k]) + wp.where(kept, seed_f_0[8, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_8:
-        adj_f_0[9, i, j, k] = wp.where(kept_reader_8, wp.float32(0.0), adj_f_0[9, i, j, k]) + wp.where(kept, seed_f_0[9, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_9:
-        adj_f_0[10, i, j, k] = wp.where(kept_reader_9, wp.float32(0.0), adj_f_0[10, i, j, k]) + wp.where(kept, seed_f_0[10, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_10:
-        adj_f_0[11, i, j, k] = wp.where(kept_reader_10, wp.float32(0.0), adj_f_0[11, i, j, k]) + wp.where(kept, seed_f_0[11, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_11:
-        adj_f_0[12, i, j, k] = wp.where(kept_reader_11, wp.float32(0.0), adj_f_0[12, i, j, k]) + wp.where(kept, seed_f_0[12, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_12:
-        adj_f_0[13, i, j, k] = wp.where(kept_reader_12, wp.float32(0.0), adj_f_0[13, i, j, k]) + wp.where(kept, seed_f_0[13, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_13:
-        adj_f_0[14, i, j, k] = wp.where(kept_reader_13, wp.float32(0.0), adj_f_0[14, i, j, k]) + wp.where(kept, seed_f_0[14, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_14:
-        adj_f_0[15, i, j, k] = wp.where(kept_reader_14, wp.float32(0.0), adj_f_0[15, i, j, k]) + wp.where(kept, seed_f_0[15, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_15:
-        adj_f_0[16, i, j, k] = wp.where(kept_reader_15, wp.float32(0.0), adj_f_0[16, i, j, k]) + wp.where(kept, seed_f_0[16, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_16:
-        adj_f_0[17, i, j, k] = wp.where(kept_reader_16, wp.float32(0.0), adj_f_0[17, i, j, k]) + wp.where(kept, seed_f_0[17, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_17:
-        adj_f_0[18, i, j, k] = wp.where(kept_reader_17, wp.float32(0.0), adj_f_0[18, i, j, k]) + wp.where(kept, seed_f_0[18, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_18:
-        adj_f_0[19, i, j, k] = wp.where(kept_reader_18, wp.float32(0.0), adj_f_0[19, i, j, k]) + wp.where(kept, seed_f_0[19, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_19:
-        adj_f_0[20, i, j, k] = wp.where(kept_reader_19, wp.float32(0.0), adj_f_0[20, i, j, k]) + wp.where(kept, seed_f_0[20, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_20:
-        adj_f_0[21, i, j, k] = wp.where(kept_reader_20, wp.float32(0.0), adj_f_0[21, i, j, k]) + wp.where(kept, seed_f_0[21, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_21:
-        adj_f_0[22, i, j, k] = wp.where(kept_reader_21, wp.float32(0.0), adj_f_0[22, i, j, k]) + wp.where(kept, seed_f_0[22, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_22:
-        adj_f_0[23, i, j, k] = wp.where(kept_reader_22, wp.float32(0.0), adj_f_0[23, i, j, k]) + wp.where(kept, seed_f_0[23, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_23:
-        adj_f_0[24, i, j, k] = wp.where(kept_reader_23, wp.float32(0.0), adj_f_0[24, i, j, k]) + wp.where(kept, seed_f_0[24, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_24:
-        adj_f_0[25, i, j, k] = wp.where(kept_reader_24, wp.float32(0.0), adj_f_0[25, i, j, k]) + wp.where(kept, seed_f_0[25, i, j, k], wp.float32(0.0))
-    if kept or kept_reader_25:
-        adj_f_0[26, i, j, k] = wp.where(kept_reader_25, wp.float32(0.0), adj_f_0[26, i, j, k]) + wp.where(kept, seed_f_0[26, i, j, k], wp.float32(0.0))
-    if kept:
-        seed_f_0[0, i, j, k] = adj_f_1[0, i, j, k]
-        seed_f_0[1, i, j, k] = adj_f_1[1, i, j, k]
-        seed_f_0[2, i, j, k] = adj_f_1[2, i, j, k]
-        seed_f_0[3, i, j, k] = adj_f_1[3, i, j, k]
-        seed_f_0[4, i, j, k] = adj_f_1[4, i, j, k]
-        seed_f_0[5, i, j, k] = adj_f_1[5, i, j, k]
-        seed_f_0[6, i, j, k] = adj_f_1[6, i, j, k]
-        seed_f_0[7, i, j, k] = adj_f_1[7, i, j, k]
-        seed_f_0[8, i, j, k] = adj_f_1[8, i, j, k]
-        seed_f_0[9, i, j, k] = adj_f_1[9, i, j, k]
-        seed_f_0[10, i, j, k] = adj_f_1[10, i, j, k]
-        seed_f_0[11, i, j, k] = adj_f_1[11, i, j, k]
-        seed_f_0[12, i, j, k] = adj_f_1[12, i, j, k]
-        seed_f_0[13, i, j, k] = adj_f_1[13, i, j, k]
-        seed_f_0[14, i, j, k] = adj_f_1[14, i, j, k]
-        seed_f_0[15, i, j, k] = adj_f_1[15, i, j, k]
-        seed_f_0[16, i, j, k] = adj_f_1[16, i, j, k]
-        seed_f_0[17, i, j, k] = adj_f_1[17, i, j, k]
-        seed_f_0[18, i, j, k] = adj_f_1[18, i, j, k]
-        seed_f_0[19, i, j, k] = adj_f_1[19, i, j, k]
-        seed_f_0[20, i, j, k] = adj_f_1[20, i, j, k]
-        seed_f_0[21, i, j, k] = adj_f_1[21, i, j, k]
-        seed_f_0[22, i, j, k] = adj_f_1[22, i, j, k]
-        seed_f_0[23, i, j, k] = adj_f_1[23, i, j, k]
-        seed_f_0[24, i, j, k] = adj_f_1[24, i, j, k]
-        seed_f_0[25, i, j, k] = adj_f_1[25, i, j, k]
-        seed_f_0[26, i, j, k] = adj_f_1[26, i, j, k]
+    kept_reader_9 = bc_mask[0, i_p1, j, k] == wp.uint8(255)
+    kept_reader_10 = bc_mask[0, i_m1, j, k_m1] == wp.uint8(255)
+    kept_reader_11 = bc_mask[0, i_p1, j, k_p1] == wp.uint8(255)
+    kept_reader_12 = bc_mask[0, i_m1, j, k_p1] == wp.uint8(255)
+    kept_reader_13 = bc_mask[0, i_p1, j, k_m1] == wp.uint8(255)
+    kept_reader_14 = bc_mask[0, i_m1, j_m1, k] == wp.uint8(255)
+    kept_reader_15 = bc_mask[0, i_p1, j_p1, k] == wp.uint8(255)
+    kept_reader_16 = bc_mask[0, i_m1, j_m1, k_m1] == wp.uint8(255)
+    kept_reader_17 = bc_mask[0, i_p1, j_p1, k_p1] == wp.uint8(255)
+    kept_reader_18 = bc_mask[0, i_m1, j_m1, k_p1] == wp.uint8(255)
+    kept_reader_19 = bc_mask[0, i_p1, j_p1, k_m1] == wp.uint8(255)
+    kept_reader_20 = bc_mask[0, i_m1, j_p1, k] == wp.uint8(255)
+    kept_reader_21 = bc_mask[0, i_p1, j_m1, k] == wp.uint8(255)
+    kept_reader_22 = bc_mask[0, i_m1, j_p1, k_m1] == wp.uint8(255)
+    kept_reader_23 = bc_mask[0, i_p1, j_m1, k_p1] == wp.uint8(255)
+    kept_reader_24 = bc_mask[0, i_m1, j_p1, k_p1] == wp.uint8(255)
+    kept_reader_25 = bc_mask[0, i_p1, j_m1, k_m1] == wp.uint8(255)
+    adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]
+    adj_f_0[1, i, j, k] = wp.where(kept_reader_0, wp.float32(0.0), adj_f_0[1, i, j, k]) + seed_f_0[1, i, j, k]
+    if not kept_reader_1:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[1, i, j, k_p1] = wp.float32(0.0)
+    adj_f_0[2, i, j, k] = wp.where(kept_reader_1, wp.float32(0.0), adj_f_0[2, i, j, k]) + seed_f_0[2, i, j, k]
+    if not kept_reader_0:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[2, i, j, k_m1] = wp.float32(0.0)
+    adj_f_0[3, i, j, k] = wp.where(kept_reader_2, wp.float32(0.0), adj_f_0[3, i, j, k]) + seed_f_0[3, i, j, k]
+    if not kept_reader_3:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[3, i, j_p1, k] = wp.float32(0.0)
+    adj_f_0[4, i, j, k] = wp.where(kept_reader_4, wp.float32(0.0), adj_f_0[4, i, j, k]) + seed_f_0[4, i, j, k]
+    if not kept_reader_5:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[4, i, j_p1, k_p1] = wp.float32(0.0)
+    adj_f_0[5, i, j, k] = wp.where(kept_reader_6, wp.float32(0.0), adj_f_0[5, i, j, k]) + seed_f_0[5, i, j, k]
+    if not kept_reader_7:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[5, i, j_p1, k_m1] = wp.float32(0.0)
+    adj_f_0[6, i, j, k] = wp.where(kept_reader_3, wp.float32(0.0), adj_f_0[6, i, j, k]) + seed_f_0[6, i, j, k]
+    if not kept_reader_2:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[6, i, j_m1, k] = wp.float32(0.0)
+    adj_f_0[7, i, j, k] = wp.where(kept_reader_7, wp.float32(0.0), adj_f_0[7, i, j, k]) + seed_f_0[7, i, j, k]
+    if not kept_reader_6:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[7, i, j_m1, k_p1] = wp.float32(0.0)
+    adj_f_0[8, i, j, k] = wp.where(kept_reader_5, wp.float32(0.0), adj_f_0[8, i, j, k]) + seed_f_0[8, i, j, k]
+    if not kept_reader_4:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[8, i, j_m1, k_m1] = wp.float32(0.0)
+    adj_f_0[9, i, j, k] = wp.where(kept_reader_8, wp.float32(0.0), adj_f_0[9, i, j, k]) + seed_f_0[9, i, j, k]
+    if not kept_reader_9:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[9, i_p1, j, k] = wp.float32(0.0)
+    adj_f_0[10, i, j, k] = wp.where(kept_reader_10, wp.float32(0.0), adj_f_0[10, i, j, k]) + seed_f_0[10, i, j, k]
+    if not kept_reader_11:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[10, i_p1, j, k_p1] = wp.float32(0.0)
+    adj_f_0[11, i, j, k] = wp.where(kept_reader_12, wp.float32(0.0), adj_f_0[11, i, j, k]) + seed_f_0[11, i, j, k]
+    if not kept_reader_13:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[11, i_p1, j, k_m1] = wp.float32(0.0)
+    adj_f_0[12, i, j, k] = wp.where(kept_reader_14, wp.float32(0.0), adj_f_0[12, i, j, k]) + seed_f_0[12, i, j, k]
+    if not kept_reader_15:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[12, i_p1, j_p1, k] = wp.float32(0.0)
+    adj_f_0[13, i, j, k] = wp.where(kept_reader_16, wp.float32(0.0), adj_f_0[13, i, j, k]) + seed_f_0[13, i, j, k]
+    if not kept_reader_17:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[13, i_p1, j_p1, k_p1] = wp.float32(0.0)
+    adj_f_0[14, i, j, k] = wp.where(kept_reader_18, wp.float32(0.0), adj_f_0[14, i, j, k]) + seed_f_0[14, i, j, k]
+    if not kept_reader_19:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[14, i_p1, j_p1, k_m1] = wp.float32(0.0)
+    adj_f_0[15, i, j, k] = wp.where(kept_reader_20, wp.float32(0.0), adj_f_0[15, i, j, k]) + seed_f_0[15, i, j, k]
+    if not kept_reader_21:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[15, i_p1, j_m1, k] = wp.float32(0.0)
+    adj_f_0[16, i, j, k] = wp.where(kept_reader_22, wp.float32(0.0), adj_f_0[16, i, j, k]) + seed_f_0[16, i, j, k]
+    if not kept_reader_23:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[16, i_p1, j_m1, k_p1] = wp.float32(0.0)
+    adj_f_0[17, i, j, k] = wp.where(kept_reader_24, wp.float32(0.0), adj_f_0[17, i, j, k]) + seed_f_0[17, i, j, k]
+    if not kept_reader_25:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[17, i_p1, j_m1, k_m1] = wp.float32(0.0)
+    adj_f_0[18, i, j, k] = wp.where(kept_reader_9, wp.float32(0.0), adj_f_0[18, i, j, k]) + seed_f_0[18, i, j, k]
+    if not kept_reader_8:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[18, i_m1, j, k] = wp.float32(0.0)
+    adj_f_0[19, i, j, k] = wp.where(kept_reader_13, wp.float32(0.0), adj_f_0[19, i, j, k]) + seed_f_0[19, i, j, k]
+    if not kept_reader_12:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[19, i_m1, j, k_p1] = wp.float32(0.0)
+    adj_f_0[20, i, j, k] = wp.where(kept_reader_11, wp.float32(0.0), adj_f_0[20, i, j, k]) + seed_f_0[20, i, j, k]
+    if not kept_reader_10:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[20, i_m1, j, k_m1] = wp.float32(0.0)
+    adj_f_0[21, i, j, k] = wp.where(kept_reader_21, wp.float32(0.0), adj_f_0[21, i, j, k]) + seed_f_0[21, i, j, k]
+    if not kept_reader_20:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[21, i_m1, j_p1, k] = wp.float32(0.0)
+    adj_f_0[22, i, j, k] = wp.where(kept_reader_25, wp.float32(0.0), adj_f_0[22, i, j, k]) + seed_f_0[22, i, j, k]
+    if not kept_reader_24:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[22, i_m1, j_p1, k_p1] = wp.float32(0.0)
+    adj_f_0[23, i, j, k] = wp.where(kept_reader_23, wp.float32(0.0), adj_f_0[23, i, j, k]) + seed_f_0[23, i, j, k]
+    if not kept_reader_22:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[23, i_m1, j_p1, k_m1] = wp.float32(0.0)
+    adj_f_0[24, i, j, k] = wp.where(kept_reader_15, wp.float32(0.0), adj_f_0[24, i, j, k]) + seed_f_0[24, i, j, k]
+    if not kept_reader_14:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[24, i_m1, j_m1, k] = wp.float32(0.0)
+    adj_f_0[25, i, j, k] = wp.where(kept_reader_19, wp.float32(0.0), adj_f_0[25, i, j, k]) + seed_f_0[25, i, j, k]
+    if not kept_reader_18:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[25, i_m1, j_m1, k_p1] = wp.float32(0.0)
+    adj_f_0[26, i, j, k] = wp.where(kept_reader_17, wp.float32(0.0), adj_f_0[26, i, j, k]) + seed_f_0[26, i, j, k]
+    if not kept_reader_16:  # read by this kept cell only: the fresh variant skipped it
+        adj_f_0[26, i_m1, j_m1, k_m1] = wp.float32(0.0)
+    seed_f_0[0, i, j, k] = adj_f_1[0, i, j, k]
+    seed_f_0[1, i, j, k] = adj_f_1[1, i, j, k]
+    seed_f_0[2, i, j, k] = adj_f_1[2, i, j, k]
+    seed_f_0[3, i, j, k] = adj_f_1[3, i, j, k]
+    seed_f_0[4, i, j, k] = adj_f_1[4, i, j, k]
+    seed_f_0[5, i, j, k] = adj_f_1[5, i, j, k]
+    seed_f_0[6, i, j, k] = adj_f_1[6, i, j, k]
+    seed_f_0[7, i, j, k] = adj_f_1[7, i, j, k]
+    seed_f_0[8, i, j, k] = adj_f_1[8, i, j, k]
+    seed_f_0[9, i, j, k] = adj_f_1[9, i, j, k]
+    seed_f_0[10, i, j, k] = adj_f_1[10, i, j, k]
+    seed_f_0[11, i, j, k] = adj_f_1[11, i, j, k]
+    seed_f_0[12, i, j, k] = adj_f_1[12, i, j, k]
+    seed_f_0[13, i, j, k] = adj_f_1[13, i, j, k]
+    seed_f_0[14, i, j, k] = adj_f_1[14, i, j, k]
+    seed_f_0[15, i, j, k] = adj_f_1[15, i, j, k]
+    seed_f_0[16, i, j, k] = adj_f_1[16, i, j, k]
+    seed_f_0[17, i, j, k] = adj_f_1[17, i, j, k]
+    seed_f_0[18, i, j, k] = adj_f_1[18, i, j, k]
+    seed_f_0[19, i, j, k] = adj_f_1[19, i, j, k]
+    seed_f_0[20, i, j, k] = adj_f_1[20, i, j, k]
+    seed_f_0[21, i, j, k] = adj_f_1[21, i, j, k]
+    seed_f_0[22, i, j, k] = adj_f_1[22, i, j, k]
+    seed_f_0[23, i, j, k] = adj_f_1[23, i, j, k]
+    seed_f_0[24, i, j, k] = adj_f_1[24, i, j, k]
+    seed_f_0[25, i, j, k] = adj_f_1[25, i, j, k]
+    seed_f_0[26, i, j, k] = adj_f_1[26, i, j, k]

@@ -66,12 +66,17 @@ def obstacle_text() -> str:
     return generate(make_stepper(config, "warp", (10, 8)), config)
 
 
-def test_adjoint_kept_reads_the_readers_ids_and_writes_only_its_own_elements(obstacle_text):
+def test_adjoint_kept_works_from_the_kept_cells_side(obstacle_text):
+    """Cells not kept return after reading their own id; a kept cell writes its 9 elements, the 8
+    it would have read where their cell is not kept, and its 9 carry elements (one writer each)."""
     kept = obstacle_text.split("def adjoint_kept(")[1]
+    assert kept.index("if not kept:\n        return") < kept.index("kept_reader_")  # neighbours' ids only where kept
     writes = [line.strip() for line in kept.splitlines() if line.strip().startswith(("adj_f_0[", "seed_f_0["))]
-    assert len(writes) == 18 and all(", i, j, k] = " in line for line in writes)  # 9 of each, own cell only
-    assert kept.count("== wp.uint8(255)") == 1 + 8  # its own id and those of the 8 cells that pull from it
-    assert "if kept:\n        adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]" in kept  # population 0 is read by its own cell
+    own = [line for line in writes if ", i, j, k] = " in line]
+    assert len(own) == 18 and len(writes) == 18 + 8  # 9 own gradient and 9 carry elements, 8 read ones
+    assert all(line.endswith("= wp.float64(0.0)") for line in writes if line not in own)
+    assert kept.count("== wp.uint8(255)") == 1 + 8  # its own id and those of its 8 neighbours
+    assert "adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]" in kept  # population 0 is read by its own cell
 
 
 @pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64/obstacle", (10, 8))])  # walls, ZouHe in and out, solid

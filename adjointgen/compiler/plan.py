@@ -830,16 +830,22 @@ def _kept_id_load(c: _Context) -> Load | None:
 
 def _kept_plan(c: _Context, fresh: bool, q: int) -> KeptPlan:
     """``adjoint_kept``: what a fresh adjoint leaves undone where cells are kept (bc_mask 255; the
-    runtime launches it after adjoint_fresh, before adjoint_gather, only on masks with such cells).
+    runtime launches it after adjoint_fresh, before adjoint_gather, on masks that may have such
+    cells).
 
     A kept cell's step is the identity on its elements: it keeps its old output in ``f_1`` and
     overwrites nothing in ``f_0``. With the carry (the seed array) holding the adjoint of ``f_0``
     as the step left it, which is zero outside kept cells and overwritten elements: a kept cell's
-    elements of ``adj_f_0`` get the carry added; elements whose reader (the cell whose primary
-    read loads them) is kept were not written by the fresh variant (that cell returned early) and
-    get the carry where their own cell is kept, else zero; and at a kept cell the carry becomes the
-    adjoint of its ``f_1``, which is the seeds' array there. Each thread writes only its own
-    elements (it reads its readers' ids), so there are no races."""
+    elements of ``adj_f_0`` get the carry added (and, where their reader, the cell whose primary
+    read loads them, is kept too, only the carry: the fresh variant did not write them); elements
+    of other cells whose reader is kept get zero; and at a kept cell the carry becomes the
+    adjoint of its ``f_1``, which is the seeds' array there.
+
+    Written from the kept cell's side: every other cell reads its own mask and returns, so the
+    launch costs little where few cells are kept. A kept cell writes its own elements and those
+    it would have read that belong to cells not kept; each element has one writer (its own cell
+    where that is kept, else its reader), so there are no races, and a thread reads no other
+    cell's carry."""
     id_load, other = _kept_id_load(c), _other_state(c)
     shifts = [c.accesses.primary.get((c.reference, p)) for p in range(q)]
     if not fresh or id_load is None or other is None or None in shifts:
@@ -848,26 +854,32 @@ def _kept_plan(c: _Context, fresh: bool, q: int) -> KeptPlan:
     grad, seeds, carry = c.grads[c.reference], c.grads[other], c.names.seed(c.reference)
     params = [f"{c.reference}: {annotation}", f"bc_mask: {c.program.param('bc_mask').annotation()}",
               f"{grad}: {annotation}", f"{seeds}: {annotation}", f"{carry}: {annotation}"]
-    readers = [Access(c.reference, p, shift) for p, shift in enumerate(shifts)]
-    body = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions(readers, negate=True)
-    body += [c.lines.statement(id_load), f"kept = {c.print(c.adjoint.keep, 'bool')}"]
-    reader_kept: dict = {}  # reader coordinates -> the variable saying whether that cell is kept
+    reads = [Access(c.reference, p, shift) for p, shift in enumerate(shifts)]
+    readers = [Access(c.reference, p, tuple(-v for v in shift)) for p, shift in enumerate(shifts)]
+    body = c.lines.grid_lines(c.reference) + [c.lines.statement(id_load), f"kept = {c.print(c.adjoint.keep, 'bool')}",
+                                              "if not kept:", "    return  # not kept: its elements that a kept cell read are that cell's to write"]
+    body += c.lines.neighbour_definitions(reads + readers)
+    flags: dict = {c.lines.thread: "kept"}  # cell coordinates -> the variable saying whether that cell is kept
+
+    def kept_flag(cell: str) -> str:
+        if cell not in flags:
+            flags[cell] = c.names.reader_id("kept", cell)
+            body.append(f"{flags[cell]} = bc_mask[0, {cell}] == wp.uint8(255)")
+        return flags[cell]
+
     zero = c.zero(c.dtype(c.reference))
     updates = []
-    for access in readers:
-        reader = ", ".join(c.lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
-        if reader == c.lines.thread:
-            reader_kept[reader] = "kept"
-        elif reader not in reader_kept:
-            reader_kept[reader] = c.names.reader_id("kept", reader)
-            body.append(f"{reader_kept[reader]} = bc_mask[0, {reader}] == wp.uint8(255)")
-        element, flag = f"[{access.population}, {c.lines.thread}]", reader_kept[reader]
-        if flag == "kept":  # read by its own cell: written by nobody but the carry
-            updates += ["if kept:", f"    {grad}{element} = {carry}{element}"]
+    for read, reader in zip(reads, readers):
+        own = f"[{read.population}, {c.lines.thread}]"
+        reader_cell = ", ".join(c.lines.axis_index(a, s) for a, s in enumerate(reader.shifts))
+        if reader_cell == c.lines.thread:  # read by its own cell: written by nobody but the carry
+            updates.append(f"{grad}{own} = {carry}{own}")
             continue
-        updates += [f"if kept or {flag}:",
-                    f"    {grad}{element} = wp.where({flag}, {zero}, {grad}{element}) + wp.where(kept, {carry}{element}, {zero})"]
-    body += updates + ["if kept:"] + [f"    {carry}[{p}, {c.lines.thread}] = {seeds}[{p}, {c.lines.thread}]" for p in range(q)]
+        updates.append(f"{grad}{own} = wp.where({kept_flag(reader_cell)}, {zero}, {grad}{own}) + {carry}{own}")
+        source = ", ".join(c.lines.axis_index(a, s) for a, s in enumerate(read.shifts))
+        updates += [f"if not {kept_flag(source)}:  # read by this kept cell only: the fresh variant skipped it",
+                    f"    {grad}[{read.population}, {source}] = {zero}"]
+    body += updates + [f"{carry}[{p}, {c.lines.thread}] = {seeds}[{p}, {c.lines.thread}]" for p in range(q)]
     return KeptPlan(params, body)
 
 
