@@ -52,7 +52,7 @@ def test_the_shipped_module_has_one_comment_per_run_and_sources_on_forward_lines
 def test_the_forward_and_adjoint_take_omega_as_a_number_or_from_the_device():
     """One body; the factory's device_omega flag chooses omega's annotation (a number, or a
     one-element array read at the top of the body), and the module compiles that variant of the
-    forward and of the accumulating adjoint only."""
+    forward and of the accumulating and fresh adjoints (with omega's adjoints) only."""
     text = (ROOT / "generated" / "d2q9_bgk_fp32fp32.py").read_text()
     assert text.count("omega_type = wp.array(dtype=wp.float32) if device_omega else wp.float32") == 2
     assert text.count("omega_in: omega_type,") == 2 and "omega: wp.float32" not in text
@@ -60,4 +60,6 @@ def test_the_forward_and_adjoint_take_omega_as_a_number_or_from_the_device():
     assert 'forward_device_omega = _forward_variant("forward_device_omega", save=False, device_omega=True)' in text
     assert ('adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, '
             'device_omega=True)') in text
-    assert text.count("device_omega=True)") == 2
+    assert ('adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, '
+            'device_omega=True)') in text
+    assert text.count("device_omega=True)") == 3
