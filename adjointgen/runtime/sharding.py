@@ -108,7 +108,13 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
       element it pulled. Every element of a state gradient has one writer, there as on one
       device, so the sharded gradient equals the one-device gradient bit for bit
       (``tests/test_sharding.py``; omega's and the fields' gradients, sums over the steps, to
-      rounding).
+      rounding);
+    - every step but the last is the face's ``carried`` step (``jax_step(...).carried``, where the
+      module has one): its VJP runs the fresh adjoint, which moves 3 state arrays where the
+      accumulating one moves 5, since the cotangent of the ``f_0`` a step returns is the
+      adjoint of the next step's input ``f_1`` and so zero but at kept cells (the halos, solid
+      cells) and where that step keeps data in ``f_1``. ``step`` is a face of
+      :func:`~adjointgen.runtime.jax_face.jax_step`.
 
     Memory and time: the loop runs as a ``jax.lax.scan`` over segments of ``segment`` steps
     (default: the even number nearest sqrt(steps)), each under ``jax.checkpoint`` with its steps
