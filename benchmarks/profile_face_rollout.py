@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,15 +24,19 @@ from bench_scaling import _log, start_jax_and_warp, write_results  # noqa: E402
 
 
 def _profile(fn, label: str, steps: int) -> dict:
-    """Wall time of one warm call of ``fn`` and Warp's GPU activity inside it, by kernel name."""
+    """Wall time of a warm call of ``fn`` (median of three) and Warp's GPU activity inside one
+    more call, by kernel name."""
     import jax
     import warp as wp
 
     jax.block_until_ready(fn())  # compiles
     jax.block_until_ready(fn())
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    wall = (time.perf_counter() - start) * 1e3
+    walls = []
+    for _ in range(3):  # the median of three: one timed call was an outlier once (NOTES v41)
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        walls.append((time.perf_counter() - start) * 1e3)
+    wall = statistics.median(walls)
     wp.timing_begin(cuda_filter=wp.TIMING_ALL)
     jax.block_until_ready(fn())
     results = wp.timing_end()
