@@ -110,7 +110,7 @@ def _device_argument(device_omega: bool) -> str:
 
 
 #: the scalar parameter of XLB's call that a caller may hold only on the device (a traced JAX
-#: value): the forward and the accumulating adjoint get variants that read it from an array
+#: value): the forward and the adjoints with omega's part get variants that read it from an array
 DEVICE_PARAMETER = "omega"
 
 
@@ -394,17 +394,14 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int, split: Split) -> ForwardP
     variants += [ForwardVariant(forward_kernel_name(False, "", True), False, "", True)] * arguments.generated
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
-    factory = "name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "") + _device_parameter(c)
+    factory = "name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "") + _device_parameter(arguments)
     return ForwardPlan(params, _forward_body(c) + copy + stores, variants, comment, arguments.prologue + split.prologue,
                        split.skip, factory, arguments.factory_lines)
 
 
-def _device_parameter(c: _Context) -> str:
+def _device_parameter(arguments: ParameterArguments) -> str:
     """The variant factories' ``device_omega`` parameter, where the program takes omega."""
-    return _DEVICE_FLAG if c.parameter_arguments.factory_lines else ""
-
-
-_DEVICE_FLAG = ", device_omega: bool = False"
+    return ", device_omega: bool = False" if arguments.factory_lines else ""
 
 
 def _parameter_arguments(c: _Context) -> ParameterArguments:
@@ -745,7 +742,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     variants += [AdjointVariant(adjoint_kernel_name(is_fresh, False, "", True), is_fresh, False, "", True)
                  for is_fresh in (False, True)[: 1 + fresh]] * parts.arguments.generated
     factory = ("name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
-               + (_DEVICE_FLAG if parts.arguments.factory_lines else ""))
+               + _device_parameter(parts.arguments))
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
     reads = _collapsed_reads(parts.write_back.reads)
     write_back = parts.write_back.writes

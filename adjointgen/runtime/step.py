@@ -361,9 +361,10 @@ class DifferentiableStep:
         object), True is always right where the module has adjoint_kept."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             check_like_state(name, grad, of)
-        if kept_cells is None:
-            kept_cells = carry is not None and self._has_kept_cells(bc_mask)
-        kept_cells = fresh and carry is not None and kept_cells
+        if not (fresh and carry is not None):
+            kept_cells = False
+        elif kept_cells is None:
+            kept_cells = self._has_kept_cells(bc_mask)
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
                               adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, device_omega).run()
 
