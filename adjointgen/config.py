@@ -82,6 +82,11 @@ class Configuration:
         return int(self.velocity_set[1])
 
     @property
+    def q(self) -> int:
+        """The velocity set's number of populations (D3Q19: 19)."""
+        return int(self.velocity_set.split("Q")[1])
+
+    @property
     def is_fp64(self) -> bool:
         """Computed and stored in double precision (finite differences are meaningful)."""
         return self.precision == "FP64FP64"

@@ -20,27 +20,31 @@ from adjointgen.errors import DamagedModule
 
 FORMAT = 2  # 2: the adjoint's slots cell-major (nx, ny, nz, slot_count); modules of format 1 are not read
 #: manifest keys left out of a module's MANIFEST when empty (and read back as empty when absent)
-OPTIONAL_KEYS = ("fields", "field_components", "f_1_read_ids", "listed_ids", "overwritten_ids")
+OPTIONAL_KEYS = ("fields", "field_components", "f_1_read_ids", "listed_ids", "overwritten_ids", "residual_count")
 HEADER_END = "# ---- end of header ----\n"
 BODY_HASH_PREFIX = "# body-sha256: "
 
 
-def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "", device_omega: bool = False) -> str:
+def adjoint_kernel_name(fresh: bool, state_only: bool, part: str = "", device_omega: bool = False,
+                        residuals: bool = False) -> str:
     """``adjoint`` (accumulating), ``adjoint_fresh`` (writes into gradients known to be zero), each
     with ``_state`` when it leaves out the per-cell adjoints of scalar parameters, ``_device_omega``
-    when it reads omega from a one-element array instead of taking the number, and ``_rest`` /
-    ``_listed`` for the two launches of a split step (the cells without the listed boundary ids,
-    and the listed cells; see ``Manifest.listed_ids``)."""
+    when it reads omega from a one-element array instead of taking the number, ``_residuals`` when
+    it reads the values ``forward_residuals`` stored instead of replaying from the input (state
+    only), and ``_rest`` / ``_listed`` for the two launches of a split step (the cells without the
+    listed boundary ids, and the listed cells; see ``Manifest.listed_ids``)."""
     return (("adjoint_fresh" if fresh else "adjoint") + ("_state" if state_only else "")
-            + ("_device_omega" if device_omega else "") + (f"_{part}" if part else ""))
+            + ("_device_omega" if device_omega else "") + ("_residuals" if residuals else "") + (f"_{part}" if part else ""))
 
 
-def forward_kernel_name(save: bool, part: str = "", device_omega: bool = False) -> str:
+def forward_kernel_name(save: bool, part: str = "", device_omega: bool = False, residuals: bool = False) -> str:
     """``forward``; ``forward_save``: the same cell program that also stores each element of ``f_0``
     it reads through its primary read into ``saved_f_0`` (a copy of the step's input for the adjoint);
+    ``forward_residuals``: the same cell program that also stores the values the state-only
+    adjoint needs (``Manifest.residual_count`` per cell, :mod:`adjointgen.compiler.residuals`);
     ``_device_omega`` and ``_rest`` / ``_listed`` as in :func:`adjoint_kernel_name`."""
     return (("forward_save" if save else "forward") + ("_device_omega" if device_omega else "")
-            + (f"_{part}" if part else ""))
+            + ("_residuals" if residuals else "") + (f"_{part}" if part else ""))
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,17 @@ class Manifest:
     # the boundary ids of the cells whose f_0 elements the step overwrites in place (where every
     # such store's condition is a test of the id); empty where nothing is, or where it is unknown
     overwritten_ids: tuple[int, ...] = ()
+    # values per cell that ``forward_residuals`` stores and the ``_residuals`` adjoints read instead
+    # of the step's input (array (residual_count, nx, ny, nz), compute precision); 0: none
+    residual_count: int = 0
 
     def has(self, kernel: str) -> bool:
         return kernel in self.kernels
 
-    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "", device_omega: bool = False) -> str:
+    def adjoint_kernel(self, fresh: bool, state_only: bool, part: str = "", device_omega: bool = False,
+                       residuals: bool = False) -> str:
         """The name of the adjoint variant asked for; an error naming the module's variants if absent."""
-        name = adjoint_kernel_name(fresh, state_only, part, device_omega)
+        name = adjoint_kernel_name(fresh, state_only, part, device_omega, residuals)
         if not self.has(name):
             raise KeyError(f"{self.configuration} has no {name} kernel (it has {', '.join(self.kernels)})")
         return name
@@ -93,6 +101,12 @@ class Manifest:
         caller whose omega is only on the device (a traced JAX value) runs them without reading
         it back. Absent where ``adjoint_prepare``, which takes omega as a number, would read it."""
         return self.has(forward_kernel_name(False, "", True)) and self.has(adjoint_kernel_name(False, False, "", True))
+
+    @property
+    def residuals(self) -> bool:
+        """The module has ``forward_residuals`` and the state-only adjoints that read what it
+        stores (a recorded step then keeps ``residual_count`` values per cell, not its input)."""
+        return self.residual_count > 0 and self.has(forward_kernel_name(False, residuals=True))
 
     @property
     def writes_f_0(self) -> bool:
@@ -123,7 +137,7 @@ class Manifest:
             raise DamagedModule(f"{where}: manifest format {data['format']}, this adjointgen reads format {FORMAT} "
                                 "(generated by another version: run `adjointgen build` again)")
         manifest = cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
-        types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int}
+        types = {"configuration": str, "program_sha256": str, "source_sha256": dict, "slot_count": int, "residual_count": int}
         for name in ("kernels", "parameters", "gather_into", "in_place", "overwritten_inputs", "fields", "field_components",
                      "f_1_read_ids", "listed_ids", "overwritten_ids"):
             types[name] = tuple

@@ -1,6 +1,7 @@
 """XLB's own loop recorded on a ``wp.Tape`` with adjointgen's step: time per step, fused pairs on
-and off (``step.tape_fusion``), the input saved by ``forward_save`` or copied (``step.save_in_forward``),
-against XLB's Warp forward step, and the gradients of all bitwise equal.
+and off (``step.tape_fusion``), the input saved by ``forward_save`` or copied (``step.save_in_forward``)
+or the residuals kept instead (``step.tape_residuals``), against XLB's Warp forward step, and the
+gradients of all bitwise equal.
 
 Per step, the tape path records: a copy of f_0 (``wp.clone``) and the forward, or ``forward_save``
 (the forward that stores each element of f_0 it reads into the saved input: one read of the
@@ -8,7 +9,8 @@ state instead of two), and in
 ``tape.backward()`` the adjoint: accumulating (5 state arrays) without fusion; ``adjoint_fresh``
 (3 arrays) on every step but the last of a run with it. Reports the recording time (copy +
 forward), the backward time and their sum per step, each as a ratio to XLB's forward step
-(runs: ``accumulating`` and ``fused`` copy with wp.clone; ``fused_save`` saves in the forward)
+(runs: ``accumulating`` and ``fused`` copy with wp.clone; ``fused_save`` saves in the forward;
+``fused_residuals`` keeps ``forward_residuals``' values, read by the ``_residuals`` adjoints)
 (median of ``--repeats`` runs of ``--steps`` steps each, after a warm-up run). Usage (on the device
 machine): ``python benchmarks/bench_tape.py --size 192 --steps 50 --out $OUT``; on a CPU for a
 smoke test: ``--size 16 --steps 4 --repeats 1``.
@@ -28,10 +30,11 @@ from bench_rollout import _setup, _xlb_forward  # noqa: E402
 from bench_step import _source_tree_packages  # noqa: E402
 
 
-def _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, steps: int, fusion: bool, save: bool):
+def _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, steps: int, fusion: bool, save: bool,
+              residuals: bool = False):
     """(record seconds, backward seconds, gradient of the initial f_0 as NumPy)."""
     first, second = wp.clone(f_0, requires_grad=True), wp.clone(f_1, requires_grad=True)
-    step.tape_fusion, step.save_in_forward = fusion, save
+    step.tape_fusion, step.save_in_forward, step.tape_residuals = fusion, save, residuals
     tape = wp.Tape()
     wp.synchronize()
     start = time.perf_counter()
@@ -50,6 +53,7 @@ def _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, steps: int, 
     backward = time.perf_counter() - start
     gradient = first.grad.numpy()
     step.tape_fusion = step.save_in_forward = True
+    step.tape_residuals = None
     return recorded, backward, gradient
 
 
@@ -76,9 +80,15 @@ def main(argv=None) -> int:
               "xlb_forward_step_ms": 1e3 * forward_step}
     gradients = {}
     result["forward_save_used"] = step._saves_in_forward(bc_mask)
-    for name, fusion, save in (("accumulating", False, False), ("fused", True, False), ("fused_save", True, True)):
-        _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, 2, fusion, save)  # warm-up (compiles)
-        runs = [_tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, args.steps, fusion, save)
+    result["residual_count"] = step.manifest.residual_count  # values kept per cell by fused_residuals
+    cells, itemsize = int(np.prod(f_0.shape[1:])), np.dtype(np.float32).itemsize
+    result["kept_bytes_per_step"] = {"input copy": step.q * cells * itemsize,
+                                     "residuals": step.manifest.residual_count * cells * itemsize}
+    runs_wanted = [("accumulating", False, False, False), ("fused", True, False, False), ("fused_save", True, True, False)]
+    runs_wanted += [("fused_residuals", True, True, True)] if step.manifest.residuals else []
+    for name, fusion, save, residuals in runs_wanted:
+        _tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, 2, fusion, save, residuals)  # warm-up (compiles)
+        runs = [_tape_run(wp, step, f_0, f_1, bc_mask, missing_mask, cotangent, args.steps, fusion, save, residuals)
                 for _ in range(args.repeats)]
         gradients[name] = runs[-1][2]
         record = statistics.median(r[0] for r in runs) / args.steps
@@ -91,6 +101,8 @@ def main(argv=None) -> int:
     reference = gradients["accumulating"]
     result["bitwise_equal"] = all(np.array_equal(reference, g) for g in gradients.values())
     result["bitwise_equal_save_clone"] = bool(np.array_equal(gradients["fused"], gradients["fused_save"]))
+    if "fused_residuals" in gradients:
+        result["bitwise_equal_residuals_save"] = bool(np.array_equal(gradients["fused_save"], gradients["fused_residuals"]))
     scale = float(np.max(np.abs(reference)))
     result["max_relative_difference"] = max(float(np.max(np.abs(g - reference))) for g in gradients.values()) / scale
     result["gradient_finite"] = all(bool(np.isfinite(g).all()) for g in gradients.values())

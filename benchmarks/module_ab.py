@@ -31,11 +31,12 @@ def _load(path: str, name: str):
     return load_checked(Path(path), name)
 
 
-def kernel_inputs(config, size: int, cotangent: str = "random", slot_count: int = 0):
+def kernel_inputs(config, size: int, cotangent: str = "random", slot_count: int = 0, residual_count: int = 0):
     """Every array or value a generated kernel's parameter list may name, by label (so modules of
     different layouts, and variants of one, are launched alike): the tiled random state on a
     ``size``^d grid, XLB's masks, the output adjoints (``cotangent``: "random" or "zero"), and,
-    with ``slot_count``, the adjoint's slots. Returns (arrays, the output adjoints as NumPy)."""
+    with ``slot_count``, the adjoint's slots, with ``residual_count`` the residuals' array (one
+    slot, a stand-in, without). Returns (arrays, the output adjoints as NumPy)."""
     import numpy as np
     import warp as wp
 
@@ -57,6 +58,7 @@ def kernel_inputs(config, size: int, cotangent: str = "random", slot_count: int 
               "saved_f_0": wp.empty_like(f_0)}  # forward_save's copy (forward takes it and leaves it alone)
     if slot_count:
         arrays["adj_slots"] = wp.zeros((*f_0.shape[1:], slot_count), dtype=compute)
+    arrays["residuals"] = wp.zeros((max(residual_count, 1), *f_0.shape[1:]), dtype=compute)
     return arrays, adjoints
 
 

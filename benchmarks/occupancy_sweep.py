@@ -45,7 +45,7 @@ def sweep(label: str, size: int, repeats: int, inner: int, blocks: list[int], ke
             continue  # periodic-like modules only: the kernel alone is the whole adjoint
         for b in blocks:
             kernel = original if b == 0 else wp.kernel(original.func, launch_bounds=(256, b))
-            inputs = [f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, cells]
+            inputs = [f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, cells] + step._residual_argument(None, f_0.device)
             ms = _timed(lambda k=kernel, a=inputs: wp.launch(k, dim=shape, inputs=a), wp.synchronize, repeats, inner)
             resources = wp.get_cuda_kernel_properties(kernel) if wp.get_device().is_cuda else {}
             rows.append({"case": label, "kernel": name, "min_blocks": b or None, **resources,

@@ -133,6 +133,7 @@ def _arrays(n: int, device) -> dict:
     arrays["bc_mask"] = wp.zeros((1, *shape), dtype=wp.uint8, device=device)
     arrays["missing_mask"] = wp.zeros((19, *shape), dtype=wp.bool, device=device)
     arrays["omega"], arrays["timestep"] = 1.6, 0
+    arrays["residuals"] = wp.zeros((1, 1, 1, 1), dtype=wp.float32, device=device)  # a stand-in (modules with residuals)
     return arrays
 
 

@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 35b62a9636e4d93ee2492ea0ad763527eee2e5c7d1b40881368b7e5ce40f3315
+# body-sha256: 7e3767ef96085e9ca970a39b990c5f36490e712b30bf961e03106153481fcd5f
 # ---- end of header ----
 import warp as wp
 
@@ -42,12 +42,15 @@ MANIFEST = {
         "forward",
         "forward_save",
         "forward_device_omega",
+        "forward_residuals",
         "adjoint",
         "adjoint_fresh",
         "adjoint_state",
         "adjoint_fresh_state",
         "adjoint_device_omega",
         "adjoint_fresh_device_omega",
+        "adjoint_state_residuals",
+        "adjoint_fresh_state_residuals",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -55,6 +58,7 @@ MANIFEST = {
         "omega"
     ],
     "program_sha256": "8644163158ee0f5812138844af3a882aad0ba19fe3254501266aeea624aafc16",
+    "residual_count": 3,
     "slot_count": 0,
     "source_sha256": {
         "BGK_functional": "6c8bbbf03af614c5bb136538a5d4e0f69298b2aeab008cd0cc2d5e76901df8a4",
@@ -71,13 +75,15 @@ MANIFEST = {
 }
 
 
-def _forward_variant(name: str, save: bool, device_omega: bool = False):
+def _forward_variant(name: str, save: bool, device_omega: bool = False, with_residuals: bool = False):
     # One body, compiled per variant (wp.static flag; each variant its own module, compiled on first launch).
     # save=True (forward_save, where listed): each element of f_0 is loaded by exactly one thread, at its
     # primary read (a periodic shift of the grid, unguarded), and stored from there into saved_f_0, a copy
     # complete where no cell is kept (bc_mask 255: such a cell returns before its loads); save=False
     # leaves saved_f_0 alone (callers pass any array of its type). device_omega=True: omega read from a
     # one-element array (for callers that hold it on the device only).
+    # with_residuals=True (forward_residuals): also stores, per cell, the values from which the state-only
+    # adjoint's _residuals variants recompute what their reverse sweep reads (adjointgen.compiler.residuals).
     omega_type = wp.array(dtype=wp.float64) if device_omega else wp.float64
     def forward(
         f_0: wp.array4d(dtype=wp.float64),
@@ -87,6 +93,7 @@ def _forward_variant(name: str, save: bool, device_omega: bool = False):
         omega_in: omega_type,
         timestep: wp.int32,
         saved_f_0: wp.array4d(dtype=wp.float64),
+        residuals: wp.array4d(dtype=wp.float64),
     ):
         if wp.static(device_omega):
             omega = omega_in[0]  # a caller's omega on the device: no read-back
@@ -185,6 +192,11 @@ def _forward_variant(name: str, save: bool, device_omega: bool = False):
             saved_f_0[6, i_p1, j, k] = f_0_6
             saved_f_0[7, i_m1, j_m1, k] = f_0_7
             saved_f_0[8, i_p1, j_p1, k] = f_0_8
+        if wp.static(with_residuals):
+            # the residuals: what the state-only adjoint recomputes its sweep's values from
+            residuals[0, i, j, k] = rho_7
+            residuals[1, i, j, k] = u_0_4
+            residuals[2, i, j, k] = u_1_4
         f_1[0, i, j, k] = fout_0
         f_1[1, i, j, k] = fout_1
         f_1[2, i, j, k] = fout_2
@@ -202,15 +214,18 @@ def _forward_variant(name: str, save: bool, device_omega: bool = False):
 forward = _forward_variant("forward", save=False)
 forward_save = _forward_variant("forward_save", save=True)
 forward_device_omega = _forward_variant("forward_device_omega", save=False, device_omega=True)
+forward_residuals = _forward_variant("forward_residuals", save=False, with_residuals=True)
 
 
-def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: bool = False):
+def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: bool = False, with_residuals: bool = False):
     # One body, compiled per variant (wp.static flags; each variant its own module, compiled on first launch):
     # fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),
     #   the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where
     #   written and outputs' gradients not needed, the elements read get their adjoints written, nothing
     #   is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers);
     # device_omega=True: omega read from a one-element array (for callers that hold it on the device only).
+    # with_residuals=True (state_only only): the replay starts from the values forward_residuals stored, not
+    # from the step's input (which these variants never read): the same sweep, the same values.
     omega_type = wp.array(dtype=wp.float64) if device_omega else wp.float64
     def adjoint(
         f_0: wp.array4d(dtype=wp.float64),
@@ -222,6 +237,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: boo
         adj_f_0: wp.array4d(dtype=wp.float64),
         adj_f_1: wp.array4d(dtype=wp.float64),
         adj_omega_cells: wp.array3d(dtype=wp.float64),
+        residuals: wp.array4d(dtype=wp.float64),
     ):
         if wp.static(device_omega):
             omega = omega_in[0]  # a caller's omega on the device: no read-back
@@ -265,77 +281,100 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: boo
             old_7 = adj_f_0[7, i_m1, j_m1, k]
             old_8 = adj_f_0[8, i_p1, j_p1, k]
         # replay of the forward cell program
-        f_0_0 = f_0[0, i, j, k]  # stream.py:80
-        f_0_1 = f_0[1, i, j_m1, k]
-        f_0_2 = f_0[2, i, j_p1, k]
-        f_0_3 = f_0[3, i_m1, j, k]
-        f_0_4 = f_0[4, i_p1, j_m1, k]
-        f_0_5 = f_0[5, i_m1, j_p1, k]
-        f_0_6 = f_0[6, i_p1, j, k]
-        f_0_7 = f_0[7, i_m1, j_m1, k]
-        f_0_8 = f_0[8, i_p1, j_p1, k]
-        rho = f_0_0 + f_0_1  # zero_moment.py:26
-        rho_1 = f_0_2 + rho
-        rho_2 = f_0_3 + rho_1
-        rho_3 = f_0_4 + rho_2
-        rho_4 = f_0_5 + rho_3
-        rho_5 = f_0_6 + rho_4
-        rho_6 = f_0_7 + rho_5
-        rho_7 = f_0_8 + rho_6
-        u_1 = f_0_1 - f_0_2  # first_moment.py:36
-        u_0 = f_0_3 - f_0_4
-        u_1_1 = f_0_4 + u_1  # first_moment.py:34
-        u_0_1 = f_0_5 + u_0
-        u_1_2 = -f_0_5 + u_1_1  # first_moment.py:36
-        u_0_2 = -f_0_6 + u_0_1
-        u_0_3 = f_0_7 + u_0_2  # first_moment.py:34
-        u_1_3 = f_0_7 + u_1_2
-        u_0_4 = -f_0_8 + u_0_3  # first_moment.py:36
-        u_1_4 = -f_0_8 + u_1_3
-        u_0_5 = u_0_4 * (wp.float64(1.0) / (rho_7))  # first_moment.py:37
-        u_1_5 = u_1_4 * (wp.float64(1.0) / (rho_7))
-        usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)  # quadratic_equilibrium.py:55
-        feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu = wp.float64(3.0) * u_1_5  # quadratic_equilibrium.py:52
-        feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_1 = -u_1_5  # quadratic_equilibrium.py:51
-        cu_2 = wp.float64(3.0) * cu_1  # quadratic_equilibrium.py:52
-        feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_3 = wp.float64(3.0) * u_0_5  # quadratic_equilibrium.py:52
-        feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_4 = -u_0_5  # quadratic_equilibrium.py:51
-        cu_5 = cu_4 + u_1_5  # quadratic_equilibrium.py:49
-        cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
-        feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_7 = u_0_5 - u_1_5  # quadratic_equilibrium.py:51
-        cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
-        feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_9 = wp.float64(3.0) * cu_4  # quadratic_equilibrium.py:52
-        feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_10 = u_0_5 + u_1_5  # quadratic_equilibrium.py:49
-        cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
-        feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_12 = cu_4 - u_1_5  # quadratic_equilibrium.py:51
-        cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
-        feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        fneq_0 = f_0_0 - feq_0  # bgk.py:32
-        fneq_1 = f_0_1 - feq_1
-        fneq_2 = f_0_2 - feq_2
-        fneq_3 = f_0_3 - feq_3
-        fneq_4 = f_0_4 - feq_4
-        fneq_5 = f_0_5 - feq_5
-        fneq_6 = f_0_6 - feq_6
-        fneq_7 = f_0_7 - feq_7
-        fneq_8 = f_0_8 - feq_8
-        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
-        fout_1 = f_0_1 - fneq_1 * omega
-        fout_2 = f_0_2 - fneq_2 * omega
-        fout_3 = f_0_3 - fneq_3 * omega
-        fout_4 = f_0_4 - fneq_4 * omega
-        fout_5 = f_0_5 - fneq_5 * omega
-        fout_6 = f_0_6 - fneq_6 * omega
-        fout_7 = f_0_7 - fneq_7 * omega
-        fout_8 = f_0_8 - fneq_8 * omega
+        if wp.static(with_residuals):
+            # from the residuals forward_residuals stored (the step's input is not read)
+            rho_7 = residuals[0, i, j, k]
+            u_0_4 = residuals[1, i, j, k]
+            u_1_4 = residuals[2, i, j, k]
+            u_0_5 = u_0_4 * (wp.float64(1.0) / (rho_7))  # first_moment.py:37
+            u_1_5 = u_1_4 * (wp.float64(1.0) / (rho_7))
+            usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)  # quadratic_equilibrium.py:55
+            cu = wp.float64(3.0) * u_1_5  # quadratic_equilibrium.py:52
+            cu_1 = -u_1_5  # quadratic_equilibrium.py:51
+            cu_2 = wp.float64(3.0) * cu_1  # quadratic_equilibrium.py:52
+            cu_3 = wp.float64(3.0) * u_0_5
+            cu_4 = -u_0_5  # quadratic_equilibrium.py:51
+            cu_5 = cu_4 + u_1_5  # quadratic_equilibrium.py:49
+            cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+            cu_7 = u_0_5 - u_1_5  # quadratic_equilibrium.py:51
+            cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+            cu_9 = wp.float64(3.0) * cu_4
+            cu_10 = u_0_5 + u_1_5  # quadratic_equilibrium.py:49
+            cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+            cu_12 = cu_4 - u_1_5  # quadratic_equilibrium.py:51
+            cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+        else:
+            f_0_0 = f_0[0, i, j, k]  # stream.py:80
+            f_0_1 = f_0[1, i, j_m1, k]
+            f_0_2 = f_0[2, i, j_p1, k]
+            f_0_3 = f_0[3, i_m1, j, k]
+            f_0_4 = f_0[4, i_p1, j_m1, k]
+            f_0_5 = f_0[5, i_m1, j_p1, k]
+            f_0_6 = f_0[6, i_p1, j, k]
+            f_0_7 = f_0[7, i_m1, j_m1, k]
+            f_0_8 = f_0[8, i_p1, j_p1, k]
+            rho = f_0_0 + f_0_1  # zero_moment.py:26
+            rho_1 = f_0_2 + rho
+            rho_2 = f_0_3 + rho_1
+            rho_3 = f_0_4 + rho_2
+            rho_4 = f_0_5 + rho_3
+            rho_5 = f_0_6 + rho_4
+            rho_6 = f_0_7 + rho_5
+            rho_7 = f_0_8 + rho_6
+            u_1 = f_0_1 - f_0_2  # first_moment.py:36
+            u_0 = f_0_3 - f_0_4
+            u_1_1 = f_0_4 + u_1  # first_moment.py:34
+            u_0_1 = f_0_5 + u_0
+            u_1_2 = -f_0_5 + u_1_1  # first_moment.py:36
+            u_0_2 = -f_0_6 + u_0_1
+            u_0_3 = f_0_7 + u_0_2  # first_moment.py:34
+            u_1_3 = f_0_7 + u_1_2
+            u_0_4 = -f_0_8 + u_0_3  # first_moment.py:36
+            u_1_4 = -f_0_8 + u_1_3
+            u_0_5 = u_0_4 * (wp.float64(1.0) / (rho_7))  # first_moment.py:37
+            u_1_5 = u_1_4 * (wp.float64(1.0) / (rho_7))
+            usqr = wp.float64(1.5) * (u_0_5 * u_0_5) + wp.float64(1.5) * (u_1_5 * u_1_5)  # quadratic_equilibrium.py:55
+            feq_0 = wp.float64(0.4444444444444444) * rho_7 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu = wp.float64(3.0) * u_1_5  # quadratic_equilibrium.py:52
+            feq_1 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu * (wp.float64(0.5) * cu + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_1 = -u_1_5  # quadratic_equilibrium.py:51
+            cu_2 = wp.float64(3.0) * cu_1  # quadratic_equilibrium.py:52
+            feq_2 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_3 = wp.float64(3.0) * u_0_5  # quadratic_equilibrium.py:52
+            feq_3 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_3 * (wp.float64(0.5) * cu_3 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_4 = -u_0_5  # quadratic_equilibrium.py:51
+            cu_5 = cu_4 + u_1_5  # quadratic_equilibrium.py:49
+            cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+            feq_4 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_7 = u_0_5 - u_1_5  # quadratic_equilibrium.py:51
+            cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+            feq_5 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_9 = wp.float64(3.0) * cu_4  # quadratic_equilibrium.py:52
+            feq_6 = wp.float64(0.1111111111111111) * rho_7 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_10 = u_0_5 + u_1_5  # quadratic_equilibrium.py:49
+            cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+            feq_7 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_12 = cu_4 - u_1_5  # quadratic_equilibrium.py:51
+            cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+            feq_8 = wp.float64(0.027777777777777776) * rho_7 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            fneq_0 = f_0_0 - feq_0  # bgk.py:32
+            fneq_1 = f_0_1 - feq_1
+            fneq_2 = f_0_2 - feq_2
+            fneq_3 = f_0_3 - feq_3
+            fneq_4 = f_0_4 - feq_4
+            fneq_5 = f_0_5 - feq_5
+            fneq_6 = f_0_6 - feq_6
+            fneq_7 = f_0_7 - feq_7
+            fneq_8 = f_0_8 - feq_8
+            fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
+            fout_1 = f_0_1 - fneq_1 * omega
+            fout_2 = f_0_2 - fneq_2 * omega
+            fout_3 = f_0_3 - fneq_3 * omega
+            fout_4 = f_0_4 - fneq_4 * omega
+            fout_5 = f_0_5 - fneq_5 * omega
+            fout_6 = f_0_6 - fneq_6 * omega
+            fout_7 = f_0_7 - fneq_7 * omega
+            fout_8 = f_0_8 - fneq_8 * omega
         # reverse sweep
         # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
         adj_f_0_8 = adj_fout_8
@@ -547,6 +586,8 @@ adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
 adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, device_omega=True)
+adjoint_state_residuals = _adjoint_variant("adjoint_state_residuals", fresh=False, state_only=True, with_residuals=True)
+adjoint_fresh_state_residuals = _adjoint_variant("adjoint_fresh_state_residuals", fresh=True, state_only=True, with_residuals=True)
 
 
 

@@ -43,7 +43,7 @@
 #   f_0[24] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[25] read at x - (1, 1, -1) (mod n): a bijection, scattered directly
 #   f_0[26] read at x - (1, 1, 1) (mod n): a bijection, scattered directly
-# body-sha256: a33ec945f700b83e9621717840c53b4ebafe9661aa8b270e9e42252d636856ae
+# body-sha256: 8e3c20c9716437aa89dae25cb7b21b2428bdc1998f89ad3d7f6d4dc84d410d43
 # ---- end of header ----
 import warp as wp
 
@@ -60,12 +60,15 @@ MANIFEST = {
         "forward",
         "forward_save",
         "forward_device_omega",
+        "forward_residuals",
         "adjoint",
         "adjoint_fresh",
         "adjoint_state",
         "adjoint_fresh_state",
         "adjoint_device_omega",
         "adjoint_fresh_device_omega",
+        "adjoint_state_residuals",
+        "adjoint_fresh_state_residuals",
         "adjoint_kept"
     ],
     "overwritten_inputs": [],
@@ -73,6 +76,7 @@ MANIFEST = {
         "omega"
     ],
     "program_sha256": "77e6dd0e4b9e926a7ce0e4d6d854fd928b326f14b6e6f7c7c018f661b278376a",
+    "residual_count": 4,
     "slot_count": 0,
     "source_sha256": {
         "BGK_functional": "6c8bbbf03af614c5bb136538a5d4e0f69298b2aeab008cd0cc2d5e76901df8a4",
@@ -89,13 +93,15 @@ MANIFEST = {
 }
 
 
-def _forward_variant(name: str, save: bool, device_omega: bool = False):
+def _forward_variant(name: str, save: bool, device_omega: bool = False, with_residuals: bool = False):
     # One body, compiled per variant (wp.static flag; each variant its own module, compiled on first launch).
     # save=True (forward_save, where listed): each element of f_0 is loaded by exactly one thread, at its
     # primary read (a periodic shift of the grid, unguarded), and stored from there into saved_f_0, a copy
     # complete where no cell is kept (bc_mask 255: such a cell returns before its loads); save=False
     # leaves saved_f_0 alone (callers pass any array of its type). device_omega=True: omega read from a
     # one-element array (for callers that hold it on the device only).
+    # with_residuals=True (forward_residuals): also stores, per cell, the values from which the state-only
+    # adjoint's _residuals variants recompute what their reverse sweep reads (adjointgen.compiler.residuals).
     omega_type = wp.array(dtype=wp.float64) if device_omega else wp.float64
     def forward(
         f_0: wp.array4d(dtype=wp.float64),
@@ -105,6 +111,7 @@ def _forward_variant(name: str, save: bool, device_omega: bool = False):
         omega_in: omega_type,
         timestep: wp.int32,
         saved_f_0: wp.array4d(dtype=wp.float64),
+        residuals: wp.array4d(dtype=wp.float64),
     ):
         if wp.static(device_omega):
             omega = omega_in[0]  # a caller's omega on the device: no read-back
@@ -393,6 +400,12 @@ def _forward_variant(name: str, save: bool, device_omega: bool = False):
             saved_f_0[24, i_m1, j_m1, k] = f_0_24
             saved_f_0[25, i_m1, j_m1, k_p1] = f_0_25
             saved_f_0[26, i_m1, j_m1, k_m1] = f_0_26
+        if wp.static(with_residuals):
+            # the residuals: what the state-only adjoint recomputes its sweep's values from
+            residuals[0, i, j, k] = rho_25
+            residuals[1, i, j, k] = u_0_17
+            residuals[2, i, j, k] = u_1_17
+            residuals[3, i, j, k] = u_2_17
         f_1[0, i, j, k] = fout_0
         f_1[1, i, j, k] = fout_1
         f_1[2, i, j, k] = fout_2
@@ -428,15 +441,18 @@ def _forward_variant(name: str, save: bool, device_omega: bool = False):
 forward = _forward_variant("forward", save=False)
 forward_save = _forward_variant("forward_save", save=True)
 forward_device_omega = _forward_variant("forward_device_omega", save=False, device_omega=True)
+forward_residuals = _forward_variant("forward_residuals", save=False, with_residuals=True)
 
 
-def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: bool = False):
+def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: bool = False, with_residuals: bool = False):
     # One body, compiled per variant (wp.static flags; each variant its own module, compiled on first launch):
     # fresh=False: overwritten outputs' gradients get 0 (plus what reads of their old content contributed),
     #   the elements read get their adjoints added; fresh=True: for gradient arrays known to be zero where
     #   written and outputs' gradients not needed, the elements read get their adjoints written, nothing
     #   is cleared; state_only=True: without the per-cell adjoints of the scalar parameters (fewer registers);
     # device_omega=True: omega read from a one-element array (for callers that hold it on the device only).
+    # with_residuals=True (state_only only): the replay starts from the values forward_residuals stored, not
+    # from the step's input (which these variants never read): the same sweep, the same values.
     omega_type = wp.array(dtype=wp.float64) if device_omega else wp.float64
     def adjoint(
         f_0: wp.array4d(dtype=wp.float64),
@@ -448,6 +464,7 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: boo
         adj_f_0: wp.array4d(dtype=wp.float64),
         adj_f_1: wp.array4d(dtype=wp.float64),
         adj_omega_cells: wp.array3d(dtype=wp.float64),
+        residuals: wp.array4d(dtype=wp.float64),
     ):
         if wp.static(device_omega):
             omega = omega_in[0]  # a caller's omega on the device: no read-back
@@ -529,247 +546,307 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: boo
             old_25 = adj_f_0[25, i_m1, j_m1, k_p1]
             old_26 = adj_f_0[26, i_m1, j_m1, k_m1]
         # replay of the forward cell program
-        f_0_0 = f_0[0, i, j, k]  # stream.py:80
-        f_0_1 = f_0[1, i, j, k_p1]
-        f_0_2 = f_0[2, i, j, k_m1]
-        f_0_3 = f_0[3, i, j_p1, k]
-        f_0_4 = f_0[4, i, j_p1, k_p1]
-        f_0_5 = f_0[5, i, j_p1, k_m1]
-        f_0_6 = f_0[6, i, j_m1, k]
-        f_0_7 = f_0[7, i, j_m1, k_p1]
-        f_0_8 = f_0[8, i, j_m1, k_m1]
-        f_0_9 = f_0[9, i_p1, j, k]
-        f_0_10 = f_0[10, i_p1, j, k_p1]
-        f_0_11 = f_0[11, i_p1, j, k_m1]
-        f_0_12 = f_0[12, i_p1, j_p1, k]
-        f_0_13 = f_0[13, i_p1, j_p1, k_p1]
-        f_0_14 = f_0[14, i_p1, j_p1, k_m1]
-        f_0_15 = f_0[15, i_p1, j_m1, k]
-        f_0_16 = f_0[16, i_p1, j_m1, k_p1]
-        f_0_17 = f_0[17, i_p1, j_m1, k_m1]
-        f_0_18 = f_0[18, i_m1, j, k]
-        f_0_19 = f_0[19, i_m1, j, k_p1]
-        f_0_20 = f_0[20, i_m1, j, k_m1]
-        f_0_21 = f_0[21, i_m1, j_p1, k]
-        f_0_22 = f_0[22, i_m1, j_p1, k_p1]
-        f_0_23 = f_0[23, i_m1, j_p1, k_m1]
-        f_0_24 = f_0[24, i_m1, j_m1, k]
-        f_0_25 = f_0[25, i_m1, j_m1, k_p1]
-        f_0_26 = f_0[26, i_m1, j_m1, k_m1]
-        rho = f_0_0 + f_0_1  # zero_moment.py:26
-        rho_1 = f_0_2 + rho
-        rho_2 = f_0_3 + rho_1
-        rho_3 = f_0_4 + rho_2
-        rho_4 = f_0_5 + rho_3
-        rho_5 = f_0_6 + rho_4
-        rho_6 = f_0_7 + rho_5
-        rho_7 = f_0_8 + rho_6
-        rho_8 = f_0_9 + rho_7
-        rho_9 = f_0_10 + rho_8
-        rho_10 = f_0_11 + rho_9
-        rho_11 = f_0_12 + rho_10
-        rho_12 = f_0_13 + rho_11
-        rho_13 = f_0_14 + rho_12
-        rho_14 = f_0_15 + rho_13
-        rho_15 = f_0_16 + rho_14
-        rho_16 = f_0_17 + rho_15
-        rho_17 = f_0_18 + rho_16
-        rho_18 = f_0_19 + rho_17
-        rho_19 = f_0_20 + rho_18
-        rho_20 = f_0_21 + rho_19
-        rho_21 = f_0_22 + rho_20
-        rho_22 = f_0_23 + rho_21
-        rho_23 = f_0_24 + rho_22
-        rho_24 = f_0_25 + rho_23
-        rho_25 = f_0_26 + rho_24
-        u_2 = -f_0_1  # first_moment.py:36
-        u_2_1 = f_0_2 + u_2  # first_moment.py:34
-        u_1 = -f_0_3  # first_moment.py:36
-        u_1_1 = -f_0_4 + u_1
-        u_2_2 = -f_0_4 + u_2_1
-        u_1_2 = -f_0_5 + u_1_1
-        u_2_3 = f_0_5 + u_2_2  # first_moment.py:34
-        u_1_3 = f_0_6 + u_1_2
-        u_1_4 = f_0_7 + u_1_3
-        u_2_4 = -f_0_7 + u_2_3  # first_moment.py:36
-        u_1_5 = f_0_8 + u_1_4  # first_moment.py:34
-        u_2_5 = f_0_8 + u_2_4
-        u_0 = -f_0_9  # first_moment.py:36
-        u_0_1 = -f_0_10 + u_0
-        u_2_6 = -f_0_10 + u_2_5
-        u_0_2 = -f_0_11 + u_0_1
-        u_2_7 = f_0_11 + u_2_6  # first_moment.py:34
-        u_0_3 = -f_0_12 + u_0_2  # first_moment.py:36
-        u_1_6 = -f_0_12 + u_1_5
-        u_0_4 = -f_0_13 + u_0_3
-        u_1_7 = -f_0_13 + u_1_6
-        u_2_8 = -f_0_13 + u_2_7
-        u_0_5 = -f_0_14 + u_0_4
-        u_1_8 = -f_0_14 + u_1_7
-        u_2_9 = f_0_14 + u_2_8  # first_moment.py:34
-        u_0_6 = -f_0_15 + u_0_5  # first_moment.py:36
-        u_1_9 = f_0_15 + u_1_8  # first_moment.py:34
-        u_0_7 = -f_0_16 + u_0_6  # first_moment.py:36
-        u_1_10 = f_0_16 + u_1_9  # first_moment.py:34
-        u_2_10 = -f_0_16 + u_2_9  # first_moment.py:36
-        u_0_8 = -f_0_17 + u_0_7
-        u_1_11 = f_0_17 + u_1_10  # first_moment.py:34
-        u_2_11 = f_0_17 + u_2_10
-        u_0_9 = f_0_18 + u_0_8
-        u_0_10 = f_0_19 + u_0_9
-        u_2_12 = -f_0_19 + u_2_11  # first_moment.py:36
-        u_0_11 = f_0_20 + u_0_10  # first_moment.py:34
-        u_2_13 = f_0_20 + u_2_12
-        u_0_12 = f_0_21 + u_0_11
-        u_1_12 = -f_0_21 + u_1_11  # first_moment.py:36
-        u_0_13 = f_0_22 + u_0_12  # first_moment.py:34
-        u_1_13 = -f_0_22 + u_1_12  # first_moment.py:36
-        u_2_14 = -f_0_22 + u_2_13
-        u_0_14 = f_0_23 + u_0_13  # first_moment.py:34
-        u_1_14 = -f_0_23 + u_1_13  # first_moment.py:36
-        u_2_15 = f_0_23 + u_2_14  # first_moment.py:34
-        u_0_15 = f_0_24 + u_0_14
-        u_1_15 = f_0_24 + u_1_14
-        u_0_16 = f_0_25 + u_0_15
-        u_1_16 = f_0_25 + u_1_15
-        u_2_16 = -f_0_25 + u_2_15  # first_moment.py:36
-        u_0_17 = f_0_26 + u_0_16  # first_moment.py:34
-        u_1_17 = f_0_26 + u_1_16
-        u_2_17 = f_0_26 + u_2_16
-        u_0_18 = u_0_17 * (wp.float64(1.0) / (rho_25))  # first_moment.py:37
-        u_1_18 = u_1_17 * (wp.float64(1.0) / (rho_25))
-        u_2_18 = u_2_17 * (wp.float64(1.0) / (rho_25))
-        usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)  # quadratic_equilibrium.py:55
-        feq_0 = wp.float64(0.2962962962962963) * rho_25 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu = -u_2_18  # quadratic_equilibrium.py:51
-        cu_1 = wp.float64(3.0) * cu  # quadratic_equilibrium.py:52
-        feq_1 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_2 = wp.float64(3.0) * u_2_18  # quadratic_equilibrium.py:52
-        feq_2 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_3 = -u_1_18  # quadratic_equilibrium.py:51
-        cu_4 = wp.float64(3.0) * cu_3  # quadratic_equilibrium.py:52
-        feq_3 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_5 = cu_3 - u_2_18  # quadratic_equilibrium.py:51
-        cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
-        feq_4 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_7 = cu_3 + u_2_18  # quadratic_equilibrium.py:49
-        cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
-        feq_5 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_9 = wp.float64(3.0) * u_1_18  # quadratic_equilibrium.py:52
-        feq_6 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_10 = u_1_18 - u_2_18  # quadratic_equilibrium.py:51
-        cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
-        feq_7 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_12 = u_1_18 + u_2_18  # quadratic_equilibrium.py:49
-        cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
-        feq_8 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_14 = -u_0_18  # quadratic_equilibrium.py:51
-        cu_15 = wp.float64(3.0) * cu_14  # quadratic_equilibrium.py:52
-        feq_9 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_16 = cu_14 - u_2_18  # quadratic_equilibrium.py:51
-        cu_17 = wp.float64(3.0) * cu_16  # quadratic_equilibrium.py:52
-        feq_10 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_18 = cu_14 + u_2_18  # quadratic_equilibrium.py:49
-        cu_19 = wp.float64(3.0) * cu_18  # quadratic_equilibrium.py:52
-        feq_11 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_20 = cu_14 - u_1_18  # quadratic_equilibrium.py:51
-        cu_21 = wp.float64(3.0) * cu_20  # quadratic_equilibrium.py:52
-        feq_12 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_22 = cu_20 - u_2_18  # quadratic_equilibrium.py:51
-        cu_23 = wp.float64(3.0) * cu_22  # quadratic_equilibrium.py:52
-        feq_13 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_24 = cu_20 + u_2_18  # quadratic_equilibrium.py:49
-        cu_25 = wp.float64(3.0) * cu_24  # quadratic_equilibrium.py:52
-        feq_14 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_25 * (wp.float64(0.5) * cu_25 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_26 = cu_14 + u_1_18  # quadratic_equilibrium.py:49
-        cu_27 = wp.float64(3.0) * cu_26  # quadratic_equilibrium.py:52
-        feq_15 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_27 * (wp.float64(0.5) * cu_27 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_28 = cu_26 - u_2_18  # quadratic_equilibrium.py:51
-        cu_29 = wp.float64(3.0) * cu_28  # quadratic_equilibrium.py:52
-        feq_16 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_29 * (wp.float64(0.5) * cu_29 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_30 = cu_26 + u_2_18  # quadratic_equilibrium.py:49
-        cu_31 = wp.float64(3.0) * cu_30  # quadratic_equilibrium.py:52
-        feq_17 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_31 * (wp.float64(0.5) * cu_31 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_32 = wp.float64(3.0) * u_0_18  # quadratic_equilibrium.py:52
-        feq_18 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_33 = u_0_18 - u_2_18  # quadratic_equilibrium.py:51
-        cu_34 = wp.float64(3.0) * cu_33  # quadratic_equilibrium.py:52
-        feq_19 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_34 * (wp.float64(0.5) * cu_34 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_35 = u_0_18 + u_2_18  # quadratic_equilibrium.py:49
-        cu_36 = wp.float64(3.0) * cu_35  # quadratic_equilibrium.py:52
-        feq_20 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_36 * (wp.float64(0.5) * cu_36 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_37 = u_0_18 - u_1_18  # quadratic_equilibrium.py:51
-        cu_38 = wp.float64(3.0) * cu_37  # quadratic_equilibrium.py:52
-        feq_21 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_38 * (wp.float64(0.5) * cu_38 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_39 = cu_37 - u_2_18  # quadratic_equilibrium.py:51
-        cu_40 = wp.float64(3.0) * cu_39  # quadratic_equilibrium.py:52
-        feq_22 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_40 * (wp.float64(0.5) * cu_40 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_41 = cu_37 + u_2_18  # quadratic_equilibrium.py:49
-        cu_42 = wp.float64(3.0) * cu_41  # quadratic_equilibrium.py:52
-        feq_23 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_42 * (wp.float64(0.5) * cu_42 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_43 = u_0_18 + u_1_18  # quadratic_equilibrium.py:49
-        cu_44 = wp.float64(3.0) * cu_43  # quadratic_equilibrium.py:52
-        feq_24 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_44 * (wp.float64(0.5) * cu_44 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_45 = cu_43 - u_2_18  # quadratic_equilibrium.py:51
-        cu_46 = wp.float64(3.0) * cu_45  # quadratic_equilibrium.py:52
-        feq_25 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_46 * (wp.float64(0.5) * cu_46 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        cu_47 = cu_43 + u_2_18  # quadratic_equilibrium.py:49
-        cu_48 = wp.float64(3.0) * cu_47  # quadratic_equilibrium.py:52
-        feq_26 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_48 * (wp.float64(0.5) * cu_48 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
-        fneq_0 = f_0_0 - feq_0  # bgk.py:32
-        fneq_1 = f_0_1 - feq_1
-        fneq_2 = f_0_2 - feq_2
-        fneq_3 = f_0_3 - feq_3
-        fneq_4 = f_0_4 - feq_4
-        fneq_5 = f_0_5 - feq_5
-        fneq_6 = f_0_6 - feq_6
-        fneq_7 = f_0_7 - feq_7
-        fneq_8 = f_0_8 - feq_8
-        fneq_9 = f_0_9 - feq_9
-        fneq_10 = f_0_10 - feq_10
-        fneq_11 = f_0_11 - feq_11
-        fneq_12 = f_0_12 - feq_12
-        fneq_13 = f_0_13 - feq_13
-        fneq_14 = f_0_14 - feq_14
-        fneq_15 = f_0_15 - feq_15
-        fneq_16 = f_0_16 - feq_16
-        fneq_17 = f_0_17 - feq_17
-        fneq_18 = f_0_18 - feq_18
-        fneq_19 = f_0_19 - feq_19
-        fneq_20 = f_0_20 - feq_20
-        fneq_21 = f_0_21 - feq_21
-        fneq_22 = f_0_22 - feq_22
-        fneq_23 = f_0_23 - feq_23
-        fneq_24 = f_0_24 - feq_24
-        fneq_25 = f_0_25 - feq_25
-        fneq_26 = f_0_26 - feq_26
-        fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
-        fout_1 = f_0_1 - fneq_1 * omega
-        fout_2 = f_0_2 - fneq_2 * omega
-        fout_3 = f_0_3 - fneq_3 * omega
-        fout_4 = f_0_4 - fneq_4 * omega
-        fout_5 = f_0_5 - fneq_5 * omega
-        fout_6 = f_0_6 - fneq_6 * omega
-        fout_7 = f_0_7 - fneq_7 * omega
-        fout_8 = f_0_8 - fneq_8 * omega
-        fout_9 = f_0_9 - fneq_9 * omega
-        fout_10 = f_0_10 - fneq_10 * omega
-        fout_11 = f_0_11 - fneq_11 * omega
-        fout_12 = f_0_12 - fneq_12 * omega
-        fout_13 = f_0_13 - fneq_13 * omega
-        fout_14 = f_0_14 - fneq_14 * omega
-        fout_15 = f_0_15 - fneq_15 * omega
-        fout_16 = f_0_16 - fneq_16 * omega
-        fout_17 = f_0_17 - fneq_17 * omega
-        fout_18 = f_0_18 - fneq_18 * omega
-        fout_19 = f_0_19 - fneq_19 * omega
-        fout_20 = f_0_20 - fneq_20 * omega
-        fout_21 = f_0_21 - fneq_21 * omega
-        fout_22 = f_0_22 - fneq_22 * omega
-        fout_23 = f_0_23 - fneq_23 * omega
-        fout_24 = f_0_24 - fneq_24 * omega
-        fout_25 = f_0_25 - fneq_25 * omega
-        fout_26 = f_0_26 - fneq_26 * omega
+        if wp.static(with_residuals):
+            # from the residuals forward_residuals stored (the step's input is not read)
+            rho_25 = residuals[0, i, j, k]
+            u_0_17 = residuals[1, i, j, k]
+            u_1_17 = residuals[2, i, j, k]
+            u_2_17 = residuals[3, i, j, k]
+            u_0_18 = u_0_17 * (wp.float64(1.0) / (rho_25))  # first_moment.py:37
+            u_1_18 = u_1_17 * (wp.float64(1.0) / (rho_25))
+            u_2_18 = u_2_17 * (wp.float64(1.0) / (rho_25))
+            usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)  # quadratic_equilibrium.py:55
+            cu = -u_2_18  # quadratic_equilibrium.py:51
+            cu_1 = wp.float64(3.0) * cu  # quadratic_equilibrium.py:52
+            cu_2 = wp.float64(3.0) * u_2_18
+            cu_3 = -u_1_18  # quadratic_equilibrium.py:51
+            cu_4 = wp.float64(3.0) * cu_3  # quadratic_equilibrium.py:52
+            cu_5 = cu_3 - u_2_18  # quadratic_equilibrium.py:51
+            cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+            cu_7 = cu_3 + u_2_18  # quadratic_equilibrium.py:49
+            cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+            cu_9 = wp.float64(3.0) * u_1_18
+            cu_10 = u_1_18 - u_2_18  # quadratic_equilibrium.py:51
+            cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+            cu_12 = u_1_18 + u_2_18  # quadratic_equilibrium.py:49
+            cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+            cu_14 = -u_0_18  # quadratic_equilibrium.py:51
+            cu_15 = wp.float64(3.0) * cu_14  # quadratic_equilibrium.py:52
+            cu_16 = cu_14 - u_2_18  # quadratic_equilibrium.py:51
+            cu_17 = wp.float64(3.0) * cu_16  # quadratic_equilibrium.py:52
+            cu_18 = cu_14 + u_2_18  # quadratic_equilibrium.py:49
+            cu_19 = wp.float64(3.0) * cu_18  # quadratic_equilibrium.py:52
+            cu_20 = cu_14 - u_1_18  # quadratic_equilibrium.py:51
+            cu_21 = wp.float64(3.0) * cu_20  # quadratic_equilibrium.py:52
+            cu_22 = cu_20 - u_2_18  # quadratic_equilibrium.py:51
+            cu_23 = wp.float64(3.0) * cu_22  # quadratic_equilibrium.py:52
+            cu_24 = cu_20 + u_2_18  # quadratic_equilibrium.py:49
+            cu_25 = wp.float64(3.0) * cu_24  # quadratic_equilibrium.py:52
+            cu_26 = cu_14 + u_1_18  # quadratic_equilibrium.py:49
+            cu_27 = wp.float64(3.0) * cu_26  # quadratic_equilibrium.py:52
+            cu_28 = cu_26 - u_2_18  # quadratic_equilibrium.py:51
+            cu_29 = wp.float64(3.0) * cu_28  # quadratic_equilibrium.py:52
+            cu_30 = cu_26 + u_2_18  # quadratic_equilibrium.py:49
+            cu_31 = wp.float64(3.0) * cu_30  # quadratic_equilibrium.py:52
+            cu_32 = wp.float64(3.0) * u_0_18
+            cu_33 = u_0_18 - u_2_18  # quadratic_equilibrium.py:51
+            cu_34 = wp.float64(3.0) * cu_33  # quadratic_equilibrium.py:52
+            cu_35 = u_0_18 + u_2_18  # quadratic_equilibrium.py:49
+            cu_36 = wp.float64(3.0) * cu_35  # quadratic_equilibrium.py:52
+            cu_37 = u_0_18 - u_1_18  # quadratic_equilibrium.py:51
+            cu_38 = wp.float64(3.0) * cu_37  # quadratic_equilibrium.py:52
+            cu_39 = cu_37 - u_2_18  # quadratic_equilibrium.py:51
+            cu_40 = wp.float64(3.0) * cu_39  # quadratic_equilibrium.py:52
+            cu_41 = cu_37 + u_2_18  # quadratic_equilibrium.py:49
+            cu_42 = wp.float64(3.0) * cu_41  # quadratic_equilibrium.py:52
+            cu_43 = u_0_18 + u_1_18  # quadratic_equilibrium.py:49
+            cu_44 = wp.float64(3.0) * cu_43  # quadratic_equilibrium.py:52
+            cu_45 = cu_43 - u_2_18  # quadratic_equilibrium.py:51
+            cu_46 = wp.float64(3.0) * cu_45  # quadratic_equilibrium.py:52
+            cu_47 = cu_43 + u_2_18  # quadratic_equilibrium.py:49
+            cu_48 = wp.float64(3.0) * cu_47  # quadratic_equilibrium.py:52
+        else:
+            f_0_0 = f_0[0, i, j, k]  # stream.py:80
+            f_0_1 = f_0[1, i, j, k_p1]
+            f_0_2 = f_0[2, i, j, k_m1]
+            f_0_3 = f_0[3, i, j_p1, k]
+            f_0_4 = f_0[4, i, j_p1, k_p1]
+            f_0_5 = f_0[5, i, j_p1, k_m1]
+            f_0_6 = f_0[6, i, j_m1, k]
+            f_0_7 = f_0[7, i, j_m1, k_p1]
+            f_0_8 = f_0[8, i, j_m1, k_m1]
+            f_0_9 = f_0[9, i_p1, j, k]
+            f_0_10 = f_0[10, i_p1, j, k_p1]
+            f_0_11 = f_0[11, i_p1, j, k_m1]
+            f_0_12 = f_0[12, i_p1, j_p1, k]
+            f_0_13 = f_0[13, i_p1, j_p1, k_p1]
+            f_0_14 = f_0[14, i_p1, j_p1, k_m1]
+            f_0_15 = f_0[15, i_p1, j_m1, k]
+            f_0_16 = f_0[16, i_p1, j_m1, k_p1]
+            f_0_17 = f_0[17, i_p1, j_m1, k_m1]
+            f_0_18 = f_0[18, i_m1, j, k]
+            f_0_19 = f_0[19, i_m1, j, k_p1]
+            f_0_20 = f_0[20, i_m1, j, k_m1]
+            f_0_21 = f_0[21, i_m1, j_p1, k]
+            f_0_22 = f_0[22, i_m1, j_p1, k_p1]
+            f_0_23 = f_0[23, i_m1, j_p1, k_m1]
+            f_0_24 = f_0[24, i_m1, j_m1, k]
+            f_0_25 = f_0[25, i_m1, j_m1, k_p1]
+            f_0_26 = f_0[26, i_m1, j_m1, k_m1]
+            rho = f_0_0 + f_0_1  # zero_moment.py:26
+            rho_1 = f_0_2 + rho
+            rho_2 = f_0_3 + rho_1
+            rho_3 = f_0_4 + rho_2
+            rho_4 = f_0_5 + rho_3
+            rho_5 = f_0_6 + rho_4
+            rho_6 = f_0_7 + rho_5
+            rho_7 = f_0_8 + rho_6
+            rho_8 = f_0_9 + rho_7
+            rho_9 = f_0_10 + rho_8
+            rho_10 = f_0_11 + rho_9
+            rho_11 = f_0_12 + rho_10
+            rho_12 = f_0_13 + rho_11
+            rho_13 = f_0_14 + rho_12
+            rho_14 = f_0_15 + rho_13
+            rho_15 = f_0_16 + rho_14
+            rho_16 = f_0_17 + rho_15
+            rho_17 = f_0_18 + rho_16
+            rho_18 = f_0_19 + rho_17
+            rho_19 = f_0_20 + rho_18
+            rho_20 = f_0_21 + rho_19
+            rho_21 = f_0_22 + rho_20
+            rho_22 = f_0_23 + rho_21
+            rho_23 = f_0_24 + rho_22
+            rho_24 = f_0_25 + rho_23
+            rho_25 = f_0_26 + rho_24
+            u_2 = -f_0_1  # first_moment.py:36
+            u_2_1 = f_0_2 + u_2  # first_moment.py:34
+            u_1 = -f_0_3  # first_moment.py:36
+            u_1_1 = -f_0_4 + u_1
+            u_2_2 = -f_0_4 + u_2_1
+            u_1_2 = -f_0_5 + u_1_1
+            u_2_3 = f_0_5 + u_2_2  # first_moment.py:34
+            u_1_3 = f_0_6 + u_1_2
+            u_1_4 = f_0_7 + u_1_3
+            u_2_4 = -f_0_7 + u_2_3  # first_moment.py:36
+            u_1_5 = f_0_8 + u_1_4  # first_moment.py:34
+            u_2_5 = f_0_8 + u_2_4
+            u_0 = -f_0_9  # first_moment.py:36
+            u_0_1 = -f_0_10 + u_0
+            u_2_6 = -f_0_10 + u_2_5
+            u_0_2 = -f_0_11 + u_0_1
+            u_2_7 = f_0_11 + u_2_6  # first_moment.py:34
+            u_0_3 = -f_0_12 + u_0_2  # first_moment.py:36
+            u_1_6 = -f_0_12 + u_1_5
+            u_0_4 = -f_0_13 + u_0_3
+            u_1_7 = -f_0_13 + u_1_6
+            u_2_8 = -f_0_13 + u_2_7
+            u_0_5 = -f_0_14 + u_0_4
+            u_1_8 = -f_0_14 + u_1_7
+            u_2_9 = f_0_14 + u_2_8  # first_moment.py:34
+            u_0_6 = -f_0_15 + u_0_5  # first_moment.py:36
+            u_1_9 = f_0_15 + u_1_8  # first_moment.py:34
+            u_0_7 = -f_0_16 + u_0_6  # first_moment.py:36
+            u_1_10 = f_0_16 + u_1_9  # first_moment.py:34
+            u_2_10 = -f_0_16 + u_2_9  # first_moment.py:36
+            u_0_8 = -f_0_17 + u_0_7
+            u_1_11 = f_0_17 + u_1_10  # first_moment.py:34
+            u_2_11 = f_0_17 + u_2_10
+            u_0_9 = f_0_18 + u_0_8
+            u_0_10 = f_0_19 + u_0_9
+            u_2_12 = -f_0_19 + u_2_11  # first_moment.py:36
+            u_0_11 = f_0_20 + u_0_10  # first_moment.py:34
+            u_2_13 = f_0_20 + u_2_12
+            u_0_12 = f_0_21 + u_0_11
+            u_1_12 = -f_0_21 + u_1_11  # first_moment.py:36
+            u_0_13 = f_0_22 + u_0_12  # first_moment.py:34
+            u_1_13 = -f_0_22 + u_1_12  # first_moment.py:36
+            u_2_14 = -f_0_22 + u_2_13
+            u_0_14 = f_0_23 + u_0_13  # first_moment.py:34
+            u_1_14 = -f_0_23 + u_1_13  # first_moment.py:36
+            u_2_15 = f_0_23 + u_2_14  # first_moment.py:34
+            u_0_15 = f_0_24 + u_0_14
+            u_1_15 = f_0_24 + u_1_14
+            u_0_16 = f_0_25 + u_0_15
+            u_1_16 = f_0_25 + u_1_15
+            u_2_16 = -f_0_25 + u_2_15  # first_moment.py:36
+            u_0_17 = f_0_26 + u_0_16  # first_moment.py:34
+            u_1_17 = f_0_26 + u_1_16
+            u_2_17 = f_0_26 + u_2_16
+            u_0_18 = u_0_17 * (wp.float64(1.0) / (rho_25))  # first_moment.py:37
+            u_1_18 = u_1_17 * (wp.float64(1.0) / (rho_25))
+            u_2_18 = u_2_17 * (wp.float64(1.0) / (rho_25))
+            usqr = wp.float64(1.5) * (u_0_18 * u_0_18) + wp.float64(1.5) * (u_1_18 * u_1_18) + wp.float64(1.5) * (u_2_18 * u_2_18)  # quadratic_equilibrium.py:55
+            feq_0 = wp.float64(0.2962962962962963) * rho_25 * (-usqr + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu = -u_2_18  # quadratic_equilibrium.py:51
+            cu_1 = wp.float64(3.0) * cu  # quadratic_equilibrium.py:52
+            feq_1 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_1 * (wp.float64(0.5) * cu_1 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_2 = wp.float64(3.0) * u_2_18  # quadratic_equilibrium.py:52
+            feq_2 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_2 * (wp.float64(0.5) * cu_2 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_3 = -u_1_18  # quadratic_equilibrium.py:51
+            cu_4 = wp.float64(3.0) * cu_3  # quadratic_equilibrium.py:52
+            feq_3 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_4 * (wp.float64(0.5) * cu_4 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_5 = cu_3 - u_2_18  # quadratic_equilibrium.py:51
+            cu_6 = wp.float64(3.0) * cu_5  # quadratic_equilibrium.py:52
+            feq_4 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_6 * (wp.float64(0.5) * cu_6 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_7 = cu_3 + u_2_18  # quadratic_equilibrium.py:49
+            cu_8 = wp.float64(3.0) * cu_7  # quadratic_equilibrium.py:52
+            feq_5 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_8 * (wp.float64(0.5) * cu_8 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_9 = wp.float64(3.0) * u_1_18  # quadratic_equilibrium.py:52
+            feq_6 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_9 * (wp.float64(0.5) * cu_9 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_10 = u_1_18 - u_2_18  # quadratic_equilibrium.py:51
+            cu_11 = wp.float64(3.0) * cu_10  # quadratic_equilibrium.py:52
+            feq_7 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_11 * (wp.float64(0.5) * cu_11 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_12 = u_1_18 + u_2_18  # quadratic_equilibrium.py:49
+            cu_13 = wp.float64(3.0) * cu_12  # quadratic_equilibrium.py:52
+            feq_8 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_13 * (wp.float64(0.5) * cu_13 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_14 = -u_0_18  # quadratic_equilibrium.py:51
+            cu_15 = wp.float64(3.0) * cu_14  # quadratic_equilibrium.py:52
+            feq_9 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_15 * (wp.float64(0.5) * cu_15 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_16 = cu_14 - u_2_18  # quadratic_equilibrium.py:51
+            cu_17 = wp.float64(3.0) * cu_16  # quadratic_equilibrium.py:52
+            feq_10 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_17 * (wp.float64(0.5) * cu_17 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_18 = cu_14 + u_2_18  # quadratic_equilibrium.py:49
+            cu_19 = wp.float64(3.0) * cu_18  # quadratic_equilibrium.py:52
+            feq_11 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_19 * (wp.float64(0.5) * cu_19 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_20 = cu_14 - u_1_18  # quadratic_equilibrium.py:51
+            cu_21 = wp.float64(3.0) * cu_20  # quadratic_equilibrium.py:52
+            feq_12 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_21 * (wp.float64(0.5) * cu_21 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_22 = cu_20 - u_2_18  # quadratic_equilibrium.py:51
+            cu_23 = wp.float64(3.0) * cu_22  # quadratic_equilibrium.py:52
+            feq_13 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_23 * (wp.float64(0.5) * cu_23 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_24 = cu_20 + u_2_18  # quadratic_equilibrium.py:49
+            cu_25 = wp.float64(3.0) * cu_24  # quadratic_equilibrium.py:52
+            feq_14 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_25 * (wp.float64(0.5) * cu_25 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_26 = cu_14 + u_1_18  # quadratic_equilibrium.py:49
+            cu_27 = wp.float64(3.0) * cu_26  # quadratic_equilibrium.py:52
+            feq_15 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_27 * (wp.float64(0.5) * cu_27 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_28 = cu_26 - u_2_18  # quadratic_equilibrium.py:51
+            cu_29 = wp.float64(3.0) * cu_28  # quadratic_equilibrium.py:52
+            feq_16 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_29 * (wp.float64(0.5) * cu_29 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_30 = cu_26 + u_2_18  # quadratic_equilibrium.py:49
+            cu_31 = wp.float64(3.0) * cu_30  # quadratic_equilibrium.py:52
+            feq_17 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_31 * (wp.float64(0.5) * cu_31 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_32 = wp.float64(3.0) * u_0_18  # quadratic_equilibrium.py:52
+            feq_18 = wp.float64(0.07407407407407407) * rho_25 * (-usqr + cu_32 * (wp.float64(0.5) * cu_32 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_33 = u_0_18 - u_2_18  # quadratic_equilibrium.py:51
+            cu_34 = wp.float64(3.0) * cu_33  # quadratic_equilibrium.py:52
+            feq_19 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_34 * (wp.float64(0.5) * cu_34 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_35 = u_0_18 + u_2_18  # quadratic_equilibrium.py:49
+            cu_36 = wp.float64(3.0) * cu_35  # quadratic_equilibrium.py:52
+            feq_20 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_36 * (wp.float64(0.5) * cu_36 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_37 = u_0_18 - u_1_18  # quadratic_equilibrium.py:51
+            cu_38 = wp.float64(3.0) * cu_37  # quadratic_equilibrium.py:52
+            feq_21 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_38 * (wp.float64(0.5) * cu_38 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_39 = cu_37 - u_2_18  # quadratic_equilibrium.py:51
+            cu_40 = wp.float64(3.0) * cu_39  # quadratic_equilibrium.py:52
+            feq_22 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_40 * (wp.float64(0.5) * cu_40 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_41 = cu_37 + u_2_18  # quadratic_equilibrium.py:49
+            cu_42 = wp.float64(3.0) * cu_41  # quadratic_equilibrium.py:52
+            feq_23 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_42 * (wp.float64(0.5) * cu_42 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_43 = u_0_18 + u_1_18  # quadratic_equilibrium.py:49
+            cu_44 = wp.float64(3.0) * cu_43  # quadratic_equilibrium.py:52
+            feq_24 = wp.float64(0.018518518518518517) * rho_25 * (-usqr + cu_44 * (wp.float64(0.5) * cu_44 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_45 = cu_43 - u_2_18  # quadratic_equilibrium.py:51
+            cu_46 = wp.float64(3.0) * cu_45  # quadratic_equilibrium.py:52
+            feq_25 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_46 * (wp.float64(0.5) * cu_46 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            cu_47 = cu_43 + u_2_18  # quadratic_equilibrium.py:49
+            cu_48 = wp.float64(3.0) * cu_47  # quadratic_equilibrium.py:52
+            feq_26 = wp.float64(0.004629629629629629) * rho_25 * (-usqr + cu_48 * (wp.float64(0.5) * cu_48 + wp.float64(1.0)) + wp.float64(1.0))  # quadratic_equilibrium.py:58
+            fneq_0 = f_0_0 - feq_0  # bgk.py:32
+            fneq_1 = f_0_1 - feq_1
+            fneq_2 = f_0_2 - feq_2
+            fneq_3 = f_0_3 - feq_3
+            fneq_4 = f_0_4 - feq_4
+            fneq_5 = f_0_5 - feq_5
+            fneq_6 = f_0_6 - feq_6
+            fneq_7 = f_0_7 - feq_7
+            fneq_8 = f_0_8 - feq_8
+            fneq_9 = f_0_9 - feq_9
+            fneq_10 = f_0_10 - feq_10
+            fneq_11 = f_0_11 - feq_11
+            fneq_12 = f_0_12 - feq_12
+            fneq_13 = f_0_13 - feq_13
+            fneq_14 = f_0_14 - feq_14
+            fneq_15 = f_0_15 - feq_15
+            fneq_16 = f_0_16 - feq_16
+            fneq_17 = f_0_17 - feq_17
+            fneq_18 = f_0_18 - feq_18
+            fneq_19 = f_0_19 - feq_19
+            fneq_20 = f_0_20 - feq_20
+            fneq_21 = f_0_21 - feq_21
+            fneq_22 = f_0_22 - feq_22
+            fneq_23 = f_0_23 - feq_23
+            fneq_24 = f_0_24 - feq_24
+            fneq_25 = f_0_25 - feq_25
+            fneq_26 = f_0_26 - feq_26
+            fout_0 = f_0_0 - fneq_0 * omega  # bgk.py:33
+            fout_1 = f_0_1 - fneq_1 * omega
+            fout_2 = f_0_2 - fneq_2 * omega
+            fout_3 = f_0_3 - fneq_3 * omega
+            fout_4 = f_0_4 - fneq_4 * omega
+            fout_5 = f_0_5 - fneq_5 * omega
+            fout_6 = f_0_6 - fneq_6 * omega
+            fout_7 = f_0_7 - fneq_7 * omega
+            fout_8 = f_0_8 - fneq_8 * omega
+            fout_9 = f_0_9 - fneq_9 * omega
+            fout_10 = f_0_10 - fneq_10 * omega
+            fout_11 = f_0_11 - fneq_11 * omega
+            fout_12 = f_0_12 - fneq_12 * omega
+            fout_13 = f_0_13 - fneq_13 * omega
+            fout_14 = f_0_14 - fneq_14 * omega
+            fout_15 = f_0_15 - fneq_15 * omega
+            fout_16 = f_0_16 - fneq_16 * omega
+            fout_17 = f_0_17 - fneq_17 * omega
+            fout_18 = f_0_18 - fneq_18 * omega
+            fout_19 = f_0_19 - fneq_19 * omega
+            fout_20 = f_0_20 - fneq_20 * omega
+            fout_21 = f_0_21 - fneq_21 * omega
+            fout_22 = f_0_22 - fneq_22 * omega
+            fout_23 = f_0_23 - fneq_23 * omega
+            fout_24 = f_0_24 - fneq_24 * omega
+            fout_25 = f_0_25 - fneq_25 * omega
+            fout_26 = f_0_26 - fneq_26 * omega
         # reverse sweep
         # adj of: bgk.py:33  fout = f - self.compute_dtype(omega) * fneq
         adj_f_0_26 = adj_fout_26
@@ -1428,6 +1505,8 @@ adjoint_state = _adjoint_variant("adjoint_state", fresh=False, state_only=True)
 adjoint_fresh_state = _adjoint_variant("adjoint_fresh_state", fresh=True, state_only=True)
 adjoint_device_omega = _adjoint_variant("adjoint_device_omega", fresh=False, state_only=False, device_omega=True)
 adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, device_omega=True)
+adjoint_state_residuals = _adjoint_variant("adjoint_state_residuals", fresh=False, state_only=True, with_residuals=True)
+adjoint_fresh_state_residuals = _adjoint_variant("adjoint_fresh_state_residuals", fresh=True, state_only=True, with_residuals=True)
 
 
 

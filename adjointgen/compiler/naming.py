@@ -87,6 +87,10 @@ class Namer:
         """forward_save's output array: the copy of ``array`` it stores while reading it."""
         return self._claim("saved copy", array, f"saved_{array}")
 
+    def residuals(self) -> str:
+        """forward_residuals' output array, which the residual adjoints read (one slot per value)."""
+        return self._claim("residuals", "", "residuals")
+
     def axis_size(self, axis: int) -> str:
         return self._claim("grid size", axis, AXIS_SIZES[axis])
 

@@ -11,9 +11,11 @@ Stages, each a function of the previous results (:class:`Intermediates` has one 
 3. ``lower``      one straight-line per-cell program in SSA form;
 4. ``access``     streaming reads classified; proof that the adjoint's scatter has no races;
 5. ``reverse``    reverse mode, statement by statement, with sympy partials;
+   ``reciprocals`` divisions in the sweep as products with reciprocals computed once;
 6. ``guards``     the boundary ids at which each value matters (the cell-kind guards);
-7. ``plan``       one plan per kernel: its parameters and prepared lines, and the manifest;
-8. ``emit``       the Jinja templates render the plans, with provenance and the body hash.
+7. ``residuals``  the fewest values a recorded step keeps for its state-only adjoint;
+8. ``plan``       one plan per kernel: its parameters and prepared lines, and the manifest;
+9. ``emit``       the Jinja templates render the plans, with provenance and the body hash.
 
 ``adjointgen build --explain`` prints the record (:meth:`Intermediates.explain`).
 """
@@ -31,6 +33,7 @@ from adjointgen.compiler import lower as lowering
 from adjointgen.compiler import parameters
 from adjointgen.compiler import plan
 from adjointgen.compiler import reciprocals
+from adjointgen.compiler import residuals
 from adjointgen.compiler import reverse
 from adjointgen.compiler.access import Accesses
 from adjointgen.compiler.ir import Assign, Param, Program
@@ -68,6 +71,7 @@ class Intermediates:
     accesses: Accesses | None = None
     adjoint: reverse.Adjoint | None = None
     guards: guards.CellGuards | None = None
+    residuals: residuals.Residuals | None = None  # None also where none pay (residuals.choose)
     plan: plan.ModulePlan | None = None
     text: str | None = None
 
@@ -86,6 +90,8 @@ class Intermediates:
         out.append(f"==== reverse mode: {len(self.adjoint.groups)} groups, {len(self.adjoint.seeds)} seeds")
         out.append(f"==== guards: boundary id {self.guards.id_symbol}, {len(self.guards.needs)} guarded values")
         out += [f"  {name}: ids {sorted(need.ids)}" for name, need in sorted(self.guards.needs.items())]
+        kept = ", ".join(self.residuals.symbols) if self.residuals else "none (a recorded step keeps its input)"
+        out.append(f"==== residuals: {kept}")
         out.append(f"==== kernels: {', '.join(self.plan.manifest.kernels)}")
         return out
 
@@ -177,8 +183,9 @@ def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = Fal
     record.adjoint = reciprocals.hoist(reverse.differentiate(record.program, record.accesses, record.names),
                                        record.program, record.names)
     record.guards = guards.cell_guards(record.program)
+    record.residuals = residuals.choose(record.program, record.adjoint, record.accesses, record.guards, config.q)
     record.plan = plan.plan_module(config, record.program, record.adjoint, record.accesses, record.guards, record.names,
-                                   record.passes.sources, program_identity(record.passes))
+                                   record.passes.sources, program_identity(record.passes), record.residuals)
     record.text = emit.render_module(record.plan)
     return record
 

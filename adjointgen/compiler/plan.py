@@ -32,6 +32,7 @@ from adjointgen.compiler.ir import Load, Origin, Program
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.lines import (Lines, convert, guarded_body, merge_ifs, needed, population_order, split_prologue,
                                        static_if, without_parameters)
+from adjointgen.compiler.residuals import Residuals
 from adjointgen.compiler.reverse import Adjoint
 from adjointgen.config import Configuration
 from adjointgen.manifest import Manifest, adjoint_kernel_name, forward_kernel_name
@@ -54,11 +55,13 @@ class ForwardVariant:
     save: bool
     part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
     device_omega: bool = False  # omega from a one-element array (see ParameterArguments)
+    residuals: bool = False  # also stores the residuals (forward_residuals)
 
     @property
     def arguments(self) -> str:
         """The variant's arguments to the module's ``_forward_variant`` factory."""
-        return f"save={self.save}" + (f', part="{self.part}"' if self.part else "") + _device_argument(self.device_omega)
+        return (f"save={self.save}" + (f', part="{self.part}"' if self.part else "") + _device_argument(self.device_omega)
+                + _residual_argument(self.residuals))
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ _ADJOINT_COMMENT = (
     "device_omega=True: omega read from a one-element array (for callers that hold it on the device only).",
 )
 
+_RESIDUAL_COMMENT = (
+    "with_residuals=True (state_only only): the replay starts from the values forward_residuals stored, not",
+    "from the step's input (which these variants never read): the same sweep, the same values.",
+)
+
 
 @dataclass(frozen=True)
 class AdjointVariant:
@@ -97,16 +105,21 @@ class AdjointVariant:
     state_only: bool
     part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
     device_omega: bool = False  # omega from a one-element array (see ParameterArguments)
+    residuals: bool = False  # replays from forward_residuals' values (state only)
 
     @property
     def arguments(self) -> str:
         """The variant's arguments to the module's ``_adjoint_variant`` factory."""
         return (f"fresh={self.fresh}, state_only={self.state_only}" + (f', part="{self.part}"' if self.part else "")
-                + _device_argument(self.device_omega))
+                + _device_argument(self.device_omega) + _residual_argument(self.residuals))
 
 
 def _device_argument(device_omega: bool) -> str:
     return ", device_omega=True" if device_omega else ""
+
+
+def _residual_argument(residuals: bool) -> str:
+    return ", with_residuals=True" if residuals else ""
 
 
 #: the scalar parameter of XLB's call that a caller may hold only on the device (a traced JAX
@@ -246,12 +259,14 @@ class AdjointParts:
     slot_lines: list
     parameter_lines: list
     arguments: ParameterArguments
+    residual_replay: list | None = None  # the _residuals variants' replay (None: no such variants)
 
 
 class _Context:
     """The inputs every plan builder reads (stage results and the line printer)."""
 
-    def __init__(self, program: Program, adjoint: Adjoint, accesses: Accesses, cell_guards: guards.CellGuards, names: Namer):
+    def __init__(self, program: Program, adjoint: Adjoint, accesses: Accesses, cell_guards: guards.CellGuards, names: Namer,
+                 residuals: Residuals | None = None):
         self.program, self.adjoint, self.accesses, self.guards, self.names = program, adjoint, accesses, cell_guards, names
         self.lines = Lines(program, accesses, names)
         self.print = self.lines.print
@@ -263,6 +278,8 @@ class _Context:
                                if self.takes_device_parameter(p) else f"{p.name}: {p.annotation()}" for p in program.params]
         self.seed_params = [f"{names.seed(a)}: {program.param(a).annotation()}" for a in accesses.in_place]
         self.slot_needs = _slot_needs(accesses, cell_guards.needs)
+        # the residual variants run over the whole grid only (a split step's parts: not served)
+        self.residuals = residuals if residuals is not None and not self.listed_ids else None
 
     @staticmethod
     def takes_device_parameter(param) -> bool:
@@ -387,16 +404,52 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int, split: Split) -> ForwardP
     stores = [line for store in c.program.stores for line in c.lines.store(store)]
     saves = _save_lines(c, q)
     saved = c.names.saved(c.reference)
-    params = c.variant_params + [f"{saved}: {c.program.param(c.reference).annotation()}"] + _listed_param(c)
+    params = c.variant_params + [f"{saved}: {c.program.param(c.reference).annotation()}"] + _listed_param(c) + _residual_param(c)
     arguments = c.parameter_arguments
     variants = [ForwardVariant(forward_kernel_name(save, part), save, part)
                 for part in split.parts for save in (False, True)[: 1 + bool(saves)]]
     variants += [ForwardVariant(forward_kernel_name(False, "", True), False, "", True)] * arguments.generated
+    variants += [ForwardVariant(forward_kernel_name(False, residuals=True), False, residuals=True)] * bool(c.residuals)
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
-    factory = "name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "") + _device_parameter(arguments)
-    return ForwardPlan(params, _forward_body(c) + copy + stores, variants, comment, arguments.prologue + split.prologue,
-                       split.skip, factory, arguments.factory_lines)
+    comment += _FORWARD_RESIDUAL_COMMENT if c.residuals else ()
+    factory = ("name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "") + _device_parameter(arguments)
+               + (", with_residuals: bool = False" if c.residuals else ""))
+    return ForwardPlan(params, _forward_body(c) + copy + _residual_stores(c) + stores, variants, comment,
+                       arguments.prologue + split.prologue, split.skip, factory, arguments.factory_lines)
+
+
+_FORWARD_RESIDUAL_COMMENT = (
+    "with_residuals=True (forward_residuals): also stores, per cell, the values from which the state-only",
+    "adjoint's _residuals variants recompute what their reverse sweep reads (adjointgen.compiler.residuals).",
+)
+
+
+def _residual_param(c: _Context) -> list:
+    """The residuals' array (every forward and adjoint variant takes it where the module has
+    residuals; only forward_residuals and the _residuals adjoints touch it)."""
+    if not c.residuals:
+        return []
+    return [f"{c.names.residuals()}: wp.array{len(c.program.thread) + 1}d(dtype=wp.{c.program.compute_dtype})"]
+
+
+def _residual_element(c: _Context, slot: int) -> str:
+    return f"{c.names.residuals()}[{slot}, {c.lines.thread}]"
+
+
+def _residual_stores(c: _Context) -> list:
+    """forward_residuals' stores, after the cell program (each value is computed at every cell)."""
+    if not c.residuals:
+        return []
+    stores = [f"{_residual_element(c, slot)} = {symbol}" for slot, symbol in enumerate(c.residuals.symbols)]
+    return static_if("with_residuals", ["# the residuals: what the state-only adjoint recomputes its sweep's values from"] + stores)
+
+
+def _residual_replay(c: _Context) -> list:
+    """The _residuals adjoints' replay: the stored values, then what the sweep reads computed from them."""
+    loads = [f"{symbol} = {_residual_element(c, slot)}" for slot, symbol in enumerate(c.residuals.symbols)]
+    return ["# from the residuals forward_residuals stored (the step's input is not read)"] + loads + guarded_body(
+        c.lines, list(c.residuals.statements), c.guards, frozenset(c.listed_ids))
 
 
 def _device_parameter(arguments: ParameterArguments) -> str:
@@ -692,7 +745,7 @@ def _adjoint_params(c: _Context) -> list:
                for name, _ in c.adjoint.parameters]
     if c.accesses.slots:
         params.append(_slot_param(c))
-    return params + _listed_param(c)
+    return params + _listed_param(c) + _residual_param(c)
 
 
 def _listed_param(c: _Context) -> list:
@@ -741,8 +794,12 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     # for callers with omega on the device only (a JAX trace), with omega's adjoints
     variants += [AdjointVariant(adjoint_kernel_name(is_fresh, False, "", True), is_fresh, False, "", True)
                  for is_fresh in (False, True)[: 1 + fresh]] * parts.arguments.generated
+    # for callers that kept forward_residuals' values instead of the input (a recorded step)
+    residuals = parts.residual_replay is not None
+    variants += [AdjointVariant(adjoint_kernel_name(is_fresh, has_parameters, residuals=True), is_fresh, has_parameters,
+                                residuals=True) for is_fresh in (False, True)[: 1 + fresh]] * residuals
     factory = ("name: str, fresh: bool, state_only: bool" + (', part: str = ""' if len(parts.parts) > 1 else "")
-               + _device_parameter(parts.arguments))
+               + _device_parameter(parts.arguments) + (", with_residuals: bool = False" if residuals else ""))
     guard = (lambda flag, lines: static_if(flag, lines)) if has_parameters else (lambda flag, lines: lines)
     reads = _collapsed_reads(parts.write_back.reads)
     write_back = parts.write_back.writes
@@ -757,13 +814,13 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         kept=parts.kept + guard("not state_only", parts.parameter_kept),
         seeds=parts.seeds,
         reads=(static_if("not fresh", reads) if fresh else reads) + _collapsed_reads(parts.write_back.field_reads),
-        replay=parts.replay,
+        replay=static_if("with_residuals", parts.residual_replay, parts.replay) if residuals else parts.replay,
         in_place_seeds=parts.in_place_seeds,
         groups=parts.sweep.groups,
         writes=(static_if("fresh", fresh_writes, write_back) if fresh else write_back) + parts.slot_lines,
         parameter_lines=guard("not state_only", parts.parameter_lines),
         variants=variants, prologue=parts.arguments.prologue + parts.prologue, skip=parts.skip, factory_params=factory,
-        factory_lines=parts.arguments.factory_lines)
+        factory_lines=parts.arguments.factory_lines, comment=_ADJOINT_COMMENT + _RESIDUAL_COMMENT * residuals)
 
 
 def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, int]:
@@ -779,7 +836,8 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
         replay=_replay_lines(c, cell), sweep=sweep, write_back=write_back, slot_lines=slot_lines,
-        parameter_lines=_parameter_lines(c), arguments=c.parameter_arguments))
+        parameter_lines=_parameter_lines(c), arguments=c.parameter_arguments,
+        residual_replay=_residual_replay(c) if c.residuals else None))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
     return plan, updates + len(write_back.writes) + len(slot_lines)
 
@@ -939,6 +997,7 @@ def _manifest(config: Configuration, c: _Context, identity: str, sources: list, 
         f_1_read_ids=_read_ids(c),
         listed_ids=c.listed_ids,
         overwritten_ids=_overwritten_ids(c),
+        residual_count=len(c.residuals.symbols) if c.residuals else 0,
     )
 
 
@@ -964,14 +1023,16 @@ def _read_ids(c: _Context) -> tuple:
 
 
 def plan_module(config: Configuration, program: Program, adjoint: Adjoint, accesses: Accesses,
-                cell_guards: guards.CellGuards, names: Namer, sources: list, identity: str) -> ModulePlan:
+                cell_guards: guards.CellGuards, names: Namer, sources: list, identity: str,
+                residuals: Residuals | None = None) -> ModulePlan:
     """The plans of every kernel of the module, and its manifest (which lists exactly the kernels
-    planned with a body); ``names`` is the module's namer, the one reverse mode used."""
-    c = _Context(program, adjoint, accesses, cell_guards, names)
+    planned with a body); ``names`` is the module's namer, the one reverse mode used;
+    ``residuals``: the residuals stage's result (None: no residual variants)."""
+    c = _Context(program, adjoint, accesses, cell_guards, names, residuals)
     cell = _cell_plan(c)
     split = _split(c, cell)
     adjoint_plan, update_count = _adjoint(c, cell, split)
-    q = int(config.velocity_set.split("Q")[1])
+    q = config.q
     prepare, gather = _prepare_plan(c, cell), _gather_plan(c)
     kept = _kept_plan(c, any(variant.fresh for variant in adjoint_plan.variants), q)
     forward = _forward_plan(c, cell, q, split)

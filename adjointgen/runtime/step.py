@@ -110,10 +110,14 @@ class SavedBuffers:
 
     def take(self, like) -> wp.array:
         """An array shaped, typed and placed like ``like`` (contents undefined)."""
-        free = self._free.get(self._key(like))
+        return self.take_shaped(like.shape, like.dtype, like.device)
+
+    def take_shaped(self, shape, dtype, device) -> wp.array:
+        """An array of that shape, dtype and device (contents undefined)."""
+        free = self._free.get((tuple(shape), dtype, str(device)))
         if free:
             return free.pop()
-        return wp.empty(like.shape, dtype=like.dtype, device=like.device)
+        return wp.empty(shape, dtype=dtype, device=device)
 
     def give(self, arrays) -> None:
         for array in arrays:
@@ -136,6 +140,11 @@ class DifferentiableStep:
     # a recorded step copies its input with forward_save (one extra write, no extra read) where
     # that copy is exact (see _saves_in_forward); False: wp.clone, then forward
     save_in_forward = True
+    # a recorded step keeps forward_residuals' values (manifest.residual_count per cell: 4 for
+    # D3Q19 BGK) instead of a copy of its input, where the module has them and no parameter
+    # gradient is asked for (see _keeps_residuals): None = on CUDA devices only (like
+    # state_kernels: on a CPU they cost compiles), True = on every device, False = never
+    tape_residuals: bool | None = None
 
     def __init__(self, stepper, generated: GeneratedModule, config: Configuration, boundary_parameters: bool = False,
                  fields: dict | None = None):
@@ -306,7 +315,7 @@ class DifferentiableStep:
         device_omega = self._device_omega_variants(device_omega)
         inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega, device_omega), int(timestep), *lifted_values,
                   *fields, f_0]
-        inputs += self._cells_argument(bc_mask)
+        inputs += self._cells_argument(bc_mask) + self._residual_argument(None, f_0.device)
         for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:], device_omega):
             wp.launch(kernel, dim=dim, inputs=inputs, device=f_0.device, record_tape=False)
 
@@ -321,6 +330,13 @@ class DifferentiableStep:
             raise RuntimeArgumentError("device_omega runs the whole grid in one launch: set step.split_listed = False")
         return [(self.kernel(forward_kernel_name(False, part)), dim) for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
 
+    def _residual_argument(self, residuals, device) -> list:
+        """The kernels' last argument where the module has residuals: ``residuals``, or a stand-in
+        that the variants other than forward_residuals and the _residuals adjoints never touch."""
+        if not self.manifest.residual_count:
+            return []
+        return [residuals if residuals is not None else self._scratch("no_residuals", (1, 1, 1, 1), device)]
+
     def _cells_argument(self, bc_mask) -> list:
         """A split step's kernels' last argument: the listed cells (or a stand-in nothing reads)."""
         if not self.manifest.listed_ids:
@@ -330,7 +346,8 @@ class DifferentiableStep:
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
-                field_values=None, carry=None, device_omega: bool = False, kept_cells: bool | None = None):
+                field_values=None, carry=None, device_omega: bool = False, kept_cells: bool | None = None,
+                residuals=None):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -358,7 +375,10 @@ class DifferentiableStep:
         ``device_omega``: as in :meth:`forward` (whole grid: ``adjoint_device_omega``,
         ``adjoint_fresh_device_omega``). ``kept_cells`` (with ``fresh`` and ``carry``): whether the
         mask may have kept cells, so that adjoint_kept runs; None reads the mask (once per mask
-        object), True is always right where the module has adjoint_kept."""
+        object), True is always right where the module has adjoint_kept. ``residuals``: what
+        ``forward_residuals`` stored for this step (:meth:`forward_residuals`); the state-only
+        ``_residuals`` variant then runs from them and never reads ``f_0`` or ``f_1`` (which give
+        only the grid), and no parameter gradient can be asked for."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             check_like_state(name, grad, of)
         if not (fresh and carry is not None):
@@ -366,7 +386,7 @@ class DifferentiableStep:
         elif kept_cells is None:
             kept_cells = self._has_kept_cells(bc_mask)
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
-                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, device_omega).run()
+                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, device_omega, residuals).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
         """The forward launches, packed (a :class:`~adjointgen.runtime.launches.Launches`: ``.launch()``
@@ -375,13 +395,14 @@ class DifferentiableStep:
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
                   *self.field_arrays(), f_0]  # the last: forward_save's copy, unused here (see forward)
-        inputs += self._cells_argument(bc_mask)
+        inputs += self._cells_argument(bc_mask) + self._residual_argument(None, f_0.device)
         return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False, inputs=inputs)
                          for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:])])
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
-                         field_values=None, carry=None, kept_cells: bool = False, device_omega: bool = False) -> PackedAdjoint:
+                         field_values=None, carry=None, kept_cells: bool = False, device_omega: bool = False,
+                         residuals=None) -> PackedAdjoint:
         """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
         f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs. ``field_values``:
         the design fields' arrays the step ran with (default: ``self.fields`` as it is now).
@@ -418,6 +439,9 @@ class DifferentiableStep:
         # (fewer registers: it need not keep what d/d omega reads)
         wanted = f_0.device.is_cuda if self.state_kernels is None else self.state_kernels
         state_only = wanted and not targets and not device_omega and self.manifest.has(adjoint_kernel_name(fresh, state_only=True))
+        if residuals is not None:  # the state-only variant that starts from the residuals
+            self._check_residuals(residuals, f_0, targets, device_omega)
+            state_only = bool(self.manifest.parameters)
         # scratch arrays the adjoint kernel writes completely (every cell, kept cells included)
         # (every variant takes them: one body; the state-only variants leave them unwritten)
         cells = {name: self._scratch(name, f_0.shape[1:], f_0.device) for name in self.manifest.parameters}
@@ -430,10 +454,11 @@ class DifferentiableStep:
             inputs.append(slots)
         listed = self.listed_cells(bc_mask)
         inputs += self._cells_argument(bc_mask)  # a split step's kernels take the list (only the listed part reads it)
+        inputs += self._residual_argument(residuals, device)
         try:
             parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
-            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part, device_omega)), count)
-                       for part, count in parts]
+            kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part, device_omega, residuals is not None)),
+                        count) for part, count in parts]
         except KeyError as exc:
             raise RuntimeArgumentError(exc.args[0]) from None
         for kernel, count in kernels:  # the parts run disjoint cells, and every element still has one writer
@@ -456,6 +481,26 @@ class DifferentiableStep:
             add = wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=device, record_tape=False, record_cmd=True)
             reductions.append((cells[scalar], total, add))
         return PackedAdjoint(launches, reductions)
+
+    def _check_residuals(self, residuals, f_0, targets: list, device_omega: bool) -> None:
+        """Refuse residuals the module cannot use, of the wrong shape, or with a parameter gradient."""
+        if not self.manifest.residuals:
+            raise RuntimeArgumentError(f"{self.config.label}'s module has no residual variants (manifest.residual_count 0)")
+        if targets or device_omega:
+            raise RuntimeArgumentError("the residual adjoints are state-only: no adj_omega, adj_parameters or device_omega")
+        shape = (self.manifest.residual_count, *f_0.shape[1:])
+        if not isinstance(residuals, wp.array) or residuals.shape != shape or residuals.dtype != self.compute_dtype:
+            raise RuntimeArgumentError(f"residuals must be a Warp array of shape {shape} and dtype "
+                                       f"{self.compute_dtype.__name__}, as forward_residuals writes it")
+
+    def forward_residuals(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, residuals) -> None:
+        """The forward step that also writes ``residuals`` (shape ``(manifest.residual_count, nx,
+        ny, nz)``, compute precision): what the state-only adjoint needs of this step, in place of
+        its input (see :mod:`adjointgen.compiler.residuals`)."""
+        wp.launch(self.kernel(forward_kernel_name(False, residuals=True)), dim=f_0.shape[1:], device=f_0.device,
+                  record_tape=False, inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values,
+                                             *self.field_arrays(), f_0, *self._cells_argument(bc_mask),
+                                             *self._residual_argument(residuals, f_0.device)])
 
     def _field_gradients(self, adj_fields: dict, field_values: list) -> dict:
         """{field: the array every adjoint variant adds its gradient into}: the caller's, or, for
@@ -488,17 +533,28 @@ class DifferentiableStep:
                     f"(or set {name}.requires_grad = True) before recording the step on a wp.Tape")
         # omega and the lifted parameters are read back once per call (a read-back waits for the device)
         omega_value, lifted_values = self.kernel_omega(omega), self.parameter_values()
-        # A recorded step keeps a copy of the inputs its adjoint reads: f_0 always (so XLB's
-        # ping-pong loop, which overwrites f_0 one step later, differentiates correctly), and f_1
-        # when a boundary condition reads data from it (ZouHe's and Regularized's prescribed
-        # values); the forward itself may overwrite both (manifest.overwritten_inputs).
-        saved_f_0, saved_f_1 = self._forward_keeping_inputs(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values)
         adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
         adj_parameters = {name: array.grad for name, array in self.parameters.items() if array.requires_grad}
         adj_fields = {name: array.grad for name, array in self.fields.items() if array.requires_grad}
+        # A recorded step keeps what its adjoint reads: where it can, the residuals (a few values
+        # per cell, see _keeps_residuals); else a copy of the inputs: f_0 always (so XLB's
+        # ping-pong loop, which overwrites f_0 one step later, differentiates correctly), and f_1
+        # when a boundary condition reads data from it (ZouHe's and Regularized's prescribed
+        # values); the forward itself may overwrite both (manifest.overwritten_inputs).
+        residuals = None
+        if self._keeps_residuals(f_0.device, adj_omega, adj_parameters):
+            with paused_tape():
+                residuals = self.saved_buffers.take_shaped((self.manifest.residual_count, *f_0.shape[1:]), self.compute_dtype,
+                                                           f_0.device)
+            self.forward_residuals(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, residuals)
+            saved_f_0, saved_f_1 = f_0, f_1  # only their shapes are read: the _residuals adjoints read no state
+        else:
+            saved_f_0, saved_f_1 = self._forward_keeping_inputs(f_0, f_1, bc_mask, missing_mask, omega_value, timestep,
+                                                                lifted_values)
         # the design fields as they are now (the caller may put other arrays in step.fields later)
         record = _TapeRecord(self, (saved_f_0, saved_f_1, bc_mask, missing_mask, omega_value, timestep), lifted_values,
-                             f_0, f_1, adj_omega, adj_parameters, self._fusable(bc_mask), adj_fields, self.field_arrays())
+                             f_0, f_1, adj_omega, adj_parameters, self._fusable(bc_mask), adj_fields, self.field_arrays(),
+                             residuals)
         previous = tape.launches[-1] if tape.launches else None
         if isinstance(previous, _TapeRecord) and previous.fusable and record.fusable:
             previous.next_f_1, record.previous_f_0 = f_1, previous.f_0  # adjacent: see _TapeRecord
@@ -507,8 +563,16 @@ class DifferentiableStep:
         recorded += [array for array in self.fields.values() if array.requires_grad]
         tape.record_func(backward=record, arrays=recorded)
         # the copies go back to self.saved_buffers when the tape lets go of the record (reset, or dropped)
-        weakref.finalize(record, self.saved_buffers.give, [array for array in (saved_f_0, saved_f_1) if array is not f_1])
+        kept = [residuals] if residuals is not None else [array for array in (saved_f_0, saved_f_1) if array is not f_1]
+        weakref.finalize(record, self.saved_buffers.give, kept)
         return f_0, f_1
+
+    def _keeps_residuals(self, device, adj_omega, adj_parameters: dict) -> bool:
+        """Whether a recorded step keeps the residuals instead of its input: the module has them
+        (``manifest.residuals``), no gradient of omega or of a lifted parameter is asked for (the
+        residual adjoints are state-only), and ``tape_residuals`` allows it on ``device``."""
+        wanted = device.is_cuda if self.tape_residuals is None else self.tape_residuals
+        return wanted and self.manifest.residuals and adj_omega is None and not adj_parameters
 
     def _forward_keeping_inputs(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values) -> tuple:
         """Run the forward and return copies of the inputs its adjoint will read ``(f_0, f_1)``;
@@ -520,7 +584,7 @@ class DifferentiableStep:
         if self._saves_in_forward(bc_mask):
             wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
                       inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *self.field_arrays(),
-                              saved_f_0])
+                              saved_f_0, *self._residual_argument(None, f_0.device)])
             return saved_f_0, f_1
         with paused_tape():
             wp.copy(saved_f_0, f_0)
@@ -627,16 +691,17 @@ class _TapeRecord:
     ``adjoint`` (the last step of a run, whose adj_f_0 may hold a loss's cotangent)."""
 
     __slots__ = ("step", "inputs", "lifted_values", "f_0", "f_1", "adj_omega", "adj_parameters", "fusable", "next_f_1", "previous_f_0",
-                 "adj_fields", "field_values", "__weakref__")
+                 "adj_fields", "field_values", "residuals", "__weakref__")
 
     def __init__(self, step, inputs, lifted_values, f_0, f_1, adj_omega, adj_parameters, fusable: bool, adj_fields: dict,
-                 field_values: list):
+                 field_values: list, residuals=None):
         # inputs: the adjoint's (f_0, f_1, bc_mask, missing_mask, omega, timestep), f_0 a saved copy
         self.step, self.inputs, self.lifted_values, self.f_0, self.f_1 = step, inputs, lifted_values, f_0, f_1
         self.adj_omega, self.adj_parameters, self.fusable = adj_omega, adj_parameters, fusable
         self.next_f_1 = None  # f_1 of the step recorded right after this one, when both are fusable
         self.previous_f_0 = None  # f_0 of the step recorded right before this one, when both are fusable
         self.adj_fields, self.field_values = adj_fields, field_values  # design fields' gradients (always added to), values
+        self.residuals = residuals  # forward_residuals' values (then the inputs' arrays give only the grid), or None
 
     def kernels(self) -> tuple[bool, bool]:
         """(fresh: write adj_f_0, cleared later: the step before overwrites adj_f_1)."""
@@ -647,7 +712,7 @@ class _TapeRecord:
     def __call__(self):
         fresh, cleared_later = self.kernels()
         self.step.adjoint(*self.inputs, self.f_0.grad, self.f_1.grad, self.adj_omega, self.lifted_values, self.adj_parameters,
-                          fresh=fresh, adj_fields=self.adj_fields, field_values=self.field_values)
+                          fresh=fresh, adj_fields=self.adj_fields, field_values=self.field_values, residuals=self.residuals)
         if fresh and not cleared_later:
             self.f_1.grad.zero_()  # what the accumulating adjoint would have cleared (every cell)
 
