@@ -33,21 +33,24 @@ def field(name: str, dtype=None, components: int = 1, default: float = 0.0, low:
 
 
 def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,
-                         start_timestep: int = 0, progress: bool | None = None, memory=None):
+                         start_timestep: int = 0, progress: bool | None = None, memory=None, scalar_gradients: bool = True):
     """``steps`` steps of a :func:`differentiable` step from ``(f_0, f_1)``, differentiable in
     memory bounded by ``snapshots`` stored states or by ``memory`` (``"20GB"``, bytes, ``"auto"``)
-    (binomial checkpointing). See :mod:`adjointgen.runtime.rollout`."""
+    (binomial checkpointing; with ``scalar_gradients=False``, no gradient of omega or of a lifted
+    parameter, segments that keep the state-only adjoint's residuals where the module has them).
+    See :mod:`adjointgen.runtime.rollout`."""
     from adjointgen.runtime.rollout import checkpointed_rollout as _rollout
 
-    return _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress, memory)
+    return _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, snapshots, start_timestep, progress, memory,
+                    scalar_gradients)
 
 
-def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto"):
+def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto", scalar_gradients: bool = True):
     """The plan a rollout with ``memory=`` would follow (stored states, bytes, forward steps),
     before running it. See :mod:`adjointgen.runtime.plan`."""
     from adjointgen.runtime.plan import plan_rollout as _plan
 
-    return _plan(step, f_0, bc_mask, steps, memory)
+    return _plan(step, f_0, bc_mask, steps, memory, scalar_gradients)
 
 
 def quiet(enabled: bool = True) -> None:

@@ -54,7 +54,8 @@ class PackedAdjoint:
         self.values: dict = {}
 
     def set(self, **values):
-        """Change the step's ``f_0``, ``f_1``, ``timestep``, ``adj_f_0``, ``adj_f_1`` for the next runs."""
+        """Change the step's ``f_0``, ``f_1``, ``timestep``, ``adj_f_0``, ``adj_f_1`` (and ``residuals``,
+        for the launches built with them) for the next runs."""
         for role, value in values.items():
             if self.values.get(role, self) is value:
                 continue

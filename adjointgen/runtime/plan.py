@@ -2,11 +2,24 @@
 
 :func:`plan_rollout` turns a memory budget (``"20GB"``, bytes, or ``"auto"``: the device's free
 memory) into a :class:`RolloutPlan`: the number of stored states, the bytes they and the
-rollout's fixed arrays take, the forward steps the binomial schedule will run (Griewank and
-Walther's optimum for that memory, when a stored state is the adjoint's input: ``r T - C(s + r,
-r - 1)``, plus the final step, whose result is the rollout's output), and from measured step times
-the expected seconds. :func:`storage` says what one stored state holds; the rollout itself
-uses it, so plan and rollout cannot disagree.
+rollout's fixed arrays take, the forward steps the schedule will run, and from measured step
+times the expected seconds. :func:`storage` says what one stored state holds; the rollout itself
+uses it, so plan and rollout cannot disagree. Two kinds of plan:
+
+- binomial (Griewank and Walther's optimum for that memory, when a stored state is the adjoint's
+  input: ``r T - C(s + r, r - 1)`` forward steps, plus the final step, whose result is the
+  rollout's output);
+- segments (where they fit: about ``2 sqrt(T S R)`` bytes for states of S and residuals of R
+  bytes, else the binomial plan), for rollouts whose caller wants no gradient of a scalar parameter
+  (``scalar_gradients=False``) on a module with residuals (``manifest.residuals``, a few values
+  per cell that the state-only adjoint reads instead of the step's input,
+  :mod:`adjointgen.compiler.residuals`): the forward sweep stores the state at the start of each
+  segment of ``segment`` steps but the last, whose residuals it keeps; the reverse sweep
+  recomputes each earlier segment once from its state, keeping the residuals of its steps, and
+  reverses it from them. ``T + (K - 1)(L - 1)`` forward steps for K segments of L steps (the last
+  step of a recomputed segment is reversed from the state the pair holds), against ``~r T`` for
+  the binomial plan: a step's residuals (D3Q19 BGK: 4 values per cell) cost 4/19 of a state, so
+  far more steps fit.
 """
 
 from __future__ import annotations
@@ -117,8 +130,19 @@ def binomial_forward_steps(steps: int, snapshots: int) -> int:
 
 
 @dataclass(frozen=True)
+class StepTimes:
+    """Measured seconds per step of the kernels a plan runs (the residual ones for segment plans)."""
+
+    forward: float
+    adjoint: float
+    forward_residuals: float = float("nan")
+    adjoint_residuals: float = float("nan")
+
+
+@dataclass(frozen=True)
 class RolloutPlan:
-    """A checkpointed rollout's plan; ``snapshots >= steps`` keeps every step's input."""
+    """A checkpointed rollout's plan; ``snapshots >= steps`` keeps every step's input (binomial
+    plans); ``segment > 0``: a segment plan (see the module docstring)."""
 
     steps: int
     snapshots: int
@@ -127,22 +151,50 @@ class RolloutPlan:
     fixed_bytes: int  # work pair, final pair, adjoint pair, one step's kept input
     forward_steps: int
     storage: Storage  # what a stored state holds (the rollout follows it)
+    segment: int = 0  # steps per segment (the last may be shorter); 0: a binomial plan
+    residual_bytes: int = 0  # one step's residuals (segment plans)
 
     @property
     def stores_every_input(self) -> bool:
-        return self.snapshots >= self.steps
+        return not self.segment and self.snapshots >= self.steps
+
+    @property
+    def segments(self) -> int:
+        """Segments of a segment plan (a stored state at the start of each but the last)."""
+        return -(-self.steps // self.segment) if self.segment else 0
 
     @property
     def memory_bytes(self) -> int:
+        if self.segment:
+            return self.fixed_bytes + self.snapshots * self.snapshot_bytes + self.segment * self.residual_bytes
         return self.fixed_bytes + min(self.snapshots, self.steps) * self.snapshot_bytes
 
-    def expected_seconds(self, forward_step_s: float, adjoint_step_s: float) -> float:
-        """The plan's time from measured step times: its forward steps and one adjoint per step."""
-        return self.forward_steps * forward_step_s + self.steps * adjoint_step_s
+    @property
+    def residual_steps(self) -> int:
+        """Steps reversed from residuals (the others from the state the pair holds): every step but
+        the last of each recomputed segment."""
+        return self.steps - (self.segments - 1) if self.segment else 0
+
+    def expected_seconds(self, times: StepTimes) -> float:
+        """The plan's time from measured step times: its forward steps (those that keep residuals
+        at ``forward_residuals``) and one adjoint per step."""
+        if not self.segment:
+            return self.forward_steps * times.forward + self.steps * times.adjoint
+        last = self.steps - (self.segments - 1) * self.segment  # kept in the first sweep
+        recomputed = self.forward_steps - self.steps
+        plain, with_residuals = self.steps - last, last + recomputed
+        return (plain * times.forward + with_residuals * times.forward_residuals
+                + self.residual_steps * times.adjoint_residuals + (self.steps - self.residual_steps) * times.adjoint)
 
     def __str__(self) -> str:
-        kept = "every step's input" if self.stores_every_input else f"{self.snapshots} snapshots"
-        return (f"{self.steps} steps: {kept} of {format_bytes(self.snapshot_bytes)}, {format_bytes(self.memory_bytes)} in all, "
+        if self.segment:
+            kept = (f"{self.segments} segments of {self.segment} steps, {self.snapshots} snapshots of "
+                    f"{format_bytes(self.snapshot_bytes)} and the residuals of {self.segment} steps "
+                    f"({format_bytes(self.residual_bytes)} each)")
+        else:
+            kept = ("every step's input" if self.stores_every_input else f"{self.snapshots} snapshots") + \
+                f" of {format_bytes(self.snapshot_bytes)}"
+        return (f"{self.steps} steps: {kept}, {format_bytes(self.memory_bytes)} in all, "
                 f"{self.forward_steps} forward steps ({self.forward_steps / self.steps:.2f} per step)")
 
 
@@ -182,13 +234,56 @@ def plan_for_snapshots(steps: int, snapshots: int, array_bytes: int, stored: Sto
     return RolloutPlan(steps, snapshots, array_bytes, per_state, fixed, binomial_forward_steps(steps, snapshots), stored)
 
 
-def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto") -> RolloutPlan:
+def residual_bytes_of(step, f_0) -> int:
+    """Bytes of one step's residuals (``manifest.residual_count`` values per cell, compute precision)."""
+    return step.manifest.residual_count * int(np.prod(f_0.shape[1:])) * wp.types.type_size_in_bytes(step.compute_dtype)
+
+
+def uses_residuals(step, scalar_gradients: bool) -> bool:
+    """Whether a rollout of ``step`` gets a segment plan: its caller wants no scalar parameter's
+    gradient and the module has residuals."""
+    return not scalar_gradients and step.manifest.residuals
+
+
+def segment_fixed_bytes(array_bytes: int, stored: Storage) -> int:
+    """A segment plan's arrays besides snapshots and residuals: the work, final and adjoint pairs
+    and the carry (no step input is kept: the last segment's residuals stand in for it)."""
+    return (6 + stored.carry_arrays) * array_bytes
+
+
+def plan_for_segments(steps: int, segments: int, array_bytes: int, residual_bytes: int, stored: Storage) -> RolloutPlan:
+    """The segment plan with ``segments`` segments of equal length (the last one shorter where
+    they do not divide ``steps``)."""
+    segments = max(1, min(segments, steps))
+    length = -(-steps // segments)
+    segments = -(-steps // length)  # (a count that leaves an empty last segment runs one fewer)
+    forward_steps = steps + (segments - 1) * (length - 1)
+    return RolloutPlan(steps, segments - 1, array_bytes, stored.snapshot_bytes(array_bytes),
+                       segment_fixed_bytes(array_bytes, stored), forward_steps, stored, length, residual_bytes)
+
+
+def _segment_plan(steps: int, budget: float, array_bytes: int, residual_bytes: int, stored: Storage) -> RolloutPlan | None:
+    """The segment plan with the fewest segments (the fewest recomputed steps) within ``budget``."""
+    for segments in range(1, steps + 1):
+        plan = plan_for_segments(steps, segments, array_bytes, residual_bytes, stored)
+        if plan.memory_bytes <= budget:
+            return plan
+    return None
+
+
+def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto", scalar_gradients: bool = True) -> RolloutPlan:
     """The plan that stores the most states within ``memory`` (bytes, ``"20GB"``, or ``"auto"``:
     ``AUTO_FRACTION`` of what the device has free now) for ``steps`` steps of ``step`` on
-    ``f_0``'s grid and ``bc_mask``'s cells."""
+    ``f_0``'s grid and ``bc_mask``'s cells; with ``scalar_gradients=False`` on a module with
+    residuals, the segment plan with the fewest recomputed steps (see the module docstring)."""
     budget = AUTO_FRACTION * free_memory(f_0.device) if memory == "auto" else parse_memory(memory)
     stored = storage(step, bc_mask)
     array_bytes = array_bytes_of(f_0)
+    if uses_residuals(step, scalar_gradients):
+        plan = _segment_plan(steps, budget, array_bytes, residual_bytes_of(step, f_0), stored)
+        if plan is not None:
+            return plan
+        # segments need about 2 sqrt(T x state x residuals) of memory; below that, the binomial plan
     every = plan_for_snapshots(steps, steps, array_bytes, stored)
     if every.memory_bytes <= budget:
         return every

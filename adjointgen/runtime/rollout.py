@@ -16,6 +16,12 @@ Walther (Revolve) as the ``checkpoint_schedules`` package computes it, which min
 recomputation for that memory. Besides the snapshots, a rollout holds a working pair, the inputs of the step being
 differentiated and two adjoint arrays: memory grows with ``snapshots``, not with ``steps``.
 
+With ``scalar_gradients=False`` (no gradient of omega or of a lifted parameter will be asked
+for) on a module with residuals, the plan is one of segments instead (:mod:`adjointgen.runtime.plan`,
+:class:`adjointgen.runtime.schedules.ResidualSegments`): the steps of a segment keep their
+residuals, a few values per cell, and the state-only adjoint runs from them; each step is
+recomputed at most once. The gradients are bit for bit those of the binomial plan.
+
 Inside a ``wp.Tape``, :func:`checkpointed_rollout` records itself as one operation: the tape's
 backward pass takes the gradients of ``result.f_0``/``result.f_1`` and adds the pulled-back
 gradients to ``f_0.grad``/``f_1.grad`` (and ``omega.grad``, and the step's parameters' ``.grad``).
@@ -31,27 +37,16 @@ import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.runtime.plan import (RolloutPlan, array_bytes_of, cells_with_ids, f_1_cells, plan_for_snapshots, plan_rollout,
-                                     reverses_fresh, storage)
+from adjointgen.runtime.plan import (RolloutPlan, array_bytes_of, cells_with_ids, f_1_cells, plan_for_segments,
+                                     plan_for_snapshots, plan_rollout, residual_bytes_of, reverses_fresh, storage,
+                                     uses_residuals)
+from adjointgen.runtime.schedules import schedule_for
 from adjointgen.runtime import launches
 from adjointgen.runtime.launches import PackedForward
 from adjointgen.runtime.step import check_like_state
 from adjointgen.runtime.step import paused_tape
 
 __all__ = ["checkpointed_rollout", "RolloutResult", "plan_rollout", "RolloutPlan"]
-
-
-def _schedule(steps: int, snapshots: int):
-    """The binomial (Griewank-Walther) schedule for ``snapshots`` in memory, or None when there
-    is room for the inputs of every step (then nothing is recomputed). checkpoint_schedules'
-    ``MultistageCheckpointSchedule`` with no disk is that schedule and builds in milliseconds;
-    its ``Revolve`` class gives the same one but spends 2.4 s of Python building it for 1000
-    steps, which on an H200 was longer than the 1000 steps themselves."""
-    import checkpoint_schedules
-
-    if snapshots >= steps:
-        return None
-    return checkpoint_schedules.MultistageCheckpointSchedule(steps, snapshots, 0)
 
 
 def _progress(total: int, description: str, enabled: bool | None):
@@ -80,6 +75,7 @@ class _Stats:
     peak_stored_states: int = 0
     snapshots_written: int = 0  # states stored by the schedule (Forward.write_ics)
     borrowed_inputs: int = 0  # steps whose adjoint read the state held, not a copy of it
+    peak_residuals: int = 0  # steps' residuals held at once (segment plans)
 
     def hold(self, count: int):
         self.stored_states += count
@@ -114,33 +110,48 @@ class RolloutResult:
 
 
 def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: int, snapshots: int | None = None,
-                         start_timestep: int = 0, progress: bool | None = None, memory=None) -> RolloutResult:
+                         start_timestep: int = 0, progress: bool | None = None, memory=None,
+                         scalar_gradients: bool = True) -> RolloutResult:
     """Run ``steps`` steps of ``step`` (an :func:`adjointgen.differentiable` step) from the pair
     ``(f_0, f_1)``, which is left unchanged, storing at most ``snapshots`` intermediate states for
     the reverse sweep, or as many as ``memory`` allows (bytes, ``"20GB"``, or ``"auto"``: see
     :func:`adjointgen.runtime.plan.plan_rollout`; ``result.plan`` says what was chosen). ``omega``
     is a float or a one-element array (then, inside a tape, its gradient is filled).
-    ``progress``: a progress bar for the sweeps (default: on a terminal)."""
+    ``progress``: a progress bar for the sweeps (default: on a terminal).
+
+    ``scalar_gradients=False``: the caller will ask ``backward`` for no gradient of omega or of a
+    lifted parameter (nor ``observe`` intermediate states); where the module has residuals the
+    rollout then follows a segment plan (the module docstring), faster and in less memory, and
+    ``backward`` refuses those requests. ``snapshots`` then counts the stored states of that plan
+    (segments less one). Design fields' gradients are available either way."""
 
     if (snapshots is None) == (memory is None):
         raise RuntimeArgumentError("give a rollout either snapshots= (stored states) or memory= (a budget such as \"20GB\" or \"auto\")")
-    if steps < 1 or (snapshots is not None and snapshots < 1):
-        raise RuntimeArgumentError(f"a rollout needs steps >= 1 and snapshots >= 1; got steps={steps}, snapshots={snapshots}")
+    least = 0 if uses_residuals(step, scalar_gradients) else 1  # a segment plan may store no state (one segment)
+    if steps < 1 or (snapshots is not None and snapshots < least):
+        raise RuntimeArgumentError(f"a rollout needs steps >= 1 and snapshots >= {least}; got steps={steps}, "
+                                   f"snapshots={snapshots}")
     step.check_arrays(f_0, f_1, bc_mask, missing_mask)
     if memory is not None:
-        plan = plan_rollout(step, f_0, bc_mask, steps, memory)
+        plan = plan_rollout(step, f_0, bc_mask, steps, memory, scalar_gradients)
+    elif uses_residuals(step, scalar_gradients):
+        plan = plan_for_segments(steps, snapshots + 1, array_bytes_of(f_0), residual_bytes_of(step, f_0),
+                                 storage(step, bc_mask))
     else:
         plan = plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
     with paused_tape() as tape:
-        result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress)
+        result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress,
+                          scalar_gradients)
         result.plan = plan
     if tape is not None:
-        _record(tape, step, result, f_0, f_1, omega)
+        _record(tape, step, result, f_0, f_1, omega, scalar_gradients)
     return result
 
 
-def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress) -> RolloutResult:
+def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress,
+             scalar_gradients: bool = True) -> RolloutResult:
     sweep = _Sweep(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress)
+    sweep.scalar_gradients = scalar_gradients
     return sweep.forward_sweep()
 
 
@@ -159,7 +170,7 @@ class _Sweep:
     def __init__(self, step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress):
         self.step, self.bc_mask, self.missing_mask, self.steps = step, bc_mask, missing_mask, steps
         self.start_timestep, self.progress = start_timestep, progress
-        self.schedule = _schedule(steps, plan.snapshots)
+        self.schedule = schedule_for(plan)
         self.omega_value = step.kernel_omega(omega)
         self.lifted_values = step.parameter_values()
         self.field_values = step.field_arrays()  # the design fields, as they are when the rollout starts
@@ -185,6 +196,11 @@ class _Sweep:
         self.forwards = PackedForward(step, tuple(self.work), bc_mask, missing_mask, self.omega_value, self.lifted_values,
                                       launches.GRAPHS)
         self.adjoint_step = None  # a PackedAdjoint, from the first reverse step
+        # a segment plan: steps that keep their residuals (forward_residuals), reversed from them
+        self.residuals = _ResidualPool(step, plan, f_0, bc_mask, missing_mask, self.omega_value, self.lifted_values) \
+            if plan.segment else None
+        self.residual_adjoint = None  # a PackedAdjoint of the _residuals variant, from the first step reversed from them
+        self.scalar_gradients = True  # False: backward refuses scalar parameters' gradients and observe (the caller's word)
 
     # ------------------------------------------------------------------ forward
     def store(self, pair, with_f_1: bool = True) -> tuple:
@@ -219,12 +235,16 @@ class _Sweep:
                 if pairs:
                     n = self._ran(n, 2 * pairs, bar)
                     continue
-            if keep_inputs:
-                self.adj_deps[n] = self.store(self.current, with_f_1=self.stored.reads_f_1)
-            # from a stored state (step_from_stored), the first step reads it where it is and writes
-            # the new state into the work pair: no copy; the pair's other array is then stale,
-            # which nothing reads
-            self.forwards.step(self.current[0], work[1], self.start_timestep + n)
+            if keep_inputs and self.residuals is not None:  # the step keeps its residuals, not its input
+                self.adj_deps[n] = self.residuals.forward(self.current[0], work[1], self.start_timestep + n)
+                self.stats.peak_residuals = max(self.stats.peak_residuals, self.residuals.held)
+            else:
+                if keep_inputs:
+                    self.adj_deps[n] = self.store(self.current, with_f_1=self.stored.reads_f_1)
+                # from a stored state (step_from_stored), the first step reads it where it is and writes
+                # the new state into the work pair: no copy; the pair's other array is then stale,
+                # which nothing reads
+                self.forwards.step(self.current[0], work[1], self.start_timestep + n)
             work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
             self.current = work
             n = self._ran(n, 1, bar)
@@ -295,6 +315,11 @@ class _Sweep:
 
     # ------------------------------------------------------------------ reverse
     def backward(self, adj_f_0, adj_f_1, observe, adj_omega, adj_parameters, adj_fields=None):
+        if not self.scalar_gradients and (adj_omega is not None or adj_parameters or observe is not None):
+            raise RuntimeArgumentError(
+                "this rollout was planned with scalar_gradients=False (it may keep only the residuals of the state-only "
+                "adjoint): it gives no gradient of omega or of a lifted parameter and no intermediate states to observe; "
+                "run checkpointed_rollout with scalar_gradients=True (the default) for those")
         adjoints = [wp.zeros_like(a, requires_grad=False) for a in self.shapes]  # of the state
         for adjoint, given in zip(adjoints, (adj_f_0, adj_f_1)):
             if given is not None:
@@ -343,6 +368,9 @@ class _Sweep:
         adjoints = self.adjoints
         for n in range(n1 - 1, n0 - 1, -1):
             inputs = self.adj_deps.pop(n)
+            if isinstance(inputs, _Kept):  # the step's residuals (a segment plan)
+                self.reverse_from_residuals(n, inputs)
+                continue
             if n in self.borrowed:
                 self.borrowed.discard(n)
             else:
@@ -364,6 +392,63 @@ class _Sweep:
             if self.observe is not None:
                 self.observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
             self.reverse_bar.update()
+
+    def reverse_from_residuals(self, n: int, kept: "_Kept") -> None:
+        """Step ``n``'s adjoint from its residuals (the state-only ``_residuals`` variant; the work
+        pair gives the kernels their grid only)."""
+        adjoints, work = self.adjoints, self.work
+        if self.residual_adjoint is None:
+            self.residual_adjoint = self.step.adjoint_launches(
+                work[0], work[1], self.bc_mask, self.missing_mask, self.omega_value, self.start_timestep + n, adjoints[1],
+                adjoints[0], None, self.lifted_values, None, fresh=self.fresh, adj_fields=self.adj_fields,
+                field_values=self.field_values, carry=self.carry, kept_cells=self.fresh and self.stored.kept_cells,
+                residuals=kept.array)
+        else:
+            self.residual_adjoint.set(timestep=self.start_timestep + n, adj_f_0=adjoints[1], adj_f_1=adjoints[0],
+                                      residuals=kept.array)
+        self.residual_adjoint.run()
+        self.residuals.give(kept)
+        adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
+        self.reverse_bar.update()
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """One step's residuals (an entry of the sweep's ``adj_deps`` in a segment plan)."""
+
+    array: Any
+
+
+class _ResidualPool:
+    """A segment plan's residual arrays (at most ``plan.segment`` held at once, allocated as first
+    needed and reused) and the packed ``forward_residuals`` launch that fills them."""
+
+    def __init__(self, step, plan: RolloutPlan, f_0, bc_mask, missing_mask, omega_value, lifted_values):
+        self.shape = (step.manifest.residual_count, *f_0.shape[1:])
+        self.dtype, self.device, self.limit = step.compute_dtype, f_0.device, plan.segment
+        self.free = [self._new()]
+        self.held = 0
+        self.launch = step.forward_residuals(f_0, f_0, bc_mask, missing_mask, omega_value, 0, lifted_values, self.free[0],
+                                             record_cmd=True)
+
+    def _new(self):
+        return wp.empty(self.shape, dtype=self.dtype, device=self.device)
+
+    def forward(self, f_0, f_1, timestep: int) -> _Kept:
+        """One step from ``f_0`` into ``f_1`` that keeps its residuals."""
+        if self.held >= self.limit:
+            raise AssertionError(f"the schedule keeps more than {self.limit} steps' residuals")
+        array = self.free.pop() if self.free else self._new()
+        self.held += 1
+        for index, value in ((0, f_0), (1, f_1), (5, int(timestep))):
+            self.launch.set_param_at_index(index, value)
+        self.launch.set_param_by_name("residuals", array)
+        self.launch.launch()
+        return _Kept(array)
+
+    def give(self, kept: _Kept) -> None:
+        self.free.append(kept.array)
+        self.held -= 1
 
 
 class _Cells:
@@ -400,16 +485,17 @@ def _scatter_cells(values: wp.array2d(dtype=Any), cells: wp.array(dtype=wp.int32
     target[p, cells[c]] = values[p, c]
 
 
-def _record(tape, step, result: RolloutResult, f_0, f_1, omega):
-    """Record the rollout on ``tape`` as one operation."""
+def _record(tape, step, result: RolloutResult, f_0, f_1, omega, scalar_gradients: bool = True):
+    """Record the rollout on ``tape`` as one operation (without the scalar parameters' gradients
+    where ``scalar_gradients`` is False)."""
     for name, array in (("f_0", f_0), ("f_1", f_1)):
         if array.grad is None:
             raise RuntimeArgumentError(f"{name} has no gradient array; create it with requires_grad=True before "
                                        "recording a rollout on a wp.Tape")
     result.f_0.requires_grad = True
     result.f_1.requires_grad = True
-    adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad else None
-    adj_parameters = {name: array.grad for name, array in step.parameters.items() if array.requires_grad}
+    adj_omega = omega.grad if isinstance(omega, wp.array) and omega.requires_grad and scalar_gradients else None
+    adj_parameters = {name: array.grad for name, array in step.parameters.items() if array.requires_grad and scalar_gradients}
     adj_fields = {name: array.grad for name, array in step.fields.items() if array.requires_grad}  # design fields
 
     def tape_backward():

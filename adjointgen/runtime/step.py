@@ -464,7 +464,8 @@ class DifferentiableStep:
         for kernel, count in kernels:  # the parts run disjoint cells, and every element still has one writer
             main = wp.launch(kernel, dim=count, inputs=inputs, device=device, record_tape=False, block_dim=self.block_dim,
                              record_cmd=True)
-            launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1}))
+            residual_role = {"residuals": len(inputs) - 1} if residuals is not None else {}
+            launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1, **residual_role}))
         if fresh and kept_cells:
             if not self.manifest.has("adjoint_kept"):
                 raise RuntimeArgumentError(f"{self.config.label} has no adjoint_kept kernel: no fresh adjoint where cells are kept")
@@ -493,14 +494,17 @@ class DifferentiableStep:
             raise RuntimeArgumentError(f"residuals must be a Warp array of shape {shape} and dtype "
                                        f"{self.compute_dtype.__name__}, as forward_residuals writes it")
 
-    def forward_residuals(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, residuals) -> None:
+    def forward_residuals(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, residuals,
+                          record_cmd: bool = False):
         """The forward step that also writes ``residuals`` (shape ``(manifest.residual_count, nx,
         ny, nz)``, compute precision): what the state-only adjoint needs of this step, in place of
-        its input (see :mod:`adjointgen.compiler.residuals`)."""
-        wp.launch(self.kernel(forward_kernel_name(False, residuals=True)), dim=f_0.shape[1:], device=f_0.device,
-                  record_tape=False, inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values,
-                                             *self.field_arrays(), f_0, *self._cells_argument(bc_mask),
-                                             *self._residual_argument(residuals, f_0.device)])
+        its input (see :mod:`adjointgen.compiler.residuals`). ``record_cmd``: return the launch
+        packed instead (parameters 0 f_0, 1 f_1, 5 the timestep, the last the residuals)."""
+        return wp.launch(self.kernel(forward_kernel_name(False, residuals=True)), dim=f_0.shape[1:], device=f_0.device,
+                         record_tape=False, record_cmd=record_cmd,
+                         inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values,
+                                 *self.field_arrays(), f_0, *self._cells_argument(bc_mask),
+                                 *self._residual_argument(residuals, f_0.device)])
 
     def _field_gradients(self, adj_fields: dict, field_values: list) -> dict:
         """{field: the array every adjoint variant adds its gradient into}: the caller's, or, for

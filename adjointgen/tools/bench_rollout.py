@@ -4,10 +4,13 @@ For each configuration on an N^d grid (the state of ``adjointgen bench``), in on
 
 - ``xlb_forward_s``: XLB's Warp stepper rolled out T steps (two buffers, swapped): the yardstick;
 - the plan (:func:`adjointgen.runtime.plan.plan_rollout` for ``--memory``, or ``--snapshots``),
-  printed before the run: stored states, bytes, forward steps, expected time;
+  printed before the run: stored states, bytes, forward steps, expected time; one row per plan
+  kind: the segment plan that a caller asking for no scalar parameter's gradient gets
+  (``scalar_gradients=False``, where the module has residuals), and the binomial plan;
 - the generated forward step and the adjoint the reverse sweep runs (``adjoint_fresh`` where the
-  rollout uses it), each timed alone over T calls: the floor for that memory is the plan's forward
-  steps x the forward step + T x the adjoint step;
+  rollout uses it), and for segment plans ``forward_residuals`` and the ``_residuals`` adjoint,
+  each timed alone over T calls: the floor for that memory is the plan's steps of each kind x
+  their times (:meth:`~adjointgen.runtime.plan.RolloutPlan.expected_seconds`);
 - ``gradient_s``: ``checkpointed_rollout`` forward and backward (d/d f_0 of ``<c, f_T>``), with the
   forward steps it ran and the peak extra device memory (Warp's mempool high-water mark over what
   was in use before; CUDA only).
@@ -58,24 +61,71 @@ def _memory(wp, device, high: bool = False) -> float:
     return float(wp.get_mempool_used_mem_high(device) if high else wp.get_mempool_used_mem_current(device))
 
 
-def _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps: int, fresh: bool) -> tuple[float, float]:
-    """Seconds per generated forward step and per adjoint step (the one the reverse sweep runs)."""
-    from adjointgen.runtime.plan import has_kept_cells
+def _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps: int, fresh: bool):
+    """Seconds per step (a :class:`~adjointgen.runtime.plan.StepTimes`) of the generated forward, the
+    adjoint the reverse sweep runs, and where the module has residuals ``forward_residuals`` and
+    the ``_residuals`` adjoint."""
+    from adjointgen.runtime.plan import StepTimes, has_kept_cells
 
     adj_0, adj_1 = wp.zeros_like(f_0), wp.clone(f_0)
     carry = wp.zeros_like(f_0) if fresh and (step.manifest.in_place or has_kept_cells(bc_mask)) else None
-    forward = timed(wp, lambda: step.forward(f_0, f_1, bc_mask, missing_mask, 1.6, 0, [], check=False), steps)
-    adjoint = timed(wp, lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, 1.6, 0, adj_0, adj_1, fresh=fresh, check=False,
-                                             carry=carry), steps)
-    return forward / steps, adjoint / steps
+    omega = step.compute_dtype(1.6)
+
+    def per_step(fn) -> float:
+        return timed(wp, fn, steps) / steps
+
+    forward = per_step(lambda: step.forward(f_0, f_1, bc_mask, missing_mask, omega, 0, [], check=False))
+    adjoint = per_step(lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_0, adj_1, fresh=fresh, check=False,
+                                            carry=carry))
+    if not step.manifest.residuals:
+        return StepTimes(forward, adjoint)
+    kept = wp.empty((step.manifest.residual_count, *f_0.shape[1:]), dtype=step.compute_dtype, device=f_0.device)
+    forward_residuals = per_step(lambda: step.forward_residuals(f_0, f_1, bc_mask, missing_mask, omega, 0, [], kept))
+    adjoint_residuals = per_step(lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_0, adj_1, fresh=fresh,
+                                                      check=False, carry=carry, residuals=kept))
+    return StepTimes(forward, adjoint, forward_residuals, adjoint_residuals)
 
 
-def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | None = None) -> dict:
+def _plan(step, f_0, bc_mask, steps: int, memory, snapshots: int | None, scalar_gradients: bool):
+    """The plan a rollout with these arguments follows (see checkpointed_rollout)."""
+    import adjointgen
+    from adjointgen.runtime.plan import (array_bytes_of, plan_for_segments, plan_for_snapshots, residual_bytes_of, storage,
+                                         uses_residuals)
+
+    if snapshots is None:
+        return adjointgen.plan_rollout(step, f_0, bc_mask, steps, memory, scalar_gradients)
+    if uses_residuals(step, scalar_gradients):
+        return plan_for_segments(steps, snapshots + 1, array_bytes_of(f_0), residual_bytes_of(step, f_0), storage(step, bc_mask))
+    return plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
+
+
+def _timed_rollout(wp, step, arrays, steps: int, plan, scalar_gradients: bool) -> tuple:
+    """(seconds of the rollout forward and backward, its stats, peak extra memory in bytes, the gradient)."""
+    import adjointgen
+
+    f_0, f_1, bc_mask, missing_mask = arrays
+    # warm-up of the rollout's own path (a short rollout), then the timed one
+    adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, 4, 2, progress=False,
+                                    scalar_gradients=scalar_gradients).backward(adj_f_0=f_0)
+    cotangent = wp.clone(f_0)
+    wp.synchronize()
+    base = _memory(wp, f_0.device)
+    start = time.perf_counter()
+    result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, steps, plan.snapshots,
+                                             progress=False, scalar_gradients=scalar_gradients)
+    gradient, _ = result.backward(adj_f_0=cotangent)
+    wp.synchronize()
+    total = time.perf_counter() - start
+    return total, result.stats, _memory(wp, f_0.device, high=True) - base, gradient.numpy()
+
+
+def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | None = None) -> list[dict]:
+    """One row per plan kind the case has (segments where the module has residuals, then binomial)."""
     import warp as wp
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.runtime.plan import array_bytes_of, plan_for_snapshots, reverses_fresh, storage
+    from adjointgen.runtime.plan import reverses_fresh
     from adjointgen.tools.bench import tiled_state
     from adjointgen.xlb.support import make_stepper, prepare_fields
 
@@ -86,41 +136,33 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
     _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
     f_0 = wp.array(tiled_state(config, size, np.float64 if config.is_fp64 else np.float32), dtype=f_1.dtype)
     omega = wp.float64(1.6) if config.is_fp64 else 1.6
-    device = f_0.device
     forward = xlb_forward_rollout(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps, omega)
-
-    if snapshots is not None:
-        plan = plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
-    else:
-        plan = adjointgen.plan_rollout(step, f_0, bc_mask, steps, memory)
-    stored = plan.storage
-    fresh = reverses_fresh(step.manifest, stored)
-    forward_step, adjoint_step = _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps, fresh)
-    expected = plan.expected_seconds(forward_step, adjoint_step)
-    print(f"{label} {'x'.join(map(str, shape))}, T={steps}: plan {plan}; expected {expected:.3f} s "
-          f"(XLB's forward rollout {forward:.3f} s)", file=sys.stderr)
-
-    # warm-up of the rollout's own path (a short rollout), then the timed one
-    adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, 4, 2, progress=False).backward(adj_f_0=f_0)
-    cotangent = wp.clone(f_0)
-    wp.synchronize()
-    base = _memory(wp, device)
-    start = time.perf_counter()
-    result = adjointgen.checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, 1.6, steps, plan.snapshots,
-                                             progress=False)
-    gradient, _ = result.backward(adj_f_0=cotangent)
-    wp.synchronize()
-    total = time.perf_counter() - start
-    high = _memory(wp, device, high=True)
-    return {
-        "case": config.label, "grid": list(shape), "steps": steps, "plan": str(plan), "snapshots": plan.snapshots,
-        "plan_memory_gb": plan.memory_bytes / 1e9, "plan_forward_steps": plan.forward_steps,
-        "forward_steps": result.stats.forward_steps, "xlb_forward_s": forward, "gradient_s": total,
-        "ratio_to_forward": total / forward, "ag_forward_step_ms": 1e3 * forward_step,
-        "adjoint_kernel": "adjoint_fresh" if fresh else "adjoint", "ag_adjoint_step_ms": 1e3 * adjoint_step,
-        "floor_s": expected, "ratio_floor_to_forward": expected / forward, "ratio_to_floor": total / expected,
-        "extra_memory_gb": (high - base) / 1e9, "gradient_finite": bool(np.isfinite(gradient.numpy()).all()),
-    }
+    rows, gradients = [], []
+    for scalar_gradients in (False, True)[1 - bool(step.manifest.residuals):]:
+        plan = _plan(step, f_0, bc_mask, steps, memory, snapshots, scalar_gradients)
+        fresh = reverses_fresh(step.manifest, plan.storage)
+        times = _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps, fresh)
+        expected = plan.expected_seconds(times)
+        print(f"{label} {'x'.join(map(str, shape))}, T={steps}: plan {plan}; expected {expected:.3f} s "
+              f"(XLB's forward rollout {forward:.3f} s)", file=sys.stderr)
+        total, stats, extra, gradient = _timed_rollout(wp, step, (f_0, f_1, bc_mask, missing_mask), steps, plan,
+                                                       scalar_gradients)
+        gradients.append(gradient)
+        rows.append({
+            "case": config.label, "grid": list(shape), "steps": steps, "plan": str(plan),
+            "plan_kind": "segments" if plan.segment else "binomial", "snapshots": plan.snapshots,
+            "segments": plan.segments, "plan_memory_gb": plan.memory_bytes / 1e9, "plan_forward_steps": plan.forward_steps,
+            "forward_steps": stats.forward_steps, "xlb_forward_s": forward, "gradient_s": total,
+            "ratio_to_forward": total / forward, "ag_forward_step_ms": 1e3 * times.forward,
+            "adjoint_kernel": "adjoint_fresh" if fresh else "adjoint", "ag_adjoint_step_ms": 1e3 * times.adjoint,
+            "ag_forward_residuals_step_ms": 1e3 * times.forward_residuals,
+            "ag_adjoint_residuals_step_ms": 1e3 * times.adjoint_residuals,
+            "floor_s": expected, "ratio_floor_to_forward": expected / forward, "ratio_to_floor": total / expected,
+            "extra_memory_gb": extra / 1e9, "gradient_finite": bool(np.isfinite(gradient).all()),
+        })
+    for row in rows:  # every plan gives the same gradient (bit for bit on the CPU, tests/test_segments.py)
+        row["max_difference_between_plans"] = float(max(np.max(np.abs(g - gradients[0])) for g in gradients))
+    return rows
 
 
 def run(cases, size: int, steps: int, memory=None, snapshots: int | None = None) -> dict:
@@ -130,7 +172,7 @@ def run(cases, size: int, steps: int, memory=None, snapshots: int | None = None)
     results = {"device": wp.get_device().name, "warp": wp.__version__, "date": time.strftime("%Y-%m-%d"),
                "size": size, "steps": steps, "memory": memory, "cases": []}
     for label in cases:
-        results["cases"].append(run_case(label, size, steps, memory, snapshots))
+        results["cases"] += run_case(label, size, steps, memory, snapshots)
     return results
 
 
@@ -141,10 +183,11 @@ def markdown(results: dict) -> str:
         return "-" if value != value else format_bytes(value * 1e9)  # NaN: not measured (CPU)
 
     lines = [f"Rollout gradients on {results['device']} (Warp {results['warp']}, {results['date']}), T = {results['steps']}",
-             "", "| case | grid | snapshots | plan memory | forward steps | XLB forward | gradient | / forward "
-             "| floor / forward | / floor | extra memory |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| case | grid | plan | snapshots | plan memory | forward steps | XLB forward | gradient | / forward "
+             "| floor / forward | / floor | extra memory |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in results["cases"]:
-        lines.append(f"| {case['case']} | {'x'.join(map(str, case['grid']))} | {case['snapshots']} | "
+        kind = f"{case['segments']} segments" if case.get("plan_kind") == "segments" else "binomial"
+        lines.append(f"| {case['case']} | {'x'.join(map(str, case['grid']))} | {kind} | {case['snapshots']} | "
                      f"{gb(case['plan_memory_gb'])} | {case['forward_steps']} | {case['xlb_forward_s']:.3f} s | "
                      f"{case['gradient_s']:.3f} s | {case['ratio_to_forward']:.2f}x | {case['ratio_floor_to_forward']:.2f}x | "
                      f"{case['ratio_to_floor']:.2f} | {gb(case['extra_memory_gb'])} |")
