@@ -14,12 +14,13 @@ uses it, so plan and rollout cannot disagree. Two kinds of plan:
   (``scalar_gradients=False``) on a module with residuals (``manifest.residuals``, a few values
   per cell that the state-only adjoint reads instead of the step's input,
   :mod:`adjointgen.compiler.residuals`): the forward sweep stores the state at the start of each
-  segment of ``segment`` steps but the last, whose residuals it keeps; the reverse sweep
-  recomputes each earlier segment once from its state, keeping the residuals of its steps, and
-  reverses it from them. ``T + (K - 1)(L - 1)`` forward steps for K segments of L steps (the last
-  step of a recomputed segment is reversed from the state the pair holds), against ``~r T`` for
-  the binomial plan: a step's residuals (D3Q19 BGK: 4 values per cell) cost 4/19 of a state, so
-  far more steps fit.
+  of K segments but the last, whose residuals it keeps; the reverse sweep recomputes each
+  earlier segment once from its state, keeping the residuals of its steps, and reverses it from
+  them. The last segment is the longest the memory holds (L steps: the residual block), the
+  earlier ones split the rest evenly: ``2 T - L - (K - 1)`` forward steps (the last step of a
+  recomputed segment is reversed from the state the pair holds), against ``~r T`` for the
+  binomial plan: a step's residuals (D3Q19 BGK: 4 values per cell) cost 4/19 of a state, so far
+  more steps fit.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class RolloutPlan:
     fixed_bytes: int  # work pair, final pair, adjoint pair, one step's kept input
     forward_steps: int
     storage: Storage  # what a stored state holds (the rollout follows it)
-    segment: int = 0  # steps per segment (the last may be shorter); 0: a binomial plan
+    segment: int = 0  # steps of the last segment, the longest (the residual block); 0: a binomial plan
     residual_bytes: int = 0  # one step's residuals (segment plans)
 
     @property
@@ -161,7 +162,14 @@ class RolloutPlan:
     @property
     def segments(self) -> int:
         """Segments of a segment plan (a stored state at the start of each but the last)."""
-        return -(-self.steps // self.segment) if self.segment else 0
+        return self.snapshots + 1 if self.segment else 0
+
+    def segment_starts(self) -> list[int]:
+        """The first step of each segment: the steps before the last segment split as evenly as
+        possible among the others (each at most ``segment`` long)."""
+        earlier, count = self.steps - self.segment, self.segments - 1
+        lengths = [earlier // count + (index < earlier % count) for index in range(count)] if count else []
+        return [sum(lengths[:index]) for index in range(count)] + [earlier]
 
     @property
     def memory_bytes(self) -> int:
@@ -180,15 +188,14 @@ class RolloutPlan:
         at ``forward_residuals``) and one adjoint per step."""
         if not self.segment:
             return self.forward_steps * times.forward + self.steps * times.adjoint
-        last = self.steps - (self.segments - 1) * self.segment  # kept in the first sweep
         recomputed = self.forward_steps - self.steps
-        plain, with_residuals = self.steps - last, last + recomputed
+        plain, with_residuals = self.steps - self.segment, self.segment + recomputed  # the last segment's in the first sweep
         return (plain * times.forward + with_residuals * times.forward_residuals
                 + self.residual_steps * times.adjoint_residuals + (self.steps - self.residual_steps) * times.adjoint)
 
     def __str__(self) -> str:
         if self.segment:
-            kept = (f"{self.segments} segments of {self.segment} steps, {self.snapshots} snapshots of "
+            kept = (f"{self.segments} segments (the last of {self.segment} steps), {self.snapshots} snapshots of "
                     f"{format_bytes(self.snapshot_bytes)} and the residuals of {self.segment} steps "
                     f"({format_bytes(self.residual_bytes)} each)")
         else:
@@ -251,23 +258,32 @@ def segment_fixed_bytes(array_bytes: int, stored: Storage) -> int:
     return (6 + stored.carry_arrays) * array_bytes
 
 
-def plan_for_segments(steps: int, segments: int, array_bytes: int, residual_bytes: int, stored: Storage) -> RolloutPlan:
-    """The segment plan with ``segments`` segments of equal length (the last one shorter where
-    they do not divide ``steps``)."""
+def plan_for_segments(steps: int, segments: int, array_bytes: int, residual_bytes: int, stored: Storage,
+                      last: int | None = None) -> RolloutPlan:
+    """The segment plan with ``segments`` segments, the last of ``last`` steps (default: as even a
+    split as there is, the last the longest); the others split the rest evenly."""
     segments = max(1, min(segments, steps))
-    length = -(-steps // segments)
-    segments = -(-steps // length)  # (a count that leaves an empty last segment runs one fewer)
-    forward_steps = steps + (segments - 1) * (length - 1)
+    last = -(-steps // segments) if last is None else last
+    if not (1 <= last <= steps and (segments == 1) == (last == steps) and steps - last >= segments - 1
+            and (segments == 1 or -(-(steps - last) // (segments - 1)) <= last)):
+        raise ValueError(f"no plan of {segments} segments, the last of {last} steps, for {steps} steps")
+    forward_steps = 2 * steps - last - (segments - 1)
     return RolloutPlan(steps, segments - 1, array_bytes, stored.snapshot_bytes(array_bytes),
-                       segment_fixed_bytes(array_bytes, stored), forward_steps, stored, length, residual_bytes)
+                       segment_fixed_bytes(array_bytes, stored), forward_steps, stored, last, residual_bytes)
 
 
 def _segment_plan(steps: int, budget: float, array_bytes: int, residual_bytes: int, stored: Storage) -> RolloutPlan | None:
-    """The segment plan with the fewest segments (the fewest recomputed steps) within ``budget``."""
+    """The segment plan with the fewest recomputed steps within ``budget``: the fewest segments,
+    the last as long as the memory left by their snapshots holds."""
+    room = budget - segment_fixed_bytes(array_bytes, stored)
     for segments in range(1, steps + 1):
-        plan = plan_for_segments(steps, segments, array_bytes, residual_bytes, stored)
-        if plan.memory_bytes <= budget:
-            return plan
+        last = min(steps, int((room - (segments - 1) * stored.snapshot_bytes(array_bytes)) // residual_bytes))
+        if segments == 1 and last < steps:
+            continue
+        if last < 1 or steps - last < segments - 1:
+            return None  # more segments only leave less room
+        if segments == 1 or -(-(steps - last) // (segments - 1)) <= last:
+            return plan_for_segments(steps, segments, array_bytes, residual_bytes, stored, last)
     return None
 
 

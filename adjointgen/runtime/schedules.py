@@ -17,19 +17,21 @@ from adjointgen.runtime.plan import RolloutPlan
 
 
 class ResidualSegments(CheckpointSchedule):
-    """``steps`` steps in segments of ``segment`` (the last may be shorter). Forward sweep: each
+    """``steps`` steps in segments that start at ``starts`` (the first at 0). Forward sweep: each
     segment but the last stores its initial state (``write_ics``), the last keeps its steps'
     adjoint dependencies (``write_adj_deps``: the residuals). Reverse sweep: the last segment
     from those; then, for each earlier segment, its state restored (``Move``: not needed again),
     its steps recomputed keeping their dependencies, and reversed."""
 
-    def __init__(self, steps: int, segment: int):
+    def __init__(self, steps: int, starts: list[int]):
         super().__init__(steps)
-        self._segment = segment
+        if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:] + [steps])):
+            raise ValueError(f"segment starts {starts} do not split {steps} steps")
+        self._starts = list(starts)
         self._exhausted = False
 
     def _iterator(self):
-        starts = list(range(0, self._max_n, self._segment))
+        starts = self._starts
         ends = starts[1:] + [self._max_n]
         for start, end in zip(starts[:-1], ends[:-1]):
             self._n = end
@@ -66,7 +68,7 @@ def schedule_for(plan: RolloutPlan):
     import checkpoint_schedules
 
     if plan.segment:
-        return ResidualSegments(plan.steps, plan.segment)
+        return ResidualSegments(plan.steps, plan.segment_starts())
     if plan.snapshots >= plan.steps:
         return None
     return checkpoint_schedules.MultistageCheckpointSchedule(plan.steps, plan.snapshots, 0)

@@ -166,8 +166,13 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
 
 
 def run(cases, size: int, steps: int, memory=None, snapshots: int | None = None) -> dict:
+    import os
+
     import warp as wp
 
+    # XLB brings JAX, whose GPU client takes 75 % of the device when it starts: a plan of more
+    # than a quarter of the device would not fit next to it (the caller's setting wins)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     wp.init()
     results = {"device": wp.get_device().name, "warp": wp.__version__, "date": time.strftime("%Y-%m-%d"),
                "size": size, "steps": steps, "memory": memory, "cases": []}
