@@ -78,6 +78,7 @@ def run_adjointgen(args) -> dict:
     import warp as wp
 
     import adjointgen
+    from adjointgen.runtime.plan import StepTimes
 
     config, stepper, f_0, f_1, bc_mask, missing_mask = _setup(args.size)
     step = adjointgen.differentiable(stepper)
@@ -102,7 +103,7 @@ def run_adjointgen(args) -> dict:
         plan = adjointgen.plan_rollout(step, f_0, bc_mask, args.steps, budget["memory"]) if "memory" in budget else None
         if plan is not None:
             print(f"plan for memory={budget['memory']}: {plan}; expected "
-                  f"{plan.expected_seconds(ag_forward / args.steps, ag_adjoint / args.steps):.3f} s", file=sys.stderr)
+                  f"{plan.expected_seconds(StepTimes(ag_forward / args.steps, ag_adjoint / args.steps)):.3f} s", file=sys.stderr)
         wp.synchronize()
         base = _memory(wp, device)
         start = time.perf_counter()
@@ -114,7 +115,7 @@ def run_adjointgen(args) -> dict:
         wp.synchronize()
         total = time.perf_counter() - start
         high = _memory(wp, device, high=True)
-        floor = result.plan.expected_seconds(ag_forward / args.steps, ag_adjoint / args.steps)
+        floor = result.plan.expected_seconds(StepTimes(ag_forward / args.steps, ag_adjoint / args.steps))
         runs.append({
             **budget, "plan": str(result.plan), "plan_memory_gb": result.plan.memory_bytes / 1e9,
             "snapshots": result.plan.snapshots, "ag_forward_sweep_s": forward_sweep, "ag_gradient_total_s": total,

@@ -8,7 +8,7 @@ import warp as wp
 import adjointgen
 from adjointgen.config import Configuration
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.runtime.plan import binomial_forward_steps, parse_memory
+from adjointgen.runtime.plan import StepTimes, binomial_forward_steps, parse_memory
 from adjointgen.tools.verify import GeneratedSide, random_state
 
 STEPS = 20
@@ -62,7 +62,7 @@ def test_the_expected_time_is_forward_steps_and_one_adjoint_per_step(periodic):
     side, f0, _ = periodic
     plan = adjointgen.plan_rollout(side.step, wp.array(f0), side.bc_mask, STEPS, memory=12 * f0.size * 8)
     assert plan.snapshots == 5 and plan.forward_steps == binomial_forward_steps(STEPS, 5)
-    assert plan.expected_seconds(1e-3, 2e-3) == pytest.approx(plan.forward_steps * 1e-3 + STEPS * 2e-3)
+    assert plan.expected_seconds(StepTimes(1e-3, 2e-3)) == pytest.approx(plan.forward_steps * 1e-3 + STEPS * 2e-3)
 
 
 def test_bad_budgets_are_clear_errors(periodic):

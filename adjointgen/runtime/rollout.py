@@ -201,11 +201,33 @@ class _Sweep:
             if plan.segment else None
         self.residual_adjoint = None  # a PackedAdjoint of the _residuals variant, from the first step reversed from them
         self.scalar_gradients = True  # False: backward refuses scalar parameters' gradients and observe (the caller's word)
+        self.popped: tuple = ()  # a stored state restored for the last time: released once the sweep has left it
+        self.owned: dict = {}  # step -> a popped stored state its borrowed adjoint input reads (released after it)
 
     # ------------------------------------------------------------------ forward
+    def copy(self, array):
+        """A copy of ``array`` in an array of the step's pool (``step.saved_buffers``, shared with
+        its tape records): a stored state goes back there once nothing reads it (:meth:`release`),
+        so later stores and the next rollout of the same grid allocate nothing (on a GPU, fresh
+        device memory cost 0.1-0.15 s per 50 GB, 15 % of a 1000-step gradient)."""
+        copy = self.step.saved_buffers.take(array)
+        wp.copy(copy, array)
+        return copy
+
+    def release(self, pair) -> None:
+        """A stored state's arrays back to the pool (the launches that read them are queued before
+        any that could write them again: one stream). Each pooled array has one owner at a time:
+        an entry of ``ram`` or of ``adj_deps`` (``owned`` for a borrowed one), or ``popped``."""
+        self.step.saved_buffers.give([array for array in pair if isinstance(array, wp.array)
+                                      and all(array is not mine for mine in self.work)])
+
+    def release_popped(self) -> None:
+        self.release(self.popped)
+        self.popped = ()
+
     def store(self, pair, with_f_1: bool = True) -> tuple:
         self.stats.hold(1)
-        return (wp.clone(pair[0], requires_grad=False), wp.clone(pair[1], requires_grad=False) if with_f_1 else None)
+        return self.copy(pair[0]), self.copy(pair[1]) if with_f_1 else None
 
     def snapshot(self, pair) -> tuple:
         """A stored state: f_0, and f_1 where a step reads it (only at the cells that matter, when
@@ -213,7 +235,7 @@ class _Sweep:
         if self.stored.snapshot_arrays == 1 or self.f_1_cells is None:
             return self.store(pair, with_f_1=self.stored.snapshot_arrays == 2)
         self.stats.hold(1)
-        return wp.clone(pair[0], requires_grad=False), _Cells.gather(pair[1], self.f_1_cells)
+        return self.copy(pair[0]), _Cells.gather(pair[1], self.f_1_cells)
 
     def advance(self, n0: int, n1: int, keep_inputs: bool, bar):
         if self.position != n0:
@@ -249,6 +271,8 @@ class _Sweep:
             self.current = work
             n = self._ran(n, 1, bar)
         self.position = n1
+        if self.popped and self.current is work:  # the sweep has left the state restored for the last time
+            self.release_popped()
 
     def step_from_snapshot(self, n: int, bar) -> None:
         """Step ``n`` from a restored state whose ``f_0`` is the stored array itself (and whose
@@ -271,9 +295,11 @@ class _Sweep:
         return n + count
 
     def restore(self, n: int, delete: bool):
+        self.release_popped()
         self.current = self.ram.pop(n) if delete else self.ram[n]
         if delete:
             self.stats.hold(-1)
+            self.popped = self.current
         if isinstance(self.current[1], _Cells):  # f_1 kept at some cells: rebuilt in the work pair, f_0 used in place
             self.current[1].scatter(self.work[1])
             self.current = (self.current[0], self.work[1])
@@ -292,6 +318,8 @@ class _Sweep:
             self.advance(n0, n1 - 1, True, bar)
             self.adj_deps[n1 - 1] = (self.current[0], self.current[1])
             self.borrowed.add(n1 - 1)
+            if self.popped and self.current[0] is self.popped[0]:  # the adjoint owns it now
+                self.owned[n1 - 1], self.popped = self.popped, ()
             self.stats.borrowed_inputs += 1
         else:
             self.advance(n0, n1, action.write_adj_deps, bar)
@@ -346,7 +374,13 @@ class _Sweep:
         elif self.fresh:  # the initial f_1 is not read by such a step: its adjoint is zero (never cleared above)
             adjoints[1].zero_()
         self.stats.hold(-len(self.ram))
+        for pair in list(self.ram.values()) + list(self.owned.values()):
+            self.release(pair)
+        self.release_popped()
         self.ram.clear()
+        self.owned.clear()
+        if self.residuals is not None:
+            self.residuals.release()
         return adjoints[0], adjoints[1]
 
     def reverse_sweep(self, plan: list):
@@ -371,7 +405,8 @@ class _Sweep:
             if isinstance(inputs, _Kept):  # the step's residuals (a segment plan)
                 self.reverse_from_residuals(n, inputs)
                 continue
-            if n in self.borrowed:
+            borrowed = n in self.borrowed
+            if borrowed:
                 self.borrowed.discard(n)
             else:
                 self.stats.hold(-1)
@@ -391,6 +426,10 @@ class _Sweep:
             adjoints[0], adjoints[1] = adjoints[1], adjoints[0]
             if self.observe is not None:
                 self.observe(n, inputs[0], f_1_input, adjoints[0], adjoints[1])
+            if not borrowed:
+                self.release(inputs)  # a copy of the step's input
+            elif n in self.owned:
+                self.release(self.owned.pop(n))  # a stored state restored for the last time
             self.reverse_bar.update()
 
     def reverse_from_residuals(self, n: int, kept: "_Kept") -> None:
@@ -433,12 +472,13 @@ class _ResidualPool:
         stand_in = wp.empty(self.shape, dtype=self.dtype, device=self.device)
         self.launch = step.forward_residuals(f_0, f_0, bc_mask, missing_mask, omega_value, 0, lifted_values, stand_in,
                                              record_cmd=True)
+        self.pool = step.saved_buffers  # the block comes from there and goes back (see _Sweep.copy)
 
     def forward(self, f_0, f_1, timestep: int) -> _Kept:
         """One step from ``f_0`` into ``f_1`` that keeps its residuals."""
         if self.block is None:  # (Warp arrays have at most 4 axes: the steps' residuals one after the other)
             count = self.shape[0]
-            self.block = wp.empty((self.limit * count, *self.shape[1:]), dtype=self.dtype, device=self.device)
+            self.block = self.pool.take_shaped((self.limit * count, *self.shape[1:]), self.dtype, self.device)
             self.free = [self.block[index * count:(index + 1) * count] for index in reversed(range(self.limit))]
         if not self.free:
             raise AssertionError(f"the schedule keeps more than {self.limit} steps' residuals")
@@ -453,6 +493,12 @@ class _ResidualPool:
     def give(self, kept: _Kept) -> None:
         self.free.append(kept.array)
         self.held -= 1
+
+    def release(self) -> None:
+        """The block back to the step's pool (the reverse sweep has ended)."""
+        if self.block is not None:
+            self.pool.give([self.block])
+            self.block, self.free = None, []
 
 
 class _Cells:
