@@ -20,7 +20,7 @@ from setuptools.build_meta import *  # noqa: F401,F403  (every hook not overridd
 ROOT = Path(__file__).resolve().parents[1]
 # What ``adjointgen build`` imports; the package's own dependency list without the runtime-only ones.
 GENERATOR_REQUIRES = ["warp-lang>=1.19", "libcst>=1.0", "jinja2>=3.1", "sympy>=1.12", "jax>=0.10",
-                      "numpy>=1.26", "xlb==0.3.1"]
+                      "numpy>=1.26", "scipy>=1.10", "xlb==0.3.1"]
 
 
 def _generate() -> None:
