@@ -30,13 +30,21 @@ def test_bench_rollout_writes_the_plan_and_the_floor(tmp_path, capsys):
     assert cli.main(["bench", "--rollout", "--config", "D2Q9/BGK/FP32FP32", "--size", "16", "--steps", "20",
                      "--snapshots", "3", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "rollout.json").read_text())
-    (case,) = results["cases"]
-    assert results["device"].lower() == "cpu" and case["steps"] == 20 and case["snapshots"] == 3
-    assert case["forward_steps"] == case["plan_forward_steps"] > 20  # what was planned ran
-    assert case["adjoint_kernel"] == "adjoint_fresh" and case["gradient_finite"]
-    assert case["floor_s"] > 0 and case["ratio_to_forward"] > 0
-    assert "plan 20 steps: 3 snapshots" in capsys.readouterr().err
-    assert "| D2Q9/BGK/FP32FP32 | 16x16 | 3 |" in (tmp_path / "rollout.md").read_text()
+    segments, binomial = results["cases"]  # the module has residuals: both plans, in one process
+    assert results["device"].lower() == "cpu"
+    assert (segments["plan_kind"], segments["segments"], binomial["plan_kind"]) == ("segments", 4, "binomial")
+    for case in (segments, binomial):
+        assert case["steps"] == 20 and case["snapshots"] == 3
+        assert case["forward_steps"] == case["plan_forward_steps"] > 20  # what was planned ran
+        assert case["adjoint_kernel"] == "adjoint_fresh" and case["gradient_finite"]
+        assert case["floor_s"] > 0 and case["ratio_to_forward"] > 0 and case["gradient_first_s"] > 0
+        assert case["max_difference_between_plans"] == 0  # bit for bit on the CPU
+    assert segments["ag_forward_residuals_step_ms"] > 0 and segments["ag_adjoint_residuals_step_ms"] > 0
+    err = capsys.readouterr().err
+    assert "plan 20 steps: 3 snapshots" in err and "plan 20 steps: 4 segments" in err
+    markdown = (tmp_path / "rollout.md").read_text()
+    assert "| D2Q9/BGK/FP32FP32 | 16x16 | 4 segments | 3 |" in markdown
+    assert "| D2Q9/BGK/FP32FP32 | 16x16 | binomial | 3 |" in markdown
 
 
 def test_sharded_rollout_bench_on_two_host_devices(tmp_path):

@@ -89,14 +89,25 @@ def _adjoint_body(text: str) -> str:
     return "\n".join(line[4:] for line in body.splitlines())
 
 
+def _dedent(text: str) -> str:
+    return "\n".join(line[4:] for line in text.splitlines())
+
+
+def _replays(adjoint: str) -> list:
+    """The adjoint body's replays at the body's indentation: the one from the residuals (the
+    ``with_residuals`` variants) and the one from the step's input."""
+    section = adjoint[adjoint.index("# replay of the forward cell program"):adjoint.index("# reverse sweep")]
+    from_residuals, from_input = section.split("    if wp.static(with_residuals):\n")[1].split("\n    else:\n")
+    return [_dedent(from_residuals), _dedent(from_input)]
+
+
 def test_cavity_forward_and_replay_read_the_missing_mask_only_at_wall_cells(cavity_module):
     text = cavity_module
-    forward = "\n".join(line[4:] for line in text.split("    def forward(")[1].split("    forward.__name__")[0].splitlines())
-    adjoint = _adjoint_body(text)
-    for kernel in (forward, adjoint):
-        guarded = kernel.split("    if bc_mask_0 == wp.uint8(1):\n")[1]
-        block = guarded[: guarded.index("\n    f_result")]
-        assert block.count("= missing_mask[") == 19 and all(line.startswith("        ") for line in block.splitlines())
+    forward = _dedent(text.split("    def forward(")[1].split("    forward.__name__")[0])
+    for kernel in [forward] + _replays(_adjoint_body(text)):
+        guarded = kernel.split("    if bc_mask_0 == wp.uint8(1):\n")[1].splitlines()
+        block = guarded[:next((n for n, line in enumerate(guarded) if not line.startswith("        ")), len(guarded))]
+        assert sum("= missing_mask[" in line for line in block) == 19
         assert kernel.count("= missing_mask[") == 19
         assert "    missing_mask_0 = False" in kernel and "# used only at cells with boundary id 1" in kernel
 
