@@ -11,7 +11,9 @@ adjoints of their contents before the step. A recorded step keeps a copy of the 
 reads, so XLB's own loop (``f_0, f_1 = step(f_0, f_1, ...); f_0, f_1 = f_1, f_0``) can be recorded
 as it is, unlike with Warp's automatic tape, which sees the buffers as the last step left them.
 Where the module has ``forward_save`` and the mask no kept cell, the forward itself writes that
-copy while it reads ``f_0`` (``save_in_forward``); else ``wp.clone`` before the forward.
+copy while it reads ``f_0`` (``save_in_forward``); else ``wp.clone`` before the forward. Where
+the module has residuals and no parameter gradient is asked for, a recorded step keeps those
+instead, a few values per cell (``tape_residuals``; :mod:`adjointgen.compiler.residuals`).
 """
 
 from __future__ import annotations
