@@ -469,8 +469,9 @@ class _ResidualPool:
         self.block = None  # (segment x residual_count, nx, ny, nz)
         self.free: list = []  # views of the block not held
         self.held = 0
-        stand_in = wp.empty(self.shape, dtype=self.dtype, device=self.device)
-        self.launch = step.forward_residuals(f_0, f_0, bc_mask, missing_mask, omega_value, 0, lifted_values, stand_in,
+        # packed with the step's stand-in for the residuals (no state-sized array outside the plan);
+        # every launch sets its own view of the block first
+        self.launch = step.forward_residuals(f_0, f_0, bc_mask, missing_mask, omega_value, 0, lifted_values, None,
                                              record_cmd=True)
         self.pool = step.saved_buffers  # the block comes from there and goes back (see _Sweep.copy)
 
