@@ -110,6 +110,17 @@ def test_what_a_segment_plan_cannot_give_is_refused():
             result.backward(adj_f_0=f0, **request)
 
 
+def test_a_tape_wanting_omegas_gradient_refuses_a_rollout_without_it():
+    side = _side("D2Q9/BGK/FP64FP64", (8, 6))
+    f0 = wp.array(random_state(side.config, (8, 6), 0), requires_grad=True)
+    f1 = wp.array(side.f1_prepared, requires_grad=True)
+    omega = wp.array([1.6], dtype=wp.float64, requires_grad=True)
+    with wp.Tape():
+        with pytest.raises(RuntimeArgumentError, match="omega require"):
+            adjointgen.checkpointed_rollout(side.step, f0, f1, side.bc_mask, side.missing_mask, omega, STEPS, 2,
+                                            progress=False, scalar_gradients=False)
+
+
 def test_a_wrong_residual_is_caught(monkeypatch):
     """Negative control: one step's residuals zeroed after forward_residuals wrote them change the
     gradient (the comparison above would see it)."""

@@ -140,6 +140,8 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
     else:
         plan = plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
     with paused_tape() as tape:
+        if tape is not None and not scalar_gradients:
+            _refuse_scalar_gradients_on_a_tape(step, omega)
         result = _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress,
                           scalar_gradients)
         result.plan = plan
@@ -536,9 +538,20 @@ def _scatter_cells(values: wp.array2d(dtype=Any), cells: wp.array(dtype=wp.int32
     target[p, cells[c]] = values[p, c]
 
 
+def _refuse_scalar_gradients_on_a_tape(step, omega) -> None:
+    """A tape would leave ``omega.grad`` (or a lifted parameter's) unfilled after a rollout with
+    ``scalar_gradients=False``: refused before anything runs, instead of a silently zero gradient."""
+    wanted = ["omega"] if isinstance(omega, wp.array) and omega.requires_grad else []
+    wanted += [name for name, array in step.parameters.items() if array.requires_grad]
+    if wanted:
+        raise RuntimeArgumentError(f"{', '.join(wanted)} require(s) a gradient on this tape, but the rollout was asked "
+                                   "for scalar_gradients=False: pass scalar_gradients=True (the default), or arrays "
+                                   "without requires_grad")
+
+
 def _record(tape, step, result: RolloutResult, f_0, f_1, omega, scalar_gradients: bool = True):
     """Record the rollout on ``tape`` as one operation (without the scalar parameters' gradients
-    where ``scalar_gradients`` is False)."""
+    where ``scalar_gradients`` is False: refused before the rollout where one is wanted)."""
     for name, array in (("f_0", f_0), ("f_1", f_1)):
         if array.grad is None:
             raise RuntimeArgumentError(f"{name} has no gradient array; create it with requires_grad=True before "

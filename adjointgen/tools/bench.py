@@ -11,7 +11,10 @@ For each configuration on an N^d grid, after warm-up, the median over ``repeats`
   cells), 3 state arrays of traffic instead of 5;
   these rows ask for no omega gradient, so the state-only kernels run where the module has them
   (``adjoint_state``, ``adjoint_fresh_state``); ``ag_adjoint_omega`` and ``ag_adjoint_fresh_omega``
-  ask for it (per-cell omega adjoints written and summed);
+  ask for it (per-cell omega adjoints written and summed); ``ag_forward_residuals`` and
+  ``ag_adjoint_fresh_residuals`` where the module has residuals: what a recorded step and a
+  segment plan's sweeps run (the forward that also stores the residuals, the state-only fresh
+  adjoint that reads them instead of the input);
 - ``tape_backward``: Warp's automatic tape on XLB's stepper, backward pass only, with
   ``max_unroll = 64`` for XLB's stepper module and ``wp.config.enable_vector_component_overwrites``
   on (its best case: the switches that make its gradient right, FINDINGS section 2); the row also
@@ -41,7 +44,8 @@ import numpy as np
 DEFAULT_CASES = ("D3Q19/BGK/FP32FP32", "D3Q19/BGK/FP32FP32/cavity", "D3Q19/BGK/FP32FP32/obstacle",
                  "D3Q27/KBC/FP32FP32", "D3Q19/BGK/FP64FP64")
 ROWS = ("copy", "xlb_forward", "ag_forward", "ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
-        "ag_adjoint_fresh_omega", "tape_backward", "jax_forward", "jax_grad")
+        "ag_adjoint_fresh_omega", "ag_forward_residuals", "ag_adjoint_fresh_residuals", "tape_backward", "jax_forward",
+        "jax_grad")
 
 
 def _timed(fn, sync, repeats: int, inner: int) -> float:
@@ -140,8 +144,17 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         times["ag_adjoint_fresh_omega"] = _timed(
             lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, adj_omega, fresh=True, carry=carry),
             sync, repeats, inner)
+    if step.manifest.residuals and "ag_adjoint_fresh" in times:
+        kept = wp.empty((step.manifest.residual_count, *f_0.shape[1:]), dtype=step.compute_dtype)
+        omega_c = step.compute_dtype(omega)
+        times["ag_forward_residuals"] = _timed(
+            lambda: step.forward_residuals(f_0, f_1, bc_mask, missing_mask, omega_c, 0, [], kept), sync, repeats, inner)
+        times["ag_adjoint_fresh_residuals"] = _timed(
+            lambda: step.adjoint(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True, carry=carry,
+                                 residuals=kept), sync, repeats, inner)
     extra.update(dict.fromkeys(("ag_adjoint", "ag_forward_adjoint", "ag_adjoint_fresh", "ag_adjoint_omega",
-                                "ag_adjoint_fresh_omega"), memory.used() - before))
+                                "ag_adjoint_fresh_omega", "ag_forward_residuals", "ag_adjoint_fresh_residuals"),
+                               memory.used() - before))
     ours = _adjointgen_gradient(wp, step, state, cotangent, f_1, bc_mask, missing_mask, omega)
     kernels.update(_kernel_resources(wp, device, {name: step.kernel(name) for name in step.manifest.kernels}))
     adj_f_0 = adj_f_1 = None  # freed before Warp's tape and JAX run
@@ -154,11 +167,11 @@ def run_case(label: str, size: int, repeats: int, inner: int, skip: set) -> dict
         times.update(jax_times)
         extra.update(jax_extra)
 
-    bandwidth, rows = _rows(config, shape, f_0.shape[0], times, extra, notes)
+    bandwidth, rows = _rows(config, shape, f_0.shape[0], times, extra, notes, step.manifest.residual_count)
     return {"case": config.label, "grid": list(shape), "copy_GBps": bandwidth / 1e9, "rows": rows, "kernels": kernels}
 
 
-def _rows(config, shape: tuple, q: int, times: dict, extra: dict, notes: dict) -> tuple[float, dict]:
+def _rows(config, shape: tuple, q: int, times: dict, extra: dict, notes: dict, residual_count: int = 0) -> tuple[float, dict]:
     """(copy bandwidth in B/s, {row: ms, MLUPS, ratio to XLB's forward, % of the copy bandwidth that
     the row's minimal traffic reaches, extra memory, note}) for the rows that were timed."""
     cells = int(np.prod(shape))
@@ -167,7 +180,10 @@ def _rows(config, shape: tuple, q: int, times: dict, extra: dict, notes: dict) -
     bandwidth = 2 * state_bytes / (times["copy"] * 1e-3)
     # minimal traffic: a forward reads f_0 and writes f_1; an adjoint also reads adj_f_1 and
     # read-modify-writes adj_f_0 (and clears adj_f_1 for the tape): 5 state arrays; masks 1 B/cell
+    residual_bytes = residual_count * cells * (8 if config.precision.startswith("FP64") else 4)  # compute precision
     minimal = {"copy": 2 * state_bytes, "xlb_forward": 2 * state_bytes + cells, "ag_forward": 2 * state_bytes + cells,
+               "ag_forward_residuals": 2 * state_bytes + residual_bytes + cells,
+               "ag_adjoint_fresh_residuals": 2 * state_bytes + residual_bytes + cells,
                "ag_adjoint": 5 * state_bytes + cells, "ag_forward_adjoint": 7 * state_bytes + 2 * cells,
                "ag_adjoint_fresh": 3 * state_bytes + cells, "ag_adjoint_omega": 5 * state_bytes + cells,
                "ag_adjoint_fresh_omega": 3 * state_bytes + cells,
