@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     result = {"card": wp.get_device().name, "config": config.label, "size": args.size, "steps": args.steps,
               "xlb_forward_step_ms": 1e3 * forward_step}
     gradients = {}
-    result["forward_save_used"] = step._saves_in_forward(bc_mask)
+    result["forward_save_used"] = step.saves_in_forward(bc_mask)
     result["residual_count"] = step.manifest.residual_count  # values kept per cell by fused_residuals
     cells, itemsize = int(np.prod(f_0.shape[1:])), np.dtype(np.float32).itemsize
     result["kept_bytes_per_step"] = {"input copy": step.q * cells * itemsize,

@@ -1,4 +1,4 @@
-"""forward_save (compiler.plan._save_lines, runtime.step.DifferentiableStep._saves_in_forward): the
+"""forward_save (compiler.plan._save_lines, runtime.step.DifferentiableStep.saves_in_forward): the
 forward that copies its input ``f_0`` while reading it. Its copy is f_0 bit for bit and its output
 is forward's; a tape recorded with it gives bit for bit the gradients of the wp.clone path
 (``step.save_in_forward = False``); modules or masks where the copy would be incomplete (in
@@ -49,8 +49,8 @@ def test_the_copy_is_the_input_and_the_output_is_forwards(label, shape):
 def test_tape_gradients_are_bitwise_the_clone_paths(label, shape, monkeypatch):
     side = _side(label, shape)
     launched = []
-    original = side.step._saves_in_forward
-    monkeypatch.setattr(side.step, "_saves_in_forward", lambda m: launched.append(original(m)) or launched[-1])
+    original = side.step.saves_in_forward
+    monkeypatch.setattr(side.step, "saves_in_forward", lambda m: launched.append(original(m)) or launched[-1])
     saving = _tape_loop(side, True)
     assert launched == [True] * STEPS
     side.step.save_in_forward = False
@@ -69,7 +69,7 @@ def test_solid_cells_use_the_clone_path():
     side = _side(*CASES[0])  # the module has forward_save; only the mask says a cell is kept
     bc_mask = _with_a_solid_cell(side)
     assert side.step.manifest.has(SAVE)
-    assert side.step._saves_in_forward(side.bc_mask) and not side.step._saves_in_forward(bc_mask)
+    assert side.step.saves_in_forward(side.bc_mask) and not side.step.saves_in_forward(bc_mask)
     with_save = _tape_loop(side, True, bc_mask=bc_mask)
     side.step.save_in_forward = False
     try:
@@ -85,7 +85,7 @@ def test_solid_cells_use_the_clone_path():
 def test_where_the_copy_is_not_provably_complete_there_is_no_save_variant_or_it_is_not_used(label, shape):
     side = _side(label, shape)
     step = side.step
-    assert not step._saves_in_forward(side.bc_mask)
+    assert not step.saves_in_forward(side.bc_mask)
     if step.manifest.in_place:
         assert not step.manifest.has(SAVE)
 

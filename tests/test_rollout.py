@@ -89,7 +89,9 @@ def test_the_number_of_snapshots_does_not_change_a_bit(label, f_1_cells, monkeyp
     result, _ = _run(side, f0, cotangent, snapshots=3)
     inputs = 1 + side.step.manifest.reads_f_1
     snapshot_clones = len(stored) - 4 - inputs * (STEPS - result.stats.borrowed_inputs)
-    assert snapshot_clones == result.stats.snapshots_written > 0
+    # (a snapshot of f_0 alone that a step then runs from is written by that step's forward_save)
+    assert snapshot_clones + result.stats.snapshots_in_forward == result.stats.snapshots_written > 0
+    assert (result.stats.snapshots_in_forward > 0) == (label == "D2Q9/BGK/FP64FP64")
     fraction = result.plan.storage.f_1_fraction
     cells = 8 * 6
     if f_1_cells == 0:

@@ -75,6 +75,7 @@ class _Stats:
     peak_stored_states: int = 0
     snapshots_written: int = 0  # states stored by the schedule (Forward.write_ics)
     borrowed_inputs: int = 0  # steps whose adjoint read the state held, not a copy of it
+    snapshots_in_forward: int = 0  # of snapshots_written, those forward_save wrote while stepping (no copy)
     peak_residuals: int = 0  # steps' residuals held at once (segment plans)
 
     def hold(self, count: int):
@@ -204,6 +205,13 @@ class _Sweep:
         self.residual_adjoint = None  # a PackedAdjoint of the _residuals variant, from the first step reversed from them
         self.scalar_gradients = True  # False: backward refuses scalar parameters' gradients and observe (the caller's word)
         self.popped: tuple = ()  # a stored state restored for the last time: released once the sweep has left it
+        # a snapshot of f_0 alone, taken where a step then runs from it, is written by that step's
+        # forward_save (one extra write, no extra read) instead of a copy (a read and a write):
+        # where the copy is exact (periodic pull streaming, nothing in place, no kept cell)
+        self.saving = None
+        if self.stored.snapshot_arrays == 1 and not self.stored.in_place and step.saves_in_forward(bc_mask):
+            self.saving = step.forward_save_launch(self.work[0], self.work[1], bc_mask, missing_mask, self.omega_value,
+                                                   self.lifted_values, self.work[0])
         self.owned: dict = {}  # step -> a popped stored state its borrowed adjoint input reads (released after it)
 
     # ------------------------------------------------------------------ forward
@@ -313,10 +321,16 @@ class _Sweep:
         state the pair already holds, so that pair is handed to the adjoint as it is (no forward
         step whose result nothing reads, no copy of a state already held)."""
         n0, n1 = action.n0, min(action.n1, self.steps)
+        borrow = action.write_adj_deps and isinstance(following, Reverse) and following.n1 == n1
         if action.write_ics:
-            self.ram[n0] = self.snapshot(self.current)
+            steps_run = (n1 - 1 if borrow else n1) - n0
+            if self.saving is not None and steps_run > 0 and not action.write_adj_deps:
+                self.snapshot_while_stepping(n0, bar)  # the action's first step writes the snapshot
+                n0 += 1
+            else:
+                self.ram[n0] = self.snapshot(self.current)
             self.stats.snapshots_written += 1
-        if action.write_adj_deps and isinstance(following, Reverse) and following.n1 == n1:
+        if borrow:
             self.advance(n0, n1 - 1, True, bar)
             self.adj_deps[n1 - 1] = (self.current[0], self.current[1])
             self.borrowed.add(n1 - 1)
@@ -325,6 +339,26 @@ class _Sweep:
             self.stats.borrowed_inputs += 1
         else:
             self.advance(n0, n1, action.write_adj_deps, bar)
+
+    def snapshot_while_stepping(self, n: int, bar) -> None:
+        """Step ``n`` from the state held (the work pair or a stored ``f_0``, read where it is) with
+        ``forward_save``, which stores its input into a snapshot array as it reads it."""
+        if self.position != n:
+            raise AssertionError(f"schedule asks to advance from {n}, the work state is at {self.position}")
+        self.stats.hold(1)
+        saved, work = self.step.saved_buffers.take(self.current[0]), self.work
+        for index, value in ((0, self.current[0]), (1, work[1]), (5, self.start_timestep + n)):
+            self.saving.set_param_at_index(index, value)
+        self.saving.set_param_by_name("saved_f_0", saved)
+        self.saving.launch()
+        self.ram[n] = (saved, None)
+        self.stats.snapshots_in_forward += 1
+        work[0], work[1] = work[1], work[0]  # XLB's swap: f_0 holds the new state
+        self.current = work
+        self.position = n + 1
+        self._ran(n, 1, bar)
+        if self.popped:  # (a state restored for the last time, left now)
+            self.release_popped()
 
     def forward_sweep(self) -> RolloutResult:
         bar = _progress(self.steps, "forward", self.progress)

@@ -140,7 +140,7 @@ class DifferentiableStep:
     # _TapeRecord); False: every recorded step runs the accumulating adjoint
     tape_fusion = True
     # a recorded step copies its input with forward_save (one extra write, no extra read) where
-    # that copy is exact (see _saves_in_forward); False: wp.clone, then forward
+    # that copy is exact (see saves_in_forward); False: wp.clone, then forward
     save_in_forward = True
     # a recorded step keeps forward_residuals' values (manifest.residual_count per cell: 4 for
     # D3Q19 BGK) instead of a copy of its input, where the module has them and no parameter
@@ -401,6 +401,15 @@ class DifferentiableStep:
         return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False, inputs=inputs)
                          for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:])])
 
+    def forward_save_launch(self, f_0, f_1, bc_mask, missing_mask, omega, lifted_values, saved):
+        """``forward_save`` packed (a ``warp.Launch``; parameters 0 f_0, 1 f_1, 5 the timestep,
+        ``saved_f_0`` the copy): the forward that also copies its input ``f_0`` into ``saved``,
+        exact where :meth:`saves_in_forward` says so (the caller checks)."""
+        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), 0, *lifted_values, *self.field_arrays(), saved]
+        inputs += self._cells_argument(bc_mask) + self._residual_argument(None, f_0.device)
+        return wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
+                         record_cmd=True, inputs=inputs)
+
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
                          field_values=None, carry=None, kept_cells: bool = False, device_omega: bool = False,
@@ -587,7 +596,7 @@ class DifferentiableStep:
         ``f_0`` while it reads it, else ``wp.copy`` makes it before the forward."""
         with paused_tape():
             saved_f_0 = self.saved_buffers.take(f_0)
-        if self._saves_in_forward(bc_mask):
+        if self.saves_in_forward(bc_mask):
             wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
                       inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *self.field_arrays(),
                               saved_f_0, *self._residual_argument(None, f_0.device)])
@@ -634,7 +643,7 @@ class DifferentiableStep:
             kept = self._kept_cells[bc_mask] = has_kept_cells(bc_mask)
         return kept
 
-    def _saves_in_forward(self, bc_mask) -> bool:
+    def saves_in_forward(self, bc_mask) -> bool:
         """Whether a recorded step on ``bc_mask`` copies its input ``f_0`` with ``forward_save``:
         the module has it (the compiler proved that every element of f_0 is loaded by exactly one
         thread past the early exit: nothing in place, f_0 not written), no cell is kept (a kept
