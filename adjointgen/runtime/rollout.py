@@ -153,8 +153,7 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
 
 def _rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress,
              scalar_gradients: bool = True) -> RolloutResult:
-    sweep = _Sweep(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress)
-    sweep.scalar_gradients = scalar_gradients
+    sweep = _Sweep(step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan, start_timestep, progress, scalar_gradients)
     return sweep.forward_sweep()
 
 
@@ -170,7 +169,8 @@ class _Sweep:
     (:class:`_Cells`); a step may run straight from a stored state that holds f_0 alone when it
     updates nothing in place."""
 
-    def __init__(self, step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress):
+    def __init__(self, step, f_0, f_1, bc_mask, missing_mask, omega, steps, plan: RolloutPlan, start_timestep, progress,
+                 scalar_gradients: bool = True):
         self.step, self.bc_mask, self.missing_mask, self.steps = step, bc_mask, missing_mask, steps
         self.start_timestep, self.progress = start_timestep, progress
         self.schedule = schedule_for(plan)
@@ -203,7 +203,7 @@ class _Sweep:
         self.residuals = _ResidualPool(step, plan, f_0, bc_mask, missing_mask, self.omega_value, self.lifted_values) \
             if plan.segment else None
         self.residual_adjoint = None  # a PackedAdjoint of the _residuals variant, from the first step reversed from them
-        self.scalar_gradients = True  # False: backward refuses scalar parameters' gradients and observe (the caller's word)
+        self.scalar_gradients = scalar_gradients  # False: backward refuses scalar parameters' gradients and observe
         self.popped: tuple = ()  # a stored state restored for the last time: released once the sweep has left it
         # a snapshot of f_0 alone, taken where a step then runs from it, is written by that step's
         # forward_save (one extra write, no extra read) instead of a copy (a read and a write):
