@@ -38,6 +38,7 @@ def test_build_explain_prints_every_stage_and_writes_the_same_file(tmp_path, cap
     out = capsys.readouterr().out
     for stage in ("source after the passes", "per-cell program", "access proof", "reverse mode", "guards"):
         assert stage in out, stage
+    assert "==== residuals: rho_7, u_" in out  # the density and the momentum sums (D2Q9: three values)
     fresh = (tmp_path / "d2q9_bgk_fp32fp32.py").read_bytes()
     assert fresh == (cli.generated_dir() / "d2q9_bgk_fp32fp32.py").read_bytes()
 

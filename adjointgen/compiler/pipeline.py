@@ -90,7 +90,9 @@ class Intermediates:
         out.append(f"==== reverse mode: {len(self.adjoint.groups)} groups, {len(self.adjoint.seeds)} seeds")
         out.append(f"==== guards: boundary id {self.guards.id_symbol}, {len(self.guards.needs)} guarded values")
         out += [f"  {name}: ids {sorted(need.ids)}" for name, need in sorted(self.guards.needs.items())]
-        kept = ", ".join(self.residuals.symbols) if self.residuals else "none (a recorded step keeps its input)"
+        # what the module has (the plans leave them out of split steps, see plan._Context)
+        generated = self.residuals is not None and self.plan.manifest.residual_count > 0
+        kept = ", ".join(self.residuals.symbols) if generated else "none (a recorded step keeps its input)"
         out.append(f"==== residuals: {kept}")
         out.append(f"==== kernels: {', '.join(self.plan.manifest.kernels)}")
         return out
