@@ -309,3 +309,15 @@ def plan_rollout(step, f_0, bc_mask, steps: int, memory="auto", scalar_gradients
         raise RuntimeArgumentError(f"memory={memory!r} ({format_bytes(budget)}) is less than a rollout on this grid needs "
                                    f"with one snapshot ({format_bytes(least)})")
     return plan_for_snapshots(steps, min(snapshots, steps - 1), array_bytes, stored)
+
+
+def plan_for(step, f_0, bc_mask, steps: int, snapshots: int | None = None, memory=None,
+             scalar_gradients: bool = True) -> RolloutPlan:
+    """The plan a rollout with these arguments follows (``snapshots`` or ``memory``, see
+    :func:`adjointgen.runtime.rollout.checkpointed_rollout`): from the budget, else the segment
+    plan with ``snapshots + 1`` segments where residuals serve, else the binomial plan."""
+    if memory is not None:
+        return plan_rollout(step, f_0, bc_mask, steps, memory, scalar_gradients)
+    if uses_residuals(step, scalar_gradients):
+        return plan_for_segments(steps, snapshots + 1, array_bytes_of(f_0), residual_bytes_of(step, f_0), storage(step, bc_mask))
+    return plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))

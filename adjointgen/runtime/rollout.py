@@ -37,8 +37,7 @@ import warp as wp
 from checkpoint_schedules import Copy, EndForward, EndReverse, Forward, Move, Reverse, StorageType
 
 from adjointgen.errors import RuntimeArgumentError
-from adjointgen.runtime.plan import (RolloutPlan, array_bytes_of, cells_with_ids, f_1_cells, plan_for_segments,
-                                     plan_for_snapshots, plan_rollout, residual_bytes_of, reverses_fresh, storage,
+from adjointgen.runtime.plan import (RolloutPlan, cells_with_ids, f_1_cells, plan_for, plan_rollout, reverses_fresh,
                                      uses_residuals)
 from adjointgen.runtime.schedules import schedule_for
 from adjointgen.runtime import launches
@@ -133,13 +132,7 @@ def checkpointed_rollout(step, f_0, f_1, bc_mask, missing_mask, omega, steps: in
         raise RuntimeArgumentError(f"a rollout needs steps >= 1 and snapshots >= {least}; got steps={steps}, "
                                    f"snapshots={snapshots}")
     step.check_arrays(f_0, f_1, bc_mask, missing_mask)
-    if memory is not None:
-        plan = plan_rollout(step, f_0, bc_mask, steps, memory, scalar_gradients)
-    elif uses_residuals(step, scalar_gradients):
-        plan = plan_for_segments(steps, snapshots + 1, array_bytes_of(f_0), residual_bytes_of(step, f_0),
-                                 storage(step, bc_mask))
-    else:
-        plan = plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
+    plan = plan_for(step, f_0, bc_mask, steps, snapshots, memory, scalar_gradients)
     with paused_tape() as tape:
         if tape is not None and not scalar_gradients:
             _refuse_scalar_gradients_on_a_tape(step, omega)

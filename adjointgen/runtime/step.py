@@ -313,11 +313,9 @@ class DifferentiableStep:
         if check:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask, fields)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
-        # forward_save's copy of f_0, which forward leaves alone: f_0 stands in
         device_omega = self._device_omega_variants(device_omega)
-        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega, device_omega), int(timestep), *lifted_values,
-                  *fields, f_0]
-        inputs += self._cells_argument(bc_mask) + self._residual_argument(None, f_0.device)
+        inputs = self._forward_inputs(f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega, device_omega), timestep,
+                                      lifted_values, fields)
         for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:], device_omega):
             wp.launch(kernel, dim=dim, inputs=inputs, device=f_0.device, record_tape=False)
 
@@ -331,6 +329,15 @@ class DifferentiableStep:
         if device_omega:
             raise RuntimeArgumentError("device_omega runs the whole grid in one launch: set step.split_listed = False")
         return [(self.kernel(forward_kernel_name(False, part)), dim) for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
+
+    def _forward_inputs(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, fields=None,
+                        saved=None, residuals=None) -> list:
+        """The arguments of every forward variant (one parameter list): ``saved`` is forward_save's
+        copy (f_0 stands in for the others, which leave it alone), ``residuals`` forward_residuals'
+        array (a stand-in for the others); ``fields``: default ``self.fields`` as it is now."""
+        fields = self.field_arrays() if fields is None else list(fields)
+        return [f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *fields,
+                f_0 if saved is None else saved, *self._cells_argument(bc_mask), *self._residual_argument(residuals, f_0.device)]
 
     def _residual_argument(self, residuals, device) -> list:
         """The kernels' last argument where the module has residuals: ``residuals``, or a stand-in
@@ -395,9 +402,7 @@ class DifferentiableStep:
         runs them; parameter 0 is f_0, 1 f_1, 5 the timestep), for callers that run it many times
         (:mod:`adjointgen.runtime.launches`)."""
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
-        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), int(timestep), *lifted_values,
-                  *self.field_arrays(), f_0]  # the last: forward_save's copy, unused here (see forward)
-        inputs += self._cells_argument(bc_mask) + self._residual_argument(None, f_0.device)
+        inputs = self._forward_inputs(f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), timestep, lifted_values)
         return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False, inputs=inputs)
                          for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:])])
 
@@ -405,10 +410,9 @@ class DifferentiableStep:
         """``forward_save`` packed (a ``warp.Launch``; parameters 0 f_0, 1 f_1, 5 the timestep,
         ``saved_f_0`` the copy): the forward that also copies its input ``f_0`` into ``saved``,
         exact where :meth:`saves_in_forward` says so (the caller checks)."""
-        inputs = [f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), 0, *lifted_values, *self.field_arrays(), saved]
-        inputs += self._cells_argument(bc_mask) + self._residual_argument(None, f_0.device)
         return wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
-                         record_cmd=True, inputs=inputs)
+                         record_cmd=True, inputs=self._forward_inputs(f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega),
+                                                                      0, lifted_values, saved=saved))
 
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
@@ -513,9 +517,8 @@ class DifferentiableStep:
         packed instead (parameters 0 f_0, 1 f_1, 5 the timestep, the last the residuals)."""
         return wp.launch(self.kernel(forward_kernel_name(False, residuals=True)), dim=f_0.shape[1:], device=f_0.device,
                          record_tape=False, record_cmd=record_cmd,
-                         inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values,
-                                 *self.field_arrays(), f_0, *self._cells_argument(bc_mask),
-                                 *self._residual_argument(residuals, f_0.device)])
+                         inputs=self._forward_inputs(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values,
+                                                     residuals=residuals))
 
     def _field_gradients(self, adj_fields: dict, field_values: list) -> dict:
         """{field: the array every adjoint variant adds its gradient into}: the caller's, or, for
@@ -598,8 +601,8 @@ class DifferentiableStep:
             saved_f_0 = self.saved_buffers.take(f_0)
         if self.saves_in_forward(bc_mask):
             wp.launch(self.kernel(forward_kernel_name(save=True)), dim=f_0.shape[1:], device=f_0.device, record_tape=False,
-                      inputs=[f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *self.field_arrays(),
-                              saved_f_0, *self._residual_argument(None, f_0.device)])
+                      inputs=self._forward_inputs(f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values,
+                                                  saved=saved_f_0))
             return saved_f_0, f_1
         with paused_tape():
             wp.copy(saved_f_0, f_0)

@@ -88,19 +88,6 @@ def _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps: int, fresh: bo
     return StepTimes(forward, adjoint, forward_residuals, adjoint_residuals)
 
 
-def _plan(step, f_0, bc_mask, steps: int, memory, snapshots: int | None, scalar_gradients: bool):
-    """The plan a rollout with these arguments follows (see checkpointed_rollout)."""
-    import adjointgen
-    from adjointgen.runtime.plan import (array_bytes_of, plan_for_segments, plan_for_snapshots, residual_bytes_of, storage,
-                                         uses_residuals)
-
-    if snapshots is None:
-        return adjointgen.plan_rollout(step, f_0, bc_mask, steps, memory, scalar_gradients)
-    if uses_residuals(step, scalar_gradients):
-        return plan_for_segments(steps, snapshots + 1, array_bytes_of(f_0), residual_bytes_of(step, f_0), storage(step, bc_mask))
-    return plan_for_snapshots(steps, snapshots, array_bytes_of(f_0), storage(step, bc_mask))
-
-
 def _timed_rollout(wp, step, arrays, steps: int, budget: dict, scalar_gradients: bool) -> tuple:
     """(seconds of two rollouts forward and backward, the last's result, peak extra memory in bytes,
     its gradient); ``budget``: ``{"memory": ...}`` or ``{"snapshots": ...}``, as the plan was made."""
@@ -130,7 +117,7 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
 
     import adjointgen
     from adjointgen.config import Configuration
-    from adjointgen.runtime.plan import reverses_fresh
+    from adjointgen.runtime.plan import plan_for, reverses_fresh
     from adjointgen.tools.bench import tiled_state
     from adjointgen.xlb.support import make_stepper, prepare_fields
 
@@ -144,7 +131,7 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
     forward = xlb_forward_rollout(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps, omega)
     rows, gradients = [], []
     for scalar_gradients in (False, True)[1 - bool(step.manifest.residuals):]:
-        plan = _plan(step, f_0, bc_mask, steps, memory, snapshots, scalar_gradients)
+        plan = plan_for(step, f_0, bc_mask, steps, snapshots, memory, scalar_gradients)
         fresh = reverses_fresh(step.manifest, plan.storage)
         times = _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps, fresh)
         expected = plan.expected_seconds(times)
