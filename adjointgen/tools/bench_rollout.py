@@ -130,14 +130,14 @@ def run_case(label: str, size: int, steps: int, memory=None, snapshots: int | No
     omega = wp.float64(1.6) if config.is_fp64 else 1.6
     forward = xlb_forward_rollout(wp, stepper, f_0, f_1, bc_mask, missing_mask, steps, omega)
     rows, gradients = [], []
+    budget = {"memory": memory} if snapshots is None else {"snapshots": snapshots}  # --snapshots wins over --memory
     for scalar_gradients in (False, True)[1 - bool(step.manifest.residuals):]:
-        plan = plan_for(step, f_0, bc_mask, steps, snapshots, memory, scalar_gradients)
+        plan = plan_for(step, f_0, bc_mask, steps, scalar_gradients=scalar_gradients, **budget)
         fresh = reverses_fresh(step.manifest, plan.storage)
         times = _step_times(wp, step, f_0, f_1, bc_mask, missing_mask, steps, fresh)
         expected = plan.expected_seconds(times)
         print(f"{label} {'x'.join(map(str, shape))}, T={steps}: plan {plan}; expected {expected:.3f} s "
               f"(XLB's forward rollout {forward:.3f} s)", file=sys.stderr)
-        budget = {"memory": memory} if snapshots is None else {"snapshots": snapshots}
         seconds, result, extra, gradient = _timed_rollout(wp, step, (f_0, f_1, bc_mask, missing_mask), steps, budget,
                                                         scalar_gradients)
         if result.plan != plan:
