@@ -52,7 +52,7 @@ def kernel_inputs(config, size: int, cotangent: str = "random", slot_count: int 
     adjoints = np.random.default_rng(1).standard_normal(f_0.shape).astype(dtype)
     if cotangent == "zero":
         adjoints[:] = 0
-    arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask, "omega": compute(1.6),
+    arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": bc_mask, "missing_mask": missing_mask, "omega": compute(1.6), "omega_in": compute(1.6),
               "timestep": 0, "adj_f_0": wp.zeros_like(f_0), "adj_f_1": wp.array(adjoints, dtype=f_0.dtype),
               "adj_omega_cells": wp.zeros(shape + (1,) * (3 - config.dim), dtype=compute),
               "saved_f_0": wp.empty_like(f_0)}  # forward_save's copy (forward takes it and leaves it alone)

@@ -4,8 +4,9 @@ Stages, in the order :func:`adjointgen.compiler.pipeline.run_pipeline` runs them
 kept in :class:`~adjointgen.compiler.pipeline.Intermediates`): ``frontend`` (read the stepper
 kernel), ``passes`` (source rewrites of it and every functional it calls), ``lower`` (one
 straight-line per-cell program, ``ir``), ``access`` (streaming reads and the race-freedom
-proof), ``reverse`` (reverse mode with sympy partials), ``guards`` (boundary ids at which each
-value matters), ``plan`` (one plan per kernel, from ``lines``), ``emit`` (the Jinja templates
-print the plans). ``naming`` owns every generated name. Nothing here imports Warp's runtime or
-launches a kernel.
+proof), ``reverse`` (reverse mode with sympy partials) and ``reciprocals`` (the divisions it
+inverts, once each), ``guards`` (boundary ids at which each value matters), ``residuals`` (the
+values a recorded step keeps), ``plan`` (one plan per kernel, from ``lines``; ``pressure``
+estimates the adjoint's registers for it), ``emit`` (the Jinja templates print the plans).
+``naming`` owns every generated name. Nothing here imports Warp's runtime or launches a kernel.
 """

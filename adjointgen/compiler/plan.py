@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from adjointgen.compiler import guards
+from adjointgen.compiler import pressure
 from adjointgen.compiler import reciprocals
 from adjointgen.compiler.access import Access, Accesses
 from adjointgen.compiler.ir import Load, Origin, Program
@@ -155,7 +156,8 @@ class AdjointPlan:
     params: list
     kept: list  # a kept cell's writes before its early return
     seeds: list  # adjoints of the values the cell stored, from the outputs' gradients
-    reads: list  # gradients read up front (not fresh)
+    reads: list  # gradients read before any write (not fresh)
+    reads_late: bool  # those reads after the reverse sweep, not up front (compiler.pressure)
     replay: list  # the cell program again (CellPlan.lines)
     in_place_seeds: list  # seeds of elements updated in place, from the seed arrays
     groups: list  # SweepGroup: the reverse sweep
@@ -256,6 +258,7 @@ class AdjointParts:
     skip: list  # the rest part's early return (a split step)
     parts: tuple  # ("",) or, for a split step, ("", "rest", "listed")
     write_back: _WriteBack
+    reads_late: bool  # the write-back's reads after the sweep (compiler.pressure)
     slot_lines: list
     parameter_lines: list
     arguments: ParameterArguments
@@ -594,7 +597,8 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
     """Every element the adjoint writes has exactly one writer (the access proof), so all reads of
     gradient arrays can come before any write. Emitting them that way lets the compiler issue them
     together; interleaved read-modify-writes would each wait a full memory round trip, since it
-    cannot prove the addresses distinct."""
+    cannot prove the addresses distinct. Whether they come up front or after the sweep is
+    :func:`adjointgen.compiler.pressure.reads_after_sweep`'s choice."""
     zero = c.zero(c.dtype(c.program.stores[0].array)) if c.program.stores else "0"
     reads, writes, fresh_writes, fresh_outputs, field_reads = [], [], [], [], []
     for target, entry in sorted(sweep.destinations.items(), key=lambda item: population_order(item[0])):
@@ -814,6 +818,7 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
         kept=parts.kept + guard("not state_only", parts.parameter_kept),
         seeds=parts.seeds,
         reads=(static_if("not fresh", reads) if fresh else reads) + _collapsed_reads(parts.write_back.field_reads),
+        reads_late=parts.reads_late,
         replay=static_if("with_residuals", parts.residual_replay, parts.replay) if residuals else parts.replay,
         in_place_seeds=parts.in_place_seeds,
         groups=parts.sweep.groups,
@@ -836,6 +841,7 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
         replay=_replay_lines(c, cell), sweep=sweep, write_back=write_back, slot_lines=slot_lines,
+        reads_late=pressure.reads_after_sweep(c.program, c.adjoint, len(write_back.reads) + len(write_back.field_reads)),
         parameter_lines=_parameter_lines(c), arguments=c.parameter_arguments,
         residual_replay=_residual_replay(c) if c.residuals else None))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)
