@@ -20,9 +20,11 @@ rollout of the same grid in the same process):
 In the other rows omega is a number known when JAX traces (built into the steps); ``step_loop``
 traces it anyway (``sharded_step`` marks it device-varying).
 
-Each sharded row runs on a mesh of 1 device and, where the host has more, on all of them, weak
-(the grid grows along x with the devices) and strong (the one-device grid split n ways). The gradient is that of <c, f_0 after T steps>
-with respect to the initial f_0; the sharded gradients are compared with the one-device face's.
+Each sharded row runs on a mesh of 1 device and, where the host has more, on 2, 4, 8, ... of them
+and on all (``--counts`` to choose), weak (the grid grows along x with the devices) and strong
+(the one-device grid split n ways; a count that does not divide it is skipped, and said so). The
+gradient is that of <c, f_0 after T steps> with respect to the initial f_0; the sharded
+gradients are compared with the one-device face's.
 
 Usage (device machine): ``python benchmarks/bench_sharded_rollout.py --size 192 --steps 100 --out $OUT``.
 """
@@ -131,22 +133,35 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
     return rows, gradients.get("face")
 
 
+def device_counts(available: int) -> list[int]:
+    """The mesh sizes a scaling run times: 1, the powers of two below ``available``, and ``available``."""
+    return sorted({1, available} | {2 ** k for k in range(available.bit_length()) if 2 ** k < available})
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--counts", default=None, help="mesh sizes to time beside 1, e.g. 2,4,8 (default: "
+                        "the powers of two below the host's device count, and that count)")
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
     everything, header = start_jax_and_warp()
     n = len(everything)
-    results = {**header, "devices": n, "size": args.size, "steps": args.steps, "rows": []}
+    counts = ([int(c) for c in args.counts.split(",")] if args.counts else device_counts(n))
+    results = {**header, "devices": n, "size": args.size, "steps": args.steps, "rows": [], "skipped": []}
     one, face_gradient = _rows((args.size,) * 3, everything[:1], args.steps, args.repeats)
     results["rows"].append({"scaling": "-", "devices": 1, "grid": [args.size] * 3, **one})
-    if n > 1:  # weak: the grid grows with the devices along x; strong: the same grid split n ways
-        for scaling, grid in (("weak", (n * args.size, args.size, args.size)), ("strong", (args.size,) * 3)):
-            many, _ = _rows(grid, everything, args.steps, args.repeats, face_gradient if scaling == "strong" else None)
-            results["rows"].append({"scaling": scaling, "devices": n, "grid": list(grid), **many})
+    for count in [c for c in counts if 1 < c <= n]:
+        # weak: the grid grows with the devices along x; strong: the same grid split `count` ways
+        for scaling, grid in (("weak", (count * args.size, args.size, args.size)), ("strong", (args.size,) * 3)):
+            if grid[0] % count:
+                results["skipped"].append(f"{scaling} on {count} devices: {grid[0]} planes do not split {count} ways")
+                continue
+            many, _ = _rows(grid, everything[:count], args.steps, args.repeats,
+                            face_gradient if scaling == "strong" else None)
+            results["rows"].append({"scaling": scaling, "devices": count, "grid": list(grid), **many})
     xlb = one["xlb_forward_ms"]
     lines = [f"# Rollouts through the JAX face: {n} x {results['device_kind']}, JAX {results['jax']}, Warp {results['warp']}, "
              f"{results['date']}", "", f"D3Q19 FP32 periodic BGK, {args.size}^3 on one device, T = {args.steps} steps, median "
@@ -169,6 +184,7 @@ def main(argv=None):
                           f"{row['rollout_gradient_vs_face']:.1e}."]
         lines += [f"Rollout gradient with omega traced vs built in, {row['devices']} device(s), {row['scaling']}: "
                   f"max abs difference {row['rollout_dw_vs_rollout']:.1e}."]
+    lines += [f"Skipped: {reason}." for reason in results["skipped"]]
     write_results(Path(args.out), "bench_sharded_rollout", results, lines)
 
 

@@ -47,6 +47,17 @@ def test_bench_rollout_writes_the_plan_and_the_floor(tmp_path, capsys):
     assert "| D2Q9/BGK/FP32FP32 | 16x16 | binomial | 3 |" in markdown
 
 
+def test_the_scaling_runs_time_powers_of_two_and_the_whole_host():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_sharded_rollout import device_counts
+
+    assert device_counts(1) == [1] and device_counts(2) == [1, 2]
+    assert device_counts(8) == [1, 2, 4, 8] and device_counts(6) == [1, 2, 4, 6]
+
+
 def test_sharded_rollout_bench_on_two_host_devices(tmp_path):
     """benchmarks/bench_sharded_rollout.py's plumbing on 2 host CPU devices (XLA's flag has to be
     set before JAX starts: a subprocess): one-device, weak and strong rows, and the strong row's
