@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from adjointgen.compiler.ir import Program
+from adjointgen.compiler.ir import Assign, Load, Program
 from adjointgen.compiler.reverse import Adjoint
 
 # A thread's registers (the limit ptxas works to) and those it needs beside the values: indices,
@@ -52,7 +52,7 @@ def adjoint_steps(program: Program, adjoint: Adjoint) -> list:
     """The adjoint body as (defined, read) pairs: the seeds (defined first), the replayed cell
     program, the reverse sweep's updates, and the write-back, which reads every scattered adjoint."""
     steps = [(seed.variable, set()) for seed in adjoint.seeds]
-    steps += [(str(s.target), {str(u) for u in s.uses()}) for s in program.statements if hasattr(s, "target")]
+    steps += [(str(s.target), {str(u) for u in s.uses()}) for s in program.statements if isinstance(s, (Assign, Load))]
     for group in adjoint.groups:
         for update in group.updates:
             reads = {str(symbol) for symbol in update.expr.free_symbols}
