@@ -36,7 +36,7 @@ def _context(plan: ModulePlan) -> dict:
         "adjoint": plan.adjoint, "seeds": plan.adjoint.seeds, "in_place_seeds": plan.adjoint.in_place_seeds,
         "replay": plan.adjoint.replay,
         "prepare_params": plan.prepare.params, "prepare_body": plan.prepare.body,
-        "gather_params": plan.gather.params, "gather_body": plan.gather.body,
+        "gather_params": plan.gather.params, "gather_body": plan.gather.body, "gather_variants": plan.gather.variants,
         "kept_params": plan.kept.params, "kept_body": plan.kept.body,
     }
 

@@ -128,6 +128,14 @@ class Namer:
         """The reverse sweep's reciprocal of an expression (its sympy ``srepr``)."""
         return self._numbered("reciprocal", "rcp", expression)
 
+    def gather_marks(self) -> str:
+        """adjoint_gather_marks' output: 1 at the cells whose readers left a slot to gather."""
+        return self._claim("gather marks", "", "gather_marks")
+
+    def gather_mark(self) -> str:
+        """adjoint_gather_marks' per-cell flag."""
+        return self._claim("gather mark", "", "marked")
+
     def reader_id(self, id_variable: str, reader: str) -> str:
         """The boundary id of the cell at the coordinates ``reader`` (adjoint_gather)."""
         return self._numbered("reader id", f"{id_variable}_reader", reader)

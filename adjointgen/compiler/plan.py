@@ -180,11 +180,20 @@ class PreparePlan:
 
 
 @dataclass(frozen=True)
+class GatherVariant:
+    name: str
+    arguments: str  # the factory's arguments after the name
+
+
+@dataclass(frozen=True)
 class GatherPlan:
-    """``adjoint_gather`` (reads through slots; empty body: not generated)."""
+    """``adjoint_gather`` (reads through slots; empty body: not generated), and where every slot is
+    gathered only at some readers' boundary ids, ``adjoint_gather_listed`` (the cells of a list)
+    and ``adjoint_gather_marks`` (marks the cells that list holds), all from one body."""
 
     params: list = field(default_factory=list)
     body: list = field(default_factory=list)
+    variants: list = field(default_factory=list)  # GatherVariant
 
 
 @dataclass(frozen=True)
@@ -953,7 +962,10 @@ def _load_of(program: Program, symbol) -> Load | None:
 
 def _gather_plan(c: _Context) -> GatherPlan:
     """Each thread adds to its own elements what the readers left in their slots; a slot written
-    only at some boundary ids is gathered only where the reader's id is one of them."""
+    only at some boundary ids is gathered only where the reader's id is one of them. Where every
+    slot is, the cells with anything to gather are few (next to walls), and a GPU runs the gather
+    over a list of them (``adjoint_gather_listed``, the list from ``adjoint_gather_marks``, once
+    per mask) instead of over every cell, most of which only test their neighbours' ids."""
     if not c.accesses.slots:
         return GatherPlan()
     id_symbol = c.guards.id_symbol
@@ -961,21 +973,37 @@ def _gather_plan(c: _Context) -> GatherPlan:
     params = [f"{c.reference}: {c.program.param(c.reference).annotation()}", _slot_param(c)]
     params += [f"{id_load.array}: {c.program.param(id_load.array).annotation()}"] if id_load is not None else []
     params += [f"{c.grads[a]}: {c.program.param(a).annotation()}" for a in sorted({s.array for s in c.accesses.slots})]
-    body = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions(c.accesses.slots, negate=True)
+    grid = c.lines.grid_lines(c.reference)  # the thread index first, then the grid sizes
+    body = grid[1:] + c.lines.neighbour_definitions(c.accesses.slots, negate=True)
+    gather, marks, mark = [], [], c.names.gather_mark()
     reader_ids: dict = {}  # reader coordinates -> the variable holding that cell's boundary id
     for slot, access in enumerate(c.accesses.slots):
         target = f"{c.grads[access.array]}[{access.population}, {c.lines.thread}]"
         reader = ", ".join(c.lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
         value = convert(_slot_element(c, slot, reader), c.program.compute_dtype, c.dtype(access.array))
         if slot not in c.slot_needs:
-            body.append(f"{target} = {target} + {value}")
+            gather.append(f"{target} = {target} + {value}")
+            marks = None  # gathered at every cell: nothing to list
         elif c.slot_needs[slot].ids:  # the reader's id says whether it wrote the slot
             if reader not in reader_ids:
                 reader_ids[reader] = sympy.Symbol(c.names.reader_id(str(id_symbol), reader))
                 c.print.dtypes[reader_ids[reader].name] = c.program.dtypes[str(id_symbol)]
                 body.append(f"{reader_ids[reader]} = {id_load.array}[{c.lines.store_index(id_load.index[:1])}, {reader}]")
-            body += [f"if {c.lines.id_condition(reader_ids[reader], c.slot_needs[slot])}:", f"    {target} = {target} + {value}"]
-    return GatherPlan(params, merge_ifs(body))
+            condition = c.lines.id_condition(reader_ids[reader], c.slot_needs[slot])
+            gather += [f"if {condition}:", f"    {target} = {target} + {value}"]
+            if marks is not None and f"if {condition}:" not in marks:
+                marks += [f"if {condition}:", f"    {mark} = wp.int32(1)"]
+    if not marks:  # one launch over the grid, as before
+        return GatherPlan(params, grid[:1] + body + merge_ifs(gather), [GatherVariant("adjoint_gather", "")])
+    position, cells = c.names.listed_position(), c.names.listed_cells()
+    listed = [f"{position} = wp.tid()"] + [f"{axis} = {cells}[{position}, {n}]" for n, axis in enumerate(c.lines.thread.split(", "))]
+    params += [f"{cells}: wp.array2d(dtype=wp.int32)",
+               f"{c.names.gather_marks()}: wp.array{len(c.program.thread)}d(dtype=wp.int32)"]
+    marks_body = [f"{mark} = wp.int32(0)"] + merge_ifs(marks) + [f"{c.names.gather_marks()}[{c.lines.thread}] = {mark}"]
+    return GatherPlan(params, static_if('part == "listed"', listed, grid[:1]) + body
+                      + static_if('part == "marks"', marks_body, merge_ifs(gather)),
+                      [GatherVariant(name, argument) for name, argument in
+                       (("adjoint_gather", ""), ("adjoint_gather_listed", ', "listed"'), ("adjoint_gather_marks", ', "marks"'))])
 
 
 def _read_and_overwritten(program: Program, accesses: Accesses) -> set:
@@ -1043,7 +1071,7 @@ def plan_module(config: Configuration, program: Program, adjoint: Adjoint, acces
     kept = _kept_plan(c, any(variant.fresh for variant in adjoint_plan.variants), q)
     forward = _forward_plan(c, cell, q, split)
     kernels = ([variant.name for variant in forward.variants] + [variant.name for variant in adjoint_plan.variants]
-               + ["adjoint_prepare"] * bool(prepare.body) + ["adjoint_gather"] * bool(gather.body)
+               + ["adjoint_prepare"] * bool(prepare.body) + [variant.name for variant in gather.variants]
                + ["adjoint_kept"] * bool(kept.body))
     sources = sorted(sources, key=lambda f: f.symbol)
     return ModulePlan(config=config, identity=identity, sources=sources, proof=accesses.proof,

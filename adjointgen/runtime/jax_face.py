@@ -113,10 +113,10 @@ def _step_of(stepper):
     store = wp.float64 if config.precision.endswith("FP64") else wp.float32
     stand_ins = {name: wp.zeros(generated.manifest.field_shape(name, grid), dtype=store) for name in generated.manifest.fields}
     step = DifferentiableStep(stepper, generated, config, fields=stand_ins)
-    # a split step (ZouHe, ... cells from a list) reads its list back from the mask once per mask
-    # object, and the callables get a new Warp array for the mask at every call: one launch over
-    # the grid instead of a device read-back and a host scan of the mask per step
-    step.split_listed = False
+    # a split step (ZouHe, ... cells from a list) and a listed gather read their lists back from the
+    # mask once per mask object, and the callables get a new Warp array for the mask at every call:
+    # one launch over the grid instead of a device read-back and a host scan of the mask per step
+    step.split_listed = step.gather_listed = False
     return step
 
 

@@ -155,6 +155,7 @@ class DifferentiableStep:
         self.manifest = generated.manifest  # what it declares: kernel variants, arrays read and written
         self._kept_cells = weakref.WeakKeyDictionary()  # bc_mask -> whether a cell is kept (read once)
         self._listed = weakref.WeakKeyDictionary()  # bc_mask -> the cells of the listed ids (read once)
+        self._gathered = weakref.WeakKeyDictionary()  # bc_mask -> the cells with slots to gather (read once)
         self.config = config
         self.q = stepper.velocity_set.q
         self.store_dtype = wp.float64 if config.precision.endswith("FP64") else wp.float32
@@ -172,6 +173,10 @@ class DifferentiableStep:
         # launches, the listed ids' cells from a list and the rest without their code (fewer
         # registers); None = on CUDA devices only (on a CPU it saves nothing and costs compiles)
         self.split_listed: bool | None = None
+        # adjoint_gather over a list of the cells that have slots to gather (where the module has
+        # adjoint_gather_listed), not over every cell; None = on CUDA devices only (a launch over
+        # every cell costs there what a list saves; on a CPU it only costs compiles)
+        self.gather_listed: bool | None = None
         # prescribed boundary values that the generated kernels take as parameters:
         # name -> a Warp array (requires_grad) holding the value(s); tape.backward() fills .grad
         self._lifts = parameters.lifted_parameters(stepper) if boundary_parameters else {}
@@ -488,9 +493,9 @@ class DifferentiableStep:
                              device=device, record_tape=False, record_cmd=True)
             launches.append((kept, {"f_0": 0, "adj_f_0": 2, "adj_f_1": 3}))
         if slots is not None:
-            gather = wp.launch(self.kernel("adjoint_gather"), dim=dim, record_tape=False, record_cmd=True, device=device,
-                               inputs=[f_0, slots, bc_mask, *(grads[name] for name in self.manifest.gather_into)])
-            launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
+            gather = self._gather(f_0, slots, bc_mask, [grads[name] for name in self.manifest.gather_into])
+            if gather is not None:
+                launches.append((gather, {"f_0": 0, **{f"adj_{n}": 3 + i for i, n in enumerate(self.manifest.gather_into)}}))
         reductions = []
         for scalar, grad, component in targets:
             total = wp.zeros(1, dtype=self.compute_dtype, device=device)
@@ -624,6 +629,41 @@ class DifferentiableStep:
                 and not manifest.reads_f_1 and "f_1" not in manifest.gather_into):
             return False
         return not self._has_kept_cells(bc_mask)
+
+    def _gather(self, f_0, slots, bc_mask, gradients):
+        """adjoint_gather's launch (recorded, not run): over the grid, or where the module has
+        adjoint_gather_listed and :meth:`gather_cells` gives a list, over its cells; None where
+        the list is empty (no reader left a slot)."""
+        inputs = [f_0, slots, bc_mask, *gradients]
+        listed = self.manifest.has("adjoint_gather_listed")
+        if listed:  # the list and the marks array: stand-ins where a variant does not read them
+            inputs += [self._scratch("no_cells", (1, f_0.ndim - 1), f_0.device, wp.int32),
+                       self._scratch("no_marks", (1,) * (f_0.ndim - 1), f_0.device, wp.int32)]
+        cells = self.gather_cells(f_0, slots, bc_mask, gradients) if listed else None
+        if cells is not None and cells.shape[0] == 0:
+            return None
+        name, dim = ("adjoint_gather", f_0.shape[1:]) if cells is None else ("adjoint_gather_listed", cells.shape[0])
+        if cells is not None:
+            inputs[-2] = cells
+        return wp.launch(self.kernel(name), dim=dim, inputs=inputs, device=f_0.device, record_tape=False, record_cmd=True)
+
+    def gather_cells(self, f_0, slots, bc_mask, gradients):
+        """The cells whose slots adjoint_gather collects on ``bc_mask`` (those adjoint_gather_marks
+        marks; read back once per mask, which must not change in place afterwards), rows of grid
+        coordinates; None where the module has no listed gather or ``gather_listed`` says no (by
+        default on CPUs)."""
+        wanted = bc_mask.device.is_cuda if self.gather_listed is None else self.gather_listed
+        if not (wanted and self.manifest.has("adjoint_gather_listed")):
+            return None
+        if bc_mask not in self._gathered:
+            grid = f_0.shape[1:]
+            marks = wp.zeros(grid, dtype=wp.int32, device=f_0.device)
+            wp.launch(self.kernel("adjoint_gather_marks"), dim=grid, device=f_0.device,
+                      inputs=[f_0, slots, bc_mask, *gradients, self._scratch("no_cells", (1, len(grid)), f_0.device, wp.int32),
+                              marks])
+            cells = np.argwhere(marks.numpy()).astype(np.int32)
+            self._gathered[bc_mask] = wp.array(cells.reshape(-1, len(grid)), dtype=wp.int32, device=f_0.device)
+        return self._gathered[bc_mask]
 
     def listed_cells(self, bc_mask):
         """The coordinates (an int32 array, one row ``i, j, k`` per cell, in grid order) of the cells
