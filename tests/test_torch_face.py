@@ -90,6 +90,19 @@ def test_gradients_equal_the_warp_tapes(label, shape):
         np.testing.assert_array_equal(array, copy)
 
 
+def test_masks_as_tensors_read_no_list_back_and_the_flags_come_back():
+    """Masks passed as tensors are new Warp views at every call: the step's split and gather run
+    over the grid then (no list read back per call), whatever its flags, which it keeps after."""
+    step, *arrays = _setup("D2Q9/BGK/FP64FP64/cavity", (8, 6))
+    step.split_listed = step.gather_listed = True
+    try:
+        _torch_gradients(step, *arrays)
+        assert not step._gathered and not step._listed
+    finally:
+        assert step.split_listed is True and step.gather_listed is True
+        step.split_listed = step.gather_listed = None
+
+
 def test_the_comparison_rejects_a_wrong_gradient():
     setup = _setup(*CASES[0])
     reference = _warp_gradients(*setup)

@@ -81,6 +81,23 @@ def _stream(tensor):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _grid_launches(step, masks_are_tensors: bool):
+    """While the masks are tensors (new Warp views at every call), the step's split and gather
+    kernels run over the grid: their lists are read back once per mask array, which would then be
+    once per call (a device read-back and a host scan of the mask). Masks passed as Warp arrays
+    keep them."""
+    if not masks_are_tensors:
+        yield
+        return
+    saved = step.split_listed, step.gather_listed
+    step.split_listed = step.gather_listed = False
+    try:
+        yield
+    finally:
+        step.split_listed, step.gather_listed = saved
+
+
 @functools.cache
 def _function_class():
     torch = _torch()
@@ -91,10 +108,11 @@ def _function_class():
         def forward(ctx, step, f_0, f_1, bc_mask, missing_mask, omega, timestep):
             ctx.step, ctx.timestep, ctx.omega = step, timestep, _omega_value(omega)
             ctx.masks = (_warp(bc_mask, "bc_mask"), _warp(missing_mask, "missing_mask"))
+            ctx.masks_are_tensors = not isinstance(bc_mask, wp.array)
             writes_f_0 = step.manifest.writes_f_0
             new_0 = f_0.detach().clone(memory_format=torch.contiguous_format) if writes_f_0 else f_0
             new_1 = f_1.detach().clone(memory_format=torch.contiguous_format)
-            with _stream(new_1):
+            with _stream(new_1), _grid_launches(step, ctx.masks_are_tensors):
                 step.forward(_warp(new_0, "f_0"), _warp(new_1, "f_1"), *ctx.masks, ctx.omega, timestep)
             ctx.save_for_backward(f_0, f_1)
             ctx.omega_meta = (omega.shape, omega.dtype) if isinstance(omega, torch.Tensor) else None
@@ -110,7 +128,7 @@ def _function_class():
             if ctx.omega_meta is not None and ctx.needs_input_grad[5]:
                 adj_omega = torch.zeros(1, dtype=torch.float64 if ctx.step.compute_dtype == wp.float64 else torch.float32,
                                         device=f_0.device)
-            with _stream(f_0):
+            with _stream(f_0), _grid_launches(ctx.step, ctx.masks_are_tensors):
                 ctx.step.adjoint(_warp(f_0, "f_0"), _warp(f_1, "f_1"), *ctx.masks, ctx.omega, ctx.timestep,
                                  _warp(adj[0], "grad of f_0_new"), _warp(adj[1], "grad of f_1_new"),
                                  None if adj_omega is None else wp.from_torch(adj_omega))
