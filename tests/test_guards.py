@@ -121,8 +121,12 @@ def test_cavity_slots_are_written_and_gathered_only_at_wall_cells(cavity_module)
     assert written.count("adj_slots[") == 17  # the other 17 of 18, in the same block
     assert "adj_slots[i, j, k, 17] = " in written  # cell-major: a cell's slots are adjacent in memory
     assert "bc_mask: wp.array4d(dtype=wp.uint8)" in gather
-    assert "    if bc_mask_0_reader_0 == wp.uint8(1):\n        adj_f_0[1, i, j, k] = adj_f_0[1, i, j, k] + adj_slots[i, j, k, 0]" in gather
+    # the gather's variant factory: the gather itself in the else branch of the marks variant
+    assert ("            if bc_mask_0_reader_0 == wp.uint8(1):\n"
+            "                adj_f_0[1, i, j, k] = adj_f_0[1, i, j, k] + adj_slots[i, j, k, 0]") in gather
     assert gather.count("+ adj_slots[") == 18 and gather.count("= bc_mask[") == 1
+    # the marks variant marks the same cells (the wall cells), for the listed variant's list
+    assert "            if bc_mask_0_reader_0 == wp.uint8(1):\n                marked = wp.int32(1)" in gather
 
 
 def test_a_store_made_only_at_some_ids_needs_its_value_only_there():
