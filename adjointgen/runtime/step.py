@@ -635,16 +635,16 @@ class DifferentiableStep:
         adjoint_gather_listed and :meth:`gather_cells` gives a list, over its cells; None where
         the list is empty (no reader left a slot)."""
         inputs = [f_0, slots, bc_mask, *gradients]
-        listed = self.manifest.has("adjoint_gather_listed")
-        if listed:  # the list and the marks array: stand-ins where a variant does not read them
-            inputs += [self._scratch("no_cells", (1, f_0.ndim - 1), f_0.device, wp.int32),
-                       self._scratch("no_marks", (1,) * (f_0.ndim - 1), f_0.device, wp.int32)]
-        cells = self.gather_cells(f_0, slots, bc_mask, gradients) if listed else None
+        if not self.manifest.has("adjoint_gather_listed"):
+            return wp.launch(self.kernel("adjoint_gather"), dim=f_0.shape[1:], inputs=inputs, device=f_0.device,
+                             record_tape=False, record_cmd=True)
+        cells = self.gather_cells(f_0, slots, bc_mask, gradients)
         if cells is not None and cells.shape[0] == 0:
             return None
+        # the list (a stand-in for the grid launch) and the marks array (a stand-in: only the marks read it)
+        inputs += [cells if cells is not None else self._scratch("no_cells", (1, f_0.ndim - 1), f_0.device, wp.int32),
+                   self._scratch("no_marks", (1,) * (f_0.ndim - 1), f_0.device, wp.int32)]
         name, dim = ("adjoint_gather", f_0.shape[1:]) if cells is None else ("adjoint_gather_listed", cells.shape[0])
-        if cells is not None:
-            inputs[-2] = cells
         return wp.launch(self.kernel(name), dim=dim, inputs=inputs, device=f_0.device, record_tape=False, record_cmd=True)
 
     def gather_cells(self, f_0, slots, bc_mask, gradients):
