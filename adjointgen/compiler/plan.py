@@ -560,16 +560,10 @@ def parameters_last(updates: list, parameter_adjoints: set) -> list:
     for position, update in enumerate(updates):
         if update.target in parameter_adjoints:
             passed = [u for u in updates[position + 1:] if u.target not in parameter_adjoints]
-            if any(u.target in _reads(update) or update.target in _reads(u) for u in passed):
+            if any(u.target in update.reads() or update.target in u.reads() for u in passed):
                 return updates
     return ([u for u in updates if u.target not in parameter_adjoints]
             + [u for u in updates if u.target in parameter_adjoints])
-
-
-def _reads(update) -> set:
-    """The variables an update reads: its contribution's symbols, and its target when it adds."""
-    names = {str(symbol) for symbol in update.expr.free_symbols}
-    return names if update.first else names | {update.target}
 
 
 def describe_origins(origins: list) -> str:

@@ -53,10 +53,7 @@ def adjoint_steps(program: Program, adjoint: Adjoint) -> list:
     program, the reverse sweep's updates, and the write-back, which reads every scattered adjoint."""
     steps = [(seed.variable, set()) for seed in adjoint.seeds]
     steps += [(str(s.target), {str(u) for u in s.uses()}) for s in program.statements if isinstance(s, (Assign, Load))]
-    for group in adjoint.groups:
-        for update in group.updates:
-            reads = {str(symbol) for symbol in update.expr.free_symbols}
-            steps.append((update.target, reads if update.first else reads | {update.target}))
+    steps += [(update.target, update.reads()) for group in adjoint.groups for update in group.updates]
     steps.append((None, {group.scatter[2] for group in adjoint.groups if group.scatter is not None}))
     return steps
 

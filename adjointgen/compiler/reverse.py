@@ -30,6 +30,11 @@ class Update:
     expr: sympy.Expr  # the contribution
     first: bool  # the first contribution defines the variable
 
+    def reads(self) -> set:
+        """The variables the update reads: its contribution's symbols, and its target when it adds."""
+        names = {str(symbol) for symbol in self.expr.free_symbols}
+        return names if self.first else names | {self.target}
+
 
 @dataclass
 class Group:
