@@ -44,9 +44,10 @@ def test_a_step_updating_f_0_in_place_gets_a_fresh_variant_through_the_carry():
     assert plan.manifest.in_place == ("f_0",) and plan.manifest.has("adjoint_fresh")
     fresh = "\n".join(plan.adjoint.writes).split("if wp.static(fresh):")[1].split("\nelse:")[0]
     # the adjoint of the f_1 read goes into the carry, only where the cell overwrote f_0; adj_f_1 is left alone
-    assert "    if bc_mask_0 == wp.uint8(2):\n        seed_f_0[0, i, j, k] = " in fresh and "adj_f_1[" not in fresh
+    # (the test of id 2 through the split step's flag, constant False in the rest part)
+    assert "    if bc_mask_0_is_2:\n        seed_f_0[0, i, j, k] = " in fresh and "adj_f_1[" not in fresh
     # the seed of the overwritten element is loaded only where it was overwritten
-    assert plan.adjoint.in_place_seeds[-2:][0].startswith("if bc_mask_0 == wp.uint8(2):")
+    assert plan.adjoint.in_place_seeds[-2:][0].startswith("if bc_mask_0_is_2:")
 
 
 def test_no_fresh_variant_where_f_1_is_read_where_f_0_is_not_overwritten():
@@ -118,3 +119,26 @@ def test_a_split_step_equals_the_one_launch_step_bit_for_bit(label, shape):
     assert all(np.array_equal(one, two) for one, two in zip(results[False], results[True]))
     ids = side.bc_mask.numpy()[0]
     assert len(step.manifest.listed_ids) == 2 and 0 < int(np.isin(ids, step.manifest.listed_ids).sum()) < ids.size // 4
+
+
+def test_the_rest_part_tests_the_listed_ids_through_flags_that_are_false_there(obstacle_text):
+    """A split step's bodies test the listed ids (ZouHe's) through flags defined after the rest
+    part's early return as ``wp.static(part != "rest") and ...``: constant False in the rest part,
+    whose cells never have them, so its compiler drops their code (NOTES v49: the obstacle
+    channel's state-only rest adjoints from 255 registers and spills to 168-245 and none). The
+    kernels without a rest part (adjoint_prepare, the gathers) keep the plain tests."""
+    import re
+
+    body = obstacle_text.split("# body-sha256")[1]
+    flags = re.findall(r"^ *(bc_mask_0_is_(\d+)) = (.*)$", body, flags=re.M)
+    assert sorted({(f, k) for f, k, _ in flags}) == [("bc_mask_0_is_2", "2"), ("bc_mask_0_is_3", "3")]
+    assert {d for _, k, d in flags} == {f'wp.static(part != "rest") and (bc_mask_0 == wp.uint8({k}))' for k in "23"}
+    assert len(flags) == 4  # in the forward and in the adjoint, after their early return
+    # the plain tests of the listed ids: the two early returns, the two flags each, and adjoint_prepare's
+    for kernel in ("def forward(", "def adjoint("):
+        code = body.split(kernel)[1].split("\n    return wp.kernel")[0]
+        skip, after = code.split("return  # run by the listed part")
+        assert "(bc_mask_0 == wp.uint8(2)) or (bc_mask_0 == wp.uint8(3))" in skip.rstrip().splitlines()[-1]
+        assert after.count("== wp.uint8(2)") == after.count("== wp.uint8(3)") == 1 and "bc_mask_0_is_2" in after
+    prepare = body.split("def adjoint_prepare(")[1].split("\n\n\n")[0]
+    assert "bc_mask_0_is" not in prepare and "== wp.uint8(2)" in prepare

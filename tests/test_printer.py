@@ -42,3 +42,10 @@ def test_mixed_precision_converts_a_symbol_of_the_other_float_type():
     assert mixed(x, "float32") == "wp.float32(x)"
     assert mixed(sympy.Eq(m, 1), "bool") == "m == wp.uint8(1)"  # integers are never converted
     assert PRINT32(sympy.Symbol("a", real=True), "float32") == "a"  # one precision: unchanged
+
+
+def test_aliases_print_a_subexpression_as_the_name_given_to_it_and_nothing_else():
+    aliased = WarpPrinter(PRINT32.dtypes, "float32", {sympy.Eq(m, 2): "m_is_2", sympy.Ne(m, 2): "(not m_is_2)"})
+    assert aliased(Select(sympy.Eq(m, 2), a, b)) == "wp.where(m_is_2, a, b)"
+    assert aliased(sympy.And(sympy.Ne(m, 2), sympy.Eq(m, 3)), "bool") == "(m == wp.uint8(3)) and ((not m_is_2))"
+    assert PRINT32(Select(sympy.Eq(m, 2), a, b)) == "wp.where(m == wp.uint8(2), a, b)"  # the plain printer: unchanged

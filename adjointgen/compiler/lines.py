@@ -21,12 +21,17 @@ from adjointgen.compiler.printer import WarpPrinter
 class Lines:
     """Prints the program's statements, indices and neighbour coordinates."""
 
-    def __init__(self, program: Program, accesses: Accesses, names: Namer):
+    def __init__(self, program: Program, accesses: Accesses, names: Namer, aliases: dict | None = None):
         self.program = program
         self.accesses = accesses
         self.names = names
-        self.print = WarpPrinter(program.dtypes, program.compute_dtype)
+        self.print = WarpPrinter(program.dtypes, program.compute_dtype, aliases)
         self.sizes = tuple(names.axis_size(axis) for axis in range(len(program.thread)))
+
+    def aliased(self, aliases: dict) -> "Lines":
+        """Lines that print the name a kernel gave a subexpression in its place (``aliases``:
+        sympy expression -> text), for code after the definitions of those names only."""
+        return Lines(self.program, self.accesses, self.names, aliases)
 
     @property
     def thread(self) -> str:

@@ -280,8 +280,10 @@ class _Context:
     def __init__(self, program: Program, adjoint: Adjoint, accesses: Accesses, cell_guards: guards.CellGuards, names: Namer,
                  residuals: Residuals | None = None):
         self.program, self.adjoint, self.accesses, self.guards, self.names = program, adjoint, accesses, cell_guards, names
-        self.lines = Lines(program, accesses, names)
-        self.print = self.lines.print
+        # plain: for kernels without a rest part (adjoint_prepare, adjoint_kept, the gathers) and
+        # the split's own tests; lines: the forward and adjoint bodies, after the split's flags
+        self.plain = Lines(program, accesses, names)
+        self.lines, self.print = self.plain, self.plain.print
         self.grads = {p.name: names.gradient(p.name) for p in program.params if p.differentiable}
         self.reference = next(p.name for p in program.params if p.differentiable)
         self.forward_params = [f"{p.name}: {p.annotation()}" for p in program.params]  # adjoint_prepare's
@@ -292,6 +294,9 @@ class _Context:
         self.slot_needs = _slot_needs(accesses, cell_guards.needs)
         # the residual variants run over the whole grid only (a split step's parts: not served)
         self.residuals = residuals if residuals is not None and not self.listed_ids else None
+        if self.listed_ids:
+            self.lines = self.plain.aliased(_listed_aliases(self))
+            self.print = self.lines.print
 
     @staticmethod
     def takes_device_parameter(param) -> bool:
@@ -333,9 +338,9 @@ def _slot_needs(accesses: Accesses, needs: dict) -> dict:
 
 def _cell_plan(c: _Context) -> CellPlan:
     prologue_statements, body_statements = split_prologue(c.program, c.adjoint.keep)
-    prologue = c.lines.grid_lines(c.reference) + c.lines.neighbour_definitions()
-    prologue += [c.lines.statement(s) for s in prologue_statements]
-    exit_condition = c.print(c.adjoint.keep, "bool") if c.adjoint.keep is not None else None
+    prologue = c.plain.grid_lines(c.reference) + c.plain.neighbour_definitions()
+    prologue += [c.plain.statement(s) for s in prologue_statements]
+    exit_condition = c.plain.print(c.adjoint.keep, "bool") if c.adjoint.keep is not None else None
     return CellPlan(prologue, exit_condition, guarded_body(c.lines, body_statements, c.guards, frozenset(c.listed_ids)))
 
 
@@ -717,6 +722,21 @@ def _listed_ids(c: _Context) -> tuple:
     return ids
 
 
+def _listed_flags(c: _Context) -> dict:
+    """{listed id: the name of the flag that the cell has it} (a split step)."""
+    return {k: c.names.listed_id_flag(str(c.guards.id_symbol), k) for k in c.listed_ids}
+
+
+def _listed_aliases(c: _Context) -> dict:
+    """The listed ids' tests of the cell's id, printed in the split bodies as their flags."""
+    aliases = {}
+    for k, flag in _listed_flags(c).items():
+        for left, right in ((c.guards.id_symbol, sympy.Integer(k)), (sympy.Integer(k), c.guards.id_symbol)):
+            aliases[sympy.Eq(left, right)] = flag
+            aliases[sympy.Ne(left, right)] = f"(not {flag})"
+    return aliases
+
+
 @dataclass(frozen=True)
 class Split:
     """How a step's kernels are split (:func:`_split`): the prologue, the rest part's early
@@ -740,8 +760,12 @@ def _split(c: _Context, cell: CellPlan) -> Split:
     own, rest_of_prologue = cell.prologue[:1], cell.prologue[1:]
     listed = [f"{position} = wp.tid()"] + [f"{axis} = {cells}[{position}, {n}]" for n, axis in enumerate(c.lines.thread.split(", "))]
     prologue = static_if('part == "listed"', listed, own) + rest_of_prologue
-    condition = c.lines.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
+    condition = c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
     skip = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed part"])
+    # the bodies test the listed ids through flags that are constant False in the rest part,
+    # so the compiler drops their code there (it does not infer that from the return above)
+    skip += [f"{flag} = wp.static(part != \"rest\") and ({c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({k})))})"
+             for k, flag in _listed_flags(c).items()]
     return Split(prologue, skip, ("", "rest", "listed"))
 
 
@@ -868,14 +892,14 @@ def _prepare_plan(c: _Context, cell: CellPlan) -> PreparePlan:
     if not c.accesses.in_place:
         return PreparePlan()
     params = c.forward_params + [f"{c.grads[a]}: {c.program.param(a).annotation()}" for a in c.accesses.in_place]
-    body = c.lines.grid_lines(c.reference) + [c.lines.statement(s) for s in needed(
+    body = c.plain.grid_lines(c.reference) + [c.plain.statement(s) for s in needed(
         c.program, [c.adjoint.keep] + [condition for _, _, condition in c.adjoint.prepared])]
     if cell.exit_condition:
         body += [f"if {cell.exit_condition}:", "    return  # a kept cell overwrote nothing"]
     for array, index, condition in c.adjoint.prepared:
-        element, zero, grad = f"[{c.lines.store_index(index)}]", c.zero(c.dtype(array)), c.grads[array]
+        element, zero, grad = f"[{c.plain.store_index(index)}]", c.zero(c.dtype(array)), c.grads[array]
         moved = c.names.moved(f"{array}{element}")
-        body.append(f"{moved} = {c.print(condition, 'bool')}")
+        body.append(f"{moved} = {c.plain.print(condition, 'bool')}")
         body.append(f"{c.names.seed(array)}{element} = wp.where({moved}, {grad}{element}, {zero})")
         body.append(f"{grad}{element} = wp.where({moved}, {zero}, {grad}{element})")
     return PreparePlan(params + c.seed_params, body)
@@ -886,8 +910,8 @@ def _kept_id_load(c: _Context) -> Load | None:
     255`` (XLB's kept cells), else None."""
     id_load = _load_of(c.program, c.guards.id_symbol)
     if (c.adjoint.keep is None or id_load is None or id_load.array != "bc_mask"
-            or c.lines.store_index(id_load.index) != f"0, {c.lines.thread}"
-            or c.print(c.adjoint.keep, "bool") != f"{id_load.target} == wp.uint8(255)"):
+            or c.plain.store_index(id_load.index) != f"0, {c.plain.thread}"
+            or c.plain.print(c.adjoint.keep, "bool") != f"{id_load.target} == wp.uint8(255)"):
         return None
     return id_load
 
@@ -920,10 +944,10 @@ def _kept_plan(c: _Context, fresh: bool, q: int) -> KeptPlan:
               f"{grad}: {annotation}", f"{seeds}: {annotation}", f"{carry}: {annotation}"]
     reads = [Access(c.reference, p, shift) for p, shift in enumerate(shifts)]
     readers = [Access(c.reference, p, tuple(-v for v in shift)) for p, shift in enumerate(shifts)]
-    body = c.lines.grid_lines(c.reference) + [c.lines.statement(id_load), f"kept = {c.print(c.adjoint.keep, 'bool')}",
+    body = c.plain.grid_lines(c.reference) + [c.plain.statement(id_load), f"kept = {c.plain.print(c.adjoint.keep, 'bool')}",
                                               "if not kept:", "    return  # not kept: its elements that a kept cell read are that cell's to write"]
-    body += c.lines.neighbour_definitions(reads + readers)
-    flags: dict = {c.lines.thread: "kept"}  # cell coordinates -> the variable saying whether that cell is kept
+    body += c.plain.neighbour_definitions(reads + readers)
+    flags: dict = {c.plain.thread: "kept"}  # cell coordinates -> the variable saying whether that cell is kept
 
     def kept_flag(cell: str) -> str:
         if cell not in flags:
@@ -934,16 +958,16 @@ def _kept_plan(c: _Context, fresh: bool, q: int) -> KeptPlan:
     zero = c.zero(c.dtype(c.reference))
     updates = []
     for read, reader in zip(reads, readers):
-        own = f"[{read.population}, {c.lines.thread}]"
-        reader_cell = ", ".join(c.lines.axis_index(a, s) for a, s in enumerate(reader.shifts))
-        if reader_cell == c.lines.thread:  # read by its own cell: written by nobody but the carry
+        own = f"[{read.population}, {c.plain.thread}]"
+        reader_cell = ", ".join(c.plain.axis_index(a, s) for a, s in enumerate(reader.shifts))
+        if reader_cell == c.plain.thread:  # read by its own cell: written by nobody but the carry
             updates.append(f"{grad}{own} = {carry}{own}")
             continue
         updates.append(f"{grad}{own} = wp.where({kept_flag(reader_cell)}, {zero}, {grad}{own}) + {carry}{own}")
-        source = ", ".join(c.lines.axis_index(a, s) for a, s in enumerate(read.shifts))
+        source = ", ".join(c.plain.axis_index(a, s) for a, s in enumerate(read.shifts))
         updates += [f"if not {kept_flag(source)}:  # read by this kept cell only: the fresh variant skipped it",
                     f"    {grad}[{read.population}, {source}] = {zero}"]
-    body += updates + [f"{carry}[{p}, {c.lines.thread}] = {seeds}[{p}, {c.lines.thread}]" for p in range(q)]
+    body += updates + [f"{carry}[{p}, {c.plain.thread}] = {seeds}[{p}, {c.plain.thread}]" for p in range(q)]
     return KeptPlan(params, body)
 
 
@@ -967,13 +991,13 @@ def _gather_plan(c: _Context) -> GatherPlan:
     params = [f"{c.reference}: {c.program.param(c.reference).annotation()}", _slot_param(c)]
     params += [f"{id_load.array}: {c.program.param(id_load.array).annotation()}"] if id_load is not None else []
     params += [f"{c.grads[a]}: {c.program.param(a).annotation()}" for a in sorted({s.array for s in c.accesses.slots})]
-    grid = c.lines.grid_lines(c.reference)  # the thread index first, then the grid sizes
-    body = grid[1:] + c.lines.neighbour_definitions(c.accesses.slots, negate=True)
+    grid = c.plain.grid_lines(c.reference)  # the thread index first, then the grid sizes
+    body = grid[1:] + c.plain.neighbour_definitions(c.accesses.slots, negate=True)
     gather, marks, mark = [], [], c.names.gather_mark()
     reader_ids: dict = {}  # reader coordinates -> the variable holding that cell's boundary id
     for slot, access in enumerate(c.accesses.slots):
-        target = f"{c.grads[access.array]}[{access.population}, {c.lines.thread}]"
-        reader = ", ".join(c.lines.axis_index(a, -s) for a, s in enumerate(access.shifts))
+        target = f"{c.grads[access.array]}[{access.population}, {c.plain.thread}]"
+        reader = ", ".join(c.plain.axis_index(a, -s) for a, s in enumerate(access.shifts))
         value = convert(_slot_element(c, slot, reader), c.program.compute_dtype, c.dtype(access.array))
         if slot not in c.slot_needs:
             gather.append(f"{target} = {target} + {value}")
@@ -981,19 +1005,19 @@ def _gather_plan(c: _Context) -> GatherPlan:
         elif c.slot_needs[slot].ids:  # the reader's id says whether it wrote the slot
             if reader not in reader_ids:
                 reader_ids[reader] = sympy.Symbol(c.names.reader_id(str(id_symbol), reader))
-                c.print.dtypes[reader_ids[reader].name] = c.program.dtypes[str(id_symbol)]
-                body.append(f"{reader_ids[reader]} = {id_load.array}[{c.lines.store_index(id_load.index[:1])}, {reader}]")
-            condition = c.lines.id_condition(reader_ids[reader], c.slot_needs[slot])
+                c.plain.print.dtypes[reader_ids[reader].name] = c.program.dtypes[str(id_symbol)]
+                body.append(f"{reader_ids[reader]} = {id_load.array}[{c.plain.store_index(id_load.index[:1])}, {reader}]")
+            condition = c.plain.id_condition(reader_ids[reader], c.slot_needs[slot])
             gather += [f"if {condition}:", f"    {target} = {target} + {value}"]
             if marks is not None and f"if {condition}:" not in marks:
                 marks += [f"if {condition}:", f"    {mark} = wp.int32(1)"]
     if not marks:  # one launch over the grid, as before
         return GatherPlan(params, grid[:1] + body + merge_ifs(gather), [GatherVariant("adjoint_gather", "")])
     position, cells = c.names.listed_position(), c.names.listed_cells()
-    listed = [f"{position} = wp.tid()"] + [f"{axis} = {cells}[{position}, {n}]" for n, axis in enumerate(c.lines.thread.split(", "))]
+    listed = [f"{position} = wp.tid()"] + [f"{axis} = {cells}[{position}, {n}]" for n, axis in enumerate(c.plain.thread.split(", "))]
     params += [f"{cells}: wp.array2d(dtype=wp.int32)",
                f"{c.names.gather_marks()}: wp.array{len(c.program.thread)}d(dtype=wp.int32)"]
-    marks_body = [f"{mark} = wp.int32(0)"] + merge_ifs(marks) + [f"{c.names.gather_marks()}[{c.lines.thread}] = {mark}"]
+    marks_body = [f"{mark} = wp.int32(0)"] + merge_ifs(marks) + [f"{c.names.gather_marks()}[{c.plain.thread}] = {mark}"]
     return GatherPlan(params, static_if('part == "listed"', listed, grid[:1]) + body
                       + static_if('part == "marks"', marks_body, merge_ifs(gather)),
                       [GatherVariant(name, argument) for name, argument in

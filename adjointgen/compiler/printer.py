@@ -3,7 +3,9 @@
 Floating-point numbers are printed typed (``wp.float32(0.5)``) with Python's shortest
 round-trip representation, so FP64 constants survive exactly and Warp never has to guess a
 literal's type. Integer constants compared with typed integers (``bc_mask == 255`` on a uint8)
-take that type. Selects print as ``wp.where``; powers by small integers as products.
+take that type. Selects print as ``wp.where``; powers by small integers as products. A printer may carry
+aliases: subexpressions printed as the name of a variable the kernel defines for them (a split
+step's tests of the listed boundary ids, see :meth:`adjointgen.compiler.lines.Lines.aliased`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ _RELATIONS = {sympy.Eq: "==", sympy.Ne: "!=", sympy.Lt: "<", sympy.Le: "<=", sym
 
 
 class WarpPrinter:
-    def __init__(self, dtypes: dict, float_type: str):
+    def __init__(self, dtypes: dict, float_type: str, aliases: dict | None = None):
         self.dtypes = dtypes
         self.float_type = float_type
+        self.aliases = dict(aliases or {})  # sympy expression -> the text printed for it
 
     # ---- typing
     def dtype_of(self, expr) -> str:
@@ -50,6 +53,8 @@ class WarpPrinter:
         return self.print(expr, dtype or self.dtype_of(expr))
 
     def print(self, expr, dtype: str) -> str:
+        if expr in self.aliases:
+            return self.aliases[expr]
         if expr is sympy.true or expr is sympy.false:
             return "True" if expr is sympy.true else "False"
         if isinstance(expr, sympy.Symbol):
