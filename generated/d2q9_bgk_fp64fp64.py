@@ -14,7 +14,7 @@
 #   Stream_functional  xlb/operator/stream/stream.py:59  sha256:032b5dc9cc874480f816709b3694788bbe8ce930451c31bcc835a68856e3f454
 #   ZeroMoment_functional  xlb/operator/macroscopic/zero_moment.py:22  sha256:048923741e9ac913a3a17b498c8c75ce4a124e10f2c59fea75a84771359f81da
 #
-# Forward: 72 statements per cell. Adjoint: 150 updates per cell.
+# Forward: 72 statements per cell. Adjoint: 152 updates per cell.
 # The adjoint writes without atomics and without races (proof per population):
 #   f_0[0] read at x - (0, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[1] read at x - (0, 1, 0) (mod n): a bijection, scattered directly
@@ -25,7 +25,7 @@
 #   f_0[6] read at x - (-1, 0, 0) (mod n): a bijection, scattered directly
 #   f_0[7] read at x - (1, 1, 0) (mod n): a bijection, scattered directly
 #   f_0[8] read at x - (-1, -1, 0) (mod n): a bijection, scattered directly
-# body-sha256: 7e3767ef96085e9ca970a39b990c5f36490e712b30bf961e03106153481fcd5f
+# body-sha256: c574c6e8c0fbbb4052064fbc46fb69e119b3d0fb7302590e38bb1cf9341cd09a
 # ---- end of header ----
 import warp as wp
 
@@ -405,6 +405,8 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: boo
             adj_omega = adj_omega - (adj_fout_2 * fneq_2)
             adj_omega = adj_omega - (adj_fout_1 * fneq_1)
             adj_omega = adj_omega - (adj_fout_0 * fneq_0)
+            # the per-cell adjoints complete here, stored now (summed over the grid by the runtime)
+            adj_omega_cells[i, j, k] = adj_omega
         # adj of: bgk.py:32  fneq = f - feq
         adj_f_0_8 = adj_f_0_8 + adj_fneq_8
         adj_feq_8 = -adj_fneq_8
@@ -572,9 +574,6 @@ def _adjoint_variant(name: str, fresh: bool, state_only: bool, device_omega: boo
             adj_f_1[6, i, j, k] = wp.float64(0.0)
             adj_f_1[7, i, j, k] = wp.float64(0.0)
             adj_f_1[8, i, j, k] = wp.float64(0.0)
-        # per-cell adjoints of scalar parameters (summed over the grid by the runtime)
-        if wp.static(not state_only):
-            adj_omega_cells[i, j, k] = adj_omega
 
     adjoint.__name__ = adjoint.__qualname__ = name
     return wp.kernel(enable_backward=False, module="unique")(adjoint)

@@ -63,3 +63,18 @@ def test_the_forward_and_adjoint_take_omega_as_a_number_or_from_the_device():
     assert ('adjoint_fresh_device_omega = _adjoint_variant("adjoint_fresh_device_omega", fresh=True, state_only=False, '
             'device_omega=True)') in text
     assert text.count("device_omega=True)") == 3
+
+
+def test_the_per_cell_parameter_adjoint_is_stored_right_after_its_last_update():
+    """omega's per-cell adjoint is written where the sweep completes it, inside the same
+    ``not state_only`` block, not at the end of the body (kept live to the end, the obstacle
+    channel's adjoints with omega spilled 40-104 bytes: NOTES v50). Its value is the same: the
+    store follows the last update of ``adj_omega``, and nothing after it changes that variable."""
+    text = (ROOT / "generated" / "d2q9_bgk_fp32fp32.py").read_text()
+    body = text[text.index("def _adjoint_variant"):text.index("adjoint.__name__")]
+    sweep = body[body.index("# reverse sweep"):]
+    store = "adj_omega_cells[i, j, k] = adj_omega"
+    assert body.count(store) == 1 and store in sweep  # plus the kept cells' zero, before the sweep
+    block = sweep[sweep.index("if wp.static(not state_only):"):].split("\n        # adj of:")[0]
+    assert block.rstrip().endswith(store) and block.count("adj_omega = adj_omega - ") == 8
+    assert "adj_omega = " not in sweep[sweep.index(store):] and "# per-cell adjoints of scalar parameters" not in body

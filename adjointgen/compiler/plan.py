@@ -546,17 +546,29 @@ def _sweep(c: _Context) -> _Sweep:
             continue
         updating.append(group)
     runs = [list(run) for _, run in itertools.groupby(updating, key=lambda group: group.origin.site)]
-    return _Sweep([_sweep_group(c, run) for run in runs], destinations, slot_terms)
+    last = {update.target: index for index, run in enumerate(runs) for group in run for update in group.updates}
+    stores = [[_parameter_store(c, name, variable) for name, variable in c.adjoint.parameters if last.get(variable) == index]
+              for index in range(len(runs))]
+    return _Sweep([_sweep_group(c, run, store) for run, store in zip(runs, stores)], destinations, slot_terms)
 
 
-def _sweep_group(c: _Context, run: list) -> SweepGroup:
+def _sweep_group(c: _Context, run: list, stores: list) -> SweepGroup:
     """One comment for a run of groups from one source line, and their updates with the
     parameter-only ones (``adj_omega``) last, in one ``wp.static`` block, where that order
-    computes the same values."""
+    computes the same values; then the stores of the per-cell parameter adjoints that this run
+    completes (``stores``)."""
     parameter_adjoints = {variable for _, variable in c.adjoint.parameters if variable}
     updates = parameters_last([update for group in run for update in group.updates], parameter_adjoints)
     body = [(_update_line(c, update), update.target in parameter_adjoints) for update in updates]
+    if stores:
+        body += [("# the per-cell adjoints complete here, stored now (summed over the grid by the runtime)", True)]
+        body += [(line, True) for line in stores]
     return SweepGroup(describe_origins([group.origin for group in run]), without_parameters(body, bool(c.adjoint.parameters)))
+
+
+def _parameter_store(c: _Context, name: str, variable: str | None) -> str:
+    """The store of a scalar parameter's per-cell adjoint (zero where nothing depends on it)."""
+    return f"{c.names.parameter_cells(name)}[{c.lines.thread}] = {variable or c.zero(c.dtype(name))}"
 
 
 def parameters_last(updates: list, parameter_adjoints: set) -> list:
@@ -789,9 +801,10 @@ def _slot_param(c: _Context) -> str:
 
 
 def _parameter_lines(c: _Context) -> list:
-    """Per-cell adjoints of the scalar parameters (zero where nothing depends on one)."""
-    return [f"{c.names.parameter_cells(name)}[{c.lines.thread}] = {variable or c.zero(c.dtype(name))}"
-            for name, variable in c.adjoint.parameters]
+    """The per-cell adjoints of the scalar parameters that nothing depends on (zero). The others
+    are stored in the sweep, right after their last update (:func:`_sweep`): kept to the end
+    instead, the obstacle channel's adjoints with omega's spilled 40-104 bytes (NOTES v49)."""
+    return [_parameter_store(c, name, None) for name, variable in c.adjoint.parameters if not variable]
 
 
 def _collapsed_reads(reads: list) -> list:
