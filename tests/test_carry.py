@@ -121,24 +121,25 @@ def test_a_split_step_equals_the_one_launch_step_bit_for_bit(label, shape):
     assert len(step.manifest.listed_ids) == 2 and 0 < int(np.isin(ids, step.manifest.listed_ids).sum()) < ids.size // 4
 
 
-def test_the_rest_part_tests_the_listed_ids_through_flags_that_are_false_there(obstacle_text):
-    """A split step's bodies test the listed ids (ZouHe's) through flags defined after the rest
-    part's early return as ``wp.static(part != "rest") and ...``: constant False in the rest part,
-    whose cells never have them, so its compiler drops their code (NOTES v49: the obstacle
-    channel's state-only rest adjoints from 255 registers and spills to 168-245 and none). The
-    kernels without a rest part (adjoint_prepare, the gathers) keep the plain tests."""
+def test_each_part_tests_the_ids_it_never_has_through_flags_that_are_false_there(obstacle_text):
+    """A split step's bodies test the boundary ids through flags defined after the rest part's
+    early return: a listed id's (ZouHe's) ``wp.static(part != "rest") and ...``, any other id's
+    ``wp.static(part != "listed") and ...``: constant False in the part whose cells never have
+    that id, so its compiler drops that id's code (NOTES v49, v51). The exit condition's id (255)
+    gets no flag (every part has returned there), and the kernels without parts (adjoint_prepare,
+    the gathers) keep the plain tests."""
     import re
 
     body = obstacle_text.split("# body-sha256")[1]
     flags = re.findall(r"^ *(bc_mask_0_is_(\d+)) = (.*)$", body, flags=re.M)
-    assert sorted({(f, k) for f, k, _ in flags}) == [("bc_mask_0_is_2", "2"), ("bc_mask_0_is_3", "3")]
-    assert {d for _, k, d in flags} == {f'wp.static(part != "rest") and (bc_mask_0 == wp.uint8({k}))' for k in "23"}
-    assert len(flags) == 4  # in the forward and in the adjoint, after their early return
-    # the plain tests of the listed ids: the two early returns, the two flags each, and adjoint_prepare's
+    assert sorted({(f, k) for f, k, _ in flags}) == [(f"bc_mask_0_is_{k}", str(k)) for k in (1, 2, 3, 4)]
+    expected = {f'wp.static(part != "{"rest" if k in "23" else "listed"}") and (bc_mask_0 == wp.uint8({k}))' for k in "1234"}
+    assert {d for _, _, d in flags} == expected and len(flags) == 8  # in the forward and in the adjoint
     for kernel in ("def forward(", "def adjoint("):
         code = body.split(kernel)[1].split("\n    return wp.kernel")[0]
         skip, after = code.split("return  # run by the listed part")
         assert "(bc_mask_0 == wp.uint8(2)) or (bc_mask_0 == wp.uint8(3))" in skip.rstrip().splitlines()[-1]
-        assert after.count("== wp.uint8(2)") == after.count("== wp.uint8(3)") == 1 and "bc_mask_0_is_2" in after
+        for k in "1234":  # the test itself only in the flag's definition
+            assert after.count(f"bc_mask_0 == wp.uint8({k})") == 1 and f"bc_mask_0_is_{k}" in after.split("\n", 5)[-1]
     prepare = body.split("def adjoint_prepare(")[1].split("\n\n\n")[0]
     assert "bc_mask_0_is" not in prepare and "== wp.uint8(2)" in prepare

@@ -136,10 +136,10 @@ class Namer:
         """adjoint_gather_marks' per-cell flag."""
         return self._claim("gather mark", "", "marked")
 
-    def listed_id_flag(self, id_variable: str, listed_id: int) -> str:
-        """A split step's flag that the cell's boundary id is the listed id ``listed_id``
-        (constant False in the rest part)."""
-        return self._claim("listed id flag", (id_variable, listed_id), f"{id_variable}_is_{listed_id}")
+    def id_flag(self, id_variable: str, value: int) -> str:
+        """A split step's flag that the cell's boundary id is ``value`` (constant False in the
+        part of the step that never runs at that id)."""
+        return self._claim("id flag", (id_variable, value), f"{id_variable}_is_{value}")
 
     def reader_id(self, id_variable: str, reader: str) -> str:
         """The boundary id of the cell at the coordinates ``reader`` (adjoint_gather)."""

@@ -29,7 +29,7 @@ from adjointgen.compiler import guards
 from adjointgen.compiler import pressure
 from adjointgen.compiler import reciprocals
 from adjointgen.compiler.access import Access, Accesses
-from adjointgen.compiler.ir import Load, Origin, Program
+from adjointgen.compiler.ir import Assign, Load, Origin, Program
 from adjointgen.compiler.naming import Namer
 from adjointgen.compiler.lines import (Lines, convert, guarded_body, merge_ifs, needed, population_order, split_prologue,
                                        static_if, without_parameters)
@@ -295,7 +295,7 @@ class _Context:
         # the residual variants run over the whole grid only (a split step's parts: not served)
         self.residuals = residuals if residuals is not None and not self.listed_ids else None
         if self.listed_ids:
-            self.lines = self.plain.aliased(_listed_aliases(self))
+            self.lines = self.plain.aliased(_flag_aliases(self))
             self.print = self.lines.print
 
     @staticmethod
@@ -734,18 +734,45 @@ def _listed_ids(c: _Context) -> tuple:
     return ids
 
 
-def _listed_flags(c: _Context) -> dict:
-    """{listed id: the name of the flag that the cell has it} (a split step)."""
-    return {k: c.names.listed_id_flag(str(c.guards.id_symbol), k) for k in c.listed_ids}
+@dataclass(frozen=True)
+class IdFlag:
+    """A split step's flag that the cell has the boundary id ``value``, constant False in the
+    part whose cells never have it (``never_in``: the rest part for a listed id, the listed part
+    for any other), so that the compiler drops the code that id selects there."""
+
+    name: str
+    value: int
+    never_in: str
 
 
-def _listed_aliases(c: _Context) -> dict:
-    """The listed ids' tests of the cell's id, printed in the split bodies as their flags."""
+def _id_flags(c: _Context) -> list:
+    """The flags of every boundary id the cell program tests (a split step)."""
+    listed = set(c.listed_ids)
+    return [IdFlag(c.names.id_flag(str(c.guards.id_symbol), k), k, "rest" if k in listed else "listed")
+            for k in sorted(_tested_ids(c))]
+
+
+def _tested_ids(c: _Context) -> set:
+    """The ids ``k`` of the tests ``id == k`` in the cell program and its stores, but those of
+    the exit condition (every part has returned at those cells before the flags)."""
+    exprs = [s.expr for s in c.program.statements if isinstance(s, Assign)]
+    exprs += [e for store in c.program.stores for e in (store.value, store.when, store.keep) if e is not None]
+    return _ids_in(exprs, c.guards.id_symbol) - _ids_in([c.adjoint.keep] if c.adjoint.keep is not None else [], c.guards.id_symbol)
+
+
+def _ids_in(exprs: list, id_symbol) -> set:
+    """The ids ``k`` of the tests ``id_symbol == k`` (or ``!=``) in ``exprs``."""
+    tests = [test for expr in exprs for test in sympy.sympify(expr).atoms(sympy.Eq, sympy.Ne)]
+    return {k for k in (guards.id_test(sympy.Eq(*test.args), id_symbol) for test in tests) if k is not None}
+
+
+def _flag_aliases(c: _Context) -> dict:
+    """The tests of the cell's id, printed in the split bodies as their flags."""
     aliases = {}
-    for k, flag in _listed_flags(c).items():
-        for left, right in ((c.guards.id_symbol, sympy.Integer(k)), (sympy.Integer(k), c.guards.id_symbol)):
-            aliases[sympy.Eq(left, right)] = flag
-            aliases[sympy.Ne(left, right)] = f"(not {flag})"
+    for flag in _id_flags(c):
+        for left, right in ((c.guards.id_symbol, sympy.Integer(flag.value)), (sympy.Integer(flag.value), c.guards.id_symbol)):
+            aliases[sympy.Eq(left, right)] = flag.name
+            aliases[sympy.Ne(left, right)] = f"(not {flag.name})"
     return aliases
 
 
@@ -774,10 +801,10 @@ def _split(c: _Context, cell: CellPlan) -> Split:
     prologue = static_if('part == "listed"', listed, own) + rest_of_prologue
     condition = c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
     skip = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed part"])
-    # the bodies test the listed ids through flags that are constant False in the rest part,
-    # so the compiler drops their code there (it does not infer that from the return above)
-    skip += [f"{flag} = wp.static(part != \"rest\") and ({c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({k})))})"
-             for k, flag in _listed_flags(c).items()]
+    # the bodies test the ids through flags that are constant False in the part that never has
+    # them, so the compiler drops their code there (it does not infer that from the return above)
+    skip += [f"{flag.name} = wp.static(part != \"{flag.never_in}\") and "
+             f"({c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({flag.value})))})" for flag in _id_flags(c)]
     return Split(prologue, skip, ("", "rest", "listed"))
 
 
