@@ -146,3 +146,44 @@ def test_each_part_tests_the_ids_it_never_has_through_flags_that_are_false_there
         assert all(f"bc_mask_0_is_{k}" not in after for k in set("1234") - set(ids))
     prepare = body.split("def adjoint_prepare(")[1].split("\n\n\n")[0]
     assert "bc_mask_0_is" not in prepare and "== wp.uint8(2)" in prepare
+
+
+def test_a_flag_constant_in_the_wrong_part_is_caught(obstacle_text, tmp_path):
+    """Negative control for the split's flags: the comparison of the split forward
+    (forward_rest over the grid, then forward_listed over the list) with the one launch passes
+    with the module as generated, and fails when a listed id's flag is made constant False in the
+    listed part instead of the rest part (ZouHe's inlet then runs as a plain cell)."""
+    import importlib.util
+
+    import numpy as np
+    import warp as wp
+
+    from adjointgen.tools.verify import GeneratedSide, random_state
+
+    side = GeneratedSide(Configuration.parse("D2Q9/BGK/FP64FP64/obstacle"), (10, 8))
+    ids = side.bc_mask.numpy()[0]
+    cells = wp.array(np.argwhere(np.isin(ids, side.step.manifest.listed_ids)).astype(np.int32), dtype=wp.int32)
+    f0 = random_state(side.config, (10, 8), 0)
+
+    def outputs(module, launches) -> list:
+        f_0, f_1 = wp.array(f0), wp.array(side.f1_prepared)
+        arrays = {"f_0": f_0, "f_1": f_1, "bc_mask": side.bc_mask, "missing_mask": side.missing_mask, "omega_in": 1.6,
+                  "timestep": 0, "saved_f_0": wp.zeros_like(f_0), "listed_cells": cells}
+        for name, dim in launches:
+            kernel = getattr(module, name)
+            wp.launch(kernel, dim=dim, inputs=[arrays[arg.label] for arg in kernel.adj.args])
+        return [f_0.numpy(), f_1.numpy()]
+
+    def split_equals_one_launch(text: str, name: str) -> bool:
+        (tmp_path / f"{name}.py").write_text(text)
+        spec = importlib.util.spec_from_file_location(name, tmp_path / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        one = outputs(module, [("forward", ids.shape)])
+        split = outputs(module, [("forward_rest", ids.shape), ("forward_listed", cells.shape[0])])
+        return all(np.array_equal(a, b) for a, b in zip(one, split))
+
+    flag = 'bc_mask_0_is_2 = wp.static(part != "rest")'
+    assert obstacle_text.count(flag) == 2  # the forward's and the adjoint's
+    assert split_equals_one_launch(obstacle_text, "flags_as_generated")
+    assert not split_equals_one_launch(obstacle_text.replace(flag, 'bc_mask_0_is_2 = wp.static(part != "listed")'), "flag_wrong")
