@@ -280,8 +280,9 @@ class _Context:
     def __init__(self, program: Program, adjoint: Adjoint, accesses: Accesses, cell_guards: guards.CellGuards, names: Namer,
                  residuals: Residuals | None = None):
         self.program, self.adjoint, self.accesses, self.guards, self.names = program, adjoint, accesses, cell_guards, names
-        # plain: for kernels without a rest part (adjoint_prepare, adjoint_kept, the gathers) and
-        # the split's own tests; lines: the forward and adjoint bodies, after the split's flags
+        # plain: for kernels without parts (adjoint_prepare, adjoint_kept, the gathers) and the
+        # split's own tests; lines (the adjoint's body) and forward_lines (the forward's): a split
+        # step's tests of the boundary id printed as the flags defined after its early return
         self.plain = Lines(program, accesses, names)
         self.lines, self.print = self.plain, self.plain.print
         self.forward_lines = self.plain  # the forward's body (split steps: fewer flags, see _id_flags)
@@ -783,12 +784,13 @@ def _flag_aliases(c: _Context, forward: bool) -> dict:
 
 @dataclass(frozen=True)
 class Split:
-    """How a step's kernels are split (:func:`_split`): the prologue, the rest part's early
-    return, the parts compiled (``("",)`` for one launch)."""
+    """How a step's kernels are split (:func:`_split`): the prologue, the lines after the exit
+    (the rest part's early return, then the id flags: the adjoint's in ``skip``, the forward's in
+    ``forward_skip``), the parts compiled (``("",)`` for one launch)."""
 
     prologue: list
-    skip: list  # the adjoint's; then its flags (_id_flags)
-    forward_skip: list  # the forward's
+    skip: list
+    forward_skip: list
     parts: tuple
 
 
@@ -807,13 +809,15 @@ def _split(c: _Context, cell: CellPlan) -> Split:
     prologue = static_if('part == "listed"', listed, own) + rest_of_prologue
     condition = c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
     skip = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed part"])
-    # the bodies test the ids through flags that are constant False in the part that never has
-    # them, so the compiler drops their code there (it does not infer that from the return above)
-    def flags(forward: bool) -> list:
-        return [f"{flag.name} = wp.static(part != \"{flag.never_in}\") and "
-                f"({c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({flag.value})))})" for flag in _id_flags(c, forward)]
+    return Split(prologue, skip + _flag_lines(c, forward=False), skip + _flag_lines(c, forward=True), ("", "rest", "listed"))
 
-    return Split(prologue, skip + flags(False), skip + flags(True), ("", "rest", "listed"))
+
+def _flag_lines(c: _Context, forward: bool) -> list:
+    """The definitions of the id flags (:func:`_id_flags`): the bodies test the ids through
+    flags constant False in the part that never has them, so that its compiler drops their code
+    (it does not infer that from the early return above them)."""
+    return [f"{flag.name} = wp.static(part != \"{flag.never_in}\") and "
+            f"({c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({flag.value})))})" for flag in _id_flags(c, forward)]
 
 
 def _adjoint_params(c: _Context) -> list:
@@ -838,7 +842,7 @@ def _slot_param(c: _Context) -> str:
 def _parameter_lines(c: _Context) -> list:
     """The per-cell adjoints of the scalar parameters that nothing depends on (zero). The others
     are stored in the sweep, right after their last update (:func:`_sweep`): kept to the end
-    instead, the obstacle channel's adjoints with omega's spilled 40-104 bytes (NOTES v49)."""
+    instead, the obstacle channel's adjoints with omega's spilled 40-104 bytes (NOTES v50)."""
     return [_parameter_store(c, name, None) for name, variable in c.adjoint.parameters if not variable]
 
 
