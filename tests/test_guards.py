@@ -6,7 +6,7 @@ import sympy
 
 from adjointgen.compiler import guards
 from adjointgen.compiler.guards import EVERYWHERE, Need
-from adjointgen.compiler.ir import Param
+from adjointgen.compiler.ir import Param, Select
 from tests.helpers import lower_source
 
 PARAMS = [Param("a", "array", "float64", 4), Param("m", "array", "uint8", 4), Param("b", "array", "float64", 4)]
@@ -162,3 +162,10 @@ def test_loads_shared_by_two_guarded_runs_are_issued_again_inside_each():
         users = [n for n, s in enumerate(statements) if reload.target in s.uses()]
         assert users and all(statements.index(reload) < n for n in users)
         assert all(new_needs[statements[n].target.name] == new_needs[reload.target.name] for n in users)
+
+
+def test_tested_ids_finds_every_test_of_the_id_in_either_order_and_nothing_else():
+    bc, x, a, b = sympy.symbols("bc x a b")
+    exprs = [Select(sympy.Eq(bc, 2), a, b), sympy.And(sympy.Ne(3, bc), sympy.Eq(x, 5)), a + b]
+    assert guards.tested_ids(exprs, bc) == {2, 3}  # x == 5 tests another variable
+    assert guards.tested_ids([], bc) == set()

@@ -73,7 +73,7 @@ class Need:
 EVERYWHERE = Need(frozenset(), True)
 
 
-def id_test(condition, id_symbol):
+def _id_test(condition, id_symbol):
     """``k`` if ``condition`` is ``Eq(id_symbol, k)`` (either order), else None."""
     if isinstance(condition, sympy.Eq):
         left, right = condition.args
@@ -84,6 +84,12 @@ def id_test(condition, id_symbol):
     return None
 
 
+def tested_ids(exprs, id_symbol) -> set:
+    """The ids ``k`` of every test ``id_symbol == k`` (or ``!=``) anywhere in ``exprs``."""
+    tests = [test for expr in exprs for test in sympy.sympify(expr).atoms(sympy.Eq, sympy.Ne)]
+    return {k for k in (_id_test(sympy.Eq(*test.args), id_symbol) for test in tests) if k is not None}
+
+
 def _id_set(condition, id_symbol) -> Need:
     """The ids where ``condition`` holds if it is a test of the id (``Eq`` or an ``Or`` of them);
     otherwise every id."""
@@ -92,7 +98,7 @@ def _id_set(condition, id_symbol) -> Need:
         if all(not p.complement for p in parts):
             return Need(frozenset().union(*(p.ids for p in parts)))
         return EVERYWHERE
-    k = id_test(condition, id_symbol)
+    k = _id_test(condition, id_symbol)
     return Need(frozenset({k})) if k is not None else EVERYWHERE
 
 
@@ -105,11 +111,11 @@ def condition_ids(condition, id_symbol) -> Need | None:
         return None if None in parts else Need(frozenset().union(*(p.ids for p in parts)))
     if isinstance(condition, sympy.And):
         finite = [condition_ids(c, id_symbol) for c in condition.args if not isinstance(c, sympy.Ne)]
-        excluded = [id_test(sympy.Eq(*c.args), id_symbol) for c in condition.args if isinstance(c, sympy.Ne)]
+        excluded = [_id_test(sympy.Eq(*c.args), id_symbol) for c in condition.args if isinstance(c, sympy.Ne)]
         if not finite or None in finite or None in excluded:
             return None
         return Need(frozenset.intersection(*(p.ids for p in finite)) - set(excluded))
-    k = id_test(condition, id_symbol)
+    k = _id_test(condition, id_symbol)
     return Need(frozenset({k})) if k is not None else None
 
 
@@ -119,7 +125,7 @@ def _visit(expr, need: Need, id_symbol, needs: dict) -> None:
         return
     if isinstance(expr, Select):
         condition, a, b = expr.args
-        k = id_test(condition, id_symbol)
+        k = _id_test(condition, id_symbol)
         if k is not None:
             _visit(condition, need, id_symbol, needs)
             _visit(a, need.only(k), id_symbol, needs)

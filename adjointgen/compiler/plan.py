@@ -763,13 +763,8 @@ def _tested_ids(c: _Context) -> set:
     the exit condition (every part has returned at those cells before the flags)."""
     exprs = [s.expr for s in c.program.statements if isinstance(s, Assign)]
     exprs += [e for store in c.program.stores for e in (store.value, store.when, store.keep) if e is not None]
-    return _ids_in(exprs, c.guards.id_symbol) - _ids_in([c.adjoint.keep] if c.adjoint.keep is not None else [], c.guards.id_symbol)
-
-
-def _ids_in(exprs: list, id_symbol) -> set:
-    """The ids ``k`` of the tests ``id_symbol == k`` (or ``!=``) in ``exprs``."""
-    tests = [test for expr in exprs for test in sympy.sympify(expr).atoms(sympy.Eq, sympy.Ne)]
-    return {k for k in (guards.id_test(sympy.Eq(*test.args), id_symbol) for test in tests) if k is not None}
+    exits = [c.adjoint.keep] if c.adjoint.keep is not None else []
+    return guards.tested_ids(exprs, c.guards.id_symbol) - guards.tested_ids(exits, c.guards.id_symbol)
 
 
 def _flag_aliases(c: _Context, forward: bool) -> dict:
