@@ -1,7 +1,7 @@
 """Count the whole-state copies XLA puts into a rollout's compiled program (the optimised HLO),
 per computation: where a JAX-face rollout moves more bytes than its kernels do.
 
-    python benchmarks/hlo_copies.py --size 32 --steps 8 [--segment 4]
+    python benchmarks/hlo_copies.py --size 32 --steps 8 [--segment 4] [--overlap]
 
 Prints, for ``sharded_rollout``'s forward and gradient on one device, every computation of the
 optimised HLO that copies an array of the state's shape, with the number of such copies and of
@@ -39,6 +39,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--segment", type=int, default=4)
+    parser.add_argument("--overlap", action="store_true", help="the overlapped steps (adjointgen.runtime.overlap)")
     args = parser.parse_args(argv)
     _source_tree_packages()
     import jax
@@ -56,7 +57,7 @@ def main(argv=None):
     stepper = make_stepper(config, "warp", shape)
     f_0, f_1, bc, mm = [jnp.asarray(a.numpy()) for a in prepare_fields(stepper, config)]
     run = sharded_rollout(jax_step(stepper), Mesh(np.array(jax.devices()[:1]), ("x",)), args.steps,
-                          Crossing.of(stepper.velocity_set), segment=args.segment)
+                          Crossing.of(stepper.velocity_set), segment=args.segment, overlap=args.overlap)
     padded = f"f32[19,{args.size + 2},{args.size},{args.size}]"
     programs = {"forward": jax.jit(lambda f: run(f, f_1, bc, mm, 1.6)[0]),
                 "gradient": jax.jit(jax.grad(lambda f: jnp.sum(run(f, f_1, bc, mm, 1.6)[0])))}

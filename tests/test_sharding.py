@@ -4,7 +4,9 @@ subprocess). Forward and gradient of a 3-step loop of sharded steps split along 
 single-device ones, for a pure-JAX step (XLB's JAX stepper: checks the halo exchange and its
 transpose alone) and for the JAX face of the generated Warp kernels. The sharded rollout (padded
 slabs, crossing populations only, checkpointed segments) gives the single-device states and state
-gradients bit for bit, and a halo that leaves one crossing population out is caught."""
+gradients bit for bit, and a halo that leaves one crossing population out is caught; so does the
+rollout whose interior computes while the halos travel (adjointgen.runtime.overlap), with solid
+cells on the planes next to a cut, and one that leaves an edge plane out is caught."""
 
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ SCRIPT = textwrap.dedent('''
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from adjointgen.config import Configuration
     from adjointgen.runtime.jax_face import jax_step
+    from adjointgen.errors import RuntimeArgumentError
+    from adjointgen.runtime import overlap as overlap_module
+    from adjointgen.runtime.overlap import refusal as overlap_refusal
     from adjointgen.runtime.sharding import Crossing, sharded_rollout, sharded_step
     from adjointgen.tools.verify import random_state
     from adjointgen.xlb.support import make_stepper, prepare_fields
@@ -51,11 +56,11 @@ SCRIPT = textwrap.dedent('''
         results[name] = {"forward": float(jnp.abs(a1 - a2).max()), "grad": float(jnp.abs(g1 - g2).max()) / scale,
                          "omega": abs(float(o1) - float(o2)) / abs(float(o1)), "sharded": str(g2.sharding.spec)}
 
-    def rollout(name, step, f0, f1, bc, mm, crossing, fields=None, steps=5):
+    def rollout(name, step, f0, f1, bc, mm, crossing, fields=None, steps=5, overlap=None):
         # 5 steps in segments of 2: two checkpointed segments and a rest of one step
         dtype = f0.dtype
         c = jnp.asarray(np.random.default_rng(2).standard_normal(f0.shape).astype(dtype))
-        run = sharded_rollout(step, mesh, steps, crossing, segment=2)
+        run = sharded_rollout(step, mesh, steps, crossing, segment=2, overlap=overlap)
         extra = () if fields is None else (fields,)
 
         def one_device(f, g, omega, *extra):
@@ -101,6 +106,10 @@ SCRIPT = textwrap.dedent('''
     compare("xlb_jax_periodic", lambda a, b, m, n, w: jstep(a, b, m, n, w, 0), f0, f1, bc, mm)
 
     # the JAX face of generated Warp kernels
+    def face_of(label, shape):
+        config = Configuration.parse(label)
+        return jax_step(make_stepper(config, "warp", shape))
+    cavity_step, obstacle_step = face_of("D2Q9/BGK/FP32FP32/cavity", (16, 6)), face_of("D2Q9/BGK/FP32FP32/obstacle", (16, 7))
     for label, shape in (("D2Q9/BGK/FP32FP32", (16, 6)), ("D3Q19/BGK/FP32FP32/cavity", (8, 4, 4)),
                          ("D2Q9/BGK/FP64FP64/obstacle", (16, 7))):
         config = Configuration.parse(label)
@@ -118,7 +127,23 @@ SCRIPT = textwrap.dedent('''
         rollout(label, step, f0, f1, bc, mm, crossing)
         if label.startswith("D2Q9/BGK/FP32"):  # a halo without one crossing population must show
             rollout(label + " (one population short)", step, f0, f1, bc, mm,
-                    Crossing(crossing.rightward[1:], crossing.leftward))
+                    Crossing(crossing.rightward[1:], crossing.leftward), overlap=False)
+            # the interior computed while the halos travel, with solid cells on the edge planes of
+            # two devices (x = 3, 4: a cut between them) and inside a slab (x = 9, 10), and without
+            results["overlap"] = {"plain": overlap_refusal(step), "cavity": overlap_refusal(cavity_step)}
+            solid = bc.at[0, 3:6, 2:4].set(255).at[0, 9:11, 0:2].set(255)
+            for mask, kind in ((bc, "periodic"), (solid, "solid cells")):
+                for overlap in (False, True):
+                    rollout(f"{label} {kind} (overlap={overlap})", step, f0, f1, mask, mm, crossing, overlap=overlap)
+            # an overlapped step whose second edge view is the first one again must show
+            real_views = overlap_module.edge_views
+            overlap_module.edge_views = lambda planes: (slice(0, 3), slice(0, 3))
+            rollout(label + " (one edge view short)", jax_step(stepper), f0, f1, solid, mm, crossing, overlap=True)
+            overlap_module.edge_views = real_views
+            try:  # ZouHe updates f_0 in place: no overlapped step, and a message saying why
+                sharded_rollout(obstacle_step, mesh, 3, crossing, overlap=True)
+            except RuntimeArgumentError as error:
+                results["overlap"]["refused"] = str(error)
     # a design field: the porous collision's porosity, split along x like the state
     config = Configuration.parse("D2Q9/PorousBGK/FP64FP64")
     stepper = make_stepper(config, "warp", (16, 6))
@@ -143,9 +168,17 @@ def test_sharded_rollout_equals_the_single_device_one():
     assert results["devices"] == 4
     assert results.pop("crossing") == {"D3Q19": [5, 5], "D3Q27": [9, 9]}
     assert all(results.pop("carried").values())  # every rollout above but the porous one ran fresh adjoints
-    short = results.pop("rollout D2Q9/BGK/FP32FP32 (one population short)")
-    results.pop("rollout D2Q9/BGK/FP32FP32 (one population short) (omega a number)")
-    assert short["forward"] > 1e-3 and short["grad"] > 1e-3, short
+    for control in ("one population short", "one edge view short"):  # the checks reject a wrong exchange
+        short = results.pop(f"rollout D2Q9/BGK/FP32FP32 ({control})")
+        results.pop(f"rollout D2Q9/BGK/FP32FP32 ({control}) (omega a number)")
+        assert short["forward"] > 1e-3 and short["grad"] > 1e-3, (control, short)
+    overlap = results.pop("overlap")
+    assert overlap["plain"] is None, overlap  # the periodic step runs overlapped
+    assert "slots" in overlap["cavity"] and "in place" in overlap["refused"], overlap
+    assert {name for name in results if "overlap=True" in name} == {
+        "rollout D2Q9/BGK/FP32FP32 periodic (overlap=True)", "rollout D2Q9/BGK/FP32FP32 solid cells (overlap=True)",
+        "rollout D2Q9/BGK/FP32FP32 periodic (overlap=True) (omega a number)",
+        "rollout D2Q9/BGK/FP32FP32 solid cells (overlap=True) (omega a number)"}
     for name, r in results.items():
         if name == "devices":
             continue

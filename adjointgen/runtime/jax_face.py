@@ -46,6 +46,7 @@ def jax_step(stepper, timestep: int = 0):
     apply, carried = _by_omega(build)
     apply.carried = carried if carries(step.manifest) and not names else None
     apply.step = step
+    apply.timestep = timestep
     apply.writes_f_0 = step.manifest.writes_f_0  # False: the returned f_0 is the input itself
     apply.fields = names
     grid = tuple(stepper.grid.shape) + (1,) * (3 - len(stepper.grid.shape))
@@ -120,8 +121,9 @@ def _step_of(stepper):
     return step
 
 
-class _Types:
-    """The Warp annotations of the callables, and the JAX dtype of omega."""
+class CallTypes:
+    """The Warp annotations of a step's JAX callables, the JAX dtype of omega, and how the
+    callables pass omega to the kernels (here and in :mod:`adjointgen.runtime.overlap`)."""
 
     def __init__(self, step):
         import jax.numpy as jnp
@@ -202,8 +204,8 @@ def _keep_kept_cells(bc_mask: wp.array4d(dtype=wp.uint8), before: wp.array4d(dty
             after[q, i, j, k] = before[q, i, j, k]
 
 
-def _into_new(f_1, f_new, bc_mask):
-    """``f_new`` ready to take a step's output: its kept cells hold ``f_1``'s old content."""
+def with_kept_cells(f_1, f_new, bc_mask):
+    """``f_new`` (Warp arrays) ready to take a step's output: its kept cells hold ``f_1``'s old content."""
     wp.launch(_keep_kept_cells, dim=f_1.shape[1:], inputs=[bc_mask, f_1, f_new], device=f_1.device)
     return f_new
 
@@ -215,7 +217,7 @@ def _zero_cotangents(*masks):
 
 
 def _without_fields(step, timestep: int, fixed: float | None):
-    t = _Types(step)
+    t = CallTypes(step)
 
     def in_place(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
@@ -223,7 +225,7 @@ def _without_fields(step, timestep: int, fixed: float | None):
 
     def into_new(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, f_new: t.state):
-        in_place(f_0, _into_new(f_1, f_new, bc_mask), bc_mask, missing_mask, omega)
+        in_place(f_0, with_kept_cells(f_1, f_new, bc_mask), bc_mask, missing_mask, omega)
 
     def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
@@ -248,7 +250,7 @@ def _without_fields(step, timestep: int, fixed: float | None):
                   carried_call and _custom_step(t, forward_call, carried_call, fixed))
 
 
-def _custom_step(t: _Types, forward_call, backward_call, fixed: float | None):
+def _custom_step(t: CallTypes, forward_call, backward_call, fixed: float | None):
     """``(f_0, f_1, bc_mask, missing_mask, omega, *extra) -> (f_0, f_new)`` as a ``jax.custom_vjp``
     over the two callables; the ``extra`` inputs (the stacked design fields) pass to both
     callables after omega, and their cotangents come back from the backward's last outputs."""
@@ -283,7 +285,7 @@ def _custom_step(t: _Types, forward_call, backward_call, fixed: float | None):
 def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
     import jax.numpy as jnp
 
-    t = _Types(step)
+    t = CallTypes(step)
     grid = tuple(step.stepper.grid.shape) + (1,) * (3 - len(step.stepper.grid.shape))
 
     shapes = [step.manifest.field_shape(name, grid) for name in names]
@@ -299,7 +301,7 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
 
     def into_new(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state, f_new: t.state):
-        in_place(f_0, _into_new(f_1, f_new, bc_mask), bc_mask, missing_mask, omega, fields)
+        in_place(f_0, with_kept_cells(f_1, f_new, bc_mask), bc_mask, missing_mask, omega, fields)
 
     def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, fields: t.state,

@@ -24,11 +24,11 @@ once, only the populations that cross the cut exchanged before each step, checkp
 """
 
 import functools
-from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-import warp as wp
+from adjointgen.runtime.halos import Crossing, Exchange
+from adjointgen.runtime.overlap import EdgeMasks, overlapped_step, refusal
+
+__all__ = ["Crossing", "sharded_rollout", "sharded_step"]
 
 
 def _halo_exchange(x, axis_name: str, devices: int, halo: int):
@@ -69,24 +69,8 @@ def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1, writes_f_0: bo
     return jax.shard_map(local, mesh=mesh, in_specs=(slab, slab, slab, slab, P()), out_specs=(slab, slab))
 
 
-@dataclass(frozen=True)
-class Crossing:
-    """The populations that stream across a cut normal to x: ``rightward`` (``c_x = +1``), which a
-    slab's first plane pulls from its left neighbour's last plane, and ``leftward`` (``c_x = -1``),
-    which its last plane pulls from its right neighbour's first plane (indices into the Warp
-    layout's first axis)."""
-
-    rightward: tuple[int, ...]
-    leftward: tuple[int, ...]
-
-    @classmethod
-    def of(cls, velocity_set) -> "Crossing":
-        """From an XLB velocity set: its ``right_indices`` (``c_x = +1``) and ``left_indices``
-        (``c_x = -1``). One halo plane is enough for the speeds of D2Q9, D3Q19 and D3Q27 (at most 1)."""
-        return cls(tuple(int(l) for l in velocity_set.right_indices), tuple(int(l) for l in velocity_set.left_indices))
-
-
-def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str = "x", segment: int | None = None):
+def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str = "x", segment: int | None = None,
+                    overlap: bool | None = None):
     """``steps`` steps of XLB's two-buffer loop (``f_0, f_1 = f_new, f_0``) with ``step`` (a
     generated step's JAX face, :func:`~adjointgen.runtime.jax_face.jax_step`), the grid split along
     x over the devices of ``mesh``: ``run(f_0, f_1, bc_mask, missing_mask, omega) -> (f_0, f_1)``,
@@ -134,7 +118,9 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         raise ValueError(f"a rollout runs at least one step; got steps={steps}")
     devices = mesh.shape[axis_name]
     segment = segment or 2 * max(1, int(round(steps ** 0.5 / 2)))  # even: the pair of buffers comes back in order
-    refresh = _halo_refresh(crossing, axis_name, devices)
+    exchange = Exchange(crossing, axis_name, devices)
+    refresh = _halo_refresh(exchange)
+    overlapped = _overlapped(step, exchange, overlap)
 
     # every step but the last runs the face's carried step (fresh adjoint, 3 arrays of traffic
     # instead of 5): the cotangent of the f_0 it returns is the adjoint of the next step's input
@@ -142,15 +128,11 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     # needs; the last step's returned f_0 is the rollout's final f_1, whose cotangent is the caller's
     carried = step.carried or step  # (None where the module has no such adjoint: jax_face.carries)
 
-    def one_step(face, constants, state):
-        f_0, f_1 = state
-        f_0_out, f_new = face(refresh(f_0), f_1, *constants)
-        return f_new, f_0_out
-
-    def run_steps(constants, state, faces):
+    def run_steps(state, steps_in_order):
         def body(s):  # the segment's steps inlined: their residuals are the buffers themselves
-            for face in faces:
-                s = one_step(face, constants, s)
+            for one_step in steps_in_order:
+                f_0_out, f_new = one_step(*s)
+                s = (f_new, f_0_out)
             return s
         return jax.checkpoint(body)(state)
 
@@ -160,12 +142,17 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         omega = fixed if fixed is not None else jax.lax.pcast(omega, axis_name, to="varying")
         constants = (_pad(bc_mask, 255), _pad(missing_mask, False), omega,
                      *({name: _pad(value, 0) for name, value in group.items()} for group in fields))
+        if overlapped is None or not _overlaps(f_0.shape[1], overlap):
+            middle = lambda f_0, f_1: carried(refresh(f_0), f_1, *constants)  # noqa: E731
+        else:
+            masks = EdgeMasks.of(constants[0])  # once per rollout
+            middle = lambda f_0, f_1: overlapped(f_0, f_1, constants[0], masks, *constants[1:])  # noqa: E731
         state = (_pad(f_0, 0), _pad(f_1, 0))
         whole, rest = divmod(steps - 1, segment)
         if whole:
-            state = jax.lax.scan(lambda s, _: (run_steps(constants, s, (carried,) * segment), None), state, None,
-                                 length=whole)[0]
-        state = run_steps(constants, state, (carried,) * rest + (step,))
+            state = jax.lax.scan(lambda s, _: (run_steps(s, (middle,) * segment), None), state, None, length=whole)[0]
+        last = lambda f_0, f_1: step(refresh(f_0), f_1, *constants)  # noqa: E731
+        state = run_steps(state, (middle,) * rest + (last,))
         return state[0][:, 1:-1], state[1][:, 1:-1]
 
     slab = P(None, axis_name)
@@ -182,39 +169,44 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     return run
 
 
-def _halo_refresh(crossing: Crossing, axis_name: str, devices: int):
+def _overlapped(step, exchange: Exchange, overlap: bool | None):
+    """The overlapped carried step (:mod:`adjointgen.runtime.overlap`), or None for the plain one:
+    ``overlap`` None chooses it where the step can run overlapped and there are several devices,
+    True asks for it (refused with the reason where the step cannot), False never."""
+    from adjointgen.errors import RuntimeArgumentError
+
+    reason = refusal(step)
+    if overlap and reason:
+        raise RuntimeArgumentError(f"overlap=True: {step.step.config.label} cannot run overlapped: {reason}; "
+                                   "pass overlap=None or False")
+    if reason or overlap is False or (overlap is None and exchange.devices < 2):
+        return None
+    return overlapped_step(step, exchange)
+
+
+def _overlaps(planes: int, overlap: bool | None) -> bool:
+    """Whether a slab of ``planes`` planes (unpadded) can run overlapped: its two edge planes need
+    an interior plane between them (at least 3 planes; refused where ``overlap`` is True)."""
+    from adjointgen.errors import RuntimeArgumentError
+
+    if planes >= 3:
+        return True
+    if overlap:
+        raise RuntimeArgumentError(f"overlap=True needs slabs of at least 3 planes along x; a device holds {planes}")
+    return False
+
+
+def _halo_refresh(exchange: Exchange):
     """``refresh(f)``: ``f`` (a padded slab) with the crossing populations of its two halo planes
-    taken from the neighbours' edge planes, as a ``jax.custom_vjp`` whose reverse sends the halo
-    planes' adjoints back and adds them onto the neighbours' edge planes.
-
-    The pieces that travel (``jax.lax.ppermute``) are the crossing populations of one plane each
-    way. Writing them into the halo planes, and in the reverse clearing the halos and adding the
-    returned pieces onto the edge planes, are Warp kernels over one plane with the array in-out
-    (:func:`_halo_calls`): XLA's own in-place update of an array a Warp call had just written
-    made it copy the whole array first, in the gradient three to four times a step (its
-    optimised HLO; with the Warp calls, about one copy per checkpointed segment is left). JAX's
-    transposition of an indexed update would also make passes over the whole array."""
+    taken from the neighbours' edge planes (:class:`~adjointgen.runtime.halos.Exchange`), as a
+    ``jax.custom_vjp`` whose reverse sends the halo planes' adjoints back and adds them onto the
+    neighbours' edge planes (in the optimised HLO about one whole-slab copy per checkpointed
+    segment is left, where XLA's own halo updates made three to four a gradient step)."""
     import jax
-    from jax import lax
-
-    # rightward populations fill the left halo (plane 0) from the left neighbour's last plane
-    # (-2); leftward ones the right halo (-1) from the right neighbour's first plane (1)
-    to_right = [(i, (i + 1) % devices) for i in range(devices)]
-    to_left = [(i, (i - 1) % devices) for i in range(devices)]
-    rightward, leftward = (np.asarray(indices, dtype=np.int32) for indices in (crossing.rightward, crossing.leftward))
-
-    def pieces(f, left_plane: int, right_plane: int, left_to, right_to):
-        """The rightward populations of plane ``left_plane`` sent along ``left_to``, the leftward
-        ones of ``right_plane`` along ``right_to`` (one plane each: sliced before indexed)."""
-        n = f.shape[1]
-        left = f[:, left_plane % n:left_plane % n + 1][rightward]
-        right = f[:, right_plane % n:right_plane % n + 1][leftward]
-        return lax.ppermute(left, axis_name, left_to), lax.ppermute(right, axis_name, right_to)
 
     @jax.custom_vjp
     def refresh(f):
-        left, right = pieces(f, -2, 1, to_right, to_left)
-        return _halo_calls(f.dtype).put(f, left, right, rightward, leftward)[0]
+        return exchange.put(f, *exchange.receive(f))
 
     def refresh_fwd(f):
         return refresh(f), None
@@ -222,66 +214,10 @@ def _halo_refresh(crossing: Crossing, axis_name: str, devices: int):
     def refresh_bwd(_, ct):
         # the halos' adjoints go back where their contents came from; the halos were
         # overwritten, so their old contents get no adjoint
-        left, right = pieces(ct, 0, -1, [(b, a) for a, b in to_right], [(b, a) for a, b in to_left])
-        return (_halo_calls(ct.dtype).return_(ct, left, right, rightward, leftward)[0],)
+        return (exchange.return_(ct, *exchange.send_back(ct)),)
 
     refresh.defvjp(refresh_fwd, refresh_bwd)
     return refresh
-
-
-@wp.kernel
-def _put_halos(f: wp.array4d(dtype=Any), left: wp.array4d(dtype=Any), right: wp.array4d(dtype=Any),
-               rightward: wp.array(dtype=wp.int32), leftward: wp.array(dtype=wp.int32)):
-    """The received pieces into the halo planes: ``left`` (rightward populations) into plane 0,
-    ``right`` (leftward ones) into the last plane."""
-    j, k = wp.tid()
-    last = f.shape[1] - 1
-    for a in range(rightward.shape[0]):
-        f[rightward[a], 0, j, k] = left[a, 0, j, k]
-    for a in range(leftward.shape[0]):
-        f[leftward[a], last, j, k] = right[a, 0, j, k]
-
-
-@wp.kernel
-def _return_halos(ct: wp.array4d(dtype=Any), left: wp.array4d(dtype=Any), right: wp.array4d(dtype=Any),
-                  rightward: wp.array(dtype=wp.int32), leftward: wp.array(dtype=wp.int32)):
-    """The refresh's transpose on the adjoint ``ct``: the halos' crossing populations cleared, the
-    returned adjoints added onto the edge planes they were read from (``left``, from the right
-    neighbour's left halo, onto plane -2; ``right`` onto plane 1)."""
-    j, k = wp.tid()
-    last = ct.shape[1] - 1
-    for a in range(rightward.shape[0]):
-        p = rightward[a]
-        ct[p, 0, j, k] = ct.dtype(0.0)
-        ct[p, last - 1, j, k] = ct[p, last - 1, j, k] + left[a, 0, j, k]
-    for a in range(leftward.shape[0]):
-        p = leftward[a]
-        ct[p, last, j, k] = ct.dtype(0.0)
-        ct[p, 1, j, k] = ct[p, 1, j, k] + right[a, 0, j, k]
-
-
-@dataclass(frozen=True)
-class _HaloCalls:
-    """The halo kernels as JAX calls for one state dtype: ``put(f, left, right, rightward,
-    leftward)`` and ``return_(ct, ...)``, each returning ``(the array,)`` updated in place."""
-
-    put: object
-    return_: object
-
-
-@functools.cache
-def _halo_calls(dtype) -> _HaloCalls:
-    scalar = wp.float64 if np.dtype(dtype) == np.float64 else wp.float32
-    state, indices = wp.array4d(dtype=scalar), wp.array(dtype=wp.int32)
-
-    def call(kernel):
-        def launch(f: state, left: state, right: state, rightward: indices, leftward: indices):
-            wp.launch(kernel, dim=f.shape[2:], inputs=[f, left, right, rightward, leftward], device=f.device)
-
-        launch.__name__ = kernel.key
-        return wp.jax_callable(launch, num_outputs=1, in_out_argnames=["f"], graph_mode=wp.JaxCallableGraphMode.NONE)
-
-    return _HaloCalls(call(_put_halos), call(_return_halos))
 
 
 def _pad(x, value):

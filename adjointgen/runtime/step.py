@@ -487,11 +487,7 @@ class DifferentiableStep:
             residual_role = {"residuals": len(inputs) - 1} if residuals is not None else {}
             launches.append((main, {**roles, "adj_f_0": len(state), "adj_f_1": len(state) + 1, **residual_role}))
         if fresh and kept_cells:
-            if not self.manifest.has("adjoint_kept"):
-                raise RuntimeArgumentError(f"{self.config.label} has no adjoint_kept kernel: no fresh adjoint where cells are kept")
-            kept = wp.launch(self.kernel("adjoint_kept"), dim=dim, inputs=[f_0, bc_mask, adj_f_0, adj_f_1, carry],
-                             device=device, record_tape=False, record_cmd=True)
-            launches.append((kept, {"f_0": 0, "adj_f_0": 2, "adj_f_1": 3}))
+            launches.append((self.kept_launch(f_0, bc_mask, adj_f_0, adj_f_1, carry), {"f_0": 0, "adj_f_0": 2, "adj_f_1": 3}))
         if slots is not None:
             gather = self._gather(f_0, slots, bc_mask, [grads[name] for name in self.manifest.gather_into])
             if gather is not None:
@@ -502,6 +498,16 @@ class DifferentiableStep:
             add = wp.launch(_add_into, dim=1, inputs=[total, grad, component], device=device, record_tape=False, record_cmd=True)
             reductions.append((cells[scalar], total, add))
         return PackedAdjoint(launches, reductions)
+
+    def kept_launch(self, f_0, bc_mask, adj_f_0, adj_f_1, carry):
+        """``adjoint_kept`` (recorded, not run: ``.launch()``), which completes a fresh adjoint at
+        the kept cells of ``bc_mask`` after ``adjoint_fresh`` has run at every cell that is not kept,
+        in one launch or in several over disjoint cells (:mod:`adjointgen.runtime.overlap`); see
+        :meth:`adjoint` for ``carry``."""
+        if not self.manifest.has("adjoint_kept"):
+            raise RuntimeArgumentError(f"{self.config.label} has no adjoint_kept kernel: no fresh adjoint where cells are kept")
+        return wp.launch(self.kernel("adjoint_kept"), dim=f_0.shape[1:], inputs=[f_0, bc_mask, adj_f_0, adj_f_1, carry],
+                         device=f_0.device, record_tape=False, record_cmd=True)
 
     def _check_residuals(self, residuals, f_0, targets: list, device_omega: bool) -> None:
         """Refuse residuals the module cannot use, of the wrong shape, or with a parameter gradient."""
