@@ -12,7 +12,10 @@ rollout of the same grid in the same process):
   (both in checkpointed segments of about sqrt(T) steps, as the rollout runs them, so that the
   gradients fit in memory: every way stores the same states)
 - ``rollout``: :func:`~adjointgen.runtime.sharding.sharded_rollout` (slabs padded once, crossing
-  populations exchanged per step, checkpointed segments).
+  populations exchanged per step, checkpointed segments), ``overlap=False``;
+- ``rollout_overlap``: the same with ``overlap=True`` (:mod:`adjointgen.runtime.overlap`: the
+  interior computed while the halos travel; on one device the exchange is a copy to itself, so
+  the row shows what the split costs).
 - ``rollout_dw``: the same with omega a jit argument, differentiated too (the gradient is then
   that of ``f_0`` and omega): omega is traced, so the kernels read it on the device
   (``device_omega`` variants) instead of having it built in.
@@ -108,11 +111,14 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
             return segment_of(rest)(state) if rest else state
         return run
 
-    rollout = sharded_rollout(step, mesh, steps, Crossing.of(stepper.velocity_set), segment=segment)
+    crossing = Crossing.of(stepper.velocity_set)
+    rollout = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=False)
+    overlapped = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=True)
     # (run, whether omega is the run's traced argument, also differentiated)
     ways = {"step_loop": (scanned(sharded_step(step, mesh, writes_f_0=step.writes_f_0)), False),
             "rollout": (lambda f, g, bc, mm, _: rollout(f, g, bc, mm, omega), False),
-            "rollout_dw": (rollout, True)}
+            "rollout_dw": (rollout, True),
+            "rollout_overlap": (lambda f, g, bc, mm, _: overlapped(f, g, bc, mm, omega), False)}
     if len(devices) == 1:
         ways = {"face": (scanned(step), False), **ways}
     gradients = {}
@@ -127,6 +133,7 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
         _log(f"{name} on {len(devices)}: forward {rows[f'{name}_forward_ms']:.2f} ms, gradient {rows[f'{name}_gradient_ms']:.2f} ms")
     base = reference if reference is not None else gradients.get("face")
     rows["rollout_dw_vs_rollout"] = float(np.max(np.abs(gradients["rollout_dw"] - gradients["rollout"])))  # expected 0
+    rows["rollout_overlap_vs_rollout"] = float(np.max(np.abs(gradients["rollout_overlap"] - gradients["rollout"])))  # 0
     if base is not None and base.shape == gradients["rollout"].shape:
         rows["rollout_gradient_vs_face"] = float(np.max(np.abs(gradients["rollout"] - base)))
     wp.synchronize()
@@ -170,7 +177,7 @@ def main(argv=None):
              "| scaling | devices | grid | way | forward ms | forward / XLB | gradient ms | gradient / XLB | efficiency fwd / grad |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
-        for way in ("face", "step_loop", "rollout", "rollout_dw"):
+        for way in ("face", "step_loop", "rollout", "rollout_dw", "rollout_overlap"):
             if f"{way}_forward_ms" in row:
                 fwd, grad = row[f"{way}_forward_ms"], row[f"{way}_gradient_ms"]
                 p = row["devices"] if row["scaling"] == "strong" else 1
@@ -183,7 +190,8 @@ def main(argv=None):
             lines += ["", f"Rollout gradient on {row['devices']} device(s) vs the face's on one (same grid, max abs difference): "
                           f"{row['rollout_gradient_vs_face']:.1e}."]
         lines += [f"Rollout gradient with omega traced vs built in, {row['devices']} device(s), {row['scaling']}: "
-                  f"max abs difference {row['rollout_dw_vs_rollout']:.1e}."]
+                  f"max abs difference {row['rollout_dw_vs_rollout']:.1e}; overlapped vs not: "
+                  f"{row['rollout_overlap_vs_rollout']:.1e}."]
     lines += [f"Skipped: {reason}." for reason in results["skipped"]]
     write_results(Path(args.out), "bench_sharded_rollout", results, lines)
 
