@@ -15,7 +15,9 @@ rollout of the same grid in the same process):
   populations exchanged per step, checkpointed segments), ``overlap=False``;
 - ``rollout_overlap``: the same with ``overlap=True`` (:mod:`adjointgen.runtime.overlap`: the
   interior computed while the halos travel; on one device the exchange is a copy to itself, so
-  the row shows what the split costs).
+  the row shows what the split costs);
+- ``rollout_calls``: ``rollout`` with ``graphs=False``: Warp runs the Python of each call every
+  time instead of replaying CUDA graphs it captured (the default on CUDA devices).
 - ``rollout_dw``: the same with omega a jit argument, differentiated too (the gradient is then
   that of ``f_0`` and omega): omega is traced, so the kernels read it on the device
   (``device_omega`` variants) instead of having it built in.
@@ -114,11 +116,13 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
     crossing = Crossing.of(stepper.velocity_set)
     rollout = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=False)
     overlapped = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=True)
+    uncaptured = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=False, graphs=False)
     # (run, whether omega is the run's traced argument, also differentiated)
     ways = {"step_loop": (scanned(sharded_step(step, mesh, writes_f_0=step.writes_f_0)), False),
             "rollout": (lambda f, g, bc, mm, _: rollout(f, g, bc, mm, omega), False),
             "rollout_dw": (rollout, True),
-            "rollout_overlap": (lambda f, g, bc, mm, _: overlapped(f, g, bc, mm, omega), False)}
+            "rollout_overlap": (lambda f, g, bc, mm, _: overlapped(f, g, bc, mm, omega), False),
+            "rollout_calls": (lambda f, g, bc, mm, _: uncaptured(f, g, bc, mm, omega), False)}
     if len(devices) == 1:
         ways = {"face": (scanned(step), False), **ways}
     gradients = {}
@@ -134,6 +138,7 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None):
     base = reference if reference is not None else gradients.get("face")
     rows["rollout_dw_vs_rollout"] = float(np.max(np.abs(gradients["rollout_dw"] - gradients["rollout"])))  # expected 0
     rows["rollout_overlap_vs_rollout"] = float(np.max(np.abs(gradients["rollout_overlap"] - gradients["rollout"])))  # 0
+    rows["rollout_calls_vs_rollout"] = float(np.max(np.abs(gradients["rollout_calls"] - gradients["rollout"])))  # 0
     if base is not None and base.shape == gradients["rollout"].shape:
         rows["rollout_gradient_vs_face"] = float(np.max(np.abs(gradients["rollout"] - base)))
     wp.synchronize()
@@ -177,7 +182,7 @@ def main(argv=None):
              "| scaling | devices | grid | way | forward ms | forward / XLB | gradient ms | gradient / XLB | efficiency fwd / grad |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
-        for way in ("face", "step_loop", "rollout", "rollout_dw", "rollout_overlap"):
+        for way in ("face", "step_loop", "rollout", "rollout_dw", "rollout_overlap", "rollout_calls"):
             if f"{way}_forward_ms" in row:
                 fwd, grad = row[f"{way}_forward_ms"], row[f"{way}_gradient_ms"]
                 p = row["devices"] if row["scaling"] == "strong" else 1
@@ -191,7 +196,7 @@ def main(argv=None):
                           f"{row['rollout_gradient_vs_face']:.1e}."]
         lines += [f"Rollout gradient with omega traced vs built in, {row['devices']} device(s), {row['scaling']}: "
                   f"max abs difference {row['rollout_dw_vs_rollout']:.1e}; overlapped vs not: "
-                  f"{row['rollout_overlap_vs_rollout']:.1e}."]
+                  f"{row['rollout_overlap_vs_rollout']:.1e}; without graphs vs with: {row['rollout_calls_vs_rollout']:.1e}."]
     lines += [f"Skipped: {reason}." for reason in results["skipped"]]
     write_results(Path(args.out), "bench_sharded_rollout", results, lines)
 

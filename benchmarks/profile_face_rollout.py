@@ -56,6 +56,8 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--overlap", action="store_true", help="the overlapped steps (adjointgen.runtime.overlap)")
+    parser.add_argument("--no-graphs", action="store_true", help="the rollout's Warp calls without CUDA graphs "
+                        "(sharded_rollout(graphs=False))")
     parser.add_argument("--out", default=".")
     args = parser.parse_args(argv)
     devices, header = start_jax_and_warp()
@@ -79,7 +81,8 @@ def main(argv=None):
     c = jnp.asarray(rng.standard_normal(f0.shape).astype(np.float32))
     f1, bc, mm = (jnp.asarray(a.numpy()) for a in (f_1w, bc_w, mm_w))
     rollout = sharded_rollout(jax_step(stepper), Mesh(np.array(devices[:1]), ("x",)), args.steps,
-                              Crossing.of(stepper.velocity_set), overlap=args.overlap)
+                              Crossing.of(stepper.velocity_set), overlap=args.overlap,
+                              graphs=False if args.no_graphs else None)
     omega = jnp.float32(1.6)
     # every array an argument (closed over, XLA would constant-fold the padding of each at compile time)
     forward = jax.jit(lambda f, g, b, m, w: rollout(f, g, b, m, w)[0])
@@ -88,9 +91,10 @@ def main(argv=None):
     runs = [_profile(lambda: forward(f0, f1, bc, mm, omega), "forward, omega traced", args.steps),
             _profile(lambda: built_in(f0, f1, bc, mm, c), "gradient, omega built in", args.steps),
             _profile(lambda: traced(f0, f1, bc, mm, omega, c), "gradient, omega traced", args.steps)]
-    results = {**header, "size": args.size, "steps": args.steps, "overlap": args.overlap, "runs": runs}
+    results = {**header, "size": args.size, "steps": args.steps, "overlap": args.overlap, "graphs": not args.no_graphs, "runs": runs}
     lines = [f"# Rollout through the JAX face, profiled: {header['device_kind']}, JAX {header['jax']}, Warp {header['warp']}, "
-             f"{header['date']}", "", f"D3Q19 FP32 periodic {args.size}^3, T = {args.steps}, one device, overlap={args.overlap}. "
+             f"{header['date']}", "", f"D3Q19 FP32 periodic {args.size}^3, T = {args.steps}, one device, overlap={args.overlap}, "
+             f"graphs={not args.no_graphs}. "
              "Warp GPU time: "
              "CUDA events around each Warp launch and copy in the callbacks; the rest of the wall time is XLA's work and "
              "host waits.", ""]

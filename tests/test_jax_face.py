@@ -134,8 +134,8 @@ def test_omega_is_never_read_back_and_known_omega_is_built_in(monkeypatch):
     _, step, f0, f_1, bc_mask, missing_mask, cotangent = _setup("D2Q9/BGK/FP32FP32", (8, 6))
     assert step.step.manifest.device_omega
     given, read_back = [], []
-    original = jax_face._Types.omega_value
-    monkeypatch.setattr(jax_face._Types, "omega_value",
+    original = jax_face.CallTypes.omega_value
+    monkeypatch.setattr(jax_face.CallTypes, "omega_value",
                         lambda self, array, fixed: given.append(original(self, array, fixed)) or given[-1])
     kernel_omega = DifferentiableStep.kernel_omega
     monkeypatch.setattr(DifferentiableStep, "kernel_omega", lambda self, omega, device_omega=False: read_back.append(

@@ -40,11 +40,13 @@ class Crossing:
 class Exchange:
     """The crossing populations of padded slabs on a ring of ``devices`` along the mesh axis
     ``axis_name``: the rightward ones fill a slab's left halo (plane 0) from its left neighbour's
-    last plane (-2), the leftward ones its right halo (-1) from its right neighbour's first plane (1)."""
+    last plane (-2), the leftward ones its right halo (-1) from its right neighbour's first plane (1).
+    ``mode``: how Warp runs the halo kernels' JAX calls (:func:`~adjointgen.runtime.jax_face.captured_calls`)."""
 
     crossing: Crossing
     axis_name: str
     devices: int
+    mode: wp.JaxCallableGraphMode = wp.JaxCallableGraphMode.NONE
 
     @property
     def indices(self) -> tuple[np.ndarray, np.ndarray]:
@@ -94,12 +96,12 @@ class Exchange:
 
     def put(self, f, left, right):
         """``f`` with the received pieces in its halo planes (a Warp call, ``f`` in-out)."""
-        return halo_calls(f.dtype).put(f, left, right, *self.indices)[0]
+        return halo_calls(f.dtype, self.mode).put(f, left, right, *self.indices)[0]
 
     def return_(self, ct, left, right):
         """The adjoint ``ct`` with its halos' crossing populations cleared and the returned pieces
         added onto its edge planes (a Warp call, ``ct`` in-out)."""
-        return halo_calls(ct.dtype).return_(ct, left, right, *self.indices)[0]
+        return halo_calls(ct.dtype, self.mode).return_(ct, left, right, *self.indices)[0]
 
 
 @wp.kernel
@@ -148,7 +150,8 @@ class HaloCalls:
 
 
 @functools.cache
-def halo_calls(dtype) -> HaloCalls:
+def halo_calls(dtype, mode: wp.JaxCallableGraphMode) -> HaloCalls:
+    """The halo kernels as JAX calls for arrays of ``dtype``, run by Warp in graph ``mode``."""
     scalar = wp.float64 if np.dtype(dtype) == np.float64 else wp.float32
     state, indices = wp.array4d(dtype=scalar), wp.array(dtype=wp.int32)
 
@@ -157,6 +160,6 @@ def halo_calls(dtype) -> HaloCalls:
             wp.launch(kernel, dim=f.shape[2:], inputs=[f, left, right, rightward, leftward], device=f.device)
 
         launch.__name__ = kernel.key
-        return wp.jax_callable(launch, num_outputs=1, in_out_argnames=["f"], graph_mode=wp.JaxCallableGraphMode.NONE)
+        return wp.jax_callable(launch, num_outputs=1, in_out_argnames=["f"], graph_mode=mode)
 
     return HaloCalls(call(put_halos), call(return_halos))

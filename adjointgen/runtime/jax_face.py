@@ -21,11 +21,42 @@ travel to the kernels stacked in one array (all components, nx, ny, nz), in mani
 # which name local Warp types)
 
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import warp as wp
+
+# whether the JAX calls built now may run as CUDA graphs (see captured_calls)
+_CAPTURED = contextvars.ContextVar("adjointgen_captured_calls", default=False)
+
+
+@contextlib.contextmanager
+def captured_calls(enabled: bool = True):
+    """Within it, the JAX calls that the faces (and the sharded rollout's halo and overlapped steps)
+    build are Warp-captured CUDA graphs (``wp.JaxCallableGraphMode.WARP``: captured once per set
+    of buffer addresses, then replayed without running Python), where they read nothing back from
+    the device; outside it, and for calls that read omega back, Warp runs their Python at every call.
+    Only for CUDA devices (Warp refuses the mode on the CPU): ``sharded_rollout`` enters it on
+    meshes of CUDA devices (``benchmarks/NOTES.md`` v53: the host time of the calls left the GPU
+    waiting)."""
+    token = _CAPTURED.set(enabled)
+    try:
+        yield
+    finally:
+        _CAPTURED.reset(token)
+
+
+def captured() -> bool:
+    """Whether the calls built now are in :func:`captured_calls`."""
+    return _CAPTURED.get()
+
+
+def graph_mode(reads_back: bool = False) -> wp.JaxCallableGraphMode:
+    """The graph mode of a JAX call built now (see :func:`captured_calls`)."""
+    return wp.JaxCallableGraphMode.WARP if captured() and not reads_back else wp.JaxCallableGraphMode.NONE
 
 
 def jax_step(stepper, timestep: int = 0):
@@ -89,9 +120,10 @@ def _by_omega(build):
 
     def of(omega) -> _Faces:
         value = known_omega(omega)
-        if value not in faces:
-            faces[value] = build(value)
-        return faces[value]
+        key = (value, captured())
+        if key not in faces:
+            faces[key] = build(value)
+        return faces[key]
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields):
         return of(omega).plain(f_0, f_1, bc_mask, missing_mask, omega, *fields)
@@ -122,10 +154,11 @@ def _step_of(stepper):
 
 
 class CallTypes:
-    """The Warp annotations of a step's JAX callables, the JAX dtype of omega, and how the
-    callables pass omega to the kernels (here and in :mod:`adjointgen.runtime.overlap`)."""
+    """The Warp annotations of a step's JAX callables, the JAX dtype of omega, how the callables
+    pass omega to the kernels and how Warp runs them (here and in :mod:`adjointgen.runtime.overlap`),
+    for one omega (``fixed``: its value where built in, else None)."""
 
-    def __init__(self, step):
+    def __init__(self, step, fixed: float | None):
         import jax.numpy as jnp
 
         self.state = wp.array4d(dtype=step.store_dtype)
@@ -135,6 +168,9 @@ class CallTypes:
         self.reads_f_1 = step.manifest.reads_f_1
         self.device_omega = step.manifest.device_omega
         self.carries = carries(step.manifest)
+        # the calls' graph mode (graph_mode): a module without device-omega variants reads a traced
+        # omega back from the device, which a captured graph cannot
+        self.mode = graph_mode(reads_back=fixed is None and not self.device_omega)
 
     def omega_value(self, omega_array, fixed):
         """omega for the kernels: ``fixed`` where the step was built for one value; else the
@@ -170,8 +206,8 @@ class CallTypes:
         need not be copied where JAX still holds it, e.g. as an input a reverse pass needs."""
         if self.writes_f_0:
             return wp.jax_callable(in_place, num_outputs=2, in_out_argnames=["f_0", "f_1"],
-                                   graph_mode=wp.JaxCallableGraphMode.NONE)
-        call = wp.jax_callable(into_new, num_outputs=1, graph_mode=wp.JaxCallableGraphMode.NONE)
+                                   graph_mode=self.mode)
+        call = wp.jax_callable(into_new, num_outputs=1, graph_mode=self.mode)
         return lambda f_0, *rest: call(f_0, *rest, output_dims={"f_new": tuple(f_0.shape)})
 
     def carried_call(self, carried):
@@ -182,7 +218,7 @@ class CallTypes:
         the module has no such adjoint (:func:`carries`)."""
         if not self.carries:
             return None
-        call = wp.jax_callable(carried, num_outputs=3, in_out_argnames=["carry"], graph_mode=wp.JaxCallableGraphMode.NONE)
+        call = wp.jax_callable(carried, num_outputs=3, in_out_argnames=["carry"], graph_mode=self.mode)
 
         def backward_call(f_0, f_1, bc_mask, missing_mask, omega, carry, adj_f_1):
             carry, adj_f_0, adj_omega = call(f_0, f_1, bc_mask, missing_mask, omega, adj_f_1, carry,
@@ -217,7 +253,7 @@ def _zero_cotangents(*masks):
 
 
 def _without_fields(step, timestep: int, fixed: float | None):
-    t = CallTypes(step)
+    t = CallTypes(step, fixed)
 
     def in_place(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
                  missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
@@ -243,7 +279,7 @@ def _without_fields(step, timestep: int, fixed: float | None):
                      kept_cells=True)  # adjoint_kept at every call: looking for kept cells would read the mask back
 
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
-                                    output_dims={"adj_omega": (1,)}, graph_mode=wp.JaxCallableGraphMode.NONE)
+                                    output_dims={"adj_omega": (1,)}, graph_mode=t.mode)
     forward_call = t.forward_call(in_place, into_new)
     carried_call = t.carried_call(carried)
     return _Faces(_custom_step(t, forward_call, backward_call, fixed),
@@ -285,7 +321,7 @@ def _custom_step(t: CallTypes, forward_call, backward_call, fixed: float | None)
 def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
     import jax.numpy as jnp
 
-    t = CallTypes(step)
+    t = CallTypes(step, fixed)
     grid = tuple(step.stepper.grid.shape) + (1,) * (3 - len(step.stepper.grid.shape))
 
     shapes = [step.manifest.field_shape(name, grid) for name in names]
@@ -314,7 +350,7 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
 
     raw_backward = wp.jax_callable(backward, num_outputs=4, in_out_argnames=["adj_f_0", "adj_f_1"],
                                    output_dims={"adj_omega": (1,), "adj_fields": (starts[-1], *grid)},
-                                   graph_mode=wp.JaxCallableGraphMode.NONE)
+                                   graph_mode=t.mode)
 
     def backward_call(f_0, f_1, bc_mask, missing_mask, omega, stacked, adj_f_0, adj_f_1):
         # the field gradient is shaped like the fields the step ran with (a slab of the grid

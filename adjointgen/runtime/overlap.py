@@ -36,7 +36,7 @@ import numpy as np
 import warp as wp
 
 from adjointgen.runtime.halos import Exchange, launch_put_halos
-from adjointgen.runtime.jax_face import CallTypes, known_omega, with_kept_cells
+from adjointgen.runtime.jax_face import CallTypes, known_omega, with_kept_cells, captured
 
 
 def refusal(face) -> str | None:
@@ -89,9 +89,10 @@ def overlapped_step(face, exchange: Exchange):
         if f_0.shape[1] < 5:  # else an edge view's other plane is an edge plane too, computed with its wrap
             raise ValueError(f"an overlapped step needs slabs of at least 3 planes; got {f_0.shape[1] - 2}")
         fixed = known_omega(omega)
-        if fixed not in steps:
-            steps[fixed] = _custom_step(_Calls(face.step, face.timestep, fixed), exchange, fixed)
-        return steps[fixed](f_0, f_1, bc_mask, masks.interior, masks.edges, missing_mask, omega)
+        key = (fixed, captured())
+        if key not in steps:
+            steps[key] = _custom_step(_Calls(face.step, face.timestep, fixed), exchange, fixed)
+        return steps[key](f_0, f_1, bc_mask, masks.interior, masks.edges, missing_mask, omega)
 
     return run
 
@@ -102,7 +103,7 @@ class _Calls:
     ``adjoint_interior`` (reverse)."""
 
     def __init__(self, step, timestep: int, fixed: float | None):
-        self.types = t = CallTypes(step)
+        self.types = t = CallTypes(step, fixed)
         state, mask, missing, omega_type = t.state, wp.array4d(dtype=wp.uint8), wp.array4d(dtype=wp.bool), t.omega
         indices = wp.array(dtype=wp.int32)
         on_device = t.on_device(fixed)
@@ -140,7 +141,7 @@ class _Calls:
 
         def call(function, outputs: int, in_out=()):
             return wp.jax_callable(function, num_outputs=outputs, in_out_argnames=list(in_out),
-                                   graph_mode=wp.JaxCallableGraphMode.NONE)
+                                   graph_mode=t.mode)
 
         self.interior = call(interior, 1)
         self.edges = call(edges, 2, ("f_0", "f_new"))

@@ -25,6 +25,8 @@ once, only the populations that cross the cut exchanged before each step, checkp
 
 import functools
 
+import warp as wp
+
 from adjointgen.runtime.halos import Crossing, Exchange
 from adjointgen.runtime.overlap import EdgeMasks, overlapped_step, refusal
 
@@ -70,7 +72,7 @@ def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1, writes_f_0: bo
 
 
 def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str = "x", segment: int | None = None,
-                    overlap: bool | None = None):
+                    overlap: bool | None = None, graphs: bool | None = None):
     """``steps`` steps of XLB's two-buffer loop (``f_0, f_1 = f_new, f_0``) with ``step`` (a
     generated step's JAX face, :func:`~adjointgen.runtime.jax_face.jax_step`), the grid split along
     x over the devices of ``mesh``: ``run(f_0, f_1, bc_mask, missing_mask, omega) -> (f_0, f_1)``,
@@ -108,17 +110,33 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     themselves (a scan over the steps would copy them into stacked residuals), and an even
     segment hands the pair of buffers back in the order it came (an odd one makes XLA copy both
     to swap them).
+
+    ``overlap``: the carried steps split so that the interior cells compute while the halos
+    travel (:mod:`adjointgen.runtime.overlap`; the same bits); None (default) does so where the
+    step allows it and the mesh has several devices, True asks for it (refused with the reason
+    where the step does not allow it, or where a device holds fewer than 3 planes), False never.
+    ``graphs``: the steps' Warp calls as CUDA graphs that Warp captures once per set of buffer
+    addresses and replays without running Python (:func:`~adjointgen.runtime.jax_face.captured_calls`;
+    the same kernels); None (default) on meshes of CUDA devices, where otherwise the GPU waits for
+    the host's Python between calls (``benchmarks/NOTES.md`` v53).
     """
     import jax
     from jax.sharding import PartitionSpec as P
 
-    from adjointgen.runtime.jax_face import known_omega
+    from adjointgen.runtime.jax_face import captured_calls, known_omega
 
     if steps < 1:
         raise ValueError(f"a rollout runs at least one step; got steps={steps}")
     devices = mesh.shape[axis_name]
     segment = segment or 2 * max(1, int(round(steps ** 0.5 / 2)))  # even: the pair of buffers comes back in order
-    exchange = Exchange(crossing, axis_name, devices)
+    # the calls as Warp-captured CUDA graphs on CUDA meshes (jax_face.captured_calls)
+    on_cuda = all(device.platform == "gpu" for device in mesh.devices.flat)
+    if graphs and not on_cuda:
+        from adjointgen.errors import RuntimeArgumentError
+
+        raise RuntimeArgumentError("graphs=True needs a mesh of CUDA devices (Warp captures CUDA graphs); pass graphs=None")
+    graphs = on_cuda if graphs is None else graphs
+    exchange = Exchange(crossing, axis_name, devices, wp.JaxCallableGraphMode.WARP if graphs else wp.JaxCallableGraphMode.NONE)
     refresh = _halo_refresh(exchange)
     overlapped = _overlapped(step, exchange, overlap)
 
@@ -164,7 +182,8 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         if key not in mapped:
             specs = (slab, slab, slab, slab, P()) + ((slab,) if fields is not None else ())
             mapped[key] = jax.shard_map(functools.partial(local, fixed), mesh=mesh, in_specs=specs, out_specs=(slab, slab))
-        return mapped[key](f_0, f_1, bc_mask, missing_mask, omega, *(() if fields is None else (fields,)))
+        with captured_calls(graphs):  # the calls the steps build while JAX traces them
+            return mapped[key](f_0, f_1, bc_mask, missing_mask, omega, *(() if fields is None else (fields,)))
 
     return run
 
