@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent('''
         results[name] = {"forward": float(jnp.abs(a1 - a2).max()), "grad": float(jnp.abs(g1 - g2).max()) / scale,
                          "omega": abs(float(o1) - float(o2)) / abs(float(o1)), "sharded": str(g2.sharding.spec)}
 
-    def rollout(name, step, f0, f1, bc, mm, crossing, fields=None, steps=5, overlap=None):
+    def rollout(name, step, f0, f1, bc, mm, crossing, fields=None, steps=5, overlap=False):
         # 5 steps in segments of 2: two checkpointed segments and a rest of one step
         dtype = f0.dtype
         c = jnp.asarray(np.random.default_rng(2).standard_normal(f0.shape).astype(dtype))

@@ -135,6 +135,23 @@ def return_halos(ct: wp.array4d(dtype=Any), left: wp.array4d(dtype=Any), right: 
         ct[p, 1, j, k] = ct[p, 1, j, k] + right[a, 0, j, k]
 
 
+@wp.kernel
+def clear_halos(ct: wp.array4d(dtype=Any), rightward: wp.array(dtype=wp.int32), leftward: wp.array(dtype=wp.int32)):
+    """The crossing populations of the halo planes of ``ct`` set to zero (the rightward ones of plane
+    0, the leftward ones of the last plane: the elements whose adjoints travel back)."""
+    j, k = wp.tid()
+    last = ct.shape[1] - 1
+    for a in range(rightward.shape[0]):
+        ct[rightward[a], 0, j, k] = ct.dtype(0.0)
+    for a in range(leftward.shape[0]):
+        ct[leftward[a], last, j, k] = ct.dtype(0.0)
+
+
+def launch_clear_halos(ct, rightward, leftward) -> None:
+    """:func:`clear_halos` on Warp arrays (over one plane)."""
+    wp.launch(clear_halos, dim=ct.shape[2:], inputs=[ct, rightward, leftward], device=ct.device)
+
+
 def launch_put_halos(f, left, right, rightward, leftward) -> None:
     """:func:`put_halos` on Warp arrays (over one plane)."""
     wp.launch(put_halos, dim=f.shape[2:], inputs=[f, left, right, rightward, leftward], device=f.device)

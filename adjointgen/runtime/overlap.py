@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import warp as wp
 
-from adjointgen.runtime.halos import Exchange, launch_put_halos
+from adjointgen.runtime.halos import Exchange, launch_clear_halos, launch_put_halos
 from adjointgen.runtime.jax_face import CallTypes, known_omega, with_kept_cells, captured
 
 
@@ -121,12 +121,12 @@ class _Calls:
                              t.omega_value(omega, fixed), timestep, device_omega=on_device)
 
         def adjoint_edges(f_0: state, edge_mask: mask, missing_mask: missing, omega: omega_type, adj_f_new: state,
-                          adj_f_0: state, adj_omega: omega_type):
+                          rightward: indices, leftward: indices, adj_f_0: state, adj_omega: omega_type):
             adj_omega.zero_()
-            n = f_0.shape[1]
-            for halo in (slice(0, 1), slice(n - 1, n)):  # elements no edge cell reads: zero, as adjoint_kept leaves them
-                adj_f_0[:, halo].zero_()
-            for planes in edge_views(n):
+            # the halos' elements that travel back and that no edge cell reads (its cell is kept):
+            # zero, as adjoint_kept leaves them (the others adjoint_kept writes over afterwards)
+            launch_clear_halos(adj_f_0, rightward, leftward)
+            for planes in edge_views(f_0.shape[1]):
                 step.adjoint(f_0[:, planes], f_0[:, planes], edge_mask[:, planes], missing_mask[:, planes],
                              t.omega_value(omega, fixed), timestep, adj_f_0[:, planes], adj_f_new[:, planes],
                              t.wanted_adj_omega(adj_omega, fixed), fresh=True, device_omega=on_device)
@@ -173,7 +173,7 @@ def _custom_step(calls: _Calls, exchange: Exchange, fixed: float | None):
         f_0, bc_mask, interior_mask, edge_mask, missing_mask, omega = residuals
         carry, adj_f_new = (c.astype(f_0.dtype) for c in cotangents)
         w = t.omega_array(omega)
-        adj_f_0, adj_omega_edges = calls.adjoint_edges(f_0, edge_mask, missing_mask, w, adj_f_new,
+        adj_f_0, adj_omega_edges = calls.adjoint_edges(f_0, edge_mask, missing_mask, w, adj_f_new, rightward, leftward,
                                                        output_dims={"adj_f_0": tuple(f_0.shape), "adj_omega": (1,)})
         pieces = exchange.halo_pieces(adj_f_0)
         back = exchange.send_back_pieces(pieces)  # in flight while the interior's adjoint runs

@@ -72,7 +72,7 @@ def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1, writes_f_0: bo
 
 
 def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str = "x", segment: int | None = None,
-                    overlap: bool | None = None, graphs: bool | None = None):
+                    overlap: bool = False, graphs: bool | None = None):
     """``steps`` steps of XLB's two-buffer loop (``f_0, f_1 = f_new, f_0``) with ``step`` (a
     generated step's JAX face, :func:`~adjointgen.runtime.jax_face.jax_step`), the grid split along
     x over the devices of ``mesh``: ``run(f_0, f_1, bc_mask, missing_mask, omega) -> (f_0, f_1)``,
@@ -111,10 +111,11 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     segment hands the pair of buffers back in the order it came (an odd one makes XLA copy both
     to swap them).
 
-    ``overlap``: the carried steps split so that the interior cells compute while the halos
-    travel (:mod:`adjointgen.runtime.overlap`; the same bits); None (default) does so where the
-    step allows it and the mesh has several devices, True asks for it (refused with the reason
-    where the step does not allow it, or where a device holds fewer than 3 planes), False never.
+    ``overlap=True``: the carried steps split so that the interior cells compute while the halos
+    travel (:mod:`adjointgen.runtime.overlap`; the same bits; refused with the reason where the
+    step does not allow it or a device holds fewer than 3 planes). Off by default: on one GPU the
+    split costs 6-12 % of a gradient step, and whether it hides more than that on several GPUs is
+    not measured yet (``benchmarks/NOTES.md`` v53).
     ``graphs``: the steps' Warp calls as CUDA graphs that Warp captures once per set of buffer
     addresses and replays without running Python (:func:`~adjointgen.runtime.jax_face.captured_calls`;
     the same kernels); None (default) on meshes of CUDA devices, where otherwise the GPU waits for
@@ -160,9 +161,10 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         omega = fixed if fixed is not None else jax.lax.pcast(omega, axis_name, to="varying")
         constants = (_pad(bc_mask, 255), _pad(missing_mask, False), omega,
                      *({name: _pad(value, 0) for name, value in group.items()} for group in fields))
-        if overlapped is None or not _overlaps(f_0.shape[1], overlap):
+        if overlapped is None:
             middle = lambda f_0, f_1: carried(refresh(f_0), f_1, *constants)  # noqa: E731
         else:
+            _check_overlap_slab(f_0.shape[1])
             masks = EdgeMasks.of(constants[0])  # once per rollout
             middle = lambda f_0, f_1: overlapped(f_0, f_1, constants[0], masks, *constants[1:])  # noqa: E731
         state = (_pad(f_0, 0), _pad(f_1, 0))
@@ -188,31 +190,27 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     return run
 
 
-def _overlapped(step, exchange: Exchange, overlap: bool | None):
-    """The overlapped carried step (:mod:`adjointgen.runtime.overlap`), or None for the plain one:
-    ``overlap`` None chooses it where the step can run overlapped and there are several devices,
-    True asks for it (refused with the reason where the step cannot), False never."""
+def _overlapped(step, exchange: Exchange, overlap: bool):
+    """The overlapped carried step (:mod:`adjointgen.runtime.overlap`) where ``overlap`` asks for it
+    (refused with the reason where the step cannot run so), else None (the plain one)."""
     from adjointgen.errors import RuntimeArgumentError
 
-    reason = refusal(step)
-    if overlap and reason:
-        raise RuntimeArgumentError(f"overlap=True: {step.step.config.label} cannot run overlapped: {reason}; "
-                                   "pass overlap=None or False")
-    if reason or overlap is False or (overlap is None and exchange.devices < 2):
+    if not overlap:
         return None
+    reason = refusal(step)
+    if reason:
+        raise RuntimeArgumentError(f"overlap=True: {step.step.config.label} cannot run overlapped: {reason}; "
+                                   "pass overlap=False")
     return overlapped_step(step, exchange)
 
 
-def _overlaps(planes: int, overlap: bool | None) -> bool:
-    """Whether a slab of ``planes`` planes (unpadded) can run overlapped: its two edge planes need
-    an interior plane between them (at least 3 planes; refused where ``overlap`` is True)."""
+def _check_overlap_slab(planes: int) -> None:
+    """Refuse slabs of fewer than 3 planes (unpadded) for an overlapped step: its two edge planes
+    need an interior plane between them."""
     from adjointgen.errors import RuntimeArgumentError
 
-    if planes >= 3:
-        return True
-    if overlap:
+    if planes < 3:
         raise RuntimeArgumentError(f"overlap=True needs slabs of at least 3 planes along x; a device holds {planes}")
-    return False
 
 
 def _halo_refresh(exchange: Exchange):
