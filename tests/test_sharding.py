@@ -6,7 +6,8 @@ transpose alone) and for the JAX face of the generated Warp kernels. The sharded
 slabs, crossing populations only, checkpointed segments) gives the single-device states and state
 gradients bit for bit, and a halo that leaves one crossing population out is caught; so does the
 rollout whose interior computes while the halos travel (adjointgen.runtime.overlap), with solid
-cells on the planes next to a cut, and one that leaves an edge plane out is caught."""
+cells on the planes next to a cut, and one that leaves an edge plane out is caught; and the
+rollout of a split step (ZouHe cells from per-device lists), where a list one cell short is caught."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ SCRIPT = textwrap.dedent('''
     from adjointgen.errors import RuntimeArgumentError
     from adjointgen.runtime import overlap as overlap_module
     from adjointgen.runtime.overlap import refusal as overlap_refusal
+    from adjointgen.runtime import sharding
     from adjointgen.runtime.sharding import Crossing, sharded_rollout, sharded_step
     from adjointgen.tools.verify import random_state
     from adjointgen.xlb.support import make_stepper, prepare_fields
@@ -56,11 +58,11 @@ SCRIPT = textwrap.dedent('''
         results[name] = {"forward": float(jnp.abs(a1 - a2).max()), "grad": float(jnp.abs(g1 - g2).max()) / scale,
                          "omega": abs(float(o1) - float(o2)) / abs(float(o1)), "sharded": str(g2.sharding.spec)}
 
-    def rollout(name, step, f0, f1, bc, mm, crossing, fields=None, steps=5, overlap=False):
+    def rollout(name, step, f0, f1, bc, mm, crossing, fields=None, steps=5, overlap=False, split=None):
         # 5 steps in segments of 2: two checkpointed segments and a rest of one step
         dtype = f0.dtype
         c = jnp.asarray(np.random.default_rng(2).standard_normal(f0.shape).astype(dtype))
-        run = sharded_rollout(step, mesh, steps, crossing, segment=2, overlap=overlap)
+        run = sharded_rollout(step, mesh, steps, crossing, segment=2, overlap=overlap, split=split)
         extra = () if fields is None else (fields,)
 
         def one_device(f, g, omega, *extra):
@@ -79,7 +81,8 @@ SCRIPT = textwrap.dedent('''
         arguments = (0, 1, 2) + ((3,) if fields is not None else ())
         grad = lambda r: jax.jit(jax.value_and_grad(loss_with(r), argnums=arguments, has_aux=True))
         (_, s1), g1 = grad(one_device)(f0, f1, omega, *extra)
-        sharded = lambda f, g, w, *extra: run(f, g, put(bc), put(mm), w, *extra)
+        masks = (put(bc), put(mm))  # known when JAX traces the loss: a split step's lists come from the mask
+        sharded = lambda f, g, w, *extra: run(f, g, *masks, w, *extra)
         (_, s2), g2 = grad(sharded)(put(f0), put(f1), omega, *({k: put(v) for k, v in fields.items()} for fields in extra))
         # a field's gradient, like omega's, is a sum over the steps, which the loop and the
         # checkpointed scan add in different orders
@@ -144,6 +147,19 @@ SCRIPT = textwrap.dedent('''
                 sharded_rollout(obstacle_step, mesh, 3, crossing, overlap=True)
             except RuntimeArgumentError as error:
                 results["overlap"]["refused"] = str(error)
+        if label.endswith("obstacle"):
+            # the ZouHe cells from per-device lists made from the mask (omega a number: the split
+            # runs; traced: the whole slab), and a list that leaves out one ZouHe cell
+            rollout(label + " (split)", step, f0, f1, bc, mm, crossing, split=True)
+            real_lists = sharding._device_lists
+
+            def one_short(*args):
+                rows = real_lists(*args)
+                rows[np.flatnonzero(rows.any(axis=1))[0]] = 0  # a real row made a padding row
+                return rows
+            sharding._device_lists = one_short
+            rollout(label + " (one listed cell short)", jax_step(stepper), f0, f1, bc, mm, crossing, split=True)
+            sharding._device_lists = real_lists
     # a design field: the porous collision's porosity, split along x like the state
     config = Configuration.parse("D2Q9/PorousBGK/FP64FP64")
     stepper = make_stepper(config, "warp", (16, 6))
@@ -172,6 +188,11 @@ def test_sharded_rollout_equals_the_single_device_one():
         short = results.pop(f"rollout D2Q9/BGK/FP32FP32 ({control})")
         results.pop(f"rollout D2Q9/BGK/FP32FP32 ({control}) (omega a number)")
         assert short["forward"] > 1e-3 and short["grad"] > 1e-3, (control, short)
+    # a list one ZouHe cell short: the split runs with omega a number only
+    short = results.pop("rollout D2Q9/BGK/FP64FP64/obstacle (one listed cell short) (omega a number)")
+    assert short["forward"] > 1e-3 and short["grad"] > 1e-3, short
+    assert results.pop("rollout D2Q9/BGK/FP64FP64/obstacle (one listed cell short)")["forward"] == 0.0  # traced: no split
+    assert "rollout D2Q9/BGK/FP64FP64/obstacle (split) (omega a number)" in results
     overlap = results.pop("overlap")
     assert overlap["plain"] is None, overlap  # the periodic step runs overlapped
     assert "slots" in overlap["cavity"] and "in place" in overlap["refused"], overlap

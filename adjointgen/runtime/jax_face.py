@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import warp as wp
 
+from adjointgen.errors import RuntimeArgumentError
+
 # whether the JAX calls built now may run as CUDA graphs (see captured_calls)
 _CAPTURED = contextvars.ContextVar("adjointgen_captured_calls", default=False)
 
@@ -69,11 +71,17 @@ def jax_step(stepper, timestep: int = 0):
     cotangent of the ``f_0`` it returns as the carry of a Warp rollout's fresh sweep, so it is
     exact only where that cotangent is zero except at kept cells and where the step keeps data
     in ``f_1``, which holds where the returned ``f_0`` becomes the next step's ``f_1`` and nothing
-    else (XLB's two-buffer loop, every step but the last; :func:`~adjointgen.runtime.sharding.sharded_rollout`)."""
+    else (XLB's two-buffer loop, every step but the last; :func:`~adjointgen.runtime.sharding.sharded_rollout`).
+
+    Both take ``listed=`` (keyword): for a split step (ZouHe, Regularized, extrapolation cells run
+    from a list, the rest without their code: :attr:`Manifest.listed_ids`), the list of those
+    cells, an int32 array of rows ``i, j, k`` (rows at kept cells are no-ops, for padding); the
+    face cannot read it from a traced mask, so without it the whole grid runs in one launch.
+    With a traced omega the whole grid runs anyway (the split has no device-omega variants)."""
     step = _step_of(stepper)
     names = tuple(step.manifest.fields)
-    build = (lambda omega_value: _with_fields(step, timestep, names, omega_value)) if names else \
-        (lambda omega_value: _without_fields(step, timestep, omega_value))
+    build = (lambda omega_value, _: _with_fields(step, timestep, names, omega_value)) if names else \
+        (lambda omega_value, listed: _without_fields(step, timestep, omega_value, listed))
     apply, carried = _by_omega(build)
     apply.carried = carried if carries(step.manifest) and not names else None
     apply.step = step
@@ -118,20 +126,32 @@ def _by_omega(build):
     back at every call)."""
     faces: dict = {}
 
-    def of(omega) -> _Faces:
+    def of(omega, listed) -> _Faces:
         value = known_omega(omega)
-        key = (value, captured())
+        # a traced omega runs the whole grid (the split's variants take omega as a number)
+        key = (value, captured(), listed is not None and value is not None)
         if key not in faces:
-            faces[key] = build(value)
+            faces[key] = build(*key[::2])
         return faces[key]
 
-    def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields):
-        return of(omega).plain(f_0, f_1, bc_mask, missing_mask, omega, *fields)
+    def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields, listed=None):
+        return of(omega, listed).plain(f_0, f_1, bc_mask, missing_mask, omega, *fields, *_cells(listed, fields))
 
-    def carried(f_0, f_1, bc_mask, missing_mask, omega, *fields):
-        return of(omega).carried(f_0, f_1, bc_mask, missing_mask, omega, *fields)
+    def carried(f_0, f_1, bc_mask, missing_mask, omega, *fields, listed=None):
+        return of(omega, listed).carried(f_0, f_1, bc_mask, missing_mask, omega, *fields, *_cells(listed, fields))
 
     return apply, carried
+
+
+def _cells(listed, fields) -> tuple:
+    """The steps' last input where they take no design fields: the list ``listed``, or a stand-in."""
+    import jax.numpy as jnp
+
+    if fields:
+        if listed is not None:
+            raise RuntimeArgumentError("listed=: a step with design fields runs the whole grid in one launch")
+        return ()
+    return (jnp.zeros((1, 3), dtype=jnp.int32) if listed is None else listed,)
 
 
 def _step_of(stepper):
@@ -212,7 +232,7 @@ class CallTypes:
 
     def carried_call(self, carried):
         """The carried backward as the backward call :func:`_custom_step` expects, ``(f_0, f_1,
-        bc_mask, missing_mask, omega, adj_f_0, adj_f_1) -> (adj_f_0, adj_f_1, adj_omega)``, where
+        bc_mask, missing_mask, omega, cells, adj_f_0, adj_f_1) -> (adj_f_0, adj_f_1, adj_omega)``, where
         the incoming ``adj_f_0`` is the carry and goes out as ``adj_f_1`` (the input ``f_1``'s
         adjoint) and the outgoing ``adj_f_0`` is a new array the fresh adjoint writes; None where
         the module has no such adjoint (:func:`carries`)."""
@@ -220,8 +240,8 @@ class CallTypes:
             return None
         call = wp.jax_callable(carried, num_outputs=3, in_out_argnames=["carry"], graph_mode=self.mode)
 
-        def backward_call(f_0, f_1, bc_mask, missing_mask, omega, carry, adj_f_1):
-            carry, adj_f_0, adj_omega = call(f_0, f_1, bc_mask, missing_mask, omega, adj_f_1, carry,
+        def backward_call(f_0, f_1, bc_mask, missing_mask, omega, cells, carry, adj_f_1):
+            carry, adj_f_0, adj_omega = call(f_0, f_1, bc_mask, missing_mask, omega, cells, adj_f_1, carry,
                                              output_dims={"adj_f_0": tuple(f_0.shape), "adj_omega": (1,)})
             return adj_f_0, carry, adj_omega
 
@@ -252,38 +272,49 @@ def _zero_cotangents(*masks):
     return [np.zeros(m.shape, dtype=jax.dtypes.float0) for m in masks]
 
 
-def _without_fields(step, timestep: int, fixed: float | None):
+def _without_fields(step, timestep: int, fixed: float | None, listed: bool):
+    """The step functions ``(f_0, f_1, bc_mask, missing_mask, omega, cells)`` for a step without
+    design fields; ``cells`` (int32, rows ``i, j, k``) is the list of a split step's listed cells
+    where ``listed`` (:meth:`~adjointgen.runtime.step.DifferentiableStep.forward`'s ``listed``),
+    else a stand-in that is not read (one launch over the grid)."""
     t = CallTypes(step, fixed)
+    rows = wp.array2d(dtype=wp.int32)
 
     def in_place(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
-                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega):
-        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, device_omega=t.on_device(fixed))
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, cells: rows):
+        step.forward(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, device_omega=t.on_device(fixed),
+                     listed=cells if listed else None)
 
     def into_new(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
-                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, f_new: t.state):
-        in_place(f_0, with_kept_cells(f_1, f_new, bc_mask), bc_mask, missing_mask, omega)
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, cells: rows, f_new: t.state):
+        in_place(f_0, with_kept_cells(f_1, f_new, bc_mask), bc_mask, missing_mask, omega, cells)
 
     def backward(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
-                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
+                 missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, cells: rows,
                  adj_f_0: t.state, adj_f_1: t.state, adj_omega: t.omega):
         adj_omega.zero_()
         step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1,
-                     t.wanted_adj_omega(adj_omega, fixed), device_omega=t.on_device(fixed))
+                     t.wanted_adj_omega(adj_omega, fixed), device_omega=t.on_device(fixed), listed=cells if listed else None)
 
     def carried(f_0: t.state, f_1: t.state, bc_mask: wp.array4d(dtype=wp.uint8),
-                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega,
+                missing_mask: wp.array4d(dtype=wp.bool), omega: t.omega, cells: rows,
                 adj_f_1: t.state, carry: t.state, adj_f_0: t.state, adj_omega: t.omega):
         adj_omega.zero_()
         step.adjoint(f_0, f_1, bc_mask, missing_mask, t.omega_value(omega, fixed), timestep, adj_f_0, adj_f_1,
                      t.wanted_adj_omega(adj_omega, fixed), device_omega=t.on_device(fixed), fresh=True, carry=carry,
-                     kept_cells=True)  # adjoint_kept at every call: looking for kept cells would read the mask back
+                     kept_cells=True,  # adjoint_kept at every call: looking for kept cells would read the mask back
+                     listed=cells if listed else None)
 
     backward_call = wp.jax_callable(backward, num_outputs=3, in_out_argnames=["adj_f_0", "adj_f_1"],
                                     output_dims={"adj_omega": (1,)}, graph_mode=t.mode)
     forward_call = t.forward_call(in_place, into_new)
     carried_call = t.carried_call(carried)
-    return _Faces(_custom_step(t, forward_call, backward_call, fixed),
-                  carried_call and _custom_step(t, forward_call, carried_call, fixed))
+
+    def with_cells_cotangent(call):  # the list is an integer input: its cotangent is a float0 zero
+        return call and (lambda *args: (*call(*args), *_zero_cotangents(args[5])))
+
+    return _Faces(_custom_step(t, forward_call, with_cells_cotangent(backward_call), fixed),
+                  carried_call and _custom_step(t, forward_call, with_cells_cotangent(carried_call), fixed))
 
 
 def _custom_step(t: CallTypes, forward_call, backward_call, fixed: float | None):
@@ -373,8 +404,6 @@ def _with_fields(step, timestep: int, names: tuple, fixed: float | None):
 
 def _field(fields, name: str, shape: tuple, dtype):
     """The design field ``name`` from the caller's dict, checked."""
-    from adjointgen.errors import RuntimeArgumentError
-
     if not isinstance(fields, dict) or name not in fields:
         given = ", ".join(sorted(fields)) if isinstance(fields, dict) else type(fields).__name__
         raise RuntimeArgumentError(f"this step reads the design field {name!r}: pass fields={{{name!r}: array of shape "

@@ -25,6 +25,7 @@ once, only the populations that cross the cut exchanged before each step, checkp
 
 import functools
 
+import numpy as np
 import warp as wp
 
 from adjointgen.runtime.halos import Crossing, Exchange
@@ -72,7 +73,7 @@ def sharded_step(step, mesh, axis_name: str = "x", halo: int = 1, writes_f_0: bo
 
 
 def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str = "x", segment: int | None = None,
-                    overlap: bool = False, graphs: bool | None = None):
+                    overlap: bool = False, graphs: bool | None = None, split: bool | None = None):
     """``steps`` steps of XLB's two-buffer loop (``f_0, f_1 = f_new, f_0``) with ``step`` (a
     generated step's JAX face, :func:`~adjointgen.runtime.jax_face.jax_step`), the grid split along
     x over the devices of ``mesh``: ``run(f_0, f_1, bc_mask, missing_mask, omega) -> (f_0, f_1)``,
@@ -120,6 +121,11 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     addresses and replays without running Python (:func:`~adjointgen.runtime.jax_face.captured_calls`;
     the same kernels); None (default) on meshes of CUDA devices, where otherwise the GPU waits for
     the host's Python between calls (``benchmarks/NOTES.md`` v53).
+    ``split``: for a split step (ZouHe, Regularized, extrapolation cells from a list, the rest
+    without their code), each device's list of those cells, made on the host from ``bc_mask``
+    where it is known when JAX traces the call (a concrete array, not a jit argument) and
+    ``omega`` is a number; None (default) on meshes of CUDA devices (on a CPU the split saves
+    nothing), True also elsewhere, False never. Otherwise the whole slab runs in one launch.
     """
     import jax
     from jax.sharding import PartitionSpec as P
@@ -155,14 +161,15 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
             return s
         return jax.checkpoint(body)(state)
 
-    def local(fixed, f_0, f_1, bc_mask, missing_mask, omega, *fields):
+    def local(fixed, lists_given, f_0, f_1, bc_mask, missing_mask, omega, *rest):
+        listed, fields = (rest[0], rest[1:]) if lists_given else (None, rest)
         # halo cells are kept cells: they read no field either, so the fields' halos are zeros;
         # omega known before tracing goes to the step as a number (no read-back per step)
         omega = fixed if fixed is not None else jax.lax.pcast(omega, axis_name, to="varying")
         constants = (_pad(bc_mask, 255), _pad(missing_mask, False), omega,
                      *({name: _pad(value, 0) for name, value in group.items()} for group in fields))
         if overlapped is None:
-            middle = lambda f_0, f_1: carried(refresh(f_0), f_1, *constants)  # noqa: E731
+            middle = lambda f_0, f_1: carried(refresh(f_0), f_1, *constants, listed=listed)  # noqa: E731
         else:
             _check_overlap_slab(f_0.shape[1])
             masks = EdgeMasks.of(constants[0])  # once per rollout
@@ -171,23 +178,52 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         whole, rest = divmod(steps - 1, segment)
         if whole:
             state = jax.lax.scan(lambda s, _: (run_steps(s, (middle,) * segment), None), state, None, length=whole)[0]
-        last = lambda f_0, f_1: step(refresh(f_0), f_1, *constants)  # noqa: E731
+        last = lambda f_0, f_1: step(refresh(f_0), f_1, *constants, listed=listed)  # noqa: E731
         state = run_steps(state, (middle,) * rest + (last,))
         return state[0][:, 1:-1], state[1][:, 1:-1]
 
     slab = P(None, axis_name)
     mapped: dict = {}
+    split = on_cuda if split is None else split
 
     def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None):
         fixed = known_omega(omega)
-        key = (fixed, fields is not None)
+        lists = _device_lists(step, bc_mask, devices) if split and fixed is not None else None
+        key = (fixed, fields is not None, lists is not None)
         if key not in mapped:
-            specs = (slab, slab, slab, slab, P()) + ((slab,) if fields is not None else ())
-            mapped[key] = jax.shard_map(functools.partial(local, fixed), mesh=mesh, in_specs=specs, out_specs=(slab, slab))
+            specs = (slab, slab, slab, slab, P()) + ((P(axis_name),) if lists is not None else ()) + \
+                ((slab,) if fields is not None else ())
+            mapped[key] = jax.shard_map(functools.partial(local, fixed, lists is not None), mesh=mesh, in_specs=specs,
+                                        out_specs=(slab, slab))
+        extra = (() if lists is None else (lists,)) + (() if fields is None else (fields,))
         with captured_calls(graphs):  # the calls the steps build while JAX traces them
-            return mapped[key](f_0, f_1, bc_mask, missing_mask, omega, *(() if fields is None else (fields,)))
+            return mapped[key](f_0, f_1, bc_mask, missing_mask, omega, *extra)
 
     return run
+
+
+def _device_lists(step, bc_mask, devices: int):
+    """For a split step (:attr:`Manifest.listed_ids`) and a ``bc_mask`` known now (not traced): per
+    device, the cells of its padded slab with the listed ids, as rows ``i, j, k`` (``i`` counted in
+    the padded slab), each device's rows padded to the longest with ``0, 0, 0`` (a halo cell,
+    kept: a row the listed kernels skip), stacked along axis 0 (int32); None where the step is not
+    split, the mask is traced or it has no such cell."""
+    import jax
+
+    ids = step.step.manifest.listed_ids
+    if not ids or isinstance(bc_mask, jax.core.Tracer):
+        return None
+    mask = np.asarray(bc_mask)[0]
+    found = np.argwhere(np.isin(mask, ids)).astype(np.int32)
+    if not len(found):
+        return None
+    planes = mask.shape[0] // devices
+    per_device = [found[found[:, 0] // planes == d] - np.array([d * planes - 1, 0, 0], dtype=np.int32)
+                  for d in range(devices)]
+    rows = np.zeros((devices, max(len(cells) for cells in per_device), 3), dtype=np.int32)
+    for d, cells in enumerate(per_device):
+        rows[d, :len(cells)] = cells
+    return rows.reshape(-1, 3)
 
 
 def _overlapped(step, exchange: Exchange, overlap: bool):

@@ -307,28 +307,30 @@ class DifferentiableStep:
         return array
 
     def forward(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None, check: bool = True,
-                field_values=None, device_omega: bool = False):
+                field_values=None, device_omega: bool = False, listed=None):
         """Launch the generated forward kernel (never recorded on a tape). A caller that runs many
         steps on the same arrays (a rollout) checks them once and passes ``check=False`` and the
         ``lifted_values`` it read once (:meth:`parameter_values`), so a step costs one launch.
         ``field_values``: the design fields' arrays in manifest order (default: ``self.fields``).
         ``device_omega``: omega is a one-element array read on the device (see :meth:`kernel_omega`;
-        the whole grid in one launch only)."""
+        the whole grid in one launch only). ``listed``: for a split step, its listed cells as rows
+        ``i, j, k`` (an int32 Warp array) given by the caller instead of read back from the mask
+        (:meth:`listed_cells`); rows at kept cells are no-ops (a caller may pad a list with them)."""
         fields = self.field_arrays() if field_values is None else list(field_values)
         if check:
             self.check_arrays(f_0, f_1, bc_mask, missing_mask, fields)
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         device_omega = self._device_omega_variants(device_omega)
+        listed = self._list_for(bc_mask, listed)
         inputs = self._forward_inputs(f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega, device_omega), timestep,
-                                      lifted_values, fields)
-        for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:], device_omega):
+                                      lifted_values, fields, listed=listed)
+        for kernel, dim in self._forward_parts(listed, f_0.shape[1:], device_omega):
             wp.launch(kernel, dim=dim, inputs=inputs, device=f_0.device, record_tape=False)
 
-    def _forward_parts(self, bc_mask, grid: tuple, device_omega: bool = False) -> list:
+    def _forward_parts(self, listed, grid: tuple, device_omega: bool = False) -> list:
         """(kernel, launch dimensions) of the forward: ``forward`` over the grid, or for a split
-        step on a mask with listed cells ``forward_rest`` over the grid and ``forward_listed`` over
-        the list (disjoint cells: the same stores as one launch)."""
-        listed = self.listed_cells(bc_mask)
+        step with a list of its listed cells (``listed``, :meth:`_list_for`) ``forward_rest`` over the
+        grid and ``forward_listed`` over the list (disjoint cells: the same stores as one launch)."""
         if listed is None:
             return [(self.kernel(forward_kernel_name(False, "", device_omega)), grid)]
         if device_omega:
@@ -336,13 +338,14 @@ class DifferentiableStep:
         return [(self.kernel(forward_kernel_name(False, part)), dim) for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
 
     def _forward_inputs(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, fields=None,
-                        saved=None, residuals=None) -> list:
+                        saved=None, residuals=None, listed=None) -> list:
         """The arguments of every forward variant (one parameter list): ``saved`` is forward_save's
         copy (f_0 stands in for the others, which leave it alone), ``residuals`` forward_residuals'
         array (a stand-in for the others); ``fields``: default ``self.fields`` as it is now."""
         fields = self.field_arrays() if fields is None else list(fields)
         return [f_0, f_1, bc_mask, missing_mask, omega_value, int(timestep), *lifted_values, *fields,
-                f_0 if saved is None else saved, *self._cells_argument(bc_mask), *self._residual_argument(residuals, f_0.device)]
+                f_0 if saved is None else saved, *self._cells_argument(bc_mask, listed),
+                *self._residual_argument(residuals, f_0.device)]
 
     def _residual_argument(self, residuals, device) -> list:
         """The kernels' last argument where the module has residuals: ``residuals``, or a stand-in
@@ -351,17 +354,27 @@ class DifferentiableStep:
             return []
         return [residuals if residuals is not None else self._scratch("no_residuals", (1, 1, 1, 1), device)]
 
-    def _cells_argument(self, bc_mask) -> list:
-        """A split step's kernels' last argument: the listed cells (or a stand-in nothing reads)."""
+    def _cells_argument(self, bc_mask, listed=None) -> list:
+        """A split step's kernels' last argument: the listed cells (``listed``, else those of
+        ``bc_mask``; or a stand-in nothing reads)."""
         if not self.manifest.listed_ids:
             return []
-        listed = self.listed_cells(bc_mask)
+        listed = self._list_for(bc_mask, listed)
         return [listed if listed is not None else self._scratch("no_cells", (1, 3), bc_mask.device, wp.int32)]
+
+    def _list_for(self, bc_mask, listed):
+        """The list a split step runs its listed part over: the caller's ``listed`` (refused where
+        the step is not split), else :meth:`listed_cells`."""
+        if listed is None:
+            return self.listed_cells(bc_mask)
+        if not self.manifest.listed_ids:
+            raise RuntimeArgumentError(f"listed=: {self.config.label} is not split (no listed boundary ids)")
+        return listed
 
     def adjoint(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                 lifted_values=None, adj_parameters=None, fresh: bool = False, check: bool = True, adj_fields=None,
                 field_values=None, carry=None, device_omega: bool = False, kept_cells: bool | None = None,
-                residuals=None):
+                residuals=None, listed=None):
         """Launch the generated adjoint, in place on the gradient arrays. ``f_0`` and ``f_1`` hold the
         step's inputs; on entry ``adj_f_0`` and ``adj_f_1`` hold the adjoints of the two arrays as the
         step left them (``f_0`` is changed only where a boundary condition recovers its data into
@@ -392,7 +405,7 @@ class DifferentiableStep:
         object), True is always right where the module has adjoint_kept. ``residuals``: what
         ``forward_residuals`` stored for this step (:meth:`forward_residuals`); the state-only
         ``_residuals`` variant then runs from them and never reads ``f_0`` or ``f_1`` (which give
-        only the grid), and no parameter gradient can be asked for."""
+        only the grid), and no parameter gradient can be asked for. ``listed``: as in :meth:`forward`."""
         for name, grad, of in (("adj_f_0", adj_f_0, f_0), ("adj_f_1", adj_f_1, f_1)) if check else ():
             check_like_state(name, grad, of)
         if not (fresh and carry is not None):
@@ -400,7 +413,8 @@ class DifferentiableStep:
         elif kept_cells is None:
             kept_cells = self._has_kept_cells(bc_mask)
         self.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega, lifted_values,
-                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, device_omega, residuals).run()
+                              adj_parameters, fresh, adj_fields, field_values, carry, kept_cells, device_omega, residuals,
+                              listed).run()
 
     def forward_launch(self, f_0, f_1, bc_mask, missing_mask, omega, timestep=0, lifted_values=None):
         """The forward launches, packed (a :class:`~adjointgen.runtime.launches.Launches`: ``.launch()``
@@ -409,7 +423,7 @@ class DifferentiableStep:
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         inputs = self._forward_inputs(f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), timestep, lifted_values)
         return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False, inputs=inputs)
-                         for kernel, dim in self._forward_parts(bc_mask, f_0.shape[1:])])
+                         for kernel, dim in self._forward_parts(self.listed_cells(bc_mask), f_0.shape[1:])])
 
     def forward_save_launch(self, f_0, f_1, bc_mask, missing_mask, omega, lifted_values, saved):
         """``forward_save`` packed (a ``warp.Launch``; parameters 0 f_0, 1 f_1, 5 the timestep,
@@ -422,7 +436,7 @@ class DifferentiableStep:
     def adjoint_launches(self, f_0, f_1, bc_mask, missing_mask, omega, timestep, adj_f_0, adj_f_1, adj_omega=None,
                          lifted_values=None, adj_parameters=None, fresh: bool = False, adj_fields=None,
                          field_values=None, carry=None, kept_cells: bool = False, device_omega: bool = False,
-                         residuals=None) -> PackedAdjoint:
+                         residuals=None, listed=None) -> PackedAdjoint:
         """The launches of :meth:`adjoint` (same arguments), packed: ``.run()`` runs them; ``.set(f_0=...,
         f_1=..., timestep=..., adj_f_0=..., adj_f_1=...)`` changes the step between runs. ``field_values``:
         the design fields' arrays the step ran with (default: ``self.fields`` as it is now).
@@ -472,8 +486,8 @@ class DifferentiableStep:
             # adjoint_gather adds them to the owners' gradients (no atomics, no races)
             slots = self._scratch("slots", (*f_0.shape[1:], self.manifest.slot_count), f_0.device)  # cell-major
             inputs.append(slots)
-        listed = self.listed_cells(bc_mask)
-        inputs += self._cells_argument(bc_mask)  # a split step's kernels take the list (only the listed part reads it)
+        listed = self._list_for(bc_mask, listed)
+        inputs += self._cells_argument(bc_mask, listed)  # a split step's kernels take the list (only the listed part reads it)
         inputs += self._residual_argument(residuals, device)
         try:
             parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
