@@ -116,7 +116,7 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None, label: str =
 
     crossing = Crossing.of(stepper.velocity_set)
     rollout = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=False)
-    overlapped = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=True)
+    overlapped = None if refusal(step) else sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=True)
     uncaptured = sharded_rollout(step, mesh, steps, crossing, segment=segment, overlap=False, graphs=False)
     # (run, whether omega is the run's traced argument, also differentiated)
     ways = {"step_loop": (scanned(sharded_step(step, mesh, writes_f_0=step.writes_f_0)), False),
@@ -124,7 +124,7 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None, label: str =
             "rollout_dw": (rollout, True),
             "rollout_overlap": (lambda f, g, bc, mm, _: overlapped(f, g, bc, mm, omega), False),
             "rollout_calls": (lambda f, g, bc, mm, _: uncaptured(f, g, bc, mm, omega), False)}
-    if refusal(step):
+    if overlapped is None:
         del ways["rollout_overlap"]
     if step.step.manifest.listed_ids:  # the masks closed over, known when JAX traces: per-device lists
         ways["rollout_split"] = (lambda f, g, _bc, _mm, _: rollout(f, g, bc, mm, omega), False)
