@@ -93,6 +93,18 @@ def jax_step(stepper, timestep: int = 0):
     return apply
 
 
+def listed_cells(face, bc_mask):
+    """The list that the face of a split step takes as ``listed=`` (see :func:`jax_step`), for a
+    ``bc_mask`` known now (a concrete array, not a tracer): the rows ``i, j, k`` (int32, in grid
+    order) of its cells with the module's listed ids; None where the step is not split or the mask
+    has none of them."""
+    ids = face.step.manifest.listed_ids
+    if not ids:
+        return None
+    rows = np.argwhere(np.isin(np.asarray(bc_mask)[0], ids)).astype(np.int32)
+    return rows if len(rows) else None
+
+
 def known_omega(omega) -> float | None:
     """omega's value where JAX traces the call with it known (a Python number, a NumPy value, a
     concrete JAX array), None where it is a tracer (a jit argument, or being differentiated)."""

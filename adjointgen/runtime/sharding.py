@@ -29,6 +29,7 @@ import numpy as np
 import warp as wp
 
 from adjointgen.runtime.halos import Crossing, Exchange
+from adjointgen.runtime.jax_face import listed_cells
 from adjointgen.runtime.overlap import EdgeMasks, overlapped_step, refusal
 
 __all__ = ["Crossing", "sharded_rollout", "sharded_step"]
@@ -210,14 +211,10 @@ def _device_lists(step, bc_mask, devices: int):
     split, the mask is traced or it has no such cell."""
     import jax
 
-    ids = step.step.manifest.listed_ids
-    if not ids or isinstance(bc_mask, jax.core.Tracer):
+    found = None if isinstance(bc_mask, jax.core.Tracer) else listed_cells(step, bc_mask)
+    if found is None:
         return None
-    mask = np.asarray(bc_mask)[0]
-    found = np.argwhere(np.isin(mask, ids)).astype(np.int32)
-    if not len(found):
-        return None
-    planes = mask.shape[0] // devices
+    planes = bc_mask.shape[1] // devices
     per_device = [found[found[:, 0] // planes == d] - np.array([d * planes - 1, 0, 0], dtype=np.int32)
                   for d in range(devices)]
     rows = np.zeros((devices, max(len(cells) for cells in per_device), 3), dtype=np.int32)
