@@ -72,6 +72,7 @@ class Exchange:
         return self._planes(ct, 0, -1)
 
     def send_back_pieces(self, pieces: tuple) -> tuple:
+        """:meth:`halo_pieces` sent back to the neighbours whose edge planes they were read from."""
         from_right = [((i + 1) % self.devices, i) for i in range(self.devices)]
         from_left = [((i - 1) % self.devices, i) for i in range(self.devices)]
         return self._send(pieces, from_right, from_left)

@@ -140,10 +140,10 @@ def _by_omega(build):
 
     def of(omega, listed) -> _Faces:
         value = known_omega(omega)
-        # a traced omega runs the whole grid (the split's variants take omega as a number)
-        key = (value, captured(), listed is not None and value is not None)
+        split = listed is not None and value is not None  # (the split's variants take omega as a number)
+        key = (value, captured(), split)
         if key not in faces:
-            faces[key] = build(*key[::2])
+            faces[key] = build(value, split)
         return faces[key]
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields, listed=None):
@@ -331,8 +331,9 @@ def _without_fields(step, timestep: int, fixed: float | None, listed: bool):
 
 def _custom_step(t: CallTypes, forward_call, backward_call, fixed: float | None):
     """``(f_0, f_1, bc_mask, missing_mask, omega, *extra) -> (f_0, f_new)`` as a ``jax.custom_vjp``
-    over the two callables; the ``extra`` inputs (the stacked design fields) pass to both
-    callables after omega, and their cotangents come back from the backward's last outputs."""
+    over the two callables; the ``extra`` inputs (the stacked design fields, or a split step's list
+    of cells) pass to both callables after omega, and their cotangents come back from the
+    backward's last outputs (a float0 zero for the list)."""
     import jax
     import jax.numpy as jnp
 

@@ -28,6 +28,7 @@ import functools
 import numpy as np
 import warp as wp
 
+from adjointgen.errors import RuntimeArgumentError
 from adjointgen.runtime.halos import Crossing, Exchange
 from adjointgen.runtime.jax_face import listed_cells
 from adjointgen.runtime.overlap import EdgeMasks, overlapped_step, refusal
@@ -137,13 +138,8 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         raise ValueError(f"a rollout runs at least one step; got steps={steps}")
     devices = mesh.shape[axis_name]
     segment = segment or 2 * max(1, int(round(steps ** 0.5 / 2)))  # even: the pair of buffers comes back in order
-    # the calls as Warp-captured CUDA graphs on CUDA meshes (jax_face.captured_calls)
     on_cuda = all(device.platform == "gpu" for device in mesh.devices.flat)
-    if graphs and not on_cuda:
-        from adjointgen.errors import RuntimeArgumentError
-
-        raise RuntimeArgumentError("graphs=True needs a mesh of CUDA devices (Warp captures CUDA graphs); pass graphs=None")
-    graphs = on_cuda if graphs is None else graphs
+    graphs, split = _graphs(graphs, on_cuda), on_cuda if split is None else split
     exchange = Exchange(crossing, axis_name, devices, wp.JaxCallableGraphMode.WARP if graphs else wp.JaxCallableGraphMode.NONE)
     refresh = _halo_refresh(exchange)
     overlapped = _overlapped(step, exchange, overlap)
@@ -185,7 +181,6 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
 
     slab = P(None, axis_name)
     mapped: dict = {}
-    split = on_cuda if split is None else split
 
     def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None):
         fixed = known_omega(omega)
@@ -201,6 +196,14 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
             return mapped[key](f_0, f_1, bc_mask, missing_mask, omega, *extra)
 
     return run
+
+
+def _graphs(graphs: bool | None, on_cuda: bool) -> bool:
+    """Whether the rollout's Warp calls are Warp-captured CUDA graphs (:func:`~adjointgen.runtime.
+    jax_face.captured_calls`): by default on meshes of CUDA devices; refused elsewhere."""
+    if graphs and not on_cuda:
+        raise RuntimeArgumentError("graphs=True needs a mesh of CUDA devices (Warp captures CUDA graphs); pass graphs=None")
+    return on_cuda if graphs is None else graphs
 
 
 def _device_lists(step, bc_mask, devices: int):
@@ -226,8 +229,6 @@ def _device_lists(step, bc_mask, devices: int):
 def _overlapped(step, exchange: Exchange, overlap: bool):
     """The overlapped carried step (:mod:`adjointgen.runtime.overlap`) where ``overlap`` asks for it
     (refused with the reason where the step cannot run so), else None (the plain one)."""
-    from adjointgen.errors import RuntimeArgumentError
-
     if not overlap:
         return None
     reason = refusal(step)
@@ -240,8 +241,6 @@ def _overlapped(step, exchange: Exchange, overlap: bool):
 def _check_overlap_slab(planes: int) -> None:
     """Refuse slabs of fewer than 3 planes (unpadded) for an overlapped step: its two edge planes
     need an interior plane between them."""
-    from adjointgen.errors import RuntimeArgumentError
-
     if planes < 3:
         raise RuntimeArgumentError(f"overlap=True needs slabs of at least 3 planes along x; a device holds {planes}")
 
