@@ -258,3 +258,47 @@ def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0, shap
         np.testing.assert_array_equal(ours[solid], theirs[solid])
         np.testing.assert_allclose(ours, theirs, rtol=1e-14, atol=1e-15)
     assert not np.array_equal(np.asarray(f_new)[solid], np.asarray(f0)[solid])  # f_1's content, not f_0's
+
+
+def test_calls_are_captured_graphs_only_inside_captured_calls_and_where_nothing_is_read_back():
+    import warp as wp
+
+    from adjointgen.runtime.jax_face import captured_calls, graph_mode
+
+    assert graph_mode() == wp.JaxCallableGraphMode.NONE
+    with captured_calls():
+        assert graph_mode() == wp.JaxCallableGraphMode.WARP
+        assert graph_mode(reads_back=True) == wp.JaxCallableGraphMode.NONE  # a host read cannot be captured
+        with captured_calls(False):
+            assert graph_mode() == wp.JaxCallableGraphMode.NONE
+        assert graph_mode() == wp.JaxCallableGraphMode.WARP
+    assert graph_mode() == wp.JaxCallableGraphMode.NONE
+
+
+def test_a_split_steps_face_takes_its_list_and_gives_the_whole_grids_bits():
+    """The obstacle channel's face with its ZouHe cells from a list (listed=, the rest part without
+    their code) against the one launch over the grid: forward and VJP bit for bit on the CPU."""
+    from adjointgen.runtime.jax_face import listed_cells
+
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
+    _enable_x64()
+    stepper = make_stepper(config, "warp", (16, 7))
+    _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+    step = jax_step(stepper)
+    f_0 = jnp.asarray(random_state(config, (16, 7), 0))
+    f_1, bc, mm = (jnp.asarray(a.numpy()) for a in (f_1, bc_mask, missing_mask))
+    cells = listed_cells(step, bc)
+    assert cells is not None and len(cells) == int(np.isin(np.asarray(bc), step.step.manifest.listed_ids).sum())
+
+    def loss(f, listed):
+        g = f_1
+        for _ in range(3):
+            left, new = step(f, g, bc, mm, OMEGA, listed=listed)
+            f, g = new, left
+        return jnp.sum(f * f) + jnp.sum(g)
+
+    whole, split = (jax.value_and_grad(loss)(f_0, listed) for listed in (None, jnp.asarray(cells)))
+    assert float(whole[0]) == float(split[0])
+    assert np.array_equal(np.asarray(whole[1]), np.asarray(split[1]))
+    short = jax.value_and_grad(loss)(f_0, jnp.asarray(cells[1:]))  # one ZouHe cell left out: caught
+    assert not np.array_equal(np.asarray(whole[1]), np.asarray(short[1]))
