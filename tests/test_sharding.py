@@ -160,6 +160,16 @@ SCRIPT = textwrap.dedent('''
             sharding._device_lists = one_short
             rollout(label + " (one listed cell short)", jax_step(stepper), f0, f1, bc, mm, crossing, split=True)
             sharding._device_lists = real_lists
+            # the masks as jit arguments, the lists made beforehand and passed as one too
+            run = sharded_rollout(step, mesh, 5, crossing, segment=2, split=True)
+            lists = run.device_lists(put(bc))
+            with_lists = jax.jit(lambda f, g, b, m, cells: run(f, g, b, m, 1.6, listed=cells))
+            whole = sharded_rollout(step, mesh, 5, crossing, segment=2, split=False)(put(f0), put(f1), put(bc), put(mm), 1.6)
+            short = lists.copy()
+            short[np.flatnonzero(short.any(axis=1))[0]] = 0  # one ZouHe cell left out: must show
+            results["lists passed"] = {"rows": int(len(lists)), **{name: max(
+                float(jnp.abs(a - b).max()) for a, b in zip(with_lists(put(f0), put(f1), put(bc), put(mm), cells), whole))
+                for name, cells in (("states", lists), ("short", short))}}
     # a design field: the porous collision's porosity, split along x like the state
     config = Configuration.parse("D2Q9/PorousBGK/FP64FP64")
     stepper = make_stepper(config, "warp", (16, 6))
@@ -193,6 +203,8 @@ def test_sharded_rollout_equals_the_single_device_one():
     assert short["forward"] > 1e-3 and short["grad"] > 1e-3, short
     assert results.pop("rollout D2Q9/BGK/FP64FP64/obstacle (one listed cell short)")["forward"] == 0.0  # traced: no split
     assert "rollout D2Q9/BGK/FP64FP64/obstacle (split) (omega a number)" in results
+    passed = results.pop("lists passed")
+    assert passed["rows"] > 0 and passed["states"] == 0.0 and passed["short"] > 1e-3, passed
     overlap = results.pop("overlap")
     assert overlap["plain"] is None, overlap  # the periodic step runs overlapped
     assert "slots" in overlap["cavity"] and "in place" in overlap["refused"], overlap

@@ -127,7 +127,10 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     without their code), each device's list of those cells, made on the host from ``bc_mask``
     where it is known when JAX traces the call (a concrete array, not a jit argument) and
     ``omega`` is a number; None (default) on meshes of CUDA devices (on a CPU the split saves
-    nothing), True also elsewhere, False never. Otherwise the whole slab runs in one launch.
+    nothing), True also elsewhere, False never. Otherwise the whole slab runs in one launch. Where
+    the masks are jit arguments, make the lists first with ``run.device_lists(bc_mask)`` (a
+    concrete mask; None for a step that is not split) and pass them as ``run(...,
+    listed=lists)``, a jit argument too (only their shape is fixed when JAX traces).
     """
     import jax
     from jax.sharding import PartitionSpec as P
@@ -182,9 +185,12 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     slab = P(None, axis_name)
     mapped: dict = {}
 
-    def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None):
+    def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None, listed=None):
         fixed = known_omega(omega)
-        lists = _device_lists(step, bc_mask, devices) if split and fixed is not None else None
+        if fixed is None:  # the split's variants take omega as a number
+            lists = None
+        else:
+            lists = listed if listed is not None else _device_lists(step, bc_mask, devices) if split else None
         key = (fixed, fields is not None, lists is not None)
         if key not in mapped:
             specs = (slab, slab, slab, slab, P()) + ((P(axis_name),) if lists is not None else ()) + \
@@ -195,6 +201,7 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         with captured_calls(graphs):  # the calls the steps build while JAX traces them
             return mapped[key](f_0, f_1, bc_mask, missing_mask, omega, *extra)
 
+    run.device_lists = lambda bc_mask: _device_lists(step, bc_mask, devices)
     return run
 
 
