@@ -131,6 +131,7 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None, label: str =
         del ways["rollout_overlap"]
     if step.step.manifest.listed_ids:  # the masks closed over, known when JAX traces: per-device lists
         ways["rollout_split"] = (lambda f, g, _bc, _mm, _: rollout(f, g, bc, mm, omega), False)
+        ways["rollout_split_dw"] = (lambda f, g, _bc, _mm, w: rollout(f, g, bc, mm, w), True)
     if len(devices) == 1:
         ways = {"face": (scanned(step), False), **ways}
     gradients = {}
@@ -146,7 +147,7 @@ def _rows(shape, devices, steps: int, repeats: int, reference=None, label: str =
         _log(f"{name} on {len(devices)}: forward {rows[f'{name}_forward_ms']:.2f} ms, gradient {rows[f'{name}_gradient_ms']:.2f} ms")
     base = reference if reference is not None else gradients.get("face")
     rows["nonfinite"] = {name: int((~np.isfinite(g)).sum()) for name, g in gradients.items()}  # expected 0 each
-    for way in ("rollout_dw", "rollout_overlap", "rollout_calls", "rollout_split"):  # expected 0 (rollout_dw: ~1e-8)
+    for way in ("rollout_dw", "rollout_overlap", "rollout_calls", "rollout_split", "rollout_split_dw"):  # ~0
         if way in gradients:
             rows[f"{way}_vs_rollout"] = float(np.max(np.abs(gradients[way] - gradients["rollout"])))
     if base is not None and base.shape == gradients["rollout"].shape:
@@ -197,7 +198,8 @@ def main(argv=None):
              "| scaling | devices | grid | way | forward ms | forward / XLB | gradient ms | gradient / XLB | efficiency fwd / grad |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in results["rows"]:
-        for way in ("face", "step_loop", "rollout", "rollout_dw", "rollout_overlap", "rollout_calls", "rollout_split"):
+        for way in ("face", "step_loop", "rollout", "rollout_dw", "rollout_overlap", "rollout_calls", "rollout_split",
+                    "rollout_split_dw"):
             if f"{way}_forward_ms" in row:
                 fwd, grad = row[f"{way}_forward_ms"], row[f"{way}_gradient_ms"]
                 p = row["devices"] if row["scaling"] == "strong" else 1
@@ -210,7 +212,8 @@ def main(argv=None):
             lines += ["", f"Rollout gradient on {row['devices']} device(s) vs the face's on one (same grid, max abs difference): "
                           f"{row['rollout_gradient_vs_face']:.1e}."]
         others = "; ".join(f"{way} {row[f'{way}_vs_rollout']:.1e}" for way in
-                           ("rollout_dw", "rollout_overlap", "rollout_calls", "rollout_split") if f"{way}_vs_rollout" in row)
+                           ("rollout_dw", "rollout_overlap", "rollout_calls", "rollout_split", "rollout_split_dw")
+                           if f"{way}_vs_rollout" in row)
         lines += [f"Gradients against the rollout row's, {row['devices']} device(s), {row['scaling']} (max abs "
                   f"difference): {others}; non-finite entries: {row['nonfinite']}."]
     lines += [f"Skipped: {reason}." for reason in results["skipped"]]

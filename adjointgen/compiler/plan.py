@@ -428,7 +428,9 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int, split: Split) -> ForwardP
     arguments = c.parameter_arguments
     variants = [ForwardVariant(forward_kernel_name(save, part), save, part)
                 for part in split.parts for save in (False, True)[: 1 + bool(saves)]]
-    variants += [ForwardVariant(forward_kernel_name(False, "", True), False, "", True)] * arguments.generated
+    # for callers with omega on the device only (a JAX trace): the whole grid, and a split's parts
+    variants += [ForwardVariant(forward_kernel_name(False, part, True), False, part, True)
+                 for part in split.parts] * arguments.generated
     variants += [ForwardVariant(forward_kernel_name(False, residuals=True), False, residuals=True)] * bool(c.residuals)
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
@@ -869,9 +871,10 @@ def _adjoint_plan(parts: AdjointParts) -> AdjointPlan:
     variants = [AdjointVariant(adjoint_kernel_name(is_fresh, state_only, part), is_fresh, state_only, part)
                 for part in parts.parts
                 for state_only in (False, True)[: 1 + has_parameters] for is_fresh in (False, True)[: 1 + fresh]]
-    # for callers with omega on the device only (a JAX trace), with omega's adjoints
-    variants += [AdjointVariant(adjoint_kernel_name(is_fresh, False, "", True), is_fresh, False, "", True)
-                 for is_fresh in (False, True)[: 1 + fresh]] * parts.arguments.generated
+    # for callers with omega on the device only (a JAX trace), with omega's adjoints: the whole
+    # grid, and a split's parts
+    variants += [AdjointVariant(adjoint_kernel_name(is_fresh, False, part, True), is_fresh, False, part, True)
+                 for part in parts.parts for is_fresh in (False, True)[: 1 + fresh]] * parts.arguments.generated
     # for callers that kept forward_residuals' values instead of the input (a recorded step)
     residuals = parts.residual_replay is not None
     variants += [AdjointVariant(adjoint_kernel_name(is_fresh, has_parameters, residuals=True), is_fresh, has_parameters,

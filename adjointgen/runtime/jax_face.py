@@ -76,8 +76,7 @@ def jax_step(stepper, timestep: int = 0):
     Both take ``listed=`` (keyword): for a split step (ZouHe, Regularized, extrapolation cells run
     from a list, the rest without their code: :attr:`Manifest.listed_ids`), the list of those
     cells, an int32 array of rows ``i, j, k`` (rows at kept cells are no-ops, for padding); the
-    face cannot read it from a traced mask, so without it the whole grid runs in one launch.
-    With a traced omega the whole grid runs anyway (the split has no device-omega variants)."""
+    face cannot read it from a traced mask, so without it the whole grid runs in one launch."""
     step = _step_of(stepper)
     names = tuple(step.manifest.fields)
     build = (lambda omega_value, _: _with_fields(step, timestep, names, omega_value)) if names else \
@@ -140,10 +139,9 @@ def _by_omega(build):
 
     def of(omega, listed) -> _Faces:
         value = known_omega(omega)
-        split = listed is not None and value is not None  # (the split's variants take omega as a number)
-        key = (value, captured(), split)
+        key = (value, captured(), listed is not None)
         if key not in faces:
-            faces[key] = build(value, split)
+            faces[key] = build(value, listed is not None)
         return faces[key]
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields, listed=None):

@@ -125,8 +125,8 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
     the host's Python between calls (``benchmarks/NOTES.md`` v53).
     ``split``: for a split step (ZouHe, Regularized, extrapolation cells from a list, the rest
     without their code), each device's list of those cells, made on the host from ``bc_mask``
-    where it is known when JAX traces the call (a concrete array, not a jit argument) and
-    ``omega`` is a number; None (default) on meshes of CUDA devices (on a CPU the split saves
+    where it is known when JAX traces the call (a concrete array, not a jit argument); None
+    (default) on meshes of CUDA devices (on a CPU the split saves
     nothing), True also elsewhere, False never. Otherwise the whole slab runs in one launch. Where
     the masks are jit arguments, make the lists first with ``run.device_lists(bc_mask)`` (a
     concrete mask; None for a step that is not split) and pass them as ``run(...,
@@ -187,10 +187,7 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
 
     def run(f_0, f_1, bc_mask, missing_mask, omega, fields=None, listed=None):
         fixed = known_omega(omega)
-        if fixed is None:  # the split's variants take omega as a number
-            lists = None
-        else:
-            lists = listed if listed is not None else _device_lists(step, bc_mask, devices) if split else None
+        lists = listed if listed is not None else _device_lists(step, bc_mask, devices) if split else None
         key = (fixed, fields is not None, lists is not None)
         if key not in mapped:
             specs = (slab, slab, slab, slab, P()) + ((P(axis_name),) if lists is not None else ()) + \

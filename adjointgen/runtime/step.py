@@ -312,8 +312,8 @@ class DifferentiableStep:
         steps on the same arrays (a rollout) checks them once and passes ``check=False`` and the
         ``lifted_values`` it read once (:meth:`parameter_values`), so a step costs one launch.
         ``field_values``: the design fields' arrays in manifest order (default: ``self.fields``).
-        ``device_omega``: omega is a one-element array read on the device (see :meth:`kernel_omega`;
-        the whole grid in one launch only). ``listed``: for a split step, its listed cells as rows
+        ``device_omega``: omega is a one-element array read on the device (see :meth:`kernel_omega`).
+        ``listed``: for a split step, its listed cells as rows
         ``i, j, k`` (an int32 Warp array) given by the caller instead of read back from the mask
         (:meth:`listed_cells`); rows at kept cells are no-ops (a caller may pad a list with them)."""
         fields = self.field_arrays() if field_values is None else list(field_values)
@@ -333,9 +333,8 @@ class DifferentiableStep:
         grid and ``forward_listed`` over the list (disjoint cells: the same stores as one launch)."""
         if listed is None:
             return [(self.kernel(forward_kernel_name(False, "", device_omega)), grid)]
-        if device_omega:
-            raise RuntimeArgumentError("device_omega runs the whole grid in one launch: set step.split_listed = False")
-        return [(self.kernel(forward_kernel_name(False, part)), dim) for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
+        return [(self.kernel(forward_kernel_name(False, part, device_omega)), dim)
+                for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
 
     def _forward_inputs(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, fields=None,
                         saved=None, residuals=None, listed=None) -> list:
