@@ -11,8 +11,9 @@ one launch computes the slab. Here the step is three calls that XLA sees separat
    ``[0:3]`` and ``[n-3:n]``, with a mask that is kept everywhere but the edge planes: only the
    edge planes are computed, from the fresh halos, into the same output array;
 3. in the reverse, the other way round: the fresh adjoint of the edge planes first, into a new
-   gradient array (its halo planes cleared first: what ``adjoint_kept`` would give the elements no
-   edge cell reads, since their carry is zero), whose halo adjoints then travel back while the
+   gradient array (the crossing populations of its halo planes cleared first: what
+   ``adjoint_kept`` would give those that no edge cell reads, since their carry is zero), whose
+   halo adjoints then travel back while the
    fresh adjoint of the interior runs into the same array, followed by ``adjoint_kept`` with the
    real mask over the whole slab and the returned halo adjoints added onto the edge planes.
 
@@ -36,7 +37,7 @@ import numpy as np
 import warp as wp
 
 from adjointgen.runtime.halos import Exchange, launch_clear_halos, launch_put_halos
-from adjointgen.runtime.jax_face import CallTypes, known_omega, with_kept_cells, captured
+from adjointgen.runtime.jax_face import CallTypes, captured, known_omega, with_kept_cells
 
 
 def refusal(face) -> str | None:
