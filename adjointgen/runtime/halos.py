@@ -148,14 +148,10 @@ def clear_halos(ct: wp.array4d(dtype=Any), rightward: wp.array(dtype=wp.int32), 
         ct[leftward[a], last, j, k] = ct.dtype(0.0)
 
 
-def launch_clear_halos(ct, rightward, leftward) -> None:
-    """:func:`clear_halos` on Warp arrays (over one plane)."""
-    wp.launch(clear_halos, dim=ct.shape[2:], inputs=[ct, rightward, leftward], device=ct.device)
-
-
-def launch_put_halos(f, left, right, rightward, leftward) -> None:
-    """:func:`put_halos` on Warp arrays (over one plane)."""
-    wp.launch(put_halos, dim=f.shape[2:], inputs=[f, left, right, rightward, leftward], device=f.device)
+def launch_over_plane(kernel, f, *inputs) -> None:
+    """One of the halo kernels on the Warp array ``f`` and its other ``inputs``: a thread per cell
+    of one plane normal to x."""
+    wp.launch(kernel, dim=f.shape[2:], inputs=[f, *inputs], device=f.device)
 
 
 @dataclass(frozen=True)
@@ -175,7 +171,7 @@ def halo_calls(dtype, mode: wp.JaxCallableGraphMode) -> HaloCalls:
 
     def call(kernel):
         def launch(f: state, left: state, right: state, rightward: indices, leftward: indices):
-            wp.launch(kernel, dim=f.shape[2:], inputs=[f, left, right, rightward, leftward], device=f.device)
+            launch_over_plane(kernel, f, left, right, rightward, leftward)
 
         launch.__name__ = kernel.key
         return wp.jax_callable(launch, num_outputs=1, in_out_argnames=["f"], graph_mode=mode)

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import warp as wp
 
-from adjointgen.runtime.halos import Exchange, launch_clear_halos, launch_put_halos
+from adjointgen.errors import RuntimeArgumentError
+from adjointgen.runtime.halos import Exchange, clear_halos, launch_over_plane, put_halos
 from adjointgen.runtime.jax_face import CallTypes, captured, known_omega, with_kept_cells
 
 
@@ -88,7 +89,8 @@ def overlapped_step(face, exchange: Exchange):
 
     def run(f_0, f_1, bc_mask, masks: EdgeMasks, missing_mask, omega):
         if f_0.shape[1] < 5:  # else an edge view's other plane is an edge plane too, computed with its wrap
-            raise ValueError(f"an overlapped step needs slabs of at least 3 planes; got {f_0.shape[1] - 2}")
+            raise RuntimeArgumentError(f"overlap=True needs slabs of at least 3 planes along x; a device holds "
+                                       f"{f_0.shape[1] - 2}")
         fixed = known_omega(omega)
         key = (fixed, captured())
         if key not in steps:
@@ -116,7 +118,7 @@ class _Calls:
 
         def edges(f_0: state, f_new: state, left: state, right: state, rightward: indices, leftward: indices,
                   edge_mask: mask, missing_mask: missing, omega: omega_type):
-            launch_put_halos(f_0, left, right, rightward, leftward)
+            launch_over_plane(put_halos, f_0, left, right, rightward, leftward)
             for planes in edge_views(f_0.shape[1]):
                 step.forward(f_0[:, planes], f_new[:, planes], edge_mask[:, planes], missing_mask[:, planes],
                              t.omega_value(omega, fixed), timestep, device_omega=on_device)
@@ -126,7 +128,7 @@ class _Calls:
             adj_omega.zero_()
             # the halos' elements that travel back and that no edge cell reads (its cell is kept):
             # zero, as adjoint_kept leaves them (the others adjoint_kept writes over afterwards)
-            launch_clear_halos(adj_f_0, rightward, leftward)
+            launch_over_plane(clear_halos, adj_f_0, rightward, leftward)
             for planes in edge_views(f_0.shape[1]):
                 step.adjoint(f_0[:, planes], f_0[:, planes], edge_mask[:, planes], missing_mask[:, planes],
                              t.omega_value(omega, fixed), timestep, adj_f_0[:, planes], adj_f_new[:, planes],

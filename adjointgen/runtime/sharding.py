@@ -171,7 +171,6 @@ def sharded_rollout(step, mesh, steps: int, crossing: Crossing, axis_name: str =
         if overlapped is None:
             middle = lambda f_0, f_1: carried(refresh(f_0), f_1, *constants, listed=listed)  # noqa: E731
         else:
-            _check_overlap_slab(f_0.shape[1])
             masks = EdgeMasks.of(constants[0])  # once per rollout
             middle = lambda f_0, f_1: overlapped(f_0, f_1, constants[0], masks, *constants[1:])  # noqa: E731
         state = (_pad(f_0, 0), _pad(f_1, 0))
@@ -240,13 +239,6 @@ def _overlapped(step, exchange: Exchange, overlap: bool):
         raise RuntimeArgumentError(f"overlap=True: {step.step.config.label} cannot run overlapped: {reason}; "
                                    "pass overlap=False")
     return overlapped_step(step, exchange)
-
-
-def _check_overlap_slab(planes: int) -> None:
-    """Refuse slabs of fewer than 3 planes (unpadded) for an overlapped step: its two edge planes
-    need an interior plane between them."""
-    if planes < 3:
-        raise RuntimeArgumentError(f"overlap=True needs slabs of at least 3 planes along x; a device holds {planes}")
 
 
 def _halo_refresh(exchange: Exchange):
