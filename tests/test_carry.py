@@ -81,68 +81,87 @@ def test_adjoint_kept_works_from_the_kept_cells_side(obstacle_text):
 
 
 @pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64/obstacle", (10, 8))])  # walls, ZouHe in and out, solid
-def test_a_split_step_equals_the_one_launch_step_bit_for_bit(label, shape):
-    """Steps with ZouHe conditions (Manifest.listed_ids) run their forward and adjoint in two
-    launches on a GPU: the ZouHe cells from a list, the other cells in a kernel compiled without
-    ZouHe's code. Forced on here (the CPU default is one launch): the forward (direct and packed,
-    two steps), the accumulating and fresh (with the carry) adjoints, with and without the omega
-    gradient: the same bits as one launch."""
+def test_a_split_step_equals_the_one_launch_step_bit_for_bit(label, shape, monkeypatch):
+    """Steps with ZouHe conditions (Manifest.listed_ids) run their forward and adjoint in parts on
+    a GPU: the ZouHe cells from a list (the adjoint one launch per ZouHe id) or, without a list,
+    in launches over the grid that return at the other cells; the other cells in a kernel compiled
+    without ZouHe's code. Forced on here (the CPU default is one launch): the forward (direct and
+    packed, two steps), the accumulating and fresh (with the carry) adjoints, with and without the
+    omega gradient: the same bits as one launch. A part left out is caught."""
     import numpy as np
-    import warp as wp
 
     from adjointgen.tools.verify import GeneratedSide, random_state
 
     config = Configuration.parse(label)
     side = GeneratedSide(config, shape)
     step = side.step
-    assert step.manifest.listed_ids and step.manifest.has("adjoint_fresh_rest") and step.manifest.has("adjoint_listed")
+    assert step.manifest.listed_ids == (2, 3) and step.manifest.has("adjoint_fresh_rest")
+    assert all(step.manifest.has(f"adjoint_{p}_{k}") for p in ("listed", "grid") for k in (2, 3))
     f0 = random_state(config, shape, 0)
-    cotangents = [np.random.default_rng(seed).standard_normal(f0.shape) for seed in (1, 2)]
-    results = {}
-    for split in (False, True):
-        step.split_listed = split
-        assert (step.listed_cells(side.bc_mask) is not None) == split
-        out = []
-        for fresh, with_omega in ((False, True), (False, False), (True, True), (True, False)):
-            step.state_kernels = not with_omega
-            adj_f_0, adj_f_1 = wp.array(np.zeros_like(f0) if fresh else cotangents[0]), wp.array(cotangents[1])
-            carry = wp.zeros_like(adj_f_0) if fresh else None
-            omega = wp.zeros(1, dtype=wp.float64) if with_omega else None
-            step.adjoint(wp.array(f0), wp.array(side.f1_prepared), side.bc_mask, side.missing_mask, 1.6, 0, adj_f_0, adj_f_1,
-                         omega, fresh=fresh, carry=carry)
-            out += [a.numpy() for a in (adj_f_0, adj_f_1, omega, carry) if a is not None]
-        f_0, f_1 = wp.array(f0), wp.array(side.f1_prepared)  # the forward, in place on f_0 at ZouHe cells
-        step.forward(f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 0)
-        step.forward_launch(f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 1).launch()  # packed (rollouts)
-        results[split] = out + [f_0.numpy(), f_1.numpy()]
-    step.split_listed = step.state_kernels = None
-    assert all(np.array_equal(one, two) for one, two in zip(results[False], results[True]))
+    results = {mode: _split_outputs(step, side, f0, mode) for mode in ("whole", "listed", "grid")}
+    assert all(np.array_equal(one, two) for one, two in zip(results["whole"], results["listed"]))
+    assert all(np.array_equal(one, two) for one, two in zip(results["whole"], results["grid"]))
     ids = side.bc_mask.numpy()[0]
-    assert len(step.manifest.listed_ids) == 2 and 0 < int(np.isin(ids, step.manifest.listed_ids).sum()) < ids.size // 4
+    assert 0 < int(np.isin(ids, step.manifest.listed_ids).sum()) < ids.size // 4
+    # negative control: the last part (ZouHe id 3's cells) left out
+    parts = step._parts
+    monkeypatch.setattr(step, "_parts", lambda *args, **kwargs: parts(*args, **kwargs)[:-1])
+    short = _split_outputs(step, side, f0, "grid")
+    assert not all(np.array_equal(one, two) for one, two in zip(results["whole"], short))
+
+
+def _split_outputs(step, side, f0, mode: str) -> list:
+    """The adjoints (accumulating and fresh, with and without omega's) and two forward steps of a
+    split step on ``side``, run in one launch (``mode`` "whole"), with lists ("listed") or over
+    the grid in parts ("grid")."""
+    import numpy as np
+    import warp as wp
+
+    step.split_listed, step.split_grid = mode == "listed", mode == "grid"
+    assert (step.listed_cells(side.bc_mask) is not None) == (mode == "listed")
+    cotangents = [np.random.default_rng(seed).standard_normal(f0.shape) for seed in (1, 2)]
+    out = []
+    for fresh, with_omega in ((False, True), (False, False), (True, True), (True, False)):
+        step.state_kernels = not with_omega
+        adj_f_0, adj_f_1 = wp.array(np.zeros_like(f0) if fresh else cotangents[0]), wp.array(cotangents[1])
+        carry = wp.zeros_like(adj_f_0) if fresh else None
+        omega = wp.zeros(1, dtype=wp.float64) if with_omega else None
+        step.adjoint(wp.array(f0), wp.array(side.f1_prepared), side.bc_mask, side.missing_mask, 1.6, 0, adj_f_0, adj_f_1,
+                     omega, fresh=fresh, carry=carry)
+        out += [a.numpy() for a in (adj_f_0, adj_f_1, omega, carry) if a is not None]
+    f_0, f_1 = wp.array(f0), wp.array(side.f1_prepared)  # the forward, in place on f_0 at ZouHe cells
+    step.forward(f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 0)
+    step.forward_launch(f_0, f_1, side.bc_mask, side.missing_mask, 1.6, 1).launch()  # packed (rollouts)
+    step.split_listed = step.split_grid = step.state_kernels = None
+    return out + [f_0.numpy(), f_1.numpy()]
 
 
 def test_each_part_tests_the_ids_it_never_has_through_flags_that_are_false_there(obstacle_text):
-    """A split step's bodies test the boundary ids through flags defined after the rest part's
-    early return: a listed id's (ZouHe's) ``wp.static(part != "rest") and ...``, any other id's
-    (the adjoint only) ``wp.static(part != "listed") and ...``: constant False in the part whose
-    cells never have that id, so its compiler drops that id's code (NOTES v49, v51). The exit condition's id (255)
-    gets no flag (every part has returned there), and the kernels without parts (adjoint_prepare,
-    the gathers) keep the plain tests."""
+    """A split step's bodies test the boundary ids through flags defined after the parts' early
+    returns, constant False in the parts whose cells never have that id, so that their compiler
+    drops that id's code (NOTES v49, v51, v56): the forward's flags of the listed ids (ZouHe's) are
+    False in its rest part; the adjoint's flag of a listed id is True only in the whole grid and
+    that id's own parts (``listed_K``, ``grid_K``), any other id's only in the whole grid and the
+    rest part. The exit condition's id (255) gets no flag (every part has returned there), and
+    the kernels without parts (adjoint_prepare, the gathers) keep the plain tests."""
     import re
 
     body = obstacle_text.split("# body-sha256")[1]
     flags = re.findall(r"^ *(bc_mask_0_is_(\d+)) = (.*)$", body, flags=re.M)
     assert sorted({(f, k) for f, k, _ in flags}) == [(f"bc_mask_0_is_{k}", str(k)) for k in (1, 2, 3, 4)]
-    expected = {f'wp.static(part != "{"rest" if k in "23" else "listed"}") and (bc_mask_0 == wp.uint8({k}))' for k in "1234"}
-    # the adjoint's four; the forward's two, of the listed ids (its listed part does not spill without
-    # the others, and its rest part ran 11 % slower with them: NOTES v51)
-    assert {d for _, _, d in flags} == expected and len(flags) == 4 + 2
+    adjoint = {f'wp.static(part in ("", "listed_{k}", "grid_{k}")) and (bc_mask_0 == wp.uint8({k}))' for k in "23"}
+    adjoint |= {f'wp.static(part in ("", "rest")) and (bc_mask_0 == wp.uint8({k}))' for k in "14"}
+    # the forward's two, of the listed ids (its listed part does not spill without the others, and
+    # its rest part ran 11 % slower with them: NOTES v51)
+    forward = {f'wp.static(part in ("", "listed", "grid")) and (bc_mask_0 == wp.uint8({k}))' for k in "23"}
+    assert {d for _, _, d in flags} == adjoint | forward and len(flags) == 4 + 2
     for kernel, ids in (("def forward(", "23"), ("def adjoint(", "1234")):
         code = body.split(kernel)[1].split("\n    return wp.kernel")[0]
-        skip, after = code.split("return  # run by the listed part")
+        skip, after = code.split("return  # run by the listed parts")
         assert "(bc_mask_0 == wp.uint8(2)) or (bc_mask_0 == wp.uint8(3))" in skip.rstrip().splitlines()[-1]
-        for k in ids:  # the test itself only in the flag's definition
-            assert after.count(f"bc_mask_0 == wp.uint8({k})") == 1 and f"bc_mask_0_is_{k}" in after.split("\n", 5)[-1]
+        definitions, uses = after.split(f"bc_mask_0_is_{ids[-1]} = ")[1].split("\n", 1)
+        for k in ids:  # past the flags' definitions, only the flags test the ids
+            assert f"bc_mask_0 == wp.uint8({k})" not in uses and f"bc_mask_0_is_{k}" in uses
         assert all(f"bc_mask_0_is_{k}" not in after for k in set("1234") - set(ids))
     prepare = body.split("def adjoint_prepare(")[1].split("\n\n\n")[0]
     assert "bc_mask_0_is" not in prepare and "== wp.uint8(2)" in prepare
@@ -183,7 +202,7 @@ def test_a_flag_constant_in_the_wrong_part_is_caught(obstacle_text, tmp_path):
         split = outputs(module, [("forward_rest", ids.shape), ("forward_listed", cells.shape[0])])
         return all(np.array_equal(a, b) for a, b in zip(one, split))
 
-    flag = 'bc_mask_0_is_2 = wp.static(part != "rest")'
-    assert obstacle_text.count(flag) == 2  # the forward's and the adjoint's
+    flag = 'bc_mask_0_is_2 = wp.static(part in ("", "listed", "grid"))'
+    assert obstacle_text.count(flag) == 1  # the forward's
     assert split_equals_one_launch(obstacle_text, "flags_as_generated")
-    assert not split_equals_one_launch(obstacle_text.replace(flag, 'bc_mask_0_is_2 = wp.static(part != "listed")'), "flag_wrong")
+    assert not split_equals_one_launch(obstacle_text.replace(flag, 'bc_mask_0_is_2 = wp.static(part in ("", "rest"))'), "flag_wrong")

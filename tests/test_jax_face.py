@@ -277,7 +277,8 @@ def test_calls_are_captured_graphs_only_inside_captured_calls_and_where_nothing_
 
 def test_a_split_steps_face_takes_its_list_and_gives_the_whole_grids_bits():
     """The obstacle channel's face with its ZouHe cells from a list (listed=, the rest part without
-    their code) against the one launch over the grid: forward and VJP bit for bit on the CPU."""
+    their code), and without a list in parts over the grid (a GPU's default), against the one
+    launch over the grid: forward and VJP bit for bit on the CPU."""
     from adjointgen.runtime.jax_face import listed_cells
 
     config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
@@ -302,3 +303,10 @@ def test_a_split_steps_face_takes_its_list_and_gives_the_whole_grids_bits():
     assert np.array_equal(np.asarray(whole[1]), np.asarray(split[1]))
     short = jax.value_and_grad(loss)(f_0, jnp.asarray(cells[1:]))  # one ZouHe cell left out: caught
     assert not np.array_equal(np.asarray(whole[1]), np.asarray(short[1]))
+    # without a list, as on a GPU: the ZouHe cells' parts over the grid (returning at the other cells)
+    step.step.split_grid = True
+    try:
+        grid = jax.value_and_grad(loss)(f_0, None)
+    finally:
+        step.step.split_grid = None
+    assert float(whole[0]) == float(grid[0]) and np.array_equal(np.asarray(whole[1]), np.asarray(grid[1]))

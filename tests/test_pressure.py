@@ -68,3 +68,22 @@ def test_reads_after_the_sweep_give_the_same_bits_and_a_misplaced_read_is_caught
     wrong = late.replace(read, read.replace("adj_f_0[1,", "adj_f_0[2,"), 1)
     broken = _accumulate(side, _module(wrong, tmp_path / "wrong_reads.py", "wrong_reads"), f0, f1, c0, c1)
     assert not np.array_equal(broken[0], reference[0])
+
+
+def test_tight_modules_clear_the_outputs_in_a_loop_and_a_short_loop_is_caught(tmp_path, monkeypatch):
+    side = _side("D2Q9/BGK/FP64FP64", (6, 5))
+    f0, f1, (c0, c1, _) = _data(side)
+    shipped = open(side.step.module.__file__).read()
+    monkeypatch.setattr(pressure, "OTHER_REGISTERS", pressure.REGISTERS)  # every module tight
+    late = generate(side.stepper, side.config)
+    loop = "for population in range(wp.min(adj_f_1.shape[0], 9)):"
+    assert loop in late and loop not in shipped and "adj_f_1[3, i, j, k] = wp.float64(0.0)" in shipped
+    assert "adj_f_1[3, i, j, k] = wp.float64(0.0)" not in late
+    reference = _accumulate(side, side.step.module, f0, f1, c0, c1)
+    looped = _accumulate(side, _module(late, tmp_path / "looped.py", "looped"), f0, f1, c0, c1)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(looped, reference))
+    assert np.count_nonzero(c1) > 0 and np.count_nonzero(reference[1]) < np.count_nonzero(c1)  # the seeds were cleared
+    # negative control: the loop one population short leaves a seed uncleared
+    short = _accumulate(side, _module(late.replace(loop, loop.replace(", 9)", ", 8)")), tmp_path / "short.py", "short"),
+                        f0, f1, c0, c1)
+    assert not np.array_equal(short[1], reference[1])

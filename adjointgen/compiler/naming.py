@@ -141,6 +141,10 @@ class Namer:
         part of the step that never runs at that id)."""
         return self._claim("id flag", (id_variable, value), f"{id_variable}_is_{value}")
 
+    def population(self) -> str:
+        """The loop variable of the write-back's loops over an array's populations."""
+        return self._claim("population loop", "", "population")
+
     def reader_id(self, id_variable: str, reader: str) -> str:
         """The boundary id of the cell at the coordinates ``reader`` (adjoint_gather)."""
         return self._numbered("reader id", f"{id_variable}_reader", reader)

@@ -19,6 +19,7 @@ empty body is not generated and not listed in the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class ForwardVariant:
 
     name: str
     save: bool
-    part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
+    part: str = ""  # split steps: "" (every cell), "rest", "listed", "grid" (see plan._split, Manifest.listed_ids)
     device_omega: bool = False  # omega from a one-element array (see ParameterArguments)
     residuals: bool = False  # also stores the residuals (forward_residuals)
 
@@ -104,7 +105,7 @@ class AdjointVariant:
     name: str
     fresh: bool
     state_only: bool
-    part: str = ""  # split steps: "" (every cell), "rest" or "listed" (see Manifest.listed_ids)
+    part: str = ""  # split steps: "" (every cell), "rest", "listed", "grid" (see plan._split, Manifest.listed_ids)
     device_omega: bool = False  # omega from a one-element array (see ParameterArguments)
     residuals: bool = False  # replays from forward_residuals' values (state only)
 
@@ -265,7 +266,7 @@ class AdjointParts:
     carry: list | None  # the fresh variant's writes into the seed array (steps updating f_0 in place)
     prologue: list  # the adjoint's prologue (the cell plan's, or a split step's)
     skip: list  # the rest part's early return (a split step)
-    parts: tuple  # ("",) or, for a split step, ("", "rest", "listed")
+    parts: tuple  # ("",) or, for a split step, ("", "rest", "listed_K", ..., "grid_K", ...): see _split
     write_back: _WriteBack
     reads_late: bool  # the write-back's reads after the sweep (compiler.pressure)
     slot_lines: list
@@ -427,15 +428,15 @@ def _forward_plan(c: _Context, cell: CellPlan, q: int, split: Split) -> ForwardP
     params = c.variant_params + [f"{saved}: {c.program.param(c.reference).annotation()}"] + _listed_param(c) + _residual_param(c)
     arguments = c.parameter_arguments
     variants = [ForwardVariant(forward_kernel_name(save, part), save, part)
-                for part in split.parts for save in (False, True)[: 1 + bool(saves)]]
+                for part in split.forward_parts for save in (False, True)[: 1 + bool(saves)]]
     # for callers with omega on the device only (a JAX trace): the whole grid, and a split's parts
     variants += [ForwardVariant(forward_kernel_name(False, part, True), False, part, True)
-                 for part in split.parts] * arguments.generated
+                 for part in split.forward_parts] * arguments.generated
     variants += [ForwardVariant(forward_kernel_name(False, residuals=True), False, residuals=True)] * bool(c.residuals)
     copy = ["if wp.static(save):", "    # the copy of the input"] + [f"    {line}" for line in saves] if saves else []
     comment = tuple(line.format(array=c.reference, saved=saved) for line in _FORWARD_COMMENT)
     comment += _FORWARD_RESIDUAL_COMMENT if c.residuals else ()
-    factory = ("name: str, save: bool" + (', part: str = ""' if len(split.parts) > 1 else "") + _device_parameter(arguments)
+    factory = ("name: str, save: bool" + (', part: str = ""' if len(split.forward_parts) > 1 else "") + _device_parameter(arguments)
                + (", with_residuals: bool = False" if c.residuals else ""))
     return ForwardPlan(params, _forward_body(c) + copy + _residual_stores(c) + stores, variants, comment,
                        arguments.prologue + split.prologue, split.forward_skip, factory, arguments.factory_lines)
@@ -647,6 +648,41 @@ def _write_back(c: _Context, sweep: _Sweep) -> _WriteBack:
     return _WriteBack(reads, writes, fresh_writes, fresh_outputs, field_reads)
 
 
+def _looped_clears(c: _Context, sweep: _Sweep, writes: list) -> list:
+    """``writes`` with each output array's clears of the cell's own elements (``adj_f_1[l, i, j, k]
+    = 0`` for every population l from 0 up) as one loop whose count the compiler cannot fold.
+
+    For modules whose sweep needs every register (:mod:`adjointgen.compiler.pressure`): unrolled,
+    the clears are addressed like the seeds' loads at the top, and the compiler kept those
+    addresses live through the sweep to the end, where it spilled them (D3Q27 KBC's accumulating
+    adjoints: 68-104 bytes, NOTES v56). In the loop each address is computed where it is stored.
+    The clears stay after every read (moving them up made the kernels twice as slow, v47). The
+    count is ``wp.min(shape[0], populations)``: the same elements as the unrolled lines."""
+    own: dict = {}  # (array, the index past the population) -> {population: the cleared line's target}
+    for array, index in c.adjoint.clears:
+        printed = [c.print(e, "int32") for e in index]
+        target = f"{c.grads[array]}[{', '.join(printed)}]"
+        entry = sweep.destinations[target]
+        if printed[0].isdigit() and not entry.terms and not entry.added_to:
+            own.setdefault((c.grads[array], ", ".join(printed[1:])), {})[int(printed[0])] = target
+    loops = {}  # the first cleared line of each loop -> the loop's lines; the other lines dropped
+    dropped = set()
+    for (gradient, rest), targets in sorted(own.items()):
+        if sorted(targets) != list(range(len(targets))) or len(targets) < 2:
+            continue
+        zero = c.zero(sweep.destinations[targets[0]].dtype)
+        population = c.names.population()
+        lines = ["# cleared in a loop the compiler does not unroll (unrolled, their addresses stay live: spills)",
+                 f"for {population} in range(wp.min({gradient}.shape[0], {len(targets)})):",
+                 f"    {gradient}[{population}, {rest}] = {zero}"]
+        loops[f"{targets[0]} = {zero}"] = lines
+        dropped |= {f"{target} = {zero}" for target in targets.values()}
+    out = []
+    for line in writes:
+        out += loops.get(line, []) if line in dropped else [line]
+    return out
+
+
 def _other_state(c: _Context) -> str | None:
     """The state's second array (``f_1``), where the program has exactly two differentiable arrays."""
     others = [p.name for p in c.program.params if p.differentiable and p.name != c.reference]
@@ -741,23 +777,32 @@ def _listed_ids(c: _Context) -> tuple:
 
 @dataclass(frozen=True)
 class IdFlag:
-    """A split step's flag that the cell has the boundary id ``value``, constant False in the
-    part whose cells never have it (``never_in``: the rest part for a listed id, the listed part
-    for any other), so that the compiler drops the code that id selects there."""
+    """A split step's flag that the cell has the boundary id ``value``, constant False outside
+    the parts whose cells may have it (``parts``), so that the compiler drops the code that id
+    selects there."""
 
     name: str
     value: int
-    never_in: str
+    parts: tuple
 
 
 def _id_flags(c: _Context, forward: bool) -> list:
     """The flags of the boundary ids the cell program tests (a split step): the adjoint's of
     every id, the forward's of the listed ids only. The forward's listed part does not spill
     without the others, and its rest part kept them as registers across the body (forward_rest
-    80 -> 86 registers on an H200, one block of 256 threads less per SM, 11 % slower: NOTES v51)."""
+    80 -> 86 registers on an H200, one block of 256 threads less per SM, 11 % slower: NOTES v51).
+    The adjoint's parts of one listed id each (:func:`_split`) have the other listed ids False too."""
     listed = set(c.listed_ids)
-    return [IdFlag(c.names.id_flag(str(c.guards.id_symbol), k), k, "rest" if k in listed else "listed")
-            for k in sorted(_tested_ids(c)) if k in listed or not forward]
+    flags = []
+    for k in sorted(_tested_ids(c)):
+        if forward and k in listed:
+            parts = ("", "listed", "grid")
+        elif forward:
+            continue
+        else:
+            parts = ("", f"listed_{k}", f"grid_{k}") if k in listed else ("", "rest")
+        flags.append(IdFlag(c.names.id_flag(str(c.guards.id_symbol), k), k, parts))
+    return flags
 
 
 def _tested_ids(c: _Context) -> set:
@@ -782,38 +827,53 @@ def _flag_aliases(c: _Context, forward: bool) -> dict:
 @dataclass(frozen=True)
 class Split:
     """How a step's kernels are split (:func:`_split`): the prologue, the lines after the exit
-    (the rest part's early return, then the id flags: the adjoint's in ``skip``, the forward's in
-    ``forward_skip``), the parts compiled (``("",)`` for one launch)."""
+    (the parts' early returns, then the id flags: the adjoint's in ``skip``, the forward's in
+    ``forward_skip``), the parts compiled (``("",)`` for one launch): the adjoint's ``parts``, the
+    forward's ``forward_parts``."""
 
     prologue: list
     skip: list
     forward_skip: list
     parts: tuple
+    forward_parts: tuple
 
 
 def _split(c: _Context, cell: CellPlan) -> Split:
-    """The adjoint's prologue, the rest part's early return and the parts compiled, for a split
-    step (:func:`_listed_ids`), else the cell plan's prologue alone. The listed part's thread is
-    a position in the list; the rest part returns at the listed ids' cells, which the compiler
-    can then leave out of its code: the step's registers are those of the other conditions."""
+    """The prologue, the parts' early returns and the parts compiled, for a split step
+    (:func:`_listed_ids`), else the cell plan's prologue alone. The rest part returns at the
+    listed ids' cells, which the compiler can then leave out of its code: the step's registers
+    are those of the other conditions. The forward runs those cells in one part over a list
+    (``listed``: its thread is a position in the list) or over the grid (``grid``: returns at the
+    others); the adjoint in one part per listed id (``listed_K``, ``grid_K``: each returns at the
+    other ids, and its body has no code of theirs; with every listed id in one body, the obstacle
+    channel's listed adjoints spilled 64-216 bytes, NOTES v56). The grid parts serve callers
+    without a list (the JAX and PyTorch faces): the whole-grid kernels spill 300-500 bytes."""
     ids = c.listed_ids
     if not ids:
-        return Split(cell.prologue, [], [], ("",))
+        return Split(cell.prologue, [], [], ("",), ("",))
     position, cells = c.names.listed_position(), c.names.listed_cells()
     # the cell plan's prologue starts with grid_lines: the thread index, then the grid sizes
     own, rest_of_prologue = cell.prologue[:1], cell.prologue[1:]
     listed = [f"{position} = wp.tid()"] + [f"{axis} = {cells}[{position}, {n}]" for n, axis in enumerate(c.lines.thread.split(", "))]
-    prologue = static_if('part == "listed"', listed, own) + rest_of_prologue
-    condition = c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset(ids)))
-    skip = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed part"])
-    return Split(prologue, skip + _flag_lines(c, forward=False), skip + _flag_lines(c, forward=True), ("", "rest", "listed"))
+    prologue = static_if('part.startswith("listed")', listed, own) + rest_of_prologue
+    id_symbol = c.guards.id_symbol
+    condition = c.plain.id_condition(id_symbol, guards.Need(frozenset(ids)))
+    rest = static_if('part == "rest"', [f"if {condition}:", "    return  # run by the listed parts"])
+    forward_grid = static_if('part == "grid"', [f"if not ({condition}):", "    return  # run by the rest part"])
+    skip = list(rest)
+    for k in ids:
+        test = c.plain.id_condition(id_symbol, guards.Need(frozenset({k})))
+        skip += static_if(f'part in ("listed_{k}", "grid_{k}")', [f"if not ({test}):", "    return  # another part's cell"])
+    adjoint_parts = ("", "rest") + tuple(f"{launch}_{k}" for launch in ("listed", "grid") for k in ids)
+    return Split(prologue, skip + _flag_lines(c, forward=False), rest + forward_grid + _flag_lines(c, forward=True),
+                 adjoint_parts, ("", "rest", "listed", "grid"))
 
 
 def _flag_lines(c: _Context, forward: bool) -> list:
     """The definitions of the id flags (:func:`_id_flags`): the bodies test the ids through
-    flags constant False in the part that never has them, so that its compiler drops their code
-    (it does not infer that from the early return above them)."""
-    return [f"{flag.name} = wp.static(part != \"{flag.never_in}\") and "
+    flags constant False in the parts that never have them, so that their compiler drops their
+    code (it does not infer that from the early returns above them)."""
+    return [f"{flag.name} = wp.static(part in ({', '.join(f'{chr(34)}{part}{chr(34)}' for part in flag.parts)})) and "
             f"({c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({flag.value})))})" for flag in _id_flags(c, forward)]
 
 
@@ -910,6 +970,8 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
     seeds, in_place_seeds = _seed_lines(c)
     sweep = _sweep(c)
     write_back = _write_back(c, sweep)
+    reads_late = pressure.reads_after_sweep(c.program, c.adjoint, len(write_back.reads) + len(write_back.field_reads))
+    writes = _looped_clears(c, sweep, write_back.writes) if reads_late else write_back.writes
     slot_lines = _slot_lines(c, sweep.slot_terms)
     kept, parameter_kept = _kept_lines(c)
     carry = _carry_lines(c, sweep) if c.accesses.in_place else None
@@ -917,8 +979,8 @@ def _adjoint(c: _Context, cell: CellPlan, split: Split) -> tuple[AdjointPlan, in
         prologue=split.prologue, skip=split.skip, parts=split.parts,
         fresh=not c.accesses.in_place or carry is not None, carry=carry, has_parameters=bool(c.adjoint.parameters),
         params=_adjoint_params(c), kept=kept, parameter_kept=parameter_kept, seeds=seeds, in_place_seeds=in_place_seeds,
-        replay=_replay_lines(c, cell), sweep=sweep, write_back=write_back, slot_lines=slot_lines,
-        reads_late=pressure.reads_after_sweep(c.program, c.adjoint, len(write_back.reads) + len(write_back.field_reads)),
+        replay=_replay_lines(c, cell), sweep=sweep, write_back=dataclasses.replace(write_back, writes=writes),
+        slot_lines=slot_lines, reads_late=reads_late,
         parameter_lines=_parameter_lines(c), arguments=c.parameter_arguments,
         residual_replay=_residual_replay(c) if c.residuals else None))
     updates = sum(not line.startswith("if wp.static") for g in sweep.groups for line in g.lines)

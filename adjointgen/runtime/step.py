@@ -173,6 +173,11 @@ class DifferentiableStep:
         # launches, the listed ids' cells from a list and the rest without their code (fewer
         # registers); None = on CUDA devices only (on a CPU it saves nothing and costs compiles)
         self.split_listed: bool | None = None
+        # split steps without a list (the JAX and PyTorch faces; split_listed False): the rest part and,
+        # per listed id, a launch over the grid whose threads return at the other cells, instead of the
+        # whole-grid kernel (which spills: 300-500 bytes in the obstacle channel, NOTES v56); None = on
+        # CUDA devices only (on a CPU it saves nothing)
+        self.split_grid: bool | None = None
         # adjoint_gather over a list of the cells that have slots to gather (where the module has
         # adjoint_gather_listed), not over every cell; None = on CUDA devices only (a launch over
         # every cell costs there what a list saves; on a CPU it only costs compiles)
@@ -324,17 +329,29 @@ class DifferentiableStep:
         listed = self._list_for(bc_mask, listed)
         inputs = self._forward_inputs(f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega, device_omega), timestep,
                                       lifted_values, fields, listed=listed)
-        for kernel, dim in self._forward_parts(listed, f_0.shape[1:], device_omega):
+        for kernel, dim in self._forward_parts(listed, f_0.shape[1:], f_0.device, device_omega):
             wp.launch(kernel, dim=dim, inputs=inputs, device=f_0.device, record_tape=False)
 
-    def _forward_parts(self, listed, grid: tuple, device_omega: bool = False) -> list:
-        """(kernel, launch dimensions) of the forward: ``forward`` over the grid, or for a split
-        step with a list of its listed cells (``listed``, :meth:`_list_for`) ``forward_rest`` over the
-        grid and ``forward_listed`` over the list (disjoint cells: the same stores as one launch)."""
-        if listed is None:
-            return [(self.kernel(forward_kernel_name(False, "", device_omega)), grid)]
+    def _forward_parts(self, listed, grid: tuple, device, device_omega: bool = False) -> list:
+        """(kernel, launch dimensions) of the forward's parts (:meth:`_parts`)."""
         return [(self.kernel(forward_kernel_name(False, part, device_omega)), dim)
-                for part, dim in (("rest", grid), ("listed", listed.shape[0]))]
+                for part, dim in self._parts(listed, grid, device, adjoint=False)]
+
+    def _parts(self, listed, grid: tuple, device, adjoint: bool) -> list:
+        """(part, launch dimensions) of a step's forward or adjoint: the whole grid in one launch;
+        for a split step with a list of its listed cells (``listed``, :meth:`_list_for`) the rest
+        part over the grid and the listed cells over the list (the forward in one launch, the
+        adjoint in one per listed id); without a list, where :attr:`split_grid` allows it, the
+        listed cells' launches over the grid. The parts run disjoint cells: the same stores as one
+        launch, and every gradient element keeps one writer."""
+        ids = self.manifest.listed_ids
+        if listed is not None:
+            count = listed.shape[0]
+            return [("rest", grid)] + ([(f"listed_{k}", count) for k in ids] if adjoint else [("listed", count)])
+        wanted = device.is_cuda if self.split_grid is None else self.split_grid
+        if ids and wanted:
+            return [("rest", grid)] + ([(f"grid_{k}", grid) for k in ids] if adjoint else [("grid", grid)])
+        return [("", grid)]
 
     def _forward_inputs(self, f_0, f_1, bc_mask, missing_mask, omega_value, timestep, lifted_values, fields=None,
                         saved=None, residuals=None, listed=None) -> list:
@@ -422,7 +439,7 @@ class DifferentiableStep:
         lifted_values = self.parameter_values() if lifted_values is None else lifted_values
         inputs = self._forward_inputs(f_0, f_1, bc_mask, missing_mask, self.kernel_omega(omega), timestep, lifted_values)
         return Launches([wp.launch(kernel, dim=dim, record_cmd=True, device=f_0.device, record_tape=False, inputs=inputs)
-                         for kernel, dim in self._forward_parts(self.listed_cells(bc_mask), f_0.shape[1:])])
+                         for kernel, dim in self._forward_parts(self.listed_cells(bc_mask), f_0.shape[1:], f_0.device)])
 
     def forward_save_launch(self, f_0, f_1, bc_mask, missing_mask, omega, lifted_values, saved):
         """``forward_save`` packed (a ``warp.Launch``; parameters 0 f_0, 1 f_1, 5 the timestep,
@@ -489,7 +506,7 @@ class DifferentiableStep:
         inputs += self._cells_argument(bc_mask, listed)  # a split step's kernels take the list (only the listed part reads it)
         inputs += self._residual_argument(residuals, device)
         try:
-            parts = [("rest", dim), ("listed", listed.shape[0])] if listed is not None else [("", dim)]
+            parts = self._parts(listed, dim, device, adjoint=True) if residuals is None else [("", dim)]
             kernels = [(self.kernel(self.manifest.adjoint_kernel(fresh, state_only, part, device_omega, residuals is not None)),
                         count) for part, count in parts]
         except KeyError as exc:
