@@ -260,6 +260,46 @@ def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0, shap
     assert not np.array_equal(np.asarray(f_new)[solid], np.asarray(f0)[solid])  # f_1's content, not f_0's
 
 
+def test_a_known_mask_gets_its_list_once_and_a_traced_one_none(monkeypatch):
+    """Without listed=, a split step's face makes the list of a mask known when JAX traces the call
+    (concrete), once per mask object (forced on here: on a CPU the default is one launch), with
+    the whole grid's bits; a traced mask (a jit argument) gets none."""
+    from adjointgen.runtime import jax_face
+
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
+    _enable_x64()
+    stepper = make_stepper(config, "warp", (16, 7))
+    _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+    step = jax_step(stepper)
+    f_0 = jnp.asarray(random_state(config, (16, 7), 0))
+    f_1, bc, mm = (jnp.asarray(a.numpy()) for a in (f_1, bc_mask, missing_mask))
+    assert step.known_lists(bc) is None  # on a CPU: off by default
+    made = []
+    rows_with = jax_face._rows_with
+    monkeypatch.setattr(jax_face, "_rows_with", lambda ids, mask: made.append(1) or rows_with(ids, mask))
+
+    def loss(f, mask):
+        left, new = step(f, f_1, mask, mm, OMEGA)
+        return jnp.sum(new * new) + jnp.sum(left)
+
+    whole = jax.value_and_grad(loss)(f_0, bc)
+    step.known_lists.wanted = True
+    try:
+        # the mask closed over by a jitted function (known while JAX traces), then two eager calls
+        listed = [jax.jit(jax.value_and_grad(lambda f: loss(f, bc)))(f_0)]
+        listed += [jax.value_and_grad(loss)(f_0, bc) for _ in range(2)]
+        assert made == [1]  # once for the three calls
+        assert not isinstance(step.known_lists(bc), jax.core.Tracer)
+        assert np.array_equal(np.asarray(step.known_lists(bc)), rows_with(step.step.manifest.listed_ids, bc))
+        seen = []
+        jax.jit(lambda mask: seen.append(step.known_lists(mask)) or mask)(bc)  # a jit argument: traced, no list
+        assert seen == [None]
+    finally:
+        step.known_lists.wanted = None
+    for value, grad in listed:
+        assert float(value) == float(whole[0]) and np.array_equal(np.asarray(grad), np.asarray(whole[1]))
+
+
 def test_calls_are_captured_graphs_only_inside_captured_calls_and_where_nothing_is_read_back():
     import warp as wp
 

@@ -23,6 +23,7 @@ travel to the kernels stacked in one array (all components, nx, ny, nz), in mani
 
 import contextlib
 import contextvars
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,13 +76,19 @@ def jax_step(stepper, timestep: int = 0):
 
     Both take ``listed=`` (keyword): for a split step (ZouHe, Regularized, extrapolation cells run
     from a list, the rest without their code: :attr:`Manifest.listed_ids`), the list of those
-    cells, an int32 array of rows ``i, j, k`` (rows at kept cells are no-ops, for padding); the
-    face cannot read it from a traced mask, so without it the whole grid runs in one launch."""
+    cells, an int32 array of rows ``i, j, k`` (rows at kept cells are no-ops, for padding), e.g.
+    :func:`listed_cells`. Without it, a mask known when JAX traces the call (a concrete JAX array:
+    an eager call, or a mask the jitted function closes over) gets its list made once per mask
+    object (``known_lists``, :class:`KnownLists`; on GPUs); a traced mask (a jit argument) runs
+    the listed cells in launches over the grid (:attr:`DifferentiableStep.split_grid`), slower
+    than a list but without the whole-grid kernel's spills (``benchmarks/NOTES.md`` v56)."""
     step = _step_of(stepper)
     names = tuple(step.manifest.fields)
     build = (lambda omega_value, _: _with_fields(step, timestep, names, omega_value)) if names else \
         (lambda omega_value, listed: _without_fields(step, timestep, omega_value, listed))
-    apply, carried = _by_omega(build)
+    known = KnownLists(() if names else step.manifest.listed_ids)
+    apply, carried = _by_omega(build, known)
+    apply.known_lists = known
     apply.carried = carried if carries(step.manifest) and not names else None
     apply.step = step
     apply.timestep = timestep
@@ -97,11 +104,46 @@ def listed_cells(face, bc_mask):
     ``bc_mask`` known now (a concrete array, not a tracer): the rows ``i, j, k`` (int32, in grid
     order) of its cells with the module's listed ids; None where the step is not split or the mask
     has none of them."""
-    ids = face.step.manifest.listed_ids
+    return _rows_with(face.step.manifest.listed_ids, bc_mask)
+
+
+def _rows_with(ids: tuple, bc_mask):
+    """The rows ``i, j, k`` (int32, grid order) of the cells of ``bc_mask`` with one of ``ids``."""
     if not ids:
         return None
     rows = np.argwhere(np.isin(np.asarray(bc_mask)[0], ids)).astype(np.int32)
     return rows if len(rows) else None
+
+
+class KnownLists:
+    """A face's lists of a split step's listed cells, for masks known when JAX traces the call:
+    made once per mask object (a device read-back and a host scan of the mask), then reused. JAX
+    arrays cannot change, so a list stays right for as long as its mask lives (the entry goes
+    with it). None for traced masks, NumPy masks (which can change in place), steps that are not
+    split, and where ``wanted`` says no (None: masks on a GPU, where the list saves the grid
+    parts' launches; on a CPU the whole grid runs in one launch)."""
+
+    def __init__(self, ids: tuple):
+        self.ids = ids
+        self.wanted: bool | None = None
+        self._lists: dict = {}  # id(mask) -> (weak reference to the mask, its list or None)
+
+    def __call__(self, bc_mask):
+        import jax
+
+        if not self.ids or isinstance(bc_mask, jax.core.Tracer) or not isinstance(bc_mask, jax.Array):
+            return None
+        if not (self.wanted if self.wanted is not None else any(d.platform == "gpu" for d in bc_mask.devices())):
+            return None
+        key = id(bc_mask)
+        entry = self._lists.get(key)
+        if entry is None or entry[0]() is not bc_mask:
+            rows = _rows_with(self.ids, bc_mask)
+            gone = weakref.ref(bc_mask, lambda _, key=key: self._lists.pop(key, None))
+            with jax.ensure_compile_time_eval():  # a device array, also while JAX traces (not a tracer)
+                cells = None if rows is None else jax.device_put(rows, next(iter(bc_mask.devices())))
+            entry = self._lists[key] = (gone, cells)
+        return entry[1]
 
 
 def known_omega(omega) -> float | None:
@@ -128,13 +170,13 @@ class _Faces:
     carried: object
 
 
-def _by_omega(build):
+def _by_omega(build, known):
     """The step functions, plain and carried: where ``omega`` is known when JAX traces the call (a
     Python number, a NumPy value or a concrete JAX array, not a tracer), steps with that value
     built in (cached per value), whose kernels never read omega back from the device; else
     (omega traced: a jit argument, or differentiated) the steps whose kernels read it from its
     array on the device (the module's ``_device_omega`` variants; a module without them reads it
-    back at every call)."""
+    back at every call). Without ``listed=``, the list ``known`` has for the mask, if any."""
     faces: dict = {}
 
     def of(omega, listed) -> _Faces:
@@ -145,9 +187,11 @@ def _by_omega(build):
         return faces[key]
 
     def apply(f_0, f_1, bc_mask, missing_mask, omega, *fields, listed=None):
+        listed = known(bc_mask) if listed is None else listed
         return of(omega, listed).plain(f_0, f_1, bc_mask, missing_mask, omega, *fields, *_cells(listed, fields))
 
     def carried(f_0, f_1, bc_mask, missing_mask, omega, *fields, listed=None):
+        listed = known(bc_mask) if listed is None else listed
         return of(omega, listed).carried(f_0, f_1, bc_mask, missing_mask, omega, *fields, *_cells(listed, fields))
 
     return apply, carried
@@ -178,7 +222,8 @@ def _step_of(stepper):
     step = DifferentiableStep(stepper, generated, config, fields=stand_ins)
     # a split step (ZouHe, ... cells from a list) and a listed gather read their lists back from the
     # mask once per mask object, and the callables get a new Warp array for the mask at every call:
-    # one launch over the grid instead of a device read-back and a host scan of the mask per step
+    # the face passes its own lists (listed=, KnownLists), else the grid parts or one launch run
+    # (no device read-back and host scan of the mask per step)
     step.split_listed = step.gather_listed = False
     return step
 
