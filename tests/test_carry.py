@@ -80,7 +80,8 @@ def test_adjoint_kept_works_from_the_kept_cells_side(obstacle_text):
     assert "adj_f_0[0, i, j, k] = seed_f_0[0, i, j, k]" in kept  # population 0 is read by its own cell
 
 
-@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64/obstacle", (10, 8))])  # walls, ZouHe in and out, solid
+# walls, ZouHe in and out, solid; walls, Regularized in, extrapolation out (listed for its neighbourhood reads)
+@pytest.mark.parametrize("label, shape", [("D2Q9/BGK/FP64FP64/obstacle", (10, 8)), ("D2Q9/BGK/FP64FP64/extrapolation", (10, 8))])
 def test_a_split_step_equals_the_one_launch_step_bit_for_bit(label, shape, monkeypatch):
     """Steps with ZouHe conditions (Manifest.listed_ids) run their forward and adjoint in parts on
     a GPU: the ZouHe cells from a list (the adjoint one launch per ZouHe id) or, without a list,

@@ -765,14 +765,31 @@ def _kept_lines(c: _Context) -> tuple[list, list]:
 
 
 def _listed_ids(c: _Context) -> tuple:
-    """The boundary ids whose cells a split step's adjoint runs in a launch of their own: those
-    whose condition keeps data in ``f_1`` (ZouHe, Regularized, extrapolation), the heaviest code
-    of the step, at few cells, on planes that a list in grid order keeps coalesced; () where the
-    step reads no such data, or keeps cells through an exit that is not XLB's (bc_mask 255)."""
+    """The boundary ids whose cells a split step runs in launches of their own: those whose
+    condition keeps data in ``f_1`` (ZouHe, Regularized), and, in a step that has such ids, those
+    whose condition reads a neighbourhood (:func:`_neighbourhood_ids`: extrapolation): the
+    heaviest code of the step, at few cells, on planes that a list in grid order keeps coalesced;
+    () where the step reads no such data, or keeps cells through an exit that is not XLB's
+    (bc_mask 255)."""
     ids = _read_ids(c)
     if not ids or c.guards.id_symbol is None or (c.adjoint.keep is not None and _kept_id_load(c) is None):
         return ()
-    return ids
+    return tuple(sorted(set(ids) | _neighbourhood_ids(c)))
+
+
+def _neighbourhood_ids(c: _Context) -> set:
+    """The ids whose condition alone loads more than twice as many state values as a cell streams
+    in: XLB's ExtrapolationOutflowBC reads its neighbours' populations (126 loads in D3Q19), a
+    bounce-back wall at most one per population (19). Left in the rest part, such code kept the
+    registers of every cell: the extrapolation channel's rest adjoints spilled 72-96 bytes and its
+    forward_rest 16 (ptxas, NOTES v56)."""
+    streamed = sum(1 for name, found in c.accesses.loads.items() if found.array == c.reference and name not in c.guards.needs)
+    alone: dict = {}
+    for name, found in c.accesses.loads.items():
+        need = c.guards.needs.get(name)
+        if found.array == c.reference and need is not None and not need.complement and len(need.ids) == 1:
+            alone[next(iter(need.ids))] = alone.get(next(iter(need.ids)), 0) + 1
+    return {k for k, count in alone.items() if count > 2 * streamed}
 
 
 @dataclass(frozen=True)
