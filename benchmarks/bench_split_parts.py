@@ -66,6 +66,10 @@ def measure(label: str, size: int, repeats: int, inner: int) -> dict:
         adj_f_1.assign(cotangent)
         step.adjoint(wp.array(state, dtype=f_0.dtype), wp.clone(f_1_prepared), bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1)
         gradients[mode] = adj_f_0.numpy()
+    step.split_listed, step.split_grid = MODES["listed"]
+    packed = step.adjoint_launches(f_0, f_1, bc_mask, missing_mask, omega, 0, adj_f_0, adj_f_1, fresh=True, carry=carry)
+    for launch, _ in packed.launches:  # the fresh adjoint's launches one by one, with lists
+        times[f"launch {launch.kernel.key}"] = _timed(launch.launch, sync, repeats, inner)
     step.split_listed = step.split_grid = None
     listed = int(np.isin(bc_mask.numpy()[0], step.manifest.listed_ids).sum())
     return {"case": label, "grid": [size] * config.dim, "device": wp.get_device().name, "listed_cells": listed,
@@ -89,6 +93,8 @@ def main() -> None:
     for row in ("forward", "adjoint_fresh", "adjoint"):
         cells = [f"{result['times_ms'][f'{row}_{m}']:.3f} ({result['ratios'][f'{row}_{m}']:.2f}x)" for m in MODES]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += [f"| launch {name[7:]} (lists, fresh) | {ms:.3f} ({result['ratios'][name]:.2f}x) | | |"
+              for name, ms in result["times_ms"].items() if name.startswith("launch ")]
     lines += ["", f"XLB forward {result['times_ms']['xlb_forward']:.3f} ms; gradient max |difference| to whole: "
               f"{result['max_abs_difference_to_whole']}; non-finite: {result['nonfinite']}"]
     print("\n".join(lines))
