@@ -105,9 +105,12 @@ def _shift(expr, x, unit_axis: bool) -> int:
     return shift
 
 
-def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
+def analyse(program: Program, unit_axes: tuple = (), guarded: frozenset = frozenset()) -> Accesses:
     """Classify loads; prove the scatter adjoint race-free. ``unit_axes`` lists the spatial axes
-    (0-based) that have length 1 by construction."""
+    (0-based) that have length 1 by construction. ``guarded``: the loads whose value matters only
+    at some cells (the guard stage's ``needs``); a shift that some other load reads at every cell
+    (the streaming pull) is preferred as the primary, so that the cells without the guarded
+    conditions write no slots (:func:`_primary_first`)."""
     result = Accesses()
     differentiable = {p.name for p in program.params if p.differentiable}
     for statement in program.statements:
@@ -137,9 +140,12 @@ def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
                                        "write only to [l, i, j, k] of the thread; neighbour writes race")
     # race freedom of the adjoint's writes
     by_population: dict = {}
-    for access in result.loads.values():
+    everywhere = set()  # (array, population, shifts) read by a load that matters at every cell
+    for name, access in result.loads.items():
         if access.array in differentiable:
             by_population.setdefault((access.array, access.population), set()).add(access.shifts)
+            if name not in guarded:
+                everywhere.add((access.array, access.population, access.shifts))
     stored = {s.array for s in program.stores}
     zero = (0,) * len(program.thread)
     in_place = {s.array for s in program.stores if s.when is not None}
@@ -152,7 +158,7 @@ def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
         # one shift per population is scattered straight back (a bijection: one writer per
         # element); every other shift goes to a slot of the reading thread and is gathered by
         # the owning thread in a second kernel
-        primary, *others = sorted(shifts, key=lambda shift: (shift == zero, shift))
+        primary, *others = sorted(shifts, key=lambda shift: _primary_first(shift, (array, population, shift) in everywhere, zero))
         result.primary[(array, population)] = primary
         result.proof.append(f"{array}[{population}] read at x - {primary} (mod n): a bijection, scattered directly")
         for shift in others:
@@ -161,3 +167,14 @@ def analyse(program: Program, unit_axes: tuple = ()) -> Accesses:
             result.proof.append(f"{array}[{population}] read at x - {shift} (mod n): slot {slot} of the reader, "
                                 "gathered by the owner in adjoint_gather")
     return result
+
+
+def _primary_first(shift: tuple, everywhere: bool, zero: tuple) -> tuple:
+    """The sort key of a population's shifts, the primary (scattered directly) first: a shift read
+    at every cell (the streaming pull) before those read only under some boundary conditions;
+    then a shift other than the own cell's (bounce-back reads the own pre-streaming value, the
+    pull its neighbour's). With XLB's ExtrapolationOutflowBC, which reads six more shifts of
+    every population at the outlet, the lowest shift was the primary before: every cell then
+    wrote its streaming reads' adjoints into slots and the gather read 126 slots per cell
+    (13x XLB's forward for the fresh adjoint, NOTES v57)."""
+    return (not everywhere, shift == zero, shift)

@@ -180,11 +180,12 @@ def run_pipeline(stepper, config: Configuration, boundary_parameters: bool = Fal
     params = kernel_params(config, parameters.scalar_names(record.lifts), fields)
     record.program = lowering.lower(record.kernel, record.passes.modules, params[4].dtype, params, config.name,
                                     record.passes.exit_guards, fields)
-    record.accesses = access.analyse(record.program, unit_axes=tuple(range(config.dim, 3)))
+    record.guards = guards.cell_guards(record.program)
+    record.accesses = access.analyse(record.program, unit_axes=tuple(range(config.dim, 3)),
+                                     guarded=frozenset(name for name, need in record.guards.needs.items() if not need.complement))
     record.names = Namer.for_program(record.program)
     record.adjoint = reciprocals.hoist(reverse.differentiate(record.program, record.accesses, record.names),
                                        record.program, record.names)
-    record.guards = guards.cell_guards(record.program)
     record.residuals = residuals.choose(record.program, record.adjoint, record.accesses, record.guards, config.q)
     record.plan = plan.plan_module(config, record.program, record.adjoint, record.accesses, record.guards, record.names,
                                    record.passes.sources, program_identity(record.passes), record.residuals)
