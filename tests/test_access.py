@@ -60,3 +60,18 @@ def test_writes_to_a_neighbour_are_refused():
     program = lower_source(HEAD + PULL.format(c=1) + "    b[0, p, j, k] = a[0, i, j, k]\n", PARAMS)
     with pytest.raises(UnsupportedConstruct, match="another cell"):
         analyse(program)
+
+
+def test_a_shift_read_at_every_cell_is_preferred_as_the_primary():
+    """Two neighbours' values of one population: the pull at x - 1 (every cell) and, under a
+    boundary condition, x + 1 (a lower shift). Told which loads are guarded (the guard stage's
+    needs), the analysis scatters the every-cell read directly and sends the guarded one to a
+    slot; without that, the lowest shift would be the primary, and every cell would write a slot."""
+    other = "    q = i + 1\n    if q >= a.shape[1]:\n        q = 0\n"
+    program = lower_source(HEAD + PULL.format(c=1) + other + "    b[0, i, j, k] = a[0, p, j, k] + a[0, q, j, k]\n", PARAMS)
+    plain = analyse(program)
+    assert plain.primary == {("a", 0): (-1, 0, 0)}  # the lowest shift: here the guarded read
+    guarded = frozenset(name for name, found in plain.loads.items() if found.shifts == (-1, 0, 0))
+    preferred = analyse(program, guarded=guarded)
+    assert len(guarded) == 1 and preferred.primary == {("a", 0): (1, 0, 0)}  # the every-cell pull
+    assert [s.shifts for s in preferred.slots] == [(-1, 0, 0)]
