@@ -19,6 +19,7 @@ empty body is not generated and not listed in the manifest.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -783,12 +784,10 @@ def _neighbourhood_ids(c: _Context) -> set:
     bounce-back wall at most one per population (19). Left in the rest part, such code kept the
     registers of every cell: the extrapolation channel's rest adjoints spilled 72-96 bytes and its
     forward_rest 16 (ptxas, NOTES v56)."""
-    streamed = sum(1 for name, found in c.accesses.loads.items() if found.array == c.reference and name not in c.guards.needs)
-    alone: dict = {}
-    for name, found in c.accesses.loads.items():
-        need = c.guards.needs.get(name)
-        if found.array == c.reference and need is not None and not need.complement and len(need.ids) == 1:
-            alone[next(iter(need.ids))] = alone.get(next(iter(need.ids)), 0) + 1
+    loads = {name: c.guards.needs.get(name) for name, found in c.accesses.loads.items() if found.array == c.reference}
+    streamed = sum(need is None for need in loads.values())
+    alone = collections.Counter(min(need.ids) for need in loads.values()
+                                if need is not None and not need.complement and len(need.ids) == 1)
     return {k for k, count in alone.items() if count > 2 * streamed}
 
 
