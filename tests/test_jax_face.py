@@ -260,19 +260,24 @@ def test_a_step_leaves_kept_cells_as_xlbs_warp_step_does(label, writes_f_0, shap
     assert not np.array_equal(np.asarray(f_new)[solid], np.asarray(f0)[solid])  # f_1's content, not f_0's
 
 
+def _obstacle_face():
+    """The D2Q9 FP64 obstacle channel's face (a split step) on a 16x7 grid, a random f_0 and the
+    prepared f_1 and masks, as JAX arrays."""
+    config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
+    _enable_x64()
+    stepper = make_stepper(config, "warp", (16, 7))
+    _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
+    f_0 = jnp.asarray(random_state(config, (16, 7), 0))
+    return (jax_step(stepper), f_0, *(jnp.asarray(a.numpy()) for a in (f_1, bc_mask, missing_mask)))
+
+
 def test_a_known_mask_gets_its_list_once_and_a_traced_one_none(monkeypatch):
     """Without listed=, a split step's face makes the list of a mask known when JAX traces the call
     (concrete), once per mask object (forced on here: on a CPU the default is one launch), with
     the whole grid's bits; a traced mask (a jit argument) gets none."""
     from adjointgen.runtime import jax_face
 
-    config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
-    _enable_x64()
-    stepper = make_stepper(config, "warp", (16, 7))
-    _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
-    step = jax_step(stepper)
-    f_0 = jnp.asarray(random_state(config, (16, 7), 0))
-    f_1, bc, mm = (jnp.asarray(a.numpy()) for a in (f_1, bc_mask, missing_mask))
+    step, f_0, f_1, bc, mm = _obstacle_face()
     assert step.known_lists(bc) is None  # on a CPU: off by default
     made = []
     rows_with = jax_face._rows_with
@@ -321,13 +326,7 @@ def test_a_split_steps_face_takes_its_list_and_gives_the_whole_grids_bits():
     launch over the grid: forward and VJP bit for bit on the CPU."""
     from adjointgen.runtime.jax_face import listed_cells
 
-    config = Configuration.parse("D2Q9/BGK/FP64FP64/obstacle")
-    _enable_x64()
-    stepper = make_stepper(config, "warp", (16, 7))
-    _, f_1, bc_mask, missing_mask = prepare_fields(stepper, config)
-    step = jax_step(stepper)
-    f_0 = jnp.asarray(random_state(config, (16, 7), 0))
-    f_1, bc, mm = (jnp.asarray(a.numpy()) for a in (f_1, bc_mask, missing_mask))
+    step, f_0, f_1, bc, mm = _obstacle_face()
     cells = listed_cells(step, bc)
     assert cells is not None and len(cells) == int(np.isin(np.asarray(bc), step.step.manifest.listed_ids).sum())
 
