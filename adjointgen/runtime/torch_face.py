@@ -84,9 +84,9 @@ def _stream(tensor):
 @contextlib.contextmanager
 def _grid_launches(step, masks_are_tensors: bool):
     """While the masks are tensors (new Warp views at every call), the step's split and gather
-    kernels run over the grid: their lists are read back once per mask array, which would then be
-    once per call (a device read-back and a host scan of the mask). Masks passed as Warp arrays
-    keep them."""
+    kernels run without lists (a split step's listed cells in its grid parts, ``split_grid``):
+    their lists are read back once per mask array, which would then be once per call (a device
+    read-back and a host scan of the mask). Masks passed as Warp arrays keep them."""
     if not masks_are_tensors:
         yield
         return
