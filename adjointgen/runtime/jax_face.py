@@ -119,8 +119,8 @@ class KnownLists:
     """A face's lists of a split step's listed cells, for masks known when JAX traces the call:
     made once per mask object (a device read-back and a host scan of the mask), then reused. JAX
     arrays cannot change, so a list stays right for as long as its mask lives (the entry goes
-    with it). None for traced masks, NumPy masks (which can change in place), steps that are not
-    split, and where ``wanted`` says no (None: masks on a GPU, where the list saves the grid
+    with it). None for traced masks, NumPy masks (which can change in place), masks on several
+    devices, steps that are not split, and where ``wanted`` says no (None: masks on a GPU, where the list saves the grid
     parts' launches; on a CPU the whole grid runs in one launch)."""
 
     def __init__(self, ids: tuple):
@@ -131,9 +131,11 @@ class KnownLists:
     def __call__(self, bc_mask):
         import jax
 
-        if not self.ids or isinstance(bc_mask, jax.core.Tracer) or not isinstance(bc_mask, jax.Array):
+        if (not self.ids or isinstance(bc_mask, jax.core.Tracer) or not isinstance(bc_mask, jax.Array)
+                or len(bc_mask.devices()) != 1):  # (sharded masks: sharded_rollout makes each device's list)
             return None
-        if not (self.wanted if self.wanted is not None else any(d.platform == "gpu" for d in bc_mask.devices())):
+        device = next(iter(bc_mask.devices()))
+        if not (self.wanted if self.wanted is not None else device.platform == "gpu"):
             return None
         key = id(bc_mask)
         entry = self._lists.get(key)
@@ -141,7 +143,7 @@ class KnownLists:
             rows = _rows_with(self.ids, bc_mask)
             gone = weakref.ref(bc_mask, lambda _, key=key: self._lists.pop(key, None))
             with jax.ensure_compile_time_eval():  # a device array, also while JAX traces (not a tracer)
-                cells = None if rows is None else jax.device_put(rows, next(iter(bc_mask.devices())))
+                cells = None if rows is None else jax.device_put(rows, device)
             entry = self._lists[key] = (gone, cells)
         return entry[1]
 
