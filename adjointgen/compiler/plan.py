@@ -809,16 +809,14 @@ def _id_flags(c: _Context, forward: bool) -> list:
     80 -> 86 registers on an H200, one block of 256 threads less per SM, 11 % slower: NOTES v51).
     The adjoint's parts of one listed id each (:func:`_split`) have the other listed ids False too."""
     listed = set(c.listed_ids)
-    flags = []
-    for k in sorted(_tested_ids(c)):
-        if forward and k in listed:
-            parts = ("", "listed", "grid")
-        elif forward:
-            continue
-        else:
-            parts = ("", f"listed_{k}", f"grid_{k}") if k in listed else ("", "rest")
-        flags.append(IdFlag(c.names.id_flag(str(c.guards.id_symbol), k), k, parts))
-    return flags
+
+    def parts(k: int) -> tuple:
+        if forward:
+            return ("", "listed", "grid")
+        return ("", f"listed_{k}", f"grid_{k}") if k in listed else ("", "rest")
+
+    return [IdFlag(c.names.id_flag(str(c.guards.id_symbol), k), k, parts(k))
+            for k in sorted(_tested_ids(c)) if k in listed or not forward]
 
 
 def _tested_ids(c: _Context) -> set:
