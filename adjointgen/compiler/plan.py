@@ -661,11 +661,10 @@ def _looped_clears(c: _Context, sweep: _Sweep, writes: list) -> list:
     count is ``wp.min(shape[0], populations)``: the same elements as the unrolled lines."""
     own: dict = {}  # (array, the index past the population) -> {population: the cleared line's target}
     for array, index in c.adjoint.clears:
-        printed = [c.print(e, "int32") for e in index]
-        target = f"{c.grads[array]}[{', '.join(printed)}]"
-        entry = sweep.destinations[target]
-        if printed[0].isdigit() and not entry.terms and not entry.added_to:
-            own.setdefault((c.grads[array], ", ".join(printed[1:])), {})[int(printed[0])] = target
+        target = f"{c.grads[array]}[{c.lines.store_index(index)}]"  # as _sweep keys the destinations
+        entry, population = sweep.destinations[target], c.lines.store_index(index[:1])
+        if population.isdigit() and not entry.terms and not entry.added_to:
+            own.setdefault((c.grads[array], c.lines.store_index(index[1:])), {})[int(population)] = target
     loops = {}  # the first cleared line of each loop -> the loop's lines; the other lines dropped
     dropped = set()
     for (gradient, rest), targets in sorted(own.items()):
@@ -887,8 +886,12 @@ def _flag_lines(c: _Context, forward: bool) -> list:
     """The definitions of the id flags (:func:`_id_flags`): the bodies test the ids through
     flags constant False in the parts that never have them, so that their compiler drops their
     code (it does not infer that from the early returns above them)."""
-    return [f"{flag.name} = wp.static(part in ({', '.join(f'{chr(34)}{part}{chr(34)}' for part in flag.parts)})) and "
-            f"({c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({flag.value})))})" for flag in _id_flags(c, forward)]
+    lines = []
+    for flag in _id_flags(c, forward):
+        parts = ", ".join('"' + part + '"' for part in flag.parts)
+        test = c.plain.id_condition(c.guards.id_symbol, guards.Need(frozenset({flag.value})))
+        lines.append(f"{flag.name} = wp.static(part in ({parts})) and ({test})")
+    return lines
 
 
 def _adjoint_params(c: _Context) -> list:
